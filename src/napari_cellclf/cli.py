@@ -137,8 +137,12 @@ def _detect_layout(root: Path) -> str:
         return "folders"
     if has_labels:
         return "labels"
-    raise CLIError(f"{root}: no class subfolders with images and no <stem>{LABELS_SUFFIX} label "
-                   "images found (see `cellclf train --help` for the two layouts)")
+    loose = io.list_images(root)
+    if loose:
+        raise CLIError(f"{root}: {len(loose)} image(s) but no <stem>{LABELS_SUFFIX} label images and "
+                       "no class subfolders (see `cellclf train --help` for the two layouts)")
+    raise CLIError(f"{root}: empty folder: no class subfolders with images and no images "
+                   "(see `cellclf train --help` for the two layouts)")
 
 
 def _subfolders(root: Path) -> list[Path]:
