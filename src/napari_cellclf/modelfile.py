@@ -1,22 +1,41 @@
 """One shareable model file: safetensors weights + JSON metadata, atomic, never unpickled.
 
-CONTRACT (stub by the lead; the modelfile owner implements it):
 - The file is a single `.safetensors` file; the JSON metadata lives in the safetensors header
   (`__metadata__["cellclf"]`). Loading validates the header, the metadata schema and every tensor
-  shape against the architecture rebuilt from the metadata; anything else (a pickle, a truncated
-  or tampered file) raises ModelFileError naming the file. Nothing is ever unpickled.
+  name, shape and dtype against the architecture rebuilt from the metadata; anything else (a
+  pickle, a truncated or tampered file) raises ModelFileError naming the file. Nothing is ever
+  unpickled: safetensors only reads a JSON header and raw little-endian numbers.
 - Saving writes a temporary file in the same folder, fsyncs, then os.replace()s it: a full disk or
   a crash never leaves a half-written model under the real name (and never deletes the old one).
 """
 from __future__ import annotations
 
+import colorsys
+import json
+import math
+import os
+import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as serialize_safetensors
 from torch import nn
+
+from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
 
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
+METADATA_KEY = "cellclf"
+
+# Okabe & Ito (2008) colour-blind-safe palette, black left out (invisible on napari's dark canvas).
+_OKABE_ITO = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7"]
+_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_NORMALIZATION_MODES = ("dataset", "per_tile")
 
 
 class ModelFileError(ValueError):
@@ -39,29 +58,304 @@ class ModelMeta:
     extra: dict = field(default_factory=dict)
 
     @property
-    def n_classes(self) -> int: ...
+    def n_classes(self) -> int:
+        return len(self.class_names)
 
     @property
-    def in_channels(self) -> int: ...
+    def in_channels(self) -> int:
+        return len(self.channel_names)
 
-    def to_dict(self) -> dict: ...
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (numpy scalars become Python numbers, NaN/inf become None)."""
+        return _json_ready({
+            "format_version": self.format_version,
+            "class_names": list(self.class_names),
+            "class_colors": list(self.class_colors),
+            "channel_names": list(self.channel_names),
+            "channel_indices": None if self.channel_indices is None else list(self.channel_indices),
+            "tile_size": self.tile_size,
+            "architecture": self.architecture,
+            "normalization": dict(self.normalization),
+            "history": dict(self.history),
+            "seed": self.seed,
+            "package_version": self.package_version,
+            "extra": dict(self.extra),
+        })
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelMeta":
         """Validate types/lengths; ModelFileError on anything missing or inconsistent."""
-        raise NotImplementedError
+        if not isinstance(d, dict):
+            raise ModelFileError(f"metadata must be a JSON object, got {type(d).__name__}")
+        missing = [key for key in ("class_names", "class_colors", "channel_names", "tile_size",
+                                   "architecture", "normalization") if key not in d]
+        if missing:
+            raise ModelFileError(f"metadata lacks {', '.join(missing)}")
+        format_version = d.get("format_version", FORMAT_VERSION)
+        if not _is_int(format_version) or format_version < 1:
+            raise ModelFileError(f"format_version must be a positive integer, got {format_version!r}")
+        if format_version > FORMAT_VERSION:
+            raise ModelFileError(f"written in model format {format_version} by a newer napari-cellclf "
+                                 f"(this one reads format {FORMAT_VERSION}); update napari-cellclf")
+        class_names = _string_list(d["class_names"], "class_names", min_length=2)
+        if len(set(class_names)) != len(class_names):
+            raise ModelFileError(f"class_names repeat a name: {class_names}")
+        class_colors = _string_list(d["class_colors"], "class_colors", min_length=len(class_names))
+        if len(class_colors) != len(class_names):
+            raise ModelFileError(f"{len(class_colors)} class_colors for {len(class_names)} classes")
+        bad_colors = [c for c in class_colors if not _HEX_COLOR.match(c)]
+        if bad_colors:
+            raise ModelFileError(f"class_colors must be '#rrggbb', got {bad_colors}")
+        channel_names = _string_list(d["channel_names"], "channel_names", min_length=1)
+        channel_indices = d.get("channel_indices")
+        if channel_indices is not None:
+            if (not isinstance(channel_indices, list) or len(channel_indices) != len(channel_names)
+                    or not all(_is_int(i) and i >= 0 for i in channel_indices)):
+                raise ModelFileError(f"channel_indices must be {len(channel_names)} non-negative "
+                                     f"integers (one per channel), got {channel_indices!r}")
+        tile_size = d["tile_size"]
+        if not _is_int(tile_size) or tile_size < MIN_TILE_SIZE:
+            raise ModelFileError(f"tile_size must be an integer >= {MIN_TILE_SIZE}, got {tile_size!r}")
+        architecture = d["architecture"]
+        if architecture not in ARCHITECTURES:
+            raise ModelFileError(f"unknown architecture {architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        normalization = _check_normalization(d["normalization"], len(channel_names))
+        history = d.get("history", {}) or {}
+        extra = d.get("extra", {}) or {}
+        for name, value in (("history", history), ("extra", extra)):
+            if not isinstance(value, dict):
+                raise ModelFileError(f"{name} must be a JSON object, got {type(value).__name__}")
+        seed = d.get("seed")
+        if seed is not None and not _is_int(seed):
+            raise ModelFileError(f"seed must be an integer or null, got {seed!r}")
+        package_version = d.get("package_version", "")
+        if not isinstance(package_version, str):
+            raise ModelFileError(f"package_version must be a string, got {package_version!r}")
+        return cls(class_names=class_names, class_colors=class_colors, channel_names=channel_names,
+                   tile_size=tile_size, architecture=architecture, normalization=normalization,
+                   channel_indices=None if channel_indices is None else list(channel_indices),
+                   history=history, seed=seed, package_version=package_version,
+                   format_version=format_version, extra=extra)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string_list(value, name: str, min_length: int) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ModelFileError(f"{name} must be a list of strings, got {value!r}")
+    if len(value) < min_length:
+        raise ModelFileError(f"{name} needs at least {min_length} entries, got {len(value)}")
+    return list(value)
+
+
+def _check_normalization(value, n_channels: int) -> dict:
+    """The parts every consumer relies on: a mode and, for dataset mode, finite low/high per channel."""
+    if not isinstance(value, dict):
+        raise ModelFileError(f"normalization must be a JSON object, got {type(value).__name__}")
+    mode = value.get("mode", "dataset")
+    if mode not in _NORMALIZATION_MODES:
+        raise ModelFileError(f"normalization mode must be one of {_NORMALIZATION_MODES}, got {mode!r}")
+    if mode == "per_tile":
+        return dict(value)   # statistics come from each tile at apply time
+    for key in ("low", "high"):
+        bounds = value.get(key)
+        if (not isinstance(bounds, list) or len(bounds) != n_channels
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
+                           for b in bounds)):
+            raise ModelFileError(f"normalization {key} must be {n_channels} finite numbers "
+                                 f"(one per channel), got {bounds!r}")
+    return dict(value)
+
+
+def _json_ready(value):
+    """numpy scalars/arrays and tuples to plain JSON types; NaN/inf (a diverged loss) to None."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def default_class_colors(n: int) -> list[str]:
     """Distinct, colour-blind-friendly hex colours (Okabe-Ito first)."""
-    raise NotImplementedError
+    if n < 0:
+        raise ValueError(f"number of colours must be >= 0, got {n}")
+    colors = _OKABE_ITO[:n]
+    # Beyond the palette: hues spread by the golden angle, bright enough for a dark canvas.
+    i = 0
+    while len(colors) < n:
+        hue = (0.13 + i * 0.618033988749895) % 1.0
+        value = 0.95 if i % 2 == 0 else 0.75
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.65, value)
+        candidate = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+        if candidate not in colors:
+            colors.append(candidate)
+        i += 1
+    return colors
+
+
+def _expected_shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
+    template = build_model(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size)
+    return {name: tuple(t.shape) for name, t in template.state_dict().items()}
 
 
 def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     """Atomic write; adds the suffix if missing; returns the final path."""
-    raise NotImplementedError
+    path = Path(path).expanduser()
+    if not path.name.endswith(SUFFIX):
+        path = path.with_name(path.name + SUFFIX)
+    meta_dict = meta.to_dict()
+    try:
+        ModelMeta.from_dict(meta_dict)   # never write a file that load_model would refuse
+    except ModelFileError as exc:
+        raise ValueError(f"cannot save model to {path}: invalid metadata: {exc}") from None
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    expected = _expected_shapes(meta)
+    actual = {name: tuple(t.shape) for name, t in tensors.items()}
+    if actual != expected:
+        raise ValueError(f"cannot save model to {path}: its weights do not match the metadata "
+                         f"({meta.architecture}, {meta.in_channels} channels, {meta.n_classes} classes, "
+                         f"tile {meta.tile_size})")
+    payload = serialize_safetensors(tensors, metadata={
+        METADATA_KEY: json.dumps(meta_dict, allow_nan=False, ensure_ascii=False)})
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save model to {path}: folder {folder} does not exist")
+    _atomic_write(path, payload)
+    return path
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable where the OS allows it (POSIX); harmless elsewhere."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sniff_foreign_format(head: bytes) -> str | None:
+    """Name a known non-safetensors format from the first bytes, for a helpful message."""
+    if head[8:9] == b"{":
+        return None   # a safetensors header: 8-byte length, then JSON (its length may start 0x80)
+    if head.startswith(b"PK\x03\x04"):
+        return ("it is a ZIP archive — most likely a PyTorch torch.save() checkpoint, which holds "
+                "pickled code; napari-cellclf only reads .safetensors model files and never unpickles")
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return ("it is a Python pickle, which can run arbitrary code when loaded; napari-cellclf "
+                "only reads .safetensors model files and never unpickles")
+    return None
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """Only the metadata, validated (cheap: the weights are not read)."""
+    path = Path(path).expanduser()
+    meta, _ = _open_validated(path, load_weights=False)
+    return meta
+
+
+def _open_validated(path: Path, load_weights: bool) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
+    def fail(why: str) -> ModelFileError:
+        return ModelFileError(f"cannot load model {path}: {why}")
+
+    if not path.exists():
+        raise fail("no such file")
+    if not path.is_file():
+        raise fail("not a file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        raise fail(f"cannot read it ({exc.strerror or exc})") from None
+    foreign = _sniff_foreign_format(head)
+    if foreign:
+        raise fail(foreign)
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            header_meta = reader.metadata() or {}
+            if METADATA_KEY not in header_meta:
+                raise fail("the safetensors header has no napari-cellclf metadata "
+                           "(a safetensors file made by another program?)")
+            try:
+                meta_dict = json.loads(header_meta[METADATA_KEY])
+            except json.JSONDecodeError as exc:
+                raise fail(f"its metadata is not valid JSON ({exc})") from None
+            try:
+                meta = ModelMeta.from_dict(meta_dict)
+            except ModelFileError as exc:
+                raise fail(f"invalid metadata: {exc}") from None
+            expected = _expected_shapes(meta)
+            names = set(reader.keys())
+            missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing or unexpected:
+                parts = []
+                if missing:
+                    parts.append(f"missing tensors {_short_list(missing)}")
+                if unexpected:
+                    parts.append(f"unexpected tensors {_short_list(unexpected)}")
+                raise fail(f"the weights do not fit a '{meta.architecture}' model: {'; '.join(parts)}")
+            for name, shape in expected.items():
+                tensor_slice = reader.get_slice(name)
+                found = tuple(tensor_slice.get_shape())
+                if found != shape:
+                    raise fail(f"tensor {name} has shape {list(found)}, the architecture needs {list(shape)}")
+                dtype = tensor_slice.get_dtype()
+                if dtype not in _FLOAT_DTYPES:
+                    raise fail(f"tensor {name} has dtype {dtype}, expected floating point")
+            if load_weights:
+                for name in expected:
+                    tensor = reader.get_tensor(name).to(torch.float32)
+                    if not torch.isfinite(tensor).all():
+                        raise fail(f"tensor {name} holds NaN or infinite values")
+                    tensors[name] = tensor
+    except SafetensorError as exc:
+        raise fail(f"not a valid safetensors file, or truncated/damaged ({exc})") from None
+    except OSError as exc:
+        raise fail(f"cannot read it ({exc})") from None
+    return meta, tensors
+
+
+def _short_list(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Model in eval mode on `device`, and its metadata. ModelFileError on any invalid file."""
-    raise NotImplementedError
+    path = Path(path).expanduser()
+    meta, tensors = _open_validated(path, load_weights=True)
+    model = build_model(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size)
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    return prepare_for_device(model, choose_device(device)), meta

@@ -1,0 +1,246 @@
+"""The model file: round trip, refusal of pickles and damaged files, atomic saving."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save as serialize
+
+from napari_cellclf import modelfile
+from napari_cellclf.model import build_model
+from napari_cellclf.modelfile import (ModelFileError, ModelMeta, default_class_colors, load_model,
+                                      read_meta, save_model)
+
+
+def make_meta(**changes) -> ModelMeta:
+    values = dict(
+        class_names=["Control", "Aggregates", "Débris"],
+        class_colors=default_class_colors(3),
+        channel_names=["nuclei", "protein"],
+        tile_size=24,
+        architecture="fast",
+        normalization={"low": [100.0, 120.5], "high": [4000.0, 3000.0], "mode": "dataset",
+                       "percentiles": [1.0, 99.8]},
+        channel_indices=[0, 2],
+        history={"runs": [{"seed": 3, "val_accuracy": [0.5, 0.75]}], "warnings": []},
+        seed=3,
+        package_version="0.1.0",
+        extra={"note": "test"},
+    )
+    values.update(changes)
+    return ModelMeta(**values)
+
+
+def make_model(meta: ModelMeta, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size).eval()
+
+
+def write_raw(path, tensors, meta_dict) -> None:
+    """A file built with safetensors directly, as a tamperer (or another program) would."""
+    path.write_bytes(serialize(tensors, metadata={"cellclf": json.dumps(meta_dict)}))
+
+
+def state(model):
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def test_round_trip_same_outputs_and_metadata(tmp_path):
+    meta = make_meta()
+    model = make_model(meta)
+    x = torch.randn(6, 2, 24, 24, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(x)
+    saved = save_model(tmp_path / "my model", model, meta)
+    assert saved == tmp_path / "my model.safetensors"
+    assert sorted(os.listdir(tmp_path)) == ["my model.safetensors"]
+    loaded, loaded_meta = load_model(saved)
+    assert not loaded.training
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-6)
+    assert loaded_meta == meta
+    assert read_meta(saved) == meta
+
+
+def test_saving_a_channels_last_model_works(tmp_path):
+    meta = make_meta(architecture="original")
+    model = make_model(meta).to(memory_format=torch.channels_last)
+    loaded, _ = load_model(save_model(tmp_path / "m.safetensors", model, meta))
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_save_refuses_weights_that_do_not_match_the_metadata(tmp_path):
+    meta = make_meta()
+    wrong = build_model("fast", 2, 4, 24)   # 4 classes, metadata says 3
+    with pytest.raises(ValueError, match="do not match"):
+        save_model(tmp_path / "m", wrong, meta)
+    with pytest.raises(ValueError, match="class_colors"):
+        save_model(tmp_path / "m", make_model(meta), make_meta(class_colors=["red", "green", "blue"]))
+    assert os.listdir(tmp_path) == []
+
+
+class _Booby:
+    """Unpickling this creates the marker file: proof that a loader executed pickled code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_pickles_are_refused_without_being_executed(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.safetensors"
+    if writer == "torch.save":
+        torch.save({"weights": torch.zeros(3), "payload": _Booby(marker)}, path)
+    else:
+        path.write_bytes(pickle.dumps({"payload": _Booby(marker)}, protocol=4))
+    with pytest.raises(ModelFileError, match="pickle") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    # Sanity check that the payload is live: a real unpickle does create the marker.
+    pickle.loads(pickle.dumps(_Booby(marker)))
+    assert marker.exists()
+
+
+def test_truncated_file_refused(tmp_path):
+    meta = make_meta()
+    path = save_model(tmp_path / "m", make_model(meta), meta)
+    data = path.read_bytes()
+    for cut in (len(data) - 100, 200, 7, 0):
+        broken = tmp_path / f"cut{cut}.safetensors"
+        broken.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError, match="truncated") as info:
+            load_model(broken)
+        assert str(broken) in str(info.value)
+
+
+def test_header_tampering_refused(tmp_path):
+    meta = make_meta()
+    tensors = state(make_model(meta))
+
+    bad_json = tmp_path / "bad_json.safetensors"
+    bad_json.write_bytes(serialize(tensors, metadata={"cellclf": '{"class_names": ["a", '}))
+    with pytest.raises(ModelFileError, match="not valid JSON") as info:
+        load_model(bad_json)
+    assert "bad_json.safetensors" in str(info.value)
+
+    other_net = tmp_path / "shape.safetensors"   # weights of a 4-class net under 3-class metadata
+    write_raw(other_net, state(build_model("fast", 2, 4, 24)), meta.to_dict())
+    with pytest.raises(ModelFileError, match=r"shape \[4, 64\].*\[3, 64\]"):
+        load_model(other_net)
+
+    renamed = dict(tensors)
+    renamed["evil.weight"] = renamed.pop("classifier.1.weight")
+    wrong_names = tmp_path / "names.safetensors"
+    write_raw(wrong_names, renamed, meta.to_dict())
+    with pytest.raises(ModelFileError, match="missing tensors classifier.1.weight.*unexpected tensors evil.weight"):
+        load_model(wrong_names)
+
+    d = meta.to_dict()
+    del d["class_names"]
+    missing_key = tmp_path / "missing.safetensors"
+    write_raw(missing_key, tensors, d)
+    with pytest.raises(ModelFileError, match="lacks class_names"):
+        load_model(missing_key)
+
+    no_meta = tmp_path / "plain.safetensors"
+    no_meta.write_bytes(serialize(tensors))
+    with pytest.raises(ModelFileError, match="no napari-cellclf metadata"):
+        load_model(no_meta)
+
+    for change, word in ((dict(tile_size=8), "tile_size"), (dict(architecture="vgg"), "architecture"),
+                         (dict(format_version=99), "newer"),
+                         (dict(normalization={"low": [0.0], "high": [1.0]}), "normalization low"),
+                         (dict(channel_indices=[0]), "channel_indices")):
+        path = tmp_path / "changed.safetensors"
+        write_raw(path, tensors, {**meta.to_dict(), **change})
+        with pytest.raises(ModelFileError, match=word):
+            load_model(path)
+
+    nan = dict(tensors)
+    nan["features.0.bias"] = torch.full_like(nan["features.0.bias"], float("nan"))
+    nan_path = tmp_path / "nan.safetensors"
+    write_raw(nan_path, nan, meta.to_dict())
+    with pytest.raises(ModelFileError, match="NaN"):
+        load_model(nan_path)
+
+
+def test_byte_level_header_edit_refused(tmp_path):
+    """Editing the shape in the raw header (as a hex editor would) breaks the offsets: refused."""
+    meta = make_meta()
+    path = save_model(tmp_path / "m", make_model(meta), meta)
+    data = bytearray(path.read_bytes())
+    (header_length,) = struct.unpack("<Q", data[:8])
+    header = data[8:8 + header_length].decode()
+    entry = json.loads(header)["classifier.3.weight"]
+    assert entry["shape"] == [3, 64]
+    data[8:8 + header_length] = header.replace('"shape":[3,64]', '"shape":[2,64]').encode()
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=str(path.name)):
+        load_model(path)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ModelFileError, match="no such file"):
+        load_model(tmp_path / "absent.safetensors")
+    with pytest.raises(ModelFileError, match="not a file"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace", "write"])
+def test_failed_save_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch, failing):
+    meta = make_meta()
+    path = save_model(tmp_path / "m", make_model(meta, seed=0), meta)
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    if failing == "write":
+        # Half the bytes reach the temp file, then the disk fills up.
+        real_fdopen = os.fdopen
+
+        class HalfWriter:
+            def __init__(self, handle):
+                self.handle = handle
+
+            def write(self, payload):
+                self.handle.write(payload[: len(payload) // 2])
+                disk_full()
+
+            def __getattr__(self, name):
+                return getattr(self.handle, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.handle.close()
+
+        monkeypatch.setattr(modelfile.os, "fdopen", lambda *a, **k: HalfWriter(real_fdopen(*a, **k)))
+    else:
+        monkeypatch.setattr(modelfile.os, failing, disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_model(path, make_model(meta, seed=1), meta)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+    assert path.read_bytes() == before
+    load_model(path)
+
+
+def test_default_colors_distinct_and_valid():
+    for n in (1, 2, 7, 20):
+        colors = default_class_colors(n)
+        assert len(colors) == n == len(set(colors))
+        assert all(len(c) == 7 and c.startswith("#") for c in colors)
+        int("".join(c[1:] for c in colors), 16)
+    assert default_class_colors(2) == ["#e69f00", "#56b4e9"]   # Okabe-Ito first
