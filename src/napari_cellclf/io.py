@@ -8,7 +8,7 @@ CONTRACT (stub written by the lead; the io owner implements it and may add helpe
 
 How the metadata is found (first match wins):
 - axes: the TIFF series axes from tifffile; its generic letters (I, Q, ...) become Z, then T.
-- channel names: OME `Channel/@Name`, else ImageJ `Labels` when there is one label per channel.
+- channel names: OME `Channel/@Name`, else ImageJ `Labels` when they repeat once per channel.
 - pixel size: OME `PhysicalSizeY/X`; else ImageJ resolution tags in the ImageJ `unit`; else plain
   resolution tags in cm/mm/µm (inch "dpi" tags are print settings, not microscopy, so ignored).
 - `metadata` keeps "flavour" (ome/imagej/shaped/plain/png/jpeg), "z_spacing" when known,
@@ -325,8 +325,12 @@ def _imagej_info(ij: dict, page, axes: str, n_channels: int) -> dict:
     labels = ij.get("Labels")
     if isinstance(labels, str):
         labels = [labels]
-    if isinstance(labels, (list, tuple)) and len(labels) == n_channels and "S" not in axes:
-        out["channel_names"] = [str(label) for label in labels]
+    # ImageJ keeps one label per plane (C fastest): they name channels when they repeat with
+    # period C, e.g. ["DAPI", "GFP", "DAPI", "GFP", ...] for a Z stack.
+    if isinstance(labels, (list, tuple)) and "S" not in axes and labels \
+            and len(labels) % n_channels == 0 \
+            and all(label == labels[i % n_channels] for i, label in enumerate(labels)):
+        out["channel_names"] = [str(label) for label in labels[:n_channels]]
     luts = ij.get("LUTs")
     if luts is not None and len(luts) == n_channels:
         colors = [_lut_color(np.asarray(lut)) for lut in luts]
@@ -413,11 +417,12 @@ def _significant_bits(image: ImageData) -> int | None:
 
 
 def subsample(image: ImageData, channel: int | None = None,
-              max_side: int = SUBSAMPLE_SIDE) -> np.ndarray:
+              max_side: int | None = None) -> np.ndarray:
     """A small numpy sample of the pixels: up to 3 evenly spaced T/Z planes, Y/X strided to at
-    most `max_side`, one channel (index on `image.channel_axis`) or all. Reads only that much
-    from lazy data. An RGB photo's alpha is left out."""
+    most `max_side` pixels, one channel (index on `image.channel_axis`) or all. Reads only that much
+    from lazy data. An RGB photo's alpha is left out. `max_side` defaults to SUBSAMPLE_SIDE."""
     data, axes = image.data, image.axes
+    max_side = max_side or SUBSAMPLE_SIDE
     leading = [i for i, a in enumerate(axes) if a in "TZ"]
     picks = []
     for i, a in enumerate(axes):
