@@ -122,6 +122,17 @@ def test_16bit_rgb_stored_tiff_is_three_channels_not_a_photo(tmp_path):
     np.testing.assert_array_equal(cyx, np.moveaxis(data, -1, 0))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_channels_of_rgb_samples_become_c_times_s_channels(tmp_path, dtype):
+    data = _ramp((2, 10, 12, 3), dtype, 250)
+    path = tmp_path / "cs.ome.tif"
+    tifffile.imwrite(path, data, photometric="rgb", ome=True, metadata={"axes": "CYXS"})
+    image = io.read_image(path)
+    assert image.axes == "CYX" and image.n_channels == 6 and not image.rgb
+    cyx, _ = io.to_cyx(image)
+    np.testing.assert_array_equal(cyx, np.moveaxis(data, -1, 1).reshape(6, 10, 12))
+
+
 def test_8bit_rgb_tiff_is_a_photo(tmp_path):
     data = RNG.integers(0, 256, (20, 24, 3)).astype(np.uint8)
     path = tmp_path / "photo.tif"

@@ -184,12 +184,12 @@ def _read_tiff(path: Path) -> ImageData:
             info = _tiff_metadata(tif, series, axes)
             info["n_series"] = len(tif.series)
             page = series.keyframe
-            rgb = (int(page.photometric) == 2 and "S" in axes
+            rgb = (int(page.photometric) == 2 and "S" in axes and "C" not in axes
                    and series.shape[axes.index("S")] in (3, 4)
                    and np.dtype(series.dtype) == np.uint8
                    and not (tif.imagej_metadata or {}).get("channels"))
             lazy = path.stat().st_size > LAZY_BYTES
-            data = _tiff_data(path, tif, series, lazy)
+            data = _tiff_data(path, series, lazy)
     finally:
         logger.removeHandler(collector)
         logger.propagate = propagate
@@ -236,7 +236,7 @@ def _check_complete(path: Path, series, log_messages: list[str]) -> None:
                              f"{max(ends)} but the file has {size} bytes)")
 
 
-def _tiff_data(path: Path, tif, series, lazy: bool):
+def _tiff_data(path: Path, series, lazy: bool):
     """The pixels: read now, or a memmap (contiguous, uncompressed), or a zarr array."""
     if not lazy:
         return series.asarray()
