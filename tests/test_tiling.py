@@ -164,9 +164,13 @@ def test_foreground_skips_the_empty_half():
     assert foreground[:, :4].all() and not foreground[:, 4:].any()
     # flat channel: nothing stands out
     assert not foreground_tiles(np.ones((1, 64, 128)), grid).any()
-    # explicit threshold and fraction
-    strict = foreground_tiles(image, grid, 1, min_fraction=0.9, threshold=150)
-    assert not strict.any()
+    # explicit threshold and fraction, against a per-tile count
+    above = np.array([(image[1, y:y + 16, x:x + 16] > 500).mean() for y, x in grid.origins()])
+    assert 0.3 < above.max() < 0.6
+    for fraction in (0.1, 0.45, 0.6):
+        np.testing.assert_array_equal(foreground_tiles(image, grid, 1, fraction, threshold=500),
+                                      above >= fraction)
+    assert not foreground_tiles(image, grid, 1, 0.6, threshold=500).any()
     with pytest.raises(ValueError, match="channel 5"):
         foreground_tiles(image, grid, channel=5)
 
