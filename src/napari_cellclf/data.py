@@ -9,11 +9,21 @@ CONTRACT (stub by the lead; the data owner implements it):
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from . import io
+from .tiling import extract_tiles, foreground_tiles, make_grid, tile_labels_from_label_image
+
+FOLDER_MODES = ("resize", "tile")
+NORMALIZATION_MODES = ("dataset", "per_tile")
+# Enough pixels for stable percentiles; more only costs time.
+_PERCENTILE_SAMPLE = 2**20
 
 
 @dataclass
@@ -26,44 +36,300 @@ class TileDataset:
     channel_names: list[str]
     sources: list[str] = field(default_factory=list)   # file path or layer name per group
 
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.tiles.shape[-1])
 
     def class_counts(self) -> dict[str, int]:
         """Tiles per class name (every class listed, zero included)."""
-        raise NotImplementedError
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(counts[k]) for k, name in enumerate(self.class_names)}
 
-    def subset(self, indices) -> "TileDataset": ...
+    def subset(self, indices) -> "TileDataset":
+        """The chosen tiles (indices or a boolean mask); classes, channels and sources unchanged,
+        so groups keep pointing at the same sources."""
+        indices = np.asarray(indices)
+        if indices.dtype != bool:
+            indices = indices.astype(np.int64, copy=False)
+        return dataclasses.replace(self, tiles=self.tiles[indices], labels=self.labels[indices],
+                                   groups=self.groups[indices],
+                                   positions=self.positions[indices],
+                                   class_names=list(self.class_names),
+                                   channel_names=list(self.channel_names),
+                                   sources=list(self.sources))
+
+
+def _dataset(tiles: list[np.ndarray], labels: list[np.ndarray], groups: list[np.ndarray],
+             positions: list[np.ndarray], n_channels: int, tile_size: int,
+             class_names: Sequence[str], channel_names: Sequence[str],
+             sources: Sequence[str]) -> TileDataset:
+    """Assemble per-source pieces (lists may be empty)."""
+    def joined(parts, empty_shape, dtype):
+        return (np.concatenate(parts).astype(dtype, copy=False) if parts
+                else np.zeros(empty_shape, dtype=dtype))
+    return TileDataset(
+        tiles=joined(tiles, (0, n_channels, tile_size, tile_size), np.float32),
+        labels=joined(labels, (0,), np.int64),
+        groups=joined(groups, (0,), np.int64),
+        positions=joined(positions, (0, 2), np.int64).reshape(-1, 2),
+        class_names=list(class_names), channel_names=list(channel_names),
+        sources=list(sources))
 
 
 def concat_datasets(datasets: Sequence[TileDataset]) -> TileDataset:
     """Merge datasets; classes are matched by name (union, order of first appearance), groups
     renumbered. Channel names must agree in count -> ValueError otherwise."""
-    raise NotImplementedError
+    datasets = list(datasets)
+    if not datasets:
+        raise ValueError("concat_datasets: no datasets given")
+    first = datasets[0]
+    class_names: list[str] = []
+    for dataset in datasets:
+        if len(dataset.channel_names) != len(first.channel_names):
+            raise ValueError(f"cannot merge datasets with {len(first.channel_names)} and "
+                             f"{len(dataset.channel_names)} channels "
+                             f"({first.channel_names} vs {dataset.channel_names})")
+        if dataset.tiles.shape[2:] != first.tiles.shape[2:]:
+            raise ValueError(f"cannot merge datasets with tile sizes {first.tiles.shape[-1]} "
+                             f"and {dataset.tiles.shape[-1]}")
+        class_names += [name for name in dataset.class_names if name not in class_names]
+    labels, groups, sources = [], [], []
+    for dataset in datasets:
+        to_merged = np.array([class_names.index(n) for n in dataset.class_names], dtype=np.int64)
+        labels.append(to_merged[dataset.labels])
+        groups.append(dataset.groups + len(sources))
+        n_groups = max(len(dataset.sources), int(dataset.groups.max(initial=-1)) + 1)
+        sources += list(dataset.sources) + [f"group {g}" for g in
+                                            range(len(dataset.sources), n_groups)]
+    return _dataset([d.tiles for d in datasets], labels, groups,
+                    [d.positions for d in datasets], len(first.channel_names),
+                    first.tiles.shape[-1], class_names, first.channel_names, sources)
 
 
 def check_trainable(dataset: TileDataset, min_per_class: int = 2) -> None:
     """ValueError with a user-facing message for: no tiles; fewer than two classes with tiles;
     a class with fewer than `min_per_class` tiles."""
-    raise NotImplementedError
+    if len(dataset) == 0:
+        raise ValueError("No labelled tiles: paint labels that cover at least the minimum "
+                         "fraction of a tile, or use a smaller tile size.")
+    counts = dataset.class_counts()
+    with_tiles = [name for name, n in counts.items() if n > 0]
+    if len(with_tiles) < 2:
+        raise ValueError(f"Training needs tiles of at least two classes; only "
+                         f"{', '.join(repr(n) for n in with_tiles)} has any "
+                         f"(classes: {', '.join(dataset.class_names)}).")
+    too_few = [f"'{name}' ({n})" for name, n in counts.items() if n < min_per_class]
+    if too_few:
+        raise ValueError(f"Every class needs at least {min_per_class} tiles; too few for "
+                         f"{', '.join(too_few)}. Label more, or remove the class.")
+
+
+def _field_cyx(image, source: str) -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[np.newaxis]
+    if array.ndim != 3:
+        raise ValueError(f"{source}: expected a (C, Y, X) or (Y, X) image, got shape "
+                         f"{array.shape}")
+    return array
+
+
+def _names_and_sources(n_images: int, n_channels: int, channel_names, sources):
+    if channel_names is None:
+        channel_names = [f"ch{c}" for c in range(n_channels)]
+    if len(channel_names) != n_channels:
+        raise ValueError(f"{len(channel_names)} channel names for {n_channels} channels")
+    if sources is None:
+        sources = [f"image {i}" for i in range(n_images)]
+    if len(sources) != n_images:
+        raise ValueError(f"{len(sources)} sources for {n_images} images")
+    return [str(c) for c in channel_names], [str(s) for s in sources]
+
+
+def _grid_for(shape, tile_size, stride, border, source):
+    try:
+        return make_grid(shape, tile_size, stride, border)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+
+
+def _prepare_fields(images, channel_names, sources):
+    """(C, Y, X) views of the fields, checked for one channel count; names and sources."""
+    images = list(images)
+    if not images:
+        raise ValueError("no images given")
+    tmp_sources = list(sources) if sources is not None else [f"image {i}" for i in
+                                                             range(len(images))]
+    if len(tmp_sources) != len(images):
+        raise ValueError(f"{len(tmp_sources)} sources for {len(images)} images")
+    fields = [_field_cyx(image, source) for image, source in zip(images, tmp_sources)]
+    n_channels = fields[0].shape[0]
+    for field_cyx, source in zip(fields, tmp_sources):
+        if field_cyx.shape[0] != n_channels:
+            raise ValueError(f"{source} has {field_cyx.shape[0]} channel(s) but "
+                             f"{tmp_sources[0]} has {n_channels}; all images need the same "
+                             "channels")
+    channel_names, sources = _names_and_sources(len(fields), n_channels, channel_names,
+                                                tmp_sources)
+    return fields, n_channels, channel_names, sources
 
 
 def from_label_images(images: Sequence[np.ndarray], label_images: Sequence[np.ndarray],
                       class_names: Sequence[str], tile_size: int, stride: int | None = None,
                       min_fraction: float = 0.5, channel_names: Sequence[str] | None = None,
-                      sources: Sequence[str] | None = None) -> TileDataset:
+                      sources: Sequence[str] | None = None, border: str = "drop"
+                      ) -> TileDataset:
     """(C, Y, X) images + painted (Y, X) label images (value k = class_names[k-1]); unpainted
-    tiles are skipped. Shape mismatch image/labels -> ValueError."""
-    raise NotImplementedError
+    tiles are skipped. Shape mismatch image/labels -> ValueError.
+
+    `border` ("drop" | "pad") is passed to `tiling.make_grid` (an addition to the contract)."""
+    fields, n_channels, channel_names, sources = _prepare_fields(images, channel_names, sources)
+    label_images = list(label_images)
+    if len(label_images) != len(fields):
+        raise ValueError(f"{len(label_images)} label images for {len(fields)} images")
+    if not class_names:
+        raise ValueError("class_names is empty")
+    tiles, labels, groups, positions = [], [], [], []
+    for group, (field_cyx, painted, source) in enumerate(zip(fields, label_images, sources)):
+        painted = np.asarray(painted)
+        if painted.shape != field_cyx.shape[1:]:
+            raise ValueError(f"{source}: label image {painted.shape} does not match the image "
+                             f"{field_cyx.shape[1:]} (Y, X)")
+        grid = _grid_for(field_cyx.shape[1:], tile_size, stride, border, source)
+        try:
+            tile_label = tile_labels_from_label_image(painted, grid, min_fraction)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+        if tile_label.max(initial=0) > len(class_names):
+            raise ValueError(f"{source}: label value {tile_label.max()} is painted but there are "
+                             f"only {len(class_names)} classes ({', '.join(class_names)})")
+        chosen = np.flatnonzero(tile_label)
+        tiles.append(extract_tiles(field_cyx, grid, chosen))
+        labels.append(tile_label[chosen] - 1)
+        groups.append(np.full(len(chosen), group))
+        positions.append(np.stack(grid.row_col(chosen), axis=1))
+    return _dataset(tiles, labels, groups, positions, n_channels, tile_size, class_names,
+                    channel_names, sources)
 
 
 def from_whole_images(images: Sequence[np.ndarray], class_indices: Sequence[int],
                       class_names: Sequence[str], tile_size: int, stride: int | None = None,
                       foreground_channel: int | None = None, min_foreground: float = 0.05,
                       channel_names: Sequence[str] | None = None,
-                      sources: Sequence[str] | None = None) -> TileDataset:
+                      sources: Sequence[str] | None = None, border: str = "drop"
+                      ) -> TileDataset:
     """The original method: every tile of images[i] is class class_indices[i] (0-based). With
-    `foreground_channel`, background-only tiles are skipped."""
-    raise NotImplementedError
+    `foreground_channel`, background-only tiles are skipped.
+
+    `border` ("drop" | "pad") is passed to `tiling.make_grid` (an addition to the contract)."""
+    fields, n_channels, channel_names, sources = _prepare_fields(images, channel_names, sources)
+    class_indices = list(class_indices)
+    if len(class_indices) != len(fields):
+        raise ValueError(f"{len(class_indices)} class indices for {len(fields)} images")
+    tiles, labels, groups, positions = [], [], [], []
+    for group, (field_cyx, class_index, source) in enumerate(zip(fields, class_indices,
+                                                                 sources)):
+        if not 0 <= int(class_index) < len(class_names):
+            raise ValueError(f"{source}: class index {class_index} is out of range for "
+                             f"{len(class_names)} classes ({', '.join(class_names)})")
+        grid = _grid_for(field_cyx.shape[1:], tile_size, stride, border, source)
+        if foreground_channel is None:
+            chosen = np.arange(grid.n_tiles)
+        else:
+            try:
+                chosen = np.flatnonzero(foreground_tiles(field_cyx, grid, foreground_channel,
+                                                         min_foreground))
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from None
+        tiles.append(extract_tiles(field_cyx, grid, chosen))
+        labels.append(np.full(len(chosen), int(class_index)))
+        groups.append(np.full(len(chosen), group))
+        positions.append(np.stack(grid.row_col(chosen), axis=1))
+    return _dataset(tiles, labels, groups, positions, n_channels, tile_size, class_names,
+                    channel_names, sources)
+
+
+class _TiffLog(logging.Handler):
+    """Counts what tifffile logs: it warns (and reads what it can) on damaged files."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record):
+        self.count += 1
+
+
+class _FolderReader:
+    """Reads the images of one class folder as (C, Y, X) float32 with their channel names.
+
+    `io.read_image` parses every tag and metadata flavour, about 1 ms per file; a folder of
+    thousands of small crops would spend seconds on that. So io reads the first file of each
+    layout (tifffile's series axes, shape, dtype and ImageJ channel labels) and, once a bare
+    tifffile read of that file is checked to give the very same array, other plain/ImageJ TIFFs
+    of that layout are read bare and converted with the first one's ImageData. Anything else —
+    PNG/JPEG, OME, a new layout, anything tifffile warns about, any error — goes through io."""
+
+    def __init__(self, channels):
+        self.channels = channels
+        self._layouts: dict[tuple, io.ImageData] = {}
+        self._log = _TiffLog()
+
+    def __enter__(self):
+        logging.getLogger("tifffile").addHandler(self._log)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("tifffile").removeHandler(self._log)
+
+    def _bare_tiff(self, path: Path):
+        """(layout key, array) from a plain tifffile read, or None when io should read it."""
+        import tifffile
+
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            return None
+        warnings_before = self._log.count
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if tif.is_ome or len(tif.series) != 1:
+                    return None
+                series = tif.series[0]
+                if series.size * series.dtype.itemsize > io.LAZY_BYTES:
+                    return None
+                array = series.asarray()
+                labels = (tif.imagej_metadata or {}).get("Labels") if tif.is_imagej else None
+                key = (series.axes, array.shape, array.dtype.str, tif.is_imagej,
+                       tuple(labels) if isinstance(labels, (list, tuple)) else labels)
+        except Exception:
+            return None
+        if self._log.count != warnings_before:
+            return None
+        return key, array
+
+    def read(self, path: Path) -> tuple[np.ndarray, list[str]]:
+        bare = self._bare_tiff(path)
+        if bare is not None and bare[0] in self._layouts:
+            image = dataclasses.replace(self._layouts[bare[0]], data=bare[1], path=str(path))
+            return io.to_cyx(image, self.channels)
+        image = io.read_image(path)
+        if (bare is not None and isinstance(image.data, np.ndarray) and not image.lazy
+                and image.data.shape == bare[1].shape and np.array_equal(image.data, bare[1])):
+            self._layouts[bare[0]] = dataclasses.replace(image, data=None)
+        return io.to_cyx(image, self.channels)
+
+
+def _resize_cyx(cyx: np.ndarray, tile_size: int) -> np.ndarray:
+    if cyx.shape[1:] == (tile_size, tile_size):
+        return cyx
+    from skimage.transform import resize
+
+    yxc = np.moveaxis(cyx, 0, -1)      # resize keeps trailing axes missing from output_shape
+    resized = resize(yxc, (tile_size, tile_size), order=1, preserve_range=True,
+                     anti_aliasing=True)
+    return np.moveaxis(resized, -1, 0).astype(np.float32)
 
 
 def from_class_folders(root: str | Path, tile_size: int, mode: str = "resize",
@@ -74,8 +340,63 @@ def from_class_folders(root: str | Path, tile_size: int, mode: str = "resize",
     ignored (io.is_ignored / io.list_images); classes are the non-empty subfolders, sorted, unless
     `class_names` fixes the order (then folders not in it -> ValueError naming them; classes of
     `class_names` without a folder simply have no samples, for evaluating on part of the classes).
-    Empty root / unreadable file / channel-count mismatch -> ValueError naming the path."""
-    raise NotImplementedError
+    Empty root / unreadable file / channel-count mismatch -> ValueError naming the path.
+
+    Each file is its own group (source). In "tile" mode partial tiles are dropped, and a file
+    smaller than one tile is a ValueError naming it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder (expected one subfolder per class)")
+    if mode not in FOLDER_MODES:
+        raise ValueError(f"mode must be one of {FOLDER_MODES}, got {mode!r}")
+    if int(tile_size) != tile_size or tile_size < 1:
+        raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+    tile_size = int(tile_size)
+    files_of = {}
+    for folder in sorted(root.iterdir(), key=lambda p: p.name):
+        if folder.is_dir() and not io.is_ignored(folder):
+            files = io.list_images(folder)
+            if files:
+                files_of[folder.name] = files
+    if not files_of:
+        raise ValueError(f"{root}: no class subfolders with images in them (expected "
+                         f"{root}/<class name>/<image files>)")
+    if class_names is None:
+        class_names = sorted(files_of)
+    else:
+        class_names = [str(name) for name in class_names]
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names has duplicates: {class_names}")
+        unknown = [name for name in files_of if name not in class_names]
+        if unknown:
+            raise ValueError(f"{root}: class folder(s) {', '.join(unknown)} are not among the "
+                             f"classes {', '.join(class_names)}")
+
+    tiles, labels, groups, positions, sources = [], [], [], [], []
+    channel_names: list[str] | None = None
+    with _FolderReader(channels) as reader:
+        for class_index, name in enumerate(class_names):
+            for path in files_of.get(name, []):
+                cyx, names = reader.read(path)
+                if channel_names is None:
+                    channel_names, first_path = names, path
+                elif len(names) != len(channel_names):
+                    raise ValueError(f"{path}: {len(names)} channel(s) but {first_path} has "
+                                     f"{len(channel_names)}; all images need the same channels")
+                if mode == "resize":
+                    found = _resize_cyx(cyx, tile_size)[np.newaxis]
+                    where = np.zeros((1, 2), dtype=np.int64)
+                else:
+                    grid = _grid_for(cyx.shape[1:], tile_size, stride, "drop", path)
+                    found = extract_tiles(cyx, grid)
+                    where = np.stack(grid.row_col(np.arange(grid.n_tiles)), axis=1)
+                tiles.append(found)
+                labels.append(np.full(len(found), class_index))
+                groups.append(np.full(len(found), len(sources)))
+                positions.append(where)
+                sources.append(str(path))
+    return _dataset(tiles, labels, groups, positions, len(channel_names), tile_size,
+                    class_names, channel_names, sources)
 
 
 @dataclass
@@ -87,21 +408,106 @@ class Normalization:
     mode: str = "dataset"          # "dataset" | "per_tile"
     percentiles: tuple[float, float] = (1.0, 99.8)
 
+    def __post_init__(self):
+        if self.mode not in NORMALIZATION_MODES:
+            raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, "
+                             f"got {self.mode!r}")
+        self.low = [float(v) for v in np.ravel(self.low)]
+        self.high = [float(v) for v in np.ravel(self.high)]
+        if len(self.low) != len(self.high) or not self.low:
+            raise ValueError(f"normalization needs one low and one high per channel, got "
+                             f"{len(self.low)} and {len(self.high)}")
+        if not all(np.isfinite(self.low + self.high)):
+            raise ValueError("normalization low/high values must be finite numbers")
+        self.percentiles = _check_percentiles(self.percentiles)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.low)
+
     def apply(self, array: np.ndarray) -> np.ndarray:
         """float32 normalised copy of (N, C, T, T) tiles or a (C, Y, X) field (dataset mode).
-        Channel count mismatch -> ValueError."""
-        raise NotImplementedError
+        Channel count mismatch -> ValueError.
 
-    def to_dict(self) -> dict: ...
+        A flat channel (high == low) is only shifted, never divided by zero. per_tile mode needs
+        (N, C, T, T) tiles: normalising a whole field per tile would be a silent mistake."""
+        array = np.asarray(array)
+        if array.ndim not in (3, 4):
+            raise ValueError(f"normalise (N, C, T, T) tiles or a (C, Y, X) field, got shape "
+                             f"{array.shape}")
+        channel_axis = array.ndim - 3
+        if array.shape[channel_axis] != self.n_channels:
+            raise ValueError(f"the data has {array.shape[channel_axis]} channel(s) but the "
+                             f"normalisation (and model) expects {self.n_channels}")
+        if self.mode == "dataset":
+            shape = (-1, 1, 1)
+            low = np.asarray(self.low, dtype=np.float32).reshape(shape)
+            span = np.asarray(self.high, dtype=np.float32).reshape(shape) - low
+        else:
+            if array.ndim != 4:
+                raise ValueError("per_tile normalisation applies to (N, C, T, T) tiles; cut the "
+                                 "field into tiles first")
+            if len(array) == 0:
+                return array.astype(np.float32)
+            low, high = np.percentile(array, self.percentiles, axis=(2, 3), keepdims=True)
+            low = low.astype(np.float32)
+            span = high.astype(np.float32) - low
+        scale = np.divide(1.0, span, out=np.ones_like(span), where=span > 0)
+        out = np.subtract(array, low, dtype=np.float32)
+        out *= scale
+        return out
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "low": [float(v) for v in self.low],
+                "high": [float(v) for v in self.high],
+                "percentiles": [float(p) for p in self.percentiles]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalization": ...
+    def from_dict(cls, d: dict) -> "Normalization":
+        if not isinstance(d, dict):
+            raise ValueError(f"normalization must be a mapping, got {type(d).__name__}")
+        missing = [key for key in ("low", "high") if key not in d]
+        if missing:
+            raise ValueError(f"normalization is missing {', '.join(missing)}")
+        return cls(low=list(d["low"]), high=list(d["high"]), mode=d.get("mode", "dataset"),
+                   percentiles=tuple(d.get("percentiles", (1.0, 99.8))))
+
+
+def _check_percentiles(percentiles) -> tuple[float, float]:
+    try:
+        low, high = (float(p) for p in percentiles)
+    except (TypeError, ValueError):
+        raise ValueError(f"percentiles must be two numbers (low, high), got {percentiles!r}")
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
+    return low, high
 
 
 def fit_normalization(tiles: np.ndarray, mode: str = "dataset",
                       percentiles: tuple[float, float] = (1.0, 99.8)) -> Normalization:
-    """Per-channel low/high percentiles over all training tiles (subsampled for speed)."""
-    raise NotImplementedError
+    """Per-channel low/high percentiles over all training tiles (subsampled for speed).
+
+    Up to 2**20 pixels per channel are used as they are; beyond that a fixed-seed random sample
+    of that many, so the same tiles always give the same statistics."""
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 4 or len(tiles) == 0:
+        raise ValueError(f"fit_normalization needs (N, C, T, T) tiles with N > 0, got shape "
+                         f"{tiles.shape}")
+    if mode not in NORMALIZATION_MODES:
+        raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
+    percentiles = _check_percentiles(percentiles)
+    n, n_channels = tiles.shape[:2]
+    pixels = tiles.reshape(n, n_channels, -1)
+    if n * pixels.shape[2] > _PERCENTILE_SAMPLE:
+        rng = np.random.default_rng(0)
+        which_tile = rng.integers(0, n, _PERCENTILE_SAMPLE)
+        which_pixel = rng.integers(0, pixels.shape[2], _PERCENTILE_SAMPLE)
+        sample = pixels[which_tile, :, which_pixel]                  # (S, C)
+    else:
+        sample = pixels.transpose(0, 2, 1).reshape(-1, n_channels)
+    low, high = np.percentile(sample.astype(np.float64), percentiles, axis=0)
+    return Normalization(low=low.tolist(), high=high.tolist(), mode=mode,
+                         percentiles=percentiles)
 
 
 def split_train_val(dataset: TileDataset, val_fraction: float = 0.2, seed: int = 0
@@ -109,5 +515,110 @@ def split_train_val(dataset: TileDataset, val_fraction: float = 0.2, seed: int =
     """(train_idx, val_idx). Per class: when the class's tiles come from >= 2 groups, whole groups
     go to validation; when from one group, a contiguous block of grid columns/rows goes to
     validation and tiles adjacent to that block (8-neighbourhood) are dropped from both sides.
-    Every class with >= 2 tiles gets at least one validation tile. val_fraction=0 -> empty val."""
-    raise NotImplementedError
+    Every class with >= 2 tiles gets at least one validation tile. val_fraction=0 -> empty val.
+
+    A group held out goes out whole (tiles of every class in it), and only when every class in it
+    keeps training tiles elsewhere. A class with >= 2 groups for which no group can go out that
+    way (each of its fields also holds the only tiles of another class) falls back to a block
+    held out inside one of its fields. Blocks sit at one end of the class's tiles (fewest
+    neighbours to drop). Deterministic for a seed."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be within [0, 1), got {val_fraction}")
+    n = len(dataset)
+    everything = np.arange(n, dtype=np.int64)
+    if val_fraction == 0 or n == 0:
+        return everything, np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    _, groups = np.unique(np.asarray(dataset.groups), return_inverse=True)
+    groups = groups.ravel()
+    n_groups, n_classes = groups.max() + 1, max(len(dataset.class_names), labels.max() + 1)
+    per_group = np.zeros((n_groups, n_classes), dtype=np.int64)   # tiles of class k in group g
+    np.add.at(per_group, (groups, labels), 1)
+    class_total = per_group.sum(axis=0)
+    target = {k: min(class_total[k] - 1, max(1, int(round(val_fraction * class_total[k]))))
+              for k in range(n_classes) if class_total[k] >= 2}
+
+    val_group = np.zeros(n_groups, dtype=bool)
+    held = np.zeros(n_classes, dtype=np.int64)     # tiles of each class in held-out groups
+
+    def may_hold_out(g: int) -> bool:       # every class in g keeps training tiles elsewhere
+        present = per_group[g] > 0
+        return bool(np.all(class_total[present] - held[present] > per_group[g, present]))
+
+    def hold_out(g: int) -> None:
+        val_group[g] = True
+        held[:] += per_group[g]
+
+    # Whole groups first; small classes first, since they have the fewest groups to choose from.
+    for k in sorted(target, key=lambda k: (class_total[k], k)):
+        its_groups = np.flatnonzero(per_group[:, k])
+        if len(its_groups) < 2:
+            continue
+        its_groups = rng.permutation(its_groups)
+        for g in its_groups:
+            if held[k] >= target[k]:
+                break
+            if not val_group[g] and held[k] + per_group[g, k] <= target[k] and may_hold_out(g):
+                hold_out(g)
+        if held[k] == 0:    # every group is bigger than the target: take the smallest that may go
+            allowed = [g for g in its_groups if may_hold_out(g)]
+            if allowed:
+                hold_out(min(allowed, key=lambda g: (per_group[g, k], g)))
+
+    is_val = val_group[groups]
+    # Blocks inside one field for classes still without validation tiles.
+    positions = np.asarray(dataset.positions, dtype=np.int64).reshape(-1, 2)
+    block_groups = set()
+    for k in sorted(target):
+        if is_val[labels == k].any():
+            continue
+        candidates = np.flatnonzero(per_group[:, k] * ~val_group)
+        if len(candidates) == 0:
+            continue
+        g = max(candidates, key=lambda g: (per_group[g, k], -g))
+        mine = np.flatnonzero((labels == k) & (groups == g))
+        block = _end_block(positions[mine], target[k], rng)
+        is_val[mine[block]] = True
+        block_groups.add(int(g))
+
+    # Drop training tiles that touch (8-neighbourhood) a validation tile of the same field.
+    dropped = np.zeros(n, dtype=bool)
+    if block_groups:
+        in_blocks = np.isin(groups, list(block_groups))
+        span = positions.max(axis=0) - positions.min(axis=0) + 3
+        origin = positions.min(axis=0) - 1
+        def key(pos, grp):                                   # noqa: E306
+            pos = pos - origin
+            return (grp * span[0] + pos[:, 0]) * span[1] + pos[:, 1]
+        val_tiles = np.flatnonzero(is_val & in_blocks)
+        offsets = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        touched = np.concatenate([key(positions[val_tiles] + o, groups[val_tiles])
+                                  for o in offsets])
+        candidates = np.flatnonzero(~is_val & in_blocks)
+        dropped[candidates] = np.isin(key(positions[candidates], groups[candidates]), touched)
+    return everything[~is_val & ~dropped], everything[is_val]
+
+
+def _end_block(positions: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of a contiguous block of grid columns (or rows) at one end of `positions`
+    (one field, one class) holding at least `target` of them, and never all of them when the
+    tiles span more than one column/row."""
+    extents = [len(np.unique(positions[:, axis])) for axis in (0, 1)]
+    if extents[0] != extents[1]:
+        axis = int(np.argmax(extents))        # cut across the longer side: a thinner block
+    else:
+        axis = int(rng.integers(2))
+    values = np.unique(positions[:, axis])
+    if rng.integers(2):
+        values = values[::-1]                  # block at the far end instead
+    coordinate = positions[:, axis]
+    counts = np.array([(coordinate == v).sum() for v in values])
+    taken = int(np.searchsorted(np.cumsum(counts), target) + 1)
+    taken = min(taken, max(1, len(values) - 1))
+    if len(values) == 1:                       # all in one line of the grid: split along it
+        order = np.argsort(positions[:, 1 - axis], kind="stable")
+        block = np.zeros(len(positions), dtype=bool)
+        block[order[:max(1, min(target, len(positions) - 1))]] = True
+        return block
+    return np.isin(coordinate, values[:taken])
