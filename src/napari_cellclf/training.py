@@ -1,6 +1,5 @@
 """Training as a generator of typed progress events. No Qt.
 
-CONTRACT (stub by the lead; the training owner implements it):
     gen = train(dataset, TrainConfig(...), stop=threading.Event())
     for event in gen: ...            # BatchProgress / EpochEnd / MemorisationWarning / RunFinished
     result = <the generator's return value>  (StopIteration.value; napari's thread_worker
@@ -9,20 +8,38 @@ CONTRACT (stub by the lead; the training owner implements it):
   model seen so far (cancelled=True). Never raise on cancel.
 - Several runs (`runs=N`) use seeds seed, seed+1, ...; the returned model is the best run's (by
   validation accuracy, then loss); `History` keeps every run's curves and a summary (mean, std,
-  min, max of best validation accuracy) because accuracy varies run to run.
+  min, max of best validation accuracy) because accuracy varies run to run. All runs share one
+  train/validation split (made with `seed`) so their validation accuracies compare like for like;
+  they differ in initial weights, batch order and augmentation.
+- Within a run the kept model is the epoch with the lowest validation loss (class-balanced like the
+  training loss unless balance="none"); early stopping watches the same loss.
 - Memorisation: training accuracy >= 0.98 within the first `memorisation_epochs` epochs while
-  validation accuracy <= chance + 0.15 -> MemorisationWarning event and a note in History.
-- With seed set and device cpu, two runs give bit-identical weights.
+  validation (balanced) accuracy <= chance + 0.15 -> MemorisationWarning event and a note in History.
+- With seed set and device cpu, two runs give bit-identical weights: every random draw comes from
+  one seeded torch.Generator; the global RNG is only borrowed (forked) for weight initialisation.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Generator, Union
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .data import Normalization, TileDataset
+from .data import Normalization, TileDataset, check_trainable, fit_normalization, split_train_val
+from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
+
+BALANCE_MODES = ("weights", "sampler", "none")
+NORMALIZATION_MODES = ("dataset", "per_tile")
+MEMORISATION_TRAIN_ACCURACY = 0.98
+MEMORISATION_MARGIN = 0.15
+_EVAL_BATCH = 256
 
 
 @dataclass
@@ -78,7 +95,7 @@ class MemorisationWarning:
 class RunFinished:
     run: int
     seed: int
-    best_epoch: int
+    best_epoch: int                 # -1 when cancelled before the first epoch ended
     best_val_accuracy: float | None
     stopped_early: bool
     cancelled: bool
@@ -89,17 +106,50 @@ Progress = Union[BatchProgress, EpochEnd, MemorisationWarning, RunFinished]
 
 @dataclass
 class History:
-    runs: list[dict] = field(default_factory=list)   # per run: seed, train_loss[], train_accuracy[], val_loss[], val_accuracy[], best_epoch, memorisation
+    # per run: seed, train_loss[], train_accuracy[], val_loss[], val_accuracy[],
+    # val_balanced_accuracy[], best_epoch, best_val_accuracy, best_val_loss, epochs_completed,
+    # stopped_early, cancelled, memorisation (message or None)
+    runs: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
-        """{"n_runs", "best_val_accuracy": {"mean", "std", "min", "max"}, "best_run"}."""
-        raise NotImplementedError
+        """{"n_runs", "best_val_accuracy": {"mean", "std", "min", "max"}, "best_run"}.
+        std is the sample standard deviation (0.0 for a single run); all None without validation."""
+        accuracies = [run["best_val_accuracy"] for run in self.runs
+                      if run.get("best_val_accuracy") is not None]
+        if accuracies:
+            values = np.asarray(accuracies, dtype=float)
+            stats = {"mean": float(values.mean()),
+                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                     "min": float(values.min()), "max": float(values.max())}
+        else:
+            stats = {"mean": None, "std": None, "min": None, "max": None}
+        return {"n_runs": len(self.runs), "best_val_accuracy": stats, "best_run": _best_run(self.runs)}
 
-    def to_dict(self) -> dict: ...
+    def to_dict(self) -> dict:
+        return {"runs": copy.deepcopy(self.runs), "warnings": list(self.warnings),
+                "summary": self.summary()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History": ...
+    def from_dict(cls, d: dict) -> "History":
+        d = d or {}
+        return cls(runs=copy.deepcopy(list(d.get("runs", []))), warnings=list(d.get("warnings", [])))
+
+
+def _best_run(runs: list[dict]) -> int | None:
+    """Highest best validation accuracy, then lowest validation loss; without validation the
+    lowest final training loss. Runs that never finished an epoch only when nothing else exists."""
+    def key(item):
+        _, run = item
+        accuracy, loss = run.get("best_val_accuracy"), run.get("best_val_loss")
+        train_loss = run.get("train_loss") or [math.inf]
+        return (run.get("epochs_completed", 0) > 0,
+                accuracy if accuracy is not None else -1.0,
+                -(loss if loss is not None and math.isfinite(loss) else math.inf),
+                -(train_loss[-1] if train_loss[-1] is not None else math.inf))
+    if not runs:
+        return None
+    return max(enumerate(runs), key=key)[0]
 
 
 @dataclass
@@ -115,17 +165,350 @@ class TrainingResult:
 
     def meta(self, class_colors: list[str] | None = None, channel_indices: list[int] | None = None):
         """modelfile.ModelMeta ready for save_model."""
-        raise NotImplementedError
+        from . import __version__
+        from .modelfile import ModelMeta, default_class_colors
+
+        return ModelMeta(
+            class_names=list(self.class_names),
+            class_colors=list(class_colors) if class_colors is not None
+            else default_class_colors(len(self.class_names)),
+            channel_names=list(self.channel_names),
+            tile_size=int(self.tile_size),
+            architecture=self.config.architecture,
+            normalization=self.normalization.to_dict(),
+            channel_indices=None if channel_indices is None else [int(i) for i in channel_indices],
+            history=self.history.to_dict(),
+            seed=int(self.config.seed),
+            package_version=__version__,
+            extra={"train_config": asdict(self.config), "cancelled": self.cancelled},
+        )
+
+
+def check_config(config: TrainConfig) -> None:
+    """ValueError naming the TrainConfig field for any value training cannot use."""
+    def need(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ValueError(f"TrainConfig.{name} {rule}, got {getattr(config, name)!r}")
+
+    def is_int(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    need(is_int(config.epochs) and config.epochs >= 1, "epochs", "must be an integer >= 1")
+    need(is_int(config.batch_size) and config.batch_size >= 1, "batch_size", "must be an integer >= 1")
+    need(isinstance(config.learning_rate, (int, float)) and 0 < config.learning_rate < 1,
+         "learning_rate", "must be a number between 0 and 1")
+    need(config.architecture in ARCHITECTURES, "architecture", f"must be one of {ARCHITECTURES}")
+    need(isinstance(config.rotate_degrees, (int, float)) and 0 <= config.rotate_degrees <= 180,
+         "rotate_degrees", "must be between 0 and 180")
+    need(config.balance in BALANCE_MODES, "balance", f"must be one of {BALANCE_MODES}")
+    need(isinstance(config.val_fraction, (int, float)) and 0 <= config.val_fraction < 1,
+         "val_fraction", "must be >= 0 and < 1")
+    need(is_int(config.patience) and config.patience >= 0, "patience", "must be an integer >= 0")
+    need(is_int(config.seed), "seed", "must be an integer")
+    need(is_int(config.runs) and config.runs >= 1, "runs", "must be an integer >= 1")
+    need(config.normalization in NORMALIZATION_MODES, "normalization", f"must be one of {NORMALIZATION_MODES}")
+    need(is_int(config.memorisation_epochs) and config.memorisation_epochs >= 0,
+         "memorisation_epochs", "must be an integer >= 0")
+    choose_device(config.device)   # ValueError for an unknown or absent device
+
+
+def _check_dataset(dataset: TileDataset) -> None:
+    check_trainable(dataset)
+    tiles = dataset.tiles
+    if tiles.ndim != 4 or tiles.shape[-1] != tiles.shape[-2]:
+        raise ValueError(f"tiles must be an (N, C, T, T) array of square tiles, got shape {tiles.shape}")
+    if tiles.shape[-1] < MIN_TILE_SIZE:
+        raise ValueError(f"tile size {tiles.shape[-1]} px is too small for the CNN (minimum {MIN_TILE_SIZE})")
+    if tiles.shape[1] != len(dataset.channel_names):
+        raise ValueError(f"tiles have {tiles.shape[1]} channels but {len(dataset.channel_names)} "
+                         "channel names were given")
+    if len(dataset.labels) != len(tiles):
+        raise ValueError(f"{len(dataset.labels)} labels for {len(tiles)} tiles")
 
 
 def train(dataset: TileDataset, config: TrainConfig, stop: threading.Event | None = None
           ) -> Generator[Progress, None, TrainingResult]:
     """Validates the dataset first (data.check_trainable -> ValueError before any work)."""
-    raise NotImplementedError
+    check_config(config)
+    _check_dataset(dataset)
+    stop = stop if stop is not None else threading.Event()
+    device = choose_device(config.device)
+    n_classes = len(dataset.class_names)
+    tile_size = int(dataset.tiles.shape[-1])
+    history = History()
+
+    train_idx, val_idx = split_train_val(dataset, config.val_fraction, seed=config.seed)
+    train_idx, val_idx = np.asarray(train_idx, dtype=np.int64), np.asarray(val_idx, dtype=np.int64)
+    if len(train_idx) == 0:
+        raise ValueError("the validation split left no tiles for training; lower val_fraction or add data")
+    if config.val_fraction > 0 and len(val_idx) == 0:
+        history.warnings.append("no validation tiles could be set aside (too little data): the model "
+                                "is kept from the last epoch and its accuracy is unknown")
+    train_counts = np.bincount(dataset.labels[train_idx], minlength=n_classes)
+    untrained = [name for name, n in zip(dataset.class_names, train_counts) if n == 0]
+    if untrained:
+        history.warnings.append(f"no training tiles for class(es) {', '.join(untrained)} after the "
+                                "validation split: the model cannot learn them")
+
+    # Statistics from the training part only: validation must look like unseen data.
+    normalization = fit_normalization(dataset.tiles[train_idx], mode=config.normalization)
+    x_train = torch.from_numpy(np.ascontiguousarray(normalization.apply(dataset.tiles[train_idx]), dtype=np.float32))
+    y_train = torch.from_numpy(dataset.labels[train_idx].astype(np.int64))
+    x_val = torch.from_numpy(np.ascontiguousarray(normalization.apply(dataset.tiles[val_idx]), dtype=np.float32)) \
+        if len(val_idx) else None
+    y_val = torch.from_numpy(dataset.labels[val_idx].astype(np.int64)) if len(val_idx) else None
+    if device.type == "cuda":
+        # Page-locked host memory lets batch copies overlap with compute (non_blocking).
+        x_train, y_train = x_train.pin_memory(), y_train.pin_memory()
+        if x_val is not None:
+            x_val, y_val = x_val.pin_memory(), y_val.pin_memory()
+
+    # Class-balanced loss: weight n / (K * n_k) so every class counts as much as the others.
+    class_weights = torch.tensor([len(train_idx) / (n_classes * n) if n else 0.0 for n in train_counts],
+                                 dtype=torch.float32)
+    loss_weights = class_weights if config.balance == "weights" else None
+    val_weights = class_weights if config.balance != "none" else torch.ones(n_classes)
+
+    best_states: list[dict | None] = []
+    last_model = None
+    cancelled = False
+    for run in range(config.runs):
+        seed = int(config.seed) + run
+        outcome = yield from _train_one_run(
+            run=run, seed=seed, config=config, device=device, n_classes=n_classes, tile_size=tile_size,
+            in_channels=int(dataset.tiles.shape[1]), x_train=x_train, y_train=y_train, x_val=x_val,
+            y_val=y_val, loss_weights=loss_weights, val_weights=val_weights, stop=stop, history=history)
+        best_states.append(outcome["best_state"])
+        last_model = outcome["model"]
+        if outcome["cancelled"]:
+            cancelled = True
+            break
+
+    best_run = history.summary()["best_run"]
+    state = best_states[best_run]
+    if state is None:
+        # No epoch ever counted as best (cancelled before the first one ended, or the loss was
+        # never finite): hand back the weights as they are, and say so.
+        state = _cpu_state(last_model)
+        history.warnings.append(
+            "training was cancelled before the first epoch ended: the model is barely trained and "
+            "its accuracy is unknown" if cancelled else
+            "no epoch gave a finite loss: the model is the last weights and is probably useless")
+    model = build_model(config.architecture, int(dataset.tiles.shape[1]), n_classes, tile_size)
+    model.load_state_dict(state)
+    model.eval()
+    return TrainingResult(model=model, normalization=normalization, history=history,
+                          class_names=list(dataset.class_names), channel_names=list(dataset.channel_names),
+                          tile_size=tile_size, config=config, cancelled=cancelled)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A deep copy of the weights on the CPU, in the default (contiguous) layout."""
+    return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()}
+
+
+def _autocast_setup(device: torch.device):
+    """bf16 autocast where the GPU supports it (no loss scaling needed), else fp16 + GradScaler."""
+    if device.type != "cuda":
+        return contextlib.nullcontext, torch.amp.GradScaler("cuda", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return (lambda: torch.autocast(device_type="cuda", dtype=dtype)), scaler
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        if not x.is_pinned():
+            x = x.pin_memory()
+        return x.to(device, non_blocking=True)
+    return x.to(device)
+
+
+def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channels, x_train, y_train,
+                   x_val, y_val, loss_weights, val_weights, stop, history):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(config.architecture, in_channels, n_classes, tile_size)
+    model = prepare_for_device(model, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    autocast, scaler = _autocast_setup(device)
+    criterion = nn.CrossEntropyLoss(weight=None if loss_weights is None else loss_weights.to(device))
+    sample_weights = None
+    if config.balance == "sampler":
+        counts = torch.bincount(y_train, minlength=n_classes).clamp(min=1).double()
+        sample_weights = 1.0 / counts[y_train]
+
+    record = {"seed": seed, "train_loss": [], "train_accuracy": [], "val_loss": [], "val_accuracy": [],
+              "val_balanced_accuracy": [], "best_epoch": -1, "best_val_accuracy": None,
+              "best_val_loss": None, "epochs_completed": 0, "stopped_early": False, "cancelled": False,
+              "memorisation": None}
+    history.runs.append(record)
+    n_train = len(y_train)
+    n_batches = math.ceil(n_train / config.batch_size)
+    best_state, best_loss, since_best = None, math.inf, 0
+    cancelled = stopped_early = False
+    common = dict(n_runs=config.runs, n_epochs=config.epochs)
+
+    for epoch in range(config.epochs):
+        model.train()
+        if sample_weights is not None:
+            order = torch.multinomial(sample_weights, n_train, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n_train, generator=generator)
+        loss_sum, correct = 0.0, 0
+        for batch in range(n_batches):
+            if stop.is_set():
+                cancelled = True
+                break
+            idx = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            xb = _to_device(x_train.index_select(0, idx), device)
+            yb = _to_device(y_train.index_select(0, idx), device)
+            if config.augment:
+                xb = _random_dihedral(xb, torch.randint(0, 8, (len(idx),), generator=generator))
+            if config.rotate_degrees > 0:
+                angles = (torch.rand(len(idx), generator=generator) * 2 - 1) * config.rotate_degrees
+                xb = _rotate(xb, angles)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = model(xb)
+            loss = criterion(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            batch_loss = float(loss.detach())
+            loss_sum += batch_loss * len(idx)
+            correct += int((logits.detach().argmax(1) == yb).sum())
+            yield BatchProgress(run=run, epoch=epoch, batch=batch, n_batches=n_batches, loss=batch_loss, **common)
+        if cancelled:
+            break
+
+        train_loss, train_accuracy = loss_sum / n_train, correct / n_train
+        val = None
+        if x_val is not None:
+            val = _evaluate(model, x_val, y_val, val_weights, device, autocast, stop)
+            if val is None:            # cancelled during validation: the epoch did not end
+                cancelled = True
+                break
+        val_loss, val_accuracy, val_balanced = val if val is not None else (None, None, None)
+
+        if val is None:
+            is_best = math.isfinite(train_loss)   # no validation: keep the latest sane weights
+        else:
+            is_best = math.isfinite(val_loss) and val_loss < best_loss
+        if is_best:
+            best_state = _cpu_state(model)
+            record["best_epoch"] = epoch
+            if val is not None:
+                best_loss = val_loss
+                record["best_val_loss"], record["best_val_accuracy"] = val_loss, val_accuracy
+            since_best = 0
+        else:
+            since_best += 1
+        for key, value in (("train_loss", train_loss), ("train_accuracy", train_accuracy),
+                           ("val_loss", val_loss), ("val_accuracy", val_accuracy),
+                           ("val_balanced_accuracy", val_balanced)):
+            record[key].append(_finite_or_none(value))
+        record["epochs_completed"] = epoch + 1
+        yield EpochEnd(run=run, epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                       val_loss=val_loss, val_accuracy=val_accuracy, is_best=is_best, **common)
+
+        if val is not None and record["memorisation"] is None and epoch < config.memorisation_epochs:
+            chance = 1.0 / int((torch.bincount(y_val, minlength=n_classes) > 0).sum())
+            if train_accuracy >= MEMORISATION_TRAIN_ACCURACY and val_balanced <= chance + MEMORISATION_MARGIN:
+                message = (f"run {run + 1} (seed {seed}): training accuracy reached {train_accuracy:.0%} "
+                           f"by epoch {epoch + 1} while validation accuracy (class-balanced) is "
+                           f"{val_balanced:.0%}, chance being {chance:.0%}: the network is memorising "
+                           "the training tiles instead of learning the classes. Check the labels, add "
+                           "more varied training data, or keep augmentation on.")
+                record["memorisation"] = message
+                history.warnings.append(message)
+                yield MemorisationWarning(run=run, epoch=epoch, message=message)
+
+        if not math.isfinite(train_loss):
+            history.warnings.append(f"run {run + 1} (seed {seed}): the training loss became "
+                                    f"{train_loss} at epoch {epoch + 1}; stopped. Lower the learning rate.")
+            break
+        if val is not None and config.patience and since_best >= config.patience:
+            stopped_early = True
+            break
+
+    record["stopped_early"], record["cancelled"] = stopped_early, cancelled
+    yield RunFinished(run=run, seed=seed, best_epoch=record["best_epoch"],
+                      best_val_accuracy=record["best_val_accuracy"], stopped_early=stopped_early,
+                      cancelled=cancelled)
+    return {"best_state": best_state, "model": model, "cancelled": cancelled}
+
+
+def _finite_or_none(value):
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@torch.inference_mode()
+def _evaluate(model, x, y, class_weights, device, autocast, stop):
+    """(class-weighted loss, accuracy, balanced accuracy) on a held-out set; None if stopped."""
+    model.eval()
+    n_classes = len(class_weights)
+    weights = class_weights.to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    weight_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
+    for start in range(0, len(y), _EVAL_BATCH):
+        if stop.is_set():
+            return None
+        xb = _to_device(x[start:start + _EVAL_BATCH], device).contiguous(memory_format=torch.channels_last)
+        yb = _to_device(y[start:start + _EVAL_BATCH], device)
+        with autocast():
+            logits = model(xb)
+        losses = F.cross_entropy(logits.float(), yb, reduction="none")
+        loss_sum += (losses * weights[yb]).sum().double()
+        weight_sum += weights[yb].sum().double()
+        confusion += torch.bincount(yb * n_classes + logits.argmax(1), minlength=n_classes ** 2
+                                    ).view(n_classes, n_classes)
+    confusion = confusion.cpu()
+    per_class_total = confusion.sum(1)
+    present = per_class_total > 0
+    recall = confusion.diag()[present].double() / per_class_total[present].double()
+    loss = float(loss_sum / weight_sum) if float(weight_sum) > 0 else math.nan
+    return loss, float(confusion.diag().sum()) / len(y), float(recall.mean())
+
+
+def _random_dihedral(x: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
+    """Each tile gets one of the 8 rotations/reflections of the square (ops in 0..7, on the CPU):
+    tiles are grouped by op so the whole batch costs at most 8 cheap tensor ops."""
+    out = torch.empty_like(x)
+    for op in range(8):
+        chosen = (ops == op).nonzero().flatten()
+        if len(chosen) == 0:
+            continue
+        chosen = chosen.to(x.device)
+        part = x.index_select(0, chosen)
+        if op & 4:
+            part = part.flip(-1)
+        out[chosen] = torch.rot90(part, op & 3, dims=(-2, -1))
+    return out
+
+
+def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each tile by its own angle about its centre (bilinear, reflected borders)."""
+    radians = degrees.to(device=x.device, dtype=x.dtype) * (math.pi / 180)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def run_training(dataset: TileDataset, config: TrainConfig,
                  on_progress: Callable[[Progress], None] | None = None,
                  stop: threading.Event | None = None) -> TrainingResult:
     """Drive `train` to the end, passing each event to on_progress; return the result."""
-    raise NotImplementedError
+    generator = train(dataset, config, stop=stop)
+    while True:
+        try:
+            event = next(generator)
+        except StopIteration as done:
+            return done.value
+        if on_progress is not None:
+            on_progress(event)
