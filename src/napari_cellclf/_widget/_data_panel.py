@@ -1,0 +1,301 @@
+"""Fields panel: which fields of view, how each is labelled, which channels, the tile grid."""
+from __future__ import annotations
+
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QGroupBox,
+                            QHeaderView, QListWidget, QListWidgetItem, QPushButton, QSpinBox,
+                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..model import MIN_TILE_SIZE
+from ._fields import Field, field_id_of, fields_from_layers
+from ._labelling import ForegroundCache, first_channel, training_grid
+from ._layers import grid_image, hide_grid, labels_layer, show_grid
+from ._qt import alive_only, debouncer, note_label
+from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
+
+COL_FIELD, COL_SIZE, COL_LABELS, COL_TILES = range(4)
+
+
+class FieldsPanel(QWidget):
+    def __init__(self, viewer, session: Session, foreground: ForegroundCache,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer, self.session, self._foreground = viewer, session, foreground
+        self.fields: list[Field] = []
+        self._filling = False
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Tiles"])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(COL_FIELD, QHeaderView.ResizeMode.Stretch)
+        for col in (COL_SIZE, COL_LABELS, COL_TILES):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumHeight(110)
+        self.table.setToolTip("Open images or the sample data (File > Open Sample) to add fields. "
+                              "'Training labels' says how a field's tiles get their class.")
+        self.empty_note = note_label("No fields of view yet: open images, or File > Open Sample > "
+                                     "Cell classifier.")
+        self.paint_button = QPushButton("Paint labels on selected field")
+        self.paint_button.setToolTip("Adds (or selects) '<field> labels': paint value k for "
+                                     "class k with napari's brush, fill and eraser.")
+
+        self.channel_list = QListWidget()
+        self.channel_list.setMaximumHeight(90)
+        self.channel_list.setToolTip("Channels stacked into the model's input, in this order.")
+
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(MIN_TILE_SIZE, 1024)
+        self.tile_size.setSuffix(" px")
+        self.stride = QSpinBox()
+        self.stride.setRange(0, 1024)
+        self.stride.setSuffix(" px")
+        self.stride.setSpecialValueText("same as tile size")
+        self.stride.setToolTip("Distance between tile origins; smaller than the tile size "
+                               "makes overlapping tiles.")
+        self.skip_background = QCheckBox("Skip background tiles")
+        self.skip_background.setToolTip("Tiles where the first chosen channel is mostly below its "
+                                        "Otsu threshold are not trained on nor classified "
+                                        "(dimmed in the tile grid).")
+        self.show_grid = QCheckBox("Show tile grid")
+
+        tiles_box = QGroupBox("Tiles")
+        form = QFormLayout(tiles_box)
+        form.addRow("Tile size", self.tile_size)
+        form.addRow("Stride", self.stride)
+        form.addRow(self.skip_background)
+        form.addRow(self.show_grid)
+        channels_box = QGroupBox("Channels")
+        QVBoxLayout(channels_box).addWidget(self.channel_list)
+        self.grid_note = note_label()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table)
+        layout.addWidget(self.empty_note)
+        layout.addWidget(self.paint_button)
+        layout.addWidget(channels_box)
+        layout.addWidget(tiles_box)
+        layout.addWidget(self.grid_note)
+        layout.addStretch(1)
+
+        self._load_settings()
+        self._refresh_fields_later = debouncer(self, 50, self.refresh_fields)
+        self._grid_later = debouncer(self, 120, self.update_grid)
+
+        self.table.itemSelectionChanged.connect(self._on_row_selected)
+        self.paint_button.clicked.connect(self.paint_labels)
+        self.channel_list.itemChanged.connect(self._on_channels_changed)
+        self.tile_size.valueChanged.connect(self._on_tile_settings)
+        self.stride.valueChanged.connect(self._on_tile_settings)
+        self.skip_background.toggled.connect(self._on_tile_settings)
+        self.show_grid.toggled.connect(self._on_tile_settings)
+
+        layers = viewer.layers
+        for emitter in (layers.events.inserted, layers.events.removed, layers.events.moved):
+            emitter.connect(self._on_layers_changed)
+        layers.selection.events.active.connect(self._on_active_layer)
+        session.classes_changed.connect(self._on_classes_changed)
+        session.labels_changed.connect(self._on_labels_changed)
+        session.counts_changed.connect(self._on_counts_changed)
+        self.refresh_fields()
+
+    # -- settings <-> controls -------------------------------------------------------------------
+    def _load_settings(self) -> None:
+        d = self.session.data
+        self.tile_size.setValue(d.tile_size)
+        self.stride.setValue(d.stride)
+        self.skip_background.setChecked(d.skip_background)
+        self.show_grid.setChecked(d.show_grid)
+
+    def _on_tile_settings(self, *_) -> None:
+        d = self.session.data
+        d.tile_size = self.tile_size.value()
+        d.stride = self.stride.value()
+        d.skip_background = self.skip_background.isChecked()
+        d.show_grid = self.show_grid.isChecked()
+        self._grid_later.start()
+
+    def _on_channels_changed(self, *_) -> None:
+        if self._filling:
+            return
+        checked = [self.channel_list.item(i).checkState() == Qt.CheckState.Checked
+                   for i in range(self.channel_list.count())]
+        chosen = tuple(i for i, on in enumerate(checked) if on)
+        if not chosen:
+            show_warning("At least one channel is needed; keeping the first.")
+            self.channel_list.item(0).setCheckState(Qt.CheckState.Checked)
+            return
+        self.session.data.channels = () if all(checked) else chosen
+        self._grid_later.start()
+
+    # -- fields ----------------------------------------------------------------------------------
+    def current(self) -> Field | None:
+        for fld in self.fields:
+            if fld.id == self.session.current_field:
+                return fld
+        return self.fields[0] if self.fields else None
+
+    def _on_layers_changed(self, event=None) -> None:
+        self._refresh_fields_later.start()
+
+    @alive_only
+    def refresh_fields(self) -> None:
+        self.fields = fields_from_layers(self.viewer.layers)
+        ids = [f.id for f in self.fields]
+        if self.session.current_field not in ids:
+            self.session.set_current_field(ids[0] if ids else None)
+        self._fill_table()
+        self._fill_channels()
+        self.empty_note.setVisible(not self.fields)
+        self.paint_button.setEnabled(bool(self.fields))
+        self._grid_later.start()
+
+    def _fill_table(self) -> None:
+        self._filling = True
+        try:
+            self.table.setRowCount(len(self.fields))
+            for r, fld in enumerate(self.fields):
+                name = QTableWidgetItem(fld.name)
+                name.setToolTip(f"{fld.source}\nchannels: {', '.join(fld.channel_names)}")
+                self.table.setItem(r, COL_FIELD, name)
+                self.table.setItem(r, COL_SIZE, QTableWidgetItem(f"{fld.shape[1]}×{fld.shape[0]}"))
+                self.table.setCellWidget(r, COL_LABELS, self._labels_combo(fld))
+                self.table.setItem(r, COL_TILES, QTableWidgetItem(""))
+                if fld.id == self.session.current_field:
+                    self.table.selectRow(r)
+        finally:
+            self._filling = False
+        self._on_counts_changed()
+
+    def _labels_combo(self, fld: Field) -> QComboBox:
+        combo = QComboBox()
+        combo.addItem("painted labels", LABELS_PAINTED)
+        for k, name in enumerate(self.session.class_names, start=1):
+            combo.addItem(f"whole image: {name}", k)
+        combo.addItem("not used", LABELS_UNUSED)
+        index = combo.findData(self.session.labels_source(fld.id))
+        combo.setCurrentIndex(max(index, 0))
+        combo.setToolTip("How this field's tiles get their class for training")
+        combo.currentIndexChanged.connect(
+            lambda _i, fid=fld.id, c=combo: self.session.set_labels_source(fid, c.currentData()))
+        return combo
+
+    def labels_combo(self, field_name: str) -> QComboBox:
+        """The 'Training labels' choice of a field (tests and keyboard users select through it)."""
+        for r, fld in enumerate(self.fields):
+            if fld.name == field_name:
+                return self.table.cellWidget(r, COL_LABELS)
+        raise KeyError(field_name)
+
+    def _fill_channels(self) -> None:
+        fld = self.current()
+        names = fld.channel_names if fld else []
+        chosen = self.session.data.channels
+        self._filling = True
+        try:
+            self.channel_list.clear()
+            for i, name in enumerate(names):
+                item = QListWidgetItem(f"{i}: {name}")
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                on = not chosen or i in chosen
+                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+                self.channel_list.addItem(item)
+        finally:
+            self._filling = False
+
+    def _on_row_selected(self) -> None:
+        if self._filling:
+            return
+        rows = self.table.selectionModel().selectedRows()
+        if rows and rows[0].row() < len(self.fields):
+            self.session.set_current_field(self.fields[rows[0].row()].id)
+            self._fill_channels()
+            self._grid_later.start()
+
+    def select_field(self, field_name: str) -> None:
+        for r, fld in enumerate(self.fields):
+            if fld.name == field_name:
+                self.table.selectRow(r)
+                return
+        raise KeyError(field_name)
+
+    def _on_active_layer(self, event=None) -> None:
+        layer = self.viewer.layers.selection.active
+        fid = field_id_of(layer) if layer is not None else None
+        for r, fld in enumerate(self.fields):
+            if fld.id == fid and fid != self.session.current_field:
+                self.table.selectRow(r)
+
+    @alive_only
+    def _on_classes_changed(self) -> None:
+        self._fill_table()
+
+    @alive_only
+    def _on_labels_changed(self) -> None:
+        for r, fld in enumerate(self.fields):
+            combo = self.table.cellWidget(r, COL_LABELS)
+            index = combo.findData(self.session.labels_source(fld.id)) if combo else -1
+            if combo is not None and index >= 0 and index != combo.currentIndex():
+                combo.blockSignals(True)
+                combo.setCurrentIndex(index)
+                combo.blockSignals(False)
+        self._grid_later.start()
+
+    @alive_only
+    def _on_counts_changed(self) -> None:
+        counts = self.session.counts
+        for r, fld in enumerate(self.fields):
+            item = self.table.item(r, COL_TILES)
+            if item is None:
+                continue
+            per_class = counts.per_field.get(fld.id) if counts is not None else None
+            item.setText("" if per_class is None else str(sum(per_class)))
+            if per_class is not None:
+                item.setToolTip("\n".join(f"{name}: {n}" for name, n in
+                                          zip(self.session.class_names, per_class)))
+
+    # -- actions ---------------------------------------------------------------------------------
+    def paint_labels(self) -> None:
+        fld = self.current()
+        if fld is None:
+            show_warning("Open a field of view first.")
+            return
+        layer = labels_layer(self.viewer, fld, self.session.class_colors)
+        self.session.set_labels_source(fld.id, LABELS_PAINTED)
+        self.viewer.layers.selection.active = layer
+        layer.brush_size = max(10, self.session.data.tile_size // 2)
+        if layer.selected_label > len(self.session.classes) or layer.selected_label < 1:
+            layer.selected_label = 1
+        layer.mode = "paint"
+        show_info(f"Painting on '{layer.name}': value k = class k "
+                  f"({', '.join(f'{k} {n}' for k, n in enumerate(self.session.class_names, 1))}). "
+                  "A tile takes a class when at least half of it is painted.")
+
+    @alive_only
+    def update_grid(self) -> None:
+        d = self.session.data
+        fld = self.current()
+        if fld is None or not d.show_grid:
+            hide_grid(self.viewer)
+            self.grid_note.setText("")
+            return
+        try:
+            grid = training_grid(fld.shape, self.session)
+        except ValueError as exc:
+            hide_grid(self.viewer)
+            self.grid_note.setText(f"{fld.name}: {exc}")
+            return
+        skipped = None
+        if d.skip_background:
+            try:
+                skipped = ~self._foreground.get(fld, grid, first_channel(self.session))
+            except ValueError as exc:
+                self.grid_note.setText(f"Background detection failed: {exc}")
+        show_grid(self.viewer, fld, grid_image(grid, skipped), visible=True)
+        used = grid.n_tiles - (int(skipped.sum()) if skipped is not None else 0)
+        self.grid_note.setText(f"{fld.name}: {grid.rows}×{grid.cols} = {grid.n_tiles} tiles"
+                               + (f", {used} with foreground" if skipped is not None else ""))

@@ -1,0 +1,171 @@
+"""The dock widget: four panels (Fields, Classes, Train, Results) over one per-viewer session, and
+a job bar (progress, Cancel) that every background job reports to."""
+from __future__ import annotations
+
+from napari.layers import Labels
+from qtpy.QtWidgets import (QFrame, QLabel, QProgressBar, QPushButton, QScrollArea, QTabWidget,
+                            QVBoxLayout, QWidget)
+
+from ..training import BatchProgress, EpochEnd
+from ._classes_panel import ClassesPanel
+from ._data_panel import FieldsPanel
+from ._fields import ROLE_LABELS, fields_from_layers, role_of
+from ._jobs import FieldStep
+from ._labelling import ForegroundCache, TileCounts, count_tiles
+from ._qt import alive_only, debouncer, row
+from ._results_panel import ResultsPanel
+from ._session import Session, real_viewer, session_for
+from ._train_panel import TrainPanel
+
+JOB_VERBS = {"train": "Training", "classify": "Classifying", "explain": "Explaining",
+             "import": "Importing class folders"}
+
+
+class JobBar(QWidget):
+    """Progress of whatever job runs now, and the Cancel button that stops it within one batch."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(False)
+        self.status = QLabel("Ready")
+        self.status.setWordWrap(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current batch; training keeps the best "
+                                      "model so far.")
+        self.cancel_button.setEnabled(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row(self.progress, self.cancel_button))
+        layout.addWidget(self.status)
+        self.cancel_button.clicked.connect(self.cancel)
+        session.jobs.started.connect(self._on_started)
+        session.jobs.progress.connect(self._on_progress)
+        session.jobs.finished.connect(self._on_finished)
+        if session.jobs.busy:
+            self._on_started(session.jobs.kind)
+
+    def cancel(self) -> None:
+        self.session.jobs.cancel()
+        self.status.setText(f"{self.status.text()} · cancelling…")
+        self.cancel_button.setEnabled(False)
+
+    @alive_only
+    def _on_started(self, kind: str) -> None:
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        if kind == "import":
+            self.progress.setRange(0, 0)   # busy indicator: reading folders has no steps
+        self.status.setText(f"{JOB_VERBS.get(kind, kind)}…")
+
+    @alive_only
+    def _on_progress(self, kind: str, event) -> None:
+        if isinstance(event, BatchProgress):
+            total = max(event.n_runs * event.n_epochs * event.n_batches, 1)
+            done = (event.run * event.n_epochs + event.epoch) * event.n_batches + event.batch + 1
+            self.progress.setValue(int(1000 * done / total))
+            runs = f"run {event.run + 1}/{event.n_runs} · " if event.n_runs > 1 else ""
+            self.status.setText(f"Training: {runs}epoch {event.epoch + 1}/{event.n_epochs} · "
+                                f"batch {event.batch + 1}/{event.n_batches} · "
+                                f"loss {event.loss:.3f}")
+        elif isinstance(event, EpochEnd):
+            self.progress.setToolTip(_epoch_text(event))
+        elif isinstance(event, FieldStep):
+            inner = event.progress
+            fraction = inner.done / inner.total if getattr(inner, "total", 0) else 0.0
+            self.progress.setValue(int(1000 * (event.index + fraction) / event.count))
+            stage = JOB_VERBS.get(getattr(inner, "stage", kind), JOB_VERBS.get(kind, kind))
+            fields = f" ({event.index + 1}/{event.count})" if event.count > 1 else ""
+            self.status.setText(f"{stage} {event.field_name}{fields}: "
+                                f"{inner.done}/{inner.total} tiles")
+
+    @alive_only
+    def _on_finished(self, kind: str, ok: bool) -> None:
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(1000 if ok else self.progress.value())
+        self.cancel_button.setEnabled(False)
+        verb = JOB_VERBS.get(kind, kind)
+        self.status.setText(f"{verb}: done" if ok else f"{verb}: stopped")
+
+
+def _epoch_text(event: EpochEnd) -> str:
+    text = f"epoch {event.epoch + 1}: train accuracy {event.train_accuracy:.1%}"
+    if event.val_accuracy is not None:
+        text += f", validation accuracy {event.val_accuracy:.1%}"
+    return text
+
+
+class CellClassifierWidget(QWidget):
+    """Tile fields of view, label tiles, train a CNN, classify and explain, in one dock."""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821 (string annotation for npe2)
+        super().__init__()
+        napari_viewer = real_viewer(napari_viewer)
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self._foreground = ForegroundCache()
+
+        self.fields_panel = FieldsPanel(napari_viewer, self.session, self._foreground)
+        self.classes_panel = ClassesPanel(napari_viewer, self.session)
+        self.train_panel = TrainPanel(napari_viewer, self.session, self.fields)
+        self.results_panel = ResultsPanel(napari_viewer, self.session, self.fields, self.current_field)
+        self.job_bar = JobBar(self.session)
+
+        self.tabs = QTabWidget()
+        for panel, title in ((self.fields_panel, "1 Fields"), (self.classes_panel, "2 Classes"),
+                             (self.train_panel, "3 Train"), (self.results_panel, "4 Results")):
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(panel)
+            self.tabs.addTab(scroll, title)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.job_bar)
+        self.setMinimumWidth(340)
+
+        # Tiles per class: recounted after painting stops for a moment, not on every brush dab.
+        self._recount_later = debouncer(self, 250, self.recount)
+        self.session.labels_changed.connect(self._on_labelling_changed)
+        self.session.classes_changed.connect(self._on_labelling_changed)
+        self.session.data.events.connect(self._on_labelling_changed)
+        napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        napari_viewer.layers.events.removed.connect(self._on_labelling_changed)
+        for layer in napari_viewer.layers:
+            self._watch(layer)
+        self.recount()
+
+    # -- providers for the panels ----------------------------------------------------------------
+    def fields(self):
+        return fields_from_layers(self.viewer.layers)
+
+    def current_field(self):
+        return self.fields_panel.current()
+
+    # -- tile counts -----------------------------------------------------------------------------
+    def _watch(self, layer) -> None:
+        if isinstance(layer, Labels):
+            for name in ("paint", "data", "set_data"):
+                getattr(layer.events, name).connect(self._on_labelling_changed)
+
+    def _on_layer_inserted(self, event) -> None:
+        self._watch(event.value)
+        self._recount_later.start()
+
+    @alive_only
+    def _on_labelling_changed(self, *_) -> None:
+        self._recount_later.start()
+
+    @alive_only
+    def recount(self) -> None:
+        try:
+            counts = count_tiles(self.session, self.fields(), self.viewer, self._foreground)
+        except ValueError as exc:
+            counts = TileCounts([0] * len(self.session.classes), notes=[str(exc)])
+        self.session.set_counts(counts)
+
+    def labels_layers(self):
+        return [ly for ly in self.viewer.layers if role_of(ly) == ROLE_LABELS]

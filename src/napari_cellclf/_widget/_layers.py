@@ -1,0 +1,210 @@
+"""Arrays -> layers: the layers this widget creates, and how they are updated in place.
+
+Every created layer sits exactly over its field (same scale and translate), says what it is in
+`metadata["cellclf"] = {"role", "field"}`, and is found again by that on the next run, so
+re-running updates the data of the existing layer instead of piling up new ones.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Sequence
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.colormaps import Colormap, DirectLabelColormap
+
+from ..tiling import TileGrid, tile_values_to_map
+from ._fields import (ROLE_ATTRIBUTION, ROLE_CLASSES, ROLE_CONFIDENCE, ROLE_GRID, ROLE_LABELS,
+                      Field, derived_metadata, find_derived)
+
+TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
+
+# Grid overlay values: 0 nothing, 1 a tile border, 2 a pixel no training tile uses (dimmed).
+GRID_COLORMAP = Colormap(
+    colors=[TRANSPARENT, (1.0, 1.0, 1.0, 0.55), (0.0, 0.0, 0.0, 0.6)],
+    controls=[0.0, 1 / 3, 2 / 3, 1.0], interpolation="zero", name="cellclf tile grid")
+
+# Diverging with black in the middle, so additive blending leaves unattributed pixels untouched:
+# evidence for the class glows orange, evidence against it blue.
+ATTRIBUTION_COLORMAP = Colormap(
+    colors=[(0.15, 0.55, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0), (1.0, 0.5, 0.05, 1.0)],
+    controls=[0.0, 0.5, 1.0], name="cellclf attribution")
+
+
+@contextmanager
+def keep_selection(viewer):
+    """Adding a layer selects it; result layers should not take the selection (and with it the
+    widget's current field) away from what the user had selected."""
+    active = viewer.layers.selection.active
+    try:
+        yield
+    finally:
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active
+
+
+def class_colormap(colors: Sequence[str]) -> DirectLabelColormap:
+    """Label value k (1-based) -> colors[k-1]; 0 and anything else transparent."""
+    color_dict = {None: TRANSPARENT, 0: TRANSPARENT}
+    color_dict.update({k + 1: c for k, c in enumerate(colors)})
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def labels_layer(viewer, field: Field, colors: Sequence[str], create: bool = True):
+    """The "<field> labels" layer users paint classes on (value k = class k). An existing Labels
+    layer of that name and shape (made by hand) is adopted."""
+    layer = find_derived(viewer.layers, field.id, ROLE_LABELS)
+    if layer is None:
+        name = f"{field.name} labels"
+        for candidate in viewer.layers:
+            if (candidate.name == name and isinstance(candidate, Labels)
+                    and tuple(candidate.data.shape[-2:]) == field.shape):
+                layer = candidate
+                layer.metadata.update(derived_metadata(field.id, ROLE_LABELS))
+                break
+    if layer is None:
+        if not create:
+            return None
+        dtype = np.uint8 if len(colors) < 255 else np.uint16
+        layer = viewer.add_labels(
+            np.zeros(field.shape, dtype=dtype), name=f"{field.name} labels", opacity=0.6,
+            metadata=derived_metadata(field.id, ROLE_LABELS), **field.layer_kwargs())
+    layer.colormap = class_colormap(colors)
+    return layer
+
+
+def recolor_labels(viewer, colors: Sequence[str]) -> None:
+    from ._fields import role_of
+
+    for layer in viewer.layers:
+        if role_of(layer) == ROLE_LABELS:
+            layer.colormap = class_colormap(colors)
+
+
+def grid_image(grid: TileGrid, skipped: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) uint8 overlay: 1 on tile borders (every `stride` pixels), 2 on pixels that no used
+    tile covers (skipped background tiles, the strip a 'drop' grid leaves), 0 elsewhere."""
+    height, width = grid.image_shape
+    t = grid.tile_size
+    origins = grid.origins()
+    used = np.ones(len(origins), bool) if skipped is None else ~np.asarray(skipped, bool)
+    covered = np.zeros((height, width), bool)
+    for y0, x0 in origins[used]:
+        covered[y0:y0 + t, x0:x0 + t] = True
+    border = np.zeros((height, width), bool)
+    border[np.unique(np.minimum(np.r_[origins[:, 0], origins[:, 0].max() + t - 1], height - 1)), :] = True
+    border[:, np.unique(np.minimum(np.r_[origins[:, 1], origins[:, 1].max() + t - 1], width - 1))] = True
+    overlay = np.where(covered, 0, 2).astype(np.uint8)
+    overlay[border & covered] = 1
+    return overlay
+
+
+def show_grid(viewer, field: Field, overlay: np.ndarray, visible: bool):
+    """One "tile grid" layer, over the current field; moved and refilled when the field changes."""
+    layer = next((ly for ly in viewer.layers if _role(ly) == ROLE_GRID), None)
+    kwargs = field.layer_kwargs()
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_image(
+                overlay, name="tile grid", colormap=GRID_COLORMAP, contrast_limits=(0, 2),
+                blending="translucent", interpolation2d="nearest", visible=visible,
+                metadata=derived_metadata(field.id, ROLE_GRID), **kwargs)
+    else:
+        layer.metadata.update(derived_metadata(field.id, ROLE_GRID))
+        layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
+        layer.data = overlay
+        layer.contrast_limits = (0, 2)
+        layer.visible = visible
+    return layer
+
+
+def hide_grid(viewer) -> None:
+    for layer in viewer.layers:
+        if _role(layer) == ROLE_GRID:
+            layer.visible = False
+
+
+def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str]):
+    """"<field> classes" (each tile its own label value, tile index + 1, coloured by its predicted
+    class, so hovering shows that tile's row in `features`) and "<field> confidence"."""
+    grid = prediction.grid
+    indices = np.asarray(prediction.indices)
+    values = (indices + 1).astype(np.uint32)
+    tile_ids = tile_values_to_map(values, grid, indices, fill=0)
+    dtype = np.uint16 if grid.n_tiles + 1 < 2**16 else np.uint32
+    tile_ids = np.asarray(tile_ids).astype(dtype, copy=False)
+
+    predicted = np.asarray(prediction.predicted)
+    color_dict = {None: TRANSPARENT, 0: TRANSPARENT}
+    color_dict.update({int(v): class_colors[int(k)] for v, k in zip(values, predicted)})
+    colormap = DirectLabelColormap(color_dict=color_dict)
+    features = prediction_features(prediction)
+
+    layer = find_derived(viewer.layers, field.id, ROLE_CLASSES)
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_labels(
+                tile_ids, name=f"{field.name} classes", opacity=0.45, features=features,
+                colormap=colormap, metadata=derived_metadata(field.id, ROLE_CLASSES),
+                **field.layer_kwargs())
+    else:
+        layer.data = tile_ids
+        layer.colormap = colormap
+        layer.features = features
+    layer.editable = False
+
+    confidence = np.asarray(prediction.confidence_map(), dtype=np.float32)
+    conf_layer = find_derived(viewer.layers, field.id, ROLE_CONFIDENCE)
+    if conf_layer is None:
+        with keep_selection(viewer):
+            conf_layer = viewer.add_image(
+                confidence, name=f"{field.name} confidence", colormap="magma",
+                contrast_limits=(0, 1), opacity=0.7, visible=False,
+                metadata=derived_metadata(field.id, ROLE_CONFIDENCE), **field.layer_kwargs())
+    else:
+        conf_layer.data = confidence
+        conf_layer.contrast_limits = (0, 1)
+    return layer, conf_layer
+
+
+def prediction_features(prediction) -> dict[str, np.ndarray]:
+    """One row per classified tile; napari matches rows to label values through `index`."""
+    table = prediction.table()
+    features = {"index": np.asarray(table["index"]) + 1,
+                "class": np.asarray(table["class_name"]),
+                "confidence": np.round(np.asarray(table["confidence"], dtype=float), 3),
+                "tile": np.asarray(table["index"]),
+                "row": np.asarray(table["row"]),
+                "col": np.asarray(table["col"])}
+    for key, column in table.items():
+        if key.startswith("p_"):
+            features[key] = np.round(np.asarray(column, dtype=float), 3)
+    return features
+
+
+def show_attribution(viewer, field: Field, attribution: np.ndarray, target: str):
+    """Gradient x input over the original pixels: diverging, symmetric limits, additive."""
+    attribution = np.asarray(attribution, dtype=np.float32)
+    finite = np.abs(attribution[np.isfinite(attribution)])
+    limit = float(np.percentile(finite, 99.5)) if finite.size else 0.0
+    if not limit > 0:
+        limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    name = f"{field.name} attribution"
+    layer = find_derived(viewer.layers, field.id, ROLE_ATTRIBUTION)
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_image(
+                attribution, name=name, colormap=ATTRIBUTION_COLORMAP, blending="additive",
+                contrast_limits=(-limit, limit),
+                metadata=derived_metadata(field.id, ROLE_ATTRIBUTION), **field.layer_kwargs())
+    else:
+        layer.data = attribution
+        layer.contrast_limits = (-limit, limit)
+    layer.metadata["cellclf"]["target"] = target
+    return layer
+
+
+def _role(layer):
+    from ._fields import role_of
+
+    return role_of(layer)

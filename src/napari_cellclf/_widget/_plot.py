@@ -1,0 +1,71 @@
+"""Training curves (loss and accuracy per epoch) in the dock: one small matplotlib canvas,
+redrawn once per epoch, coloured to sit on napari's dark or light theme."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+TRAIN_COLOR = "#56b4e9"
+VAL_COLOR = "#e69f00"
+
+
+class TrainingCurves(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        background = self.palette().window().color()
+        foreground = self.palette().windowText().color()
+        self._bg, self._fg = background.name(), foreground.name()
+        self.figure = Figure(figsize=(3.6, 1.9), dpi=100, facecolor=self._bg, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.ax_loss, self.ax_acc = self.figure.subplots(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.n_drawn = 0
+        self.plot([])
+
+    def _style(self, ax, title: str) -> None:
+        ax.set_facecolor(self._bg)
+        ax.set_title(title, color=self._fg, fontsize=8)
+        ax.tick_params(colors=self._fg, labelsize=7)
+        for spine in ax.spines.values():
+            spine.set_color(self._fg)
+            spine.set_alpha(0.4)
+        ax.set_xlabel("epoch", color=self._fg, fontsize=7)
+
+    def plot(self, epochs: Sequence) -> None:
+        """Draw every run's curves from a list of training.EpochEnd; the latest run on top."""
+        self.ax_loss.clear()
+        self.ax_acc.clear()
+        self._style(self.ax_loss, "loss")
+        self._style(self.ax_acc, "accuracy")
+        runs: dict[int, list] = {}
+        for event in epochs:
+            runs.setdefault(event.run, []).append(event)
+        last = max(runs) if runs else None
+        for run, events in sorted(runs.items()):
+            alpha = 1.0 if run == last else 0.3
+            x = [e.epoch + 1 for e in events]
+            label = run == last
+            self.ax_loss.plot(x, [e.train_loss for e in events], color=TRAIN_COLOR, alpha=alpha,
+                              marker=".", label="train" if label else None)
+            self.ax_acc.plot(x, [e.train_accuracy for e in events], color=TRAIN_COLOR,
+                             alpha=alpha, marker=".")
+            val = [(e.epoch + 1, e.val_loss, e.val_accuracy) for e in events if e.val_loss is not None]
+            if val:
+                self.ax_loss.plot([v[0] for v in val], [v[1] for v in val], color=VAL_COLOR,
+                                  alpha=alpha, marker=".", label="validation" if label else None)
+                self.ax_acc.plot([v[0] for v in val], [v[2] for v in val], color=VAL_COLOR,
+                                 alpha=alpha, marker=".")
+        self.ax_acc.set_ylim(-0.02, 1.02)
+        if runs:
+            legend = self.ax_loss.legend(fontsize=7, frameon=False)
+            for text in legend.get_texts():
+                text.set_color(self._fg)
+        self.canvas.draw_idle()
+        self.n_drawn = len(epochs)

@@ -1,0 +1,53 @@
+"""Small Qt helpers shared by the panels."""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
+
+WARNING_STYLE = "color: #f0a33a;"
+MUTED_STYLE = "color: #9aa0a6;"
+
+
+def alive_only(method: Callable) -> Callable:
+    """For slots connected to session (psygnal) signals: once Qt has deleted the widget, calls
+    that still arrive (the Python object can outlive its C++ side) are dropped, not raised."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RuntimeError as exc:
+            if "deleted" in str(exc):
+                return None
+            raise
+
+    return wrapper
+
+
+def debouncer(parent: QWidget, msec: int, slot: Callable[[], None]) -> QTimer:
+    """A single-shot timer: call `.start()` as often as you like, `slot` runs once after a pause."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(msec)
+    timer.timeout.connect(slot)
+    return timer
+
+
+def row(*widgets: QWidget, stretch: bool = False) -> QHBoxLayout:
+    layout = QHBoxLayout()
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    if stretch:
+        layout.addStretch(1)
+    return layout
+
+
+def note_label(text: str = "", style: str = MUTED_STYLE) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setStyleSheet(style)
+    return label

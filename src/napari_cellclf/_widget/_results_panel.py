@@ -1,0 +1,277 @@
+"""Results panel: classify fields, explain, export the tile table, save and load the model."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import (QComboBox, QGroupBox, QPushButton, QVBoxLayout, QWidget)
+
+from ..attribution import explain_field
+from ..inference import write_predictions_csv
+from ..modelfile import ModelFileError, load_model, save_model
+from . import _dialogs
+from ._fields import fields_from_layers, model_channels
+from ._jobs import tagged
+from ._layers import show_attribution, show_prediction
+from ._qt import alive_only, note_label, row
+from ._session import Session, TrainedModel
+
+MODEL_FILTER = "napari-cellclf model (*.safetensors)"
+CSV_FILTER = "CSV table (*.csv)"
+
+
+class ResultsPanel(QWidget):
+    def __init__(self, viewer, session: Session, fields_provider, current_provider,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer, self.session = viewer, session
+        self._fields, self._current = fields_provider, current_provider
+
+        self.model_info = note_label("No model yet: train one (Train tab) or load a model file.")
+        self.save_button = QPushButton("Save model…")
+        self.load_button = QPushButton("Load model…")
+        model_box = QGroupBox("Model")
+        box = QVBoxLayout(model_box)
+        box.addWidget(self.model_info)
+        box.addLayout(row(self.save_button, self.load_button))
+
+        self.field_note = note_label()
+        self.classify_button = QPushButton("Classify selected field")
+        self.classify_all_button = QPushButton("Classify all fields")
+        self.classify_note = note_label("Each tile is filled with its predicted class; hover a "
+                                        "tile to see its class and confidence in the status bar.")
+        classify_box = QGroupBox("Classify")
+        box = QVBoxLayout(classify_box)
+        box.addWidget(self.field_note)
+        box.addLayout(row(self.classify_button, self.classify_all_button))
+        box.addWidget(self.classify_note)
+
+        self.target = QComboBox()
+        self.target.setToolTip("Which class's evidence to show: each tile's predicted class, "
+                               "or one class everywhere.")
+        self.explain_button = QPushButton("Explain selected field")
+        self.explain_button.setToolTip("Gradient × input: orange pixels pushed the tile towards "
+                                       "the class, blue pixels away from it.")
+        explain_box = QGroupBox("Explain")
+        box = QVBoxLayout(explain_box)
+        box.addWidget(self.target)
+        box.addWidget(self.explain_button)
+
+        self.export_button = QPushButton("Export tile table (CSV)…")
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(model_box)
+        layout.addWidget(classify_box)
+        layout.addWidget(explain_box)
+        layout.addWidget(self.export_button)
+        layout.addStretch(1)
+
+        self.save_button.clicked.connect(self.save_model)
+        self.load_button.clicked.connect(self.load_model)
+        self.classify_button.clicked.connect(lambda: self.classify(all_fields=False))
+        self.classify_all_button.clicked.connect(lambda: self.classify(all_fields=True))
+        self.explain_button.clicked.connect(self.explain)
+        self.export_button.clicked.connect(self.export_csv)
+        session.model_changed.connect(self._on_model_changed)
+        session.classes_changed.connect(self._on_model_changed)
+        session.current_changed.connect(self._on_current_changed)
+        session.predictions_changed.connect(self._update_enabled)
+        session.jobs.started.connect(self._update_enabled)
+        session.jobs.finished.connect(self._update_enabled)
+        self._on_model_changed()
+        self._on_current_changed()
+
+    # -- state -> controls -----------------------------------------------------------------------
+    @alive_only
+    def _on_model_changed(self) -> None:
+        trained = self.session.trained
+        self.target.clear()
+        self.target.addItem("predicted class of each tile", None)
+        if trained is None:
+            self.model_info.setText("No model yet: train one (Train tab) or load a model file.")
+        else:
+            meta = trained.meta
+            for k, name in enumerate(meta.class_names):
+                self.target.addItem(f"class {name}", k)
+            origin = ("trained here" + (" (cancelled: best so far)" if trained.cancelled else "")
+                      if trained.source == "trained" else Path(trained.source).name)
+            self.model_info.setText(
+                f"{meta.architecture} network, {origin}\n"
+                f"tiles {meta.tile_size} px · channels {', '.join(meta.channel_names)}\n"
+                f"classes {', '.join(meta.class_names)}{_accuracy_text(trained.history)}")
+        self._update_enabled()
+
+    @alive_only
+    def _on_current_changed(self) -> None:
+        fld = self._current()
+        self.field_note.setText(f"Selected field: {fld.name}" if fld else "No field selected.")
+
+    @alive_only
+    def _update_enabled(self, *_) -> None:
+        idle = not self.session.jobs.busy
+        has_model = self.session.trained is not None
+        for button in (self.classify_button, self.classify_all_button, self.explain_button,
+                       self.save_button):
+            button.setEnabled(idle and has_model)
+        self.load_button.setEnabled(idle)
+        self.export_button.setEnabled(bool(self.session.predictions))
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _class_colors(self) -> list[str]:
+        meta = self.session.trained.meta
+        return [self.session.color_of(n, c) for n, c in zip(meta.class_names, meta.class_colors)]
+
+    def _stride(self) -> int | None:
+        stride = self.session.data.stride
+        tile = self.session.trained.meta.tile_size
+        return stride if 0 < stride <= tile else None
+
+    def _prepare(self, fields):
+        """Main thread: the classifier and a (C, Y, X) copy of each field in the model's channels."""
+        meta = self.session.trained.meta
+        classifier = self.session.classifier(self.session.train.device)
+        images = [(fld.id, fld.name,
+                   fld.stack(model_channels(fld, meta.channel_names, meta.channel_indices)))
+                  for fld in fields]
+        return classifier, images
+
+    def classify(self, all_fields: bool = False) -> None:
+        session = self.session
+        if session.trained is None or session.jobs.busy:
+            return
+        fields = self._fields() if all_fields else [f for f in [self._current()] if f]
+        if not fields:
+            show_warning("Open a field of view first.")
+            return
+        try:
+            classifier, images = self._prepare(fields)
+        except ValueError as exc:
+            show_error(f"Cannot classify: {exc}")
+            return
+        stride, foreground_only = self._stride(), session.data.skip_background
+        colors = self._class_colors()
+
+        def work(stop):
+            done = []
+            for i, (fid, name, image) in enumerate(images):
+                generator = classifier.predict_field(image, stride=stride,
+                                                     foreground_only=foreground_only, stop=stop)
+                prediction = yield from tagged(generator, name, i, len(images))
+                if stop.is_set():
+                    break
+                done.append((fid, name, prediction))
+            return done
+
+        def show(done, cancelled):
+            viewer = session.viewer
+            if viewer is None:
+                return
+            by_id = {f.id: f for f in fields_from_layers(viewer.layers)}
+            for fid, name, prediction in done:
+                session.set_prediction(fid, name, prediction)
+                if fid in by_id:
+                    show_prediction(viewer, by_id[fid], prediction, colors)
+
+        session.jobs.start("classify", work, show, title="Classification")
+
+    def explain(self) -> None:
+        session = self.session
+        fld = self._current()
+        if session.trained is None or session.jobs.busy or fld is None:
+            return
+        try:
+            classifier, [(fid, name, image)] = self._prepare([fld])
+        except ValueError as exc:
+            show_error(f"Cannot explain: {exc}")
+            return
+        target = self.target.currentData()
+        target_name = ("predicted" if target is None
+                       else session.trained.meta.class_names[int(target)])
+        stride = self._stride()
+
+        def work(stop):
+            generator = explain_field(classifier, image, target=target, stride=stride, stop=stop)
+            return (yield from tagged(generator, name, 0, 1))
+
+        def show(attribution, cancelled):
+            viewer = session.viewer
+            by_id = {f.id: f for f in fields_from_layers(viewer.layers)} if viewer else {}
+            if cancelled or fid not in by_id:
+                return
+            show_attribution(viewer, by_id[fid], attribution, target_name)
+
+        session.jobs.start("explain", work, show, title="Explanation")
+
+    def export_csv(self) -> None:
+        predictions = self.session.predictions
+        if not predictions:
+            show_warning("Classify a field first.")
+            return
+        path = _dialogs.ask_save_path(self, "Export per-tile predictions", CSV_FILTER,
+                                      "cellclf-tiles.csv")
+        if not path:
+            return
+        if not path.lower().endswith(".csv"):
+            path += ".csv"
+        try:
+            items = list(predictions.values())
+            if len(items) == 1:
+                name, prediction = items[0]
+                write_predictions_csv(path, prediction.table(), source=name)
+            else:
+                write_predictions_csv(path, _merged_table(items))
+        except (OSError, ValueError) as exc:
+            show_error(f"Could not write {path}: {exc}")
+            return
+        n = sum(len(p.indices) for _, p in items)
+        show_info(f"Wrote {n} tiles from {len(items)} field(s) to {path}")
+
+    def save_model(self) -> None:
+        trained = self.session.trained
+        if trained is None:
+            return
+        path = _dialogs.ask_save_path(self, "Save model", MODEL_FILTER, "cellclf-model.safetensors")
+        if not path:
+            return
+        meta = dataclasses.replace(trained.meta, class_colors=self._class_colors())
+        try:
+            final = save_model(path, trained.model, meta)
+        except (OSError, ValueError) as exc:
+            show_error(f"Could not save the model to {path}: {exc}")
+            return
+        show_info(f"Saved the model to {final}")
+
+    def load_model(self) -> None:
+        path = _dialogs.ask_open_path(self, "Load model", MODEL_FILTER)
+        if not path:
+            return
+        try:
+            model, meta = load_model(path, device="cpu")
+        except (ModelFileError, OSError, ValueError) as exc:
+            show_error(f"Could not load a model: {exc}")
+            return
+        self.session.adopt_model_file(model, meta, path)
+        show_info(f"Loaded {Path(path).name}: classes {', '.join(meta.class_names)}")
+
+
+def _accuracy_text(history) -> str:
+    try:
+        acc = history.summary()["best_val_accuracy"] if history is not None else None
+    except (KeyError, ValueError, ZeroDivisionError, TypeError):
+        acc = None
+    if not acc or acc.get("mean") is None:
+        return ""
+    return f"\nbest validation accuracy {acc['mean']:.1%}"
+
+
+def _merged_table(items) -> dict[str, np.ndarray]:
+    """Tables of several fields as one, with a leading `source` column naming each row's field."""
+    tables = [(name, prediction.table()) for name, prediction in items]
+    columns = [k for k in tables[0][1] if all(k in t for _, t in tables)]
+    merged = {"source": np.concatenate([np.full(len(t[columns[0]]), name, dtype=object)
+                                        for name, t in tables])}
+    for key in columns:
+        merged[key] = np.concatenate([np.asarray(t[key]) for _, t in tables])
+    return merged

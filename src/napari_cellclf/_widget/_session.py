@@ -1,0 +1,357 @@
+"""What the classifier remembers for one viewer, independent of any Qt widget.
+
+The dock widget is a view of a `Session`: closing and re-opening it (or opening a second one) picks
+up the same classes, settings, trained model, training curves and predictions, because the session
+lives in a per-viewer store (`session_for(viewer)`) and not in the widget. Background jobs run from
+the session too (`Session.jobs`), so a training started in a widget that is then closed still ends
+up in the session.
+
+Everything here is observable through psygnal signals; panels subscribe and redraw.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from psygnal import Signal, evented
+
+from ._jobs import JobRunner
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    from torch import nn
+
+    from ..data import TileDataset
+    from ..inference import Classifier, FieldPrediction
+    from ..modelfile import ModelMeta
+    from ..training import EpochEnd, History
+
+DEFAULT_CLASS_NAMES = ("Control", "Treated")
+
+# How the pixels of a field are labelled for training (per-field choice in the Fields panel).
+LABELS_PAINTED = "painted"      # tiles take the majority class painted on "<field> labels"
+LABELS_UNUSED = "unused"        # the field is not used for training
+# a whole-image choice is stored as the 1-based class value (int)
+
+
+@dataclass
+class ClassSpec:
+    name: str
+    color: str          # "#rrggbb"
+
+
+@evented
+@dataclass
+class DataSettings:
+    tile_size: int = 64
+    stride: int = 0                  # 0: same as the tile size (no overlap)
+    channels: tuple[int, ...] = ()   # chosen channel indices; () = all channels of the field
+    skip_background: bool = False
+    show_grid: bool = True
+
+    def effective_stride(self) -> int:
+        return self.stride or self.tile_size
+
+
+@evented
+@dataclass
+class TrainSettings:
+    epochs: int = 15
+    learning_rate: float = 1e-3
+    augment: bool = True
+    seed: int = 0
+    runs: int = 1
+    device: str = "auto"             # "auto" | "cpu" | "gpu"
+    architecture: str = "fast"       # interactive default; "original" is the published net
+
+
+@dataclass
+class ImportedFolders:
+    """Tiles imported from root/<class>/<image> folders, with the settings they were cut with."""
+    root: str
+    mode: str
+    dataset: "TileDataset"
+    tile_size: int
+    channels: tuple[int, ...]
+
+
+@dataclass
+class TrainedModel:
+    model: "nn.Module"
+    meta: "ModelMeta"
+    history: "History | None" = None
+    source: str = "trained"          # "trained" | a file path
+    cancelled: bool = False
+
+
+@dataclass
+class TrainingLog:
+    """What the Train panel shows; kept here so a re-opened widget shows it again."""
+    epochs: list["EpochEnd"] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    memorisation: list[str] = field(default_factory=list)
+
+
+class Session:
+    classes_changed = Signal()
+    model_changed = Signal()
+    labels_changed = Signal()          # painted labels / whole-image choices / imports changed
+    predictions_changed = Signal(str)  # field id
+    log_changed = Signal()
+    current_changed = Signal()         # the selected field (`current_field`) changed
+    counts_changed = Signal()          # `counts` (labelled tiles per class) was recomputed
+
+    def __init__(self, viewer: "napari.Viewer | None" = None):
+        from ..modelfile import default_class_colors
+
+        colors = default_class_colors(len(DEFAULT_CLASS_NAMES))
+        self.classes: list[ClassSpec] = [ClassSpec(n, c) for n, c in zip(DEFAULT_CLASS_NAMES, colors)]
+        self.data = DataSettings()
+        self.train = TrainSettings()
+        self.field_labels: dict[str, Any] = {}     # field id -> LABELS_PAINTED | LABELS_UNUSED | class value
+        self.current_field: str | None = None
+        self.counts = None                          # _labelling.TileCounts, kept fresh by the widget
+        self.imported: ImportedFolders | None = None
+        self.trained: TrainedModel | None = None
+        self.predictions: dict[str, tuple[str, "FieldPrediction"]] = {}   # field id -> (field name, prediction)
+        self.log = TrainingLog()
+        self.jobs = JobRunner()
+        self._classifier: tuple[str, "Classifier"] | None = None
+        self._viewer_ref = weakref.ref(viewer) if viewer is not None else (lambda: None)
+        # Recorded here, not in a panel, so the curves survive closing the widget mid-training.
+        self.jobs.progress.connect(self._record_progress)
+
+    @property
+    def viewer(self) -> "napari.Viewer | None":
+        return self._viewer_ref()
+
+    # -- classes ---------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def class_colors(self) -> list[str]:
+        return [c.color for c in self.classes]
+
+    def add_class(self, name: str | None = None) -> ClassSpec:
+        from ..modelfile import default_class_colors
+
+        taken = set(self.class_names)
+        if name is None:
+            k = len(self.classes) + 1
+            while f"Class {k}" in taken:
+                k += 1
+            name = f"Class {k}"
+        elif name in taken:
+            raise ValueError(f"a class named {name!r} already exists")
+        palette = default_class_colors(len(self.classes) + 1)
+        used = set(self.class_colors)
+        color = next((c for c in palette if c not in used), palette[-1])
+        spec = ClassSpec(name, color)
+        self.classes.append(spec)
+        self.classes_changed.emit()
+        return spec
+
+    def remove_class(self, index: int) -> None:
+        """Remove class `index` (0-based). Whole-image choices above it shift down by one; painted
+        label values are renumbered by the caller (it owns the layers)."""
+        if len(self.classes) <= 2:
+            raise ValueError("a classifier needs at least two classes")
+        del self.classes[index]
+        value = index + 1
+        for fid, choice in list(self.field_labels.items()):
+            if isinstance(choice, int):
+                if choice == value:
+                    self.field_labels[fid] = LABELS_PAINTED
+                elif choice > value:
+                    self.field_labels[fid] = choice - 1
+        self.classes_changed.emit()
+        self.labels_changed.emit()
+
+    def rename_class(self, index: int, name: str) -> None:
+        name = name.strip()
+        if not name:
+            raise ValueError("a class name cannot be empty")
+        if name in self.class_names[:index] + self.class_names[index + 1:]:
+            raise ValueError(f"a class named {name!r} already exists")
+        self.classes[index].name = name
+        self.classes_changed.emit()
+
+    def set_class_color(self, index: int, color: str) -> None:
+        self.classes[index].color = color
+        self.classes_changed.emit()
+
+    def set_classes(self, names: list[str], colors: list[str]) -> None:
+        self.classes = [ClassSpec(n, c) for n, c in zip(names, colors)]
+        self.classes_changed.emit()
+
+    def color_of(self, class_name: str, fallback: str) -> str:
+        for spec in self.classes:
+            if spec.name == class_name:
+                return spec.color
+        return fallback
+
+    def set_current_field(self, field_id: str | None) -> None:
+        if field_id != self.current_field:
+            self.current_field = field_id
+            self.current_changed.emit()
+
+    def set_counts(self, counts) -> None:
+        self.counts = counts
+        self.counts_changed.emit()
+
+    # -- labels ----------------------------------------------------------------------------------
+    def labels_source(self, field_id: str) -> Any:
+        return self.field_labels.get(field_id, LABELS_PAINTED)
+
+    def set_labels_source(self, field_id: str, choice: Any) -> None:
+        if self.field_labels.get(field_id, LABELS_PAINTED) != choice:
+            self.field_labels[field_id] = choice
+            self.labels_changed.emit()
+
+    def set_imported(self, imported: ImportedFolders | None) -> None:
+        self.imported = imported
+        self.labels_changed.emit()
+
+    # -- model -----------------------------------------------------------------------------------
+    def set_model(self, trained: TrainedModel | None) -> None:
+        self.trained = trained
+        self._classifier = None
+        self.model_changed.emit()
+
+    def classifier(self, device: str) -> "Classifier":
+        """The trained model wrapped once per device (the wrapper sizes batches, moves weights)."""
+        from ..inference import Classifier
+
+        if self.trained is None:
+            raise ValueError("there is no model yet: train one or load a model file first")
+        if self._classifier is None or self._classifier[0] != device:
+            self._classifier = (device, Classifier(self.trained.model, self.trained.meta, device=device))
+        return self._classifier[1]
+
+    def set_prediction(self, field_id: str, field_name: str, prediction: "FieldPrediction") -> None:
+        self.predictions[field_id] = (field_name, prediction)
+        self.predictions_changed.emit(field_id)
+
+    def adopt_training(self, result, channel_indices: list[int]) -> None:
+        """Keep a finished (or cancelled) training's best model, with the classes' colours."""
+        colors = [self.color_of(name, c) for name, c in
+                  zip(result.class_names, _fallback_colors(len(result.class_names)))]
+        meta = result.meta(class_colors=colors, channel_indices=list(channel_indices) or None)
+        self.set_model(TrainedModel(result.model, meta, result.history, "trained", result.cancelled))
+        summary = _summary_text(result.history, result.cancelled)
+        if summary:
+            self.log.messages.append(summary)
+            self.log_changed.emit()
+
+    def adopt_model_file(self, model, meta, path: str) -> None:
+        """A loaded model brings its classes (names, colours) and its training curves."""
+        from ..training import History
+
+        history = History.from_dict(meta.history) if meta.history else None
+        if self.class_names != list(meta.class_names) or self.class_colors != list(meta.class_colors):
+            self.set_classes(list(meta.class_names), list(meta.class_colors))
+        self.data.tile_size = int(meta.tile_size)
+        self.set_model(TrainedModel(model, meta, history, source=str(path)))
+        self.log = TrainingLog(epochs=_epochs_from_history(history),
+                               messages=[f"Loaded from {path}"])
+        self.log_changed.emit()
+
+    # -- training log ----------------------------------------------------------------------------
+    def reset_log(self) -> None:
+        self.log = TrainingLog()
+        self.log_changed.emit()
+
+    def _record_progress(self, kind: str, event: Any) -> None:
+        from ..training import EpochEnd, MemorisationWarning, RunFinished
+
+        if kind != "train":
+            return
+        if isinstance(event, EpochEnd):
+            self.log.epochs.append(event)
+        elif isinstance(event, MemorisationWarning):
+            from napari.utils.notifications import show_warning
+
+            self.log.memorisation.append(event.message)
+            show_warning(event.message)
+        elif isinstance(event, RunFinished):
+            self.log.messages.append(_run_text(event))
+        else:
+            return
+        self.log_changed.emit()
+
+
+def _epochs_from_history(history) -> list:
+    """EpochEnd events rebuilt from a saved History, so a loaded model shows its curves."""
+    from ..training import EpochEnd
+
+    if history is None:
+        return []
+    events = []
+    for run, curves in enumerate(history.runs):
+        train_loss = curves.get("train_loss") or []
+        val_loss = curves.get("val_loss") or []
+        val_acc = curves.get("val_accuracy") or []
+        train_acc = curves.get("train_accuracy") or []
+        for epoch, loss in enumerate(train_loss):
+            events.append(EpochEnd(
+                run=run, epoch=epoch, train_loss=float(loss),
+                train_accuracy=float(train_acc[epoch]) if epoch < len(train_acc) else float("nan"),
+                val_loss=float(val_loss[epoch]) if epoch < len(val_loss) and val_loss[epoch] is not None else None,
+                val_accuracy=float(val_acc[epoch]) if epoch < len(val_acc) and val_acc[epoch] is not None else None,
+                is_best=epoch == curves.get("best_epoch"), n_runs=len(history.runs),
+                n_epochs=len(train_loss)))
+    return events
+
+
+def _fallback_colors(n: int) -> list[str]:
+    from ..modelfile import default_class_colors
+
+    return default_class_colors(n)
+
+
+def _run_text(event) -> str:
+    acc = "n/a" if event.best_val_accuracy is None else f"{event.best_val_accuracy:.1%}"
+    how = " (cancelled)" if event.cancelled else " (stopped early)" if event.stopped_early else ""
+    return (f"Run {event.run + 1} (seed {event.seed}): best validation accuracy {acc} "
+            f"at epoch {event.best_epoch + 1}{how}")
+
+
+def _summary_text(history, cancelled: bool) -> str:
+    try:
+        summary = history.summary()
+    except Exception:  # an empty history (cancelled before the first epoch) has no summary
+        summary = None
+    prefix = "Cancelled: kept the best model so far. " if cancelled else ""
+    acc = (summary or {}).get("best_val_accuracy") or {}
+    if not acc or acc.get("mean") is None:
+        return prefix + "Training finished (no validation tiles: accuracy unknown)."
+    if (summary or {}).get("n_runs", 1) > 1:
+        return (prefix + f"{summary['n_runs']} runs: best validation accuracy "
+                f"{acc['mean']:.1%} ± {acc['std']:.1%} (min {acc['min']:.1%}, max {acc['max']:.1%}); "
+                f"kept run {int(summary.get('best_run', 0)) + 1}.")
+    return prefix + f"Best validation accuracy {acc['mean']:.1%}."
+
+
+# Sessions die with their viewer: the key is held weakly.
+_SESSIONS: "weakref.WeakKeyDictionary[Any, Session]" = weakref.WeakKeyDictionary()
+
+
+def real_viewer(viewer):
+    """napari hands dock widgets a PublicOnlyProxy of the viewer, a new proxy per widget; the
+    session must be keyed by the viewer itself so every widget on it finds the same one."""
+    inner = getattr(viewer, "__wrapped__", None)
+    while inner is not None and inner is not viewer:
+        viewer, inner = inner, getattr(inner, "__wrapped__", None)
+    return viewer
+
+
+def session_for(viewer: "napari.Viewer") -> Session:
+    """The viewer's session, created on first use and shared by every widget on that viewer."""
+    viewer = real_viewer(viewer)
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = _SESSIONS[viewer] = Session(viewer)
+    return session

@@ -1,0 +1,156 @@
+"""Train panel: settings, Train, live curves, warnings. Progress and Cancel live in the job bar."""
+from __future__ import annotations
+
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ..model import ARCHITECTURES
+from ..training import TrainConfig, train
+from ._labelling import build_dataset, gather_training_inputs, problems
+from ._plot import TrainingCurves
+from ._qt import WARNING_STYLE, alive_only, note_label
+from ._session import Session
+
+DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
+ARCHITECTURE_HELP = {"fast": "fast: a small CNN for quick interactive training",
+                     "original": "original: the published 9-convolution network"}
+
+
+class TrainPanel(QWidget):
+    def __init__(self, viewer, session: Session, fields_provider, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer, self.session, self._fields = viewer, session, fields_provider
+
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 1000)
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(1e-5, 1.0)
+        self.learning_rate.setSingleStep(1e-4)
+        self.augment = QCheckBox("Rotations and flips")
+        self.augment.setToolTip("90° rotations and mirror flips of every tile: valid for "
+                                "micrographs, which have no up or down.")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.runs = QSpinBox()
+        self.runs.setRange(1, 50)
+        self.runs.setToolTip("Train several times with seeds seed, seed+1, ...: accuracy varies "
+                             "from run to run; the best run's model is kept.")
+        self.device = QComboBox()
+        for text, value in DEVICES:
+            self.device.addItem(text, value)
+        self.architecture = QComboBox()
+        for name in ARCHITECTURES:
+            self.architecture.addItem(name, name)
+            self.architecture.setItemData(self.architecture.count() - 1,
+                                          ARCHITECTURE_HELP.get(name, name), 3)  # ToolTipRole
+        settings_box = QGroupBox("Training")
+        form = QFormLayout(settings_box)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Learning rate", self.learning_rate)
+        form.addRow("Augmentation", self.augment)
+        form.addRow("Seed", self.seed)
+        form.addRow("Runs", self.runs)
+        form.addRow("Device", self.device)
+        form.addRow("Network", self.architecture)
+
+        self.warnings = note_label(style=WARNING_STYLE)
+        self.train_button = QPushButton("Train")
+        self.train_button.setToolTip("Cut labelled tiles and train in the background; the viewer "
+                                     "stays usable. Cancel keeps the best model so far.")
+        self.memorisation = note_label(style=WARNING_STYLE)
+        self.curves = TrainingCurves()
+        self.log = note_label()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(settings_box)
+        layout.addWidget(self.warnings)
+        layout.addWidget(self.train_button)
+        layout.addWidget(self.memorisation)
+        layout.addWidget(self.curves)
+        layout.addWidget(self.log)
+        layout.addStretch(1)
+
+        self._load_settings()
+        for widget in (self.epochs, self.learning_rate, self.seed, self.runs):
+            widget.valueChanged.connect(self._store_settings)
+        self.augment.toggled.connect(self._store_settings)
+        self.device.currentIndexChanged.connect(self._store_settings)
+        self.architecture.currentIndexChanged.connect(self._store_settings)
+        self.train_button.clicked.connect(self.start_training)
+        session.counts_changed.connect(self._on_counts_changed)
+        session.log_changed.connect(self._on_log_changed)
+        session.jobs.started.connect(self._on_busy)
+        session.jobs.finished.connect(self._on_busy)
+        self._on_counts_changed()
+        self._on_log_changed()
+        self._on_busy()
+
+    def _load_settings(self) -> None:
+        t = self.session.train
+        self.epochs.setValue(t.epochs)
+        self.learning_rate.setValue(t.learning_rate)
+        self.augment.setChecked(t.augment)
+        self.seed.setValue(t.seed)
+        self.runs.setValue(t.runs)
+        self.device.setCurrentIndex(max(self.device.findData(t.device), 0))
+        self.architecture.setCurrentIndex(max(self.architecture.findData(t.architecture), 0))
+
+    def _store_settings(self, *_) -> None:
+        t = self.session.train
+        t.epochs = self.epochs.value()
+        t.learning_rate = self.learning_rate.value()
+        t.augment = self.augment.isChecked()
+        t.seed = self.seed.value()
+        t.runs = self.runs.value()
+        t.device = self.device.currentData()
+        t.architecture = self.architecture.currentData()
+
+    def config(self) -> TrainConfig:
+        t = self.session.train
+        return TrainConfig(epochs=t.epochs, learning_rate=t.learning_rate,
+                           architecture=t.architecture, augment=t.augment, seed=t.seed,
+                           runs=t.runs, device=t.device,
+                           normalization="dataset")
+
+    def start_training(self) -> None:
+        session = self.session
+        if session.jobs.busy:
+            return
+        try:
+            inputs = gather_training_inputs(session, self._fields(), self.viewer)
+        except ValueError as exc:
+            show_error(f"Cannot train: {exc}")
+            return
+        config = self.config()
+
+        def work(stop):
+            # Worker thread: tiles are cut here, from copies made above.
+            dataset = build_dataset(inputs)
+            return (yield from train(dataset, config, stop=stop))
+
+        def adopt(result, cancelled):
+            session.adopt_training(result, inputs.channel_indices)
+
+        session.reset_log()
+        session.jobs.start("train", work, adopt, title="Training")
+
+    @alive_only
+    def _on_counts_changed(self) -> None:
+        counts = self.session.counts
+        self.warnings.setText("\n".join(problems(counts, self.session.class_names))
+                              if counts is not None else "")
+
+    @alive_only
+    def _on_log_changed(self) -> None:
+        log = self.session.log
+        if len(log.epochs) != self.curves.n_drawn or not log.epochs:
+            self.curves.plot(log.epochs)
+        self.memorisation.setText("\n".join(log.memorisation))
+        self.memorisation.setVisible(bool(log.memorisation))
+        self.log.setText("\n".join(log.messages))
+
+    @alive_only
+    def _on_busy(self, *_) -> None:
+        self.train_button.setEnabled(not self.session.jobs.busy)
