@@ -586,18 +586,22 @@ def split_train_val(dataset: TileDataset, val_fraction: float = 0.2, seed: int =
     dropped = np.zeros(n, dtype=bool)
     if block_groups:
         in_blocks = np.isin(groups, list(block_groups))
-        span = positions.max(axis=0) - positions.min(axis=0) + 3
-        origin = positions.min(axis=0) - 1
-        def key(pos, grp):                                   # noqa: E306
-            pos = pos - origin
-            return (grp * span[0] + pos[:, 0]) * span[1] + pos[:, 1]
         val_tiles = np.flatnonzero(is_val & in_blocks)
-        offsets = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-        touched = np.concatenate([key(positions[val_tiles] + o, groups[val_tiles])
-                                  for o in offsets])
         candidates = np.flatnonzero(~is_val & in_blocks)
-        dropped[candidates] = np.isin(key(positions[candidates], groups[candidates]), touched)
+        offsets = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        touched = np.concatenate([_cell_key(positions[val_tiles] + offset, groups[val_tiles],
+                                            positions) for offset in offsets])
+        dropped[candidates] = np.isin(_cell_key(positions[candidates], groups[candidates],
+                                                positions), touched)
     return everything[~is_val & ~dropped], everything[is_val]
+
+
+def _cell_key(pos: np.ndarray, group: np.ndarray, all_positions: np.ndarray) -> np.ndarray:
+    """One integer per (group, row, col), valid for positions up to one step outside the grid."""
+    origin = all_positions.min(axis=0) - 1
+    span = all_positions.max(axis=0) - origin + 2
+    pos = pos - origin
+    return (group * span[0] + pos[:, 0]) * span[1] + pos[:, 1]
 
 
 def _end_block(positions: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
