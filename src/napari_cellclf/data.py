@@ -449,9 +449,10 @@ class Normalization:
                                  "field into tiles first")
             if len(array) == 0:
                 return array.astype(np.float32)
-            low, high = np.percentile(array, self.percentiles, axis=(2, 3), keepdims=True)
-            low = low.astype(np.float32)
-            span = high.astype(np.float32) - low
+            rows = array.reshape(array.shape[0] * array.shape[1], -1)   # one row per tile channel
+            low, high = np.percentile(rows, self.percentiles, axis=1).astype(np.float32)
+            low, high = (v.reshape(array.shape[0], array.shape[1], 1, 1) for v in (low, high))
+            span = high - low
         scale = np.divide(1.0, span, out=np.ones_like(span), where=span > 0)
         out = np.subtract(array, low, dtype=np.float32)
         out *= scale
@@ -497,15 +498,17 @@ def fit_normalization(tiles: np.ndarray, mode: str = "dataset",
         raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
     percentiles = _check_percentiles(percentiles)
     n, n_channels = tiles.shape[:2]
-    pixels = tiles.reshape(n, n_channels, -1)
-    if n * pixels.shape[2] > _PERCENTILE_SAMPLE:
+    per_tile = tiles.shape[2] * tiles.shape[3]
+    if n * per_tile > _PERCENTILE_SAMPLE:
         rng = np.random.default_rng(0)
-        which_tile = rng.integers(0, n, _PERCENTILE_SAMPLE)
-        which_pixel = rng.integers(0, pixels.shape[2], _PERCENTILE_SAMPLE)
-        sample = pixels[which_tile, :, which_pixel]                  # (S, C)
+        tile = rng.integers(0, n, _PERCENTILE_SAMPLE)
+        pixel = rng.integers(0, per_tile, _PERCENTILE_SAMPLE)
+        flat = np.ravel(tiles)       # flat index of (tile, channel, pixel): 1-D takes are fast
+        sample = np.stack([np.take(flat, (tile * n_channels + c) * per_tile + pixel)
+                           for c in range(n_channels)])                  # (C, S)
     else:
-        sample = pixels.transpose(0, 2, 1).reshape(-1, n_channels)
-    low, high = np.percentile(sample.astype(np.float64), percentiles, axis=0)
+        sample = np.moveaxis(tiles, 1, 0).reshape(n_channels, -1)
+    low, high = np.percentile(sample.astype(np.float64), percentiles, axis=1)
     return Normalization(low=low.tolist(), high=high.tolist(), mode=mode,
                          percentiles=percentiles)
 
