@@ -22,6 +22,7 @@ import tifffile
 
 from napari_cellclf import synthetic
 from napari_cellclf.cli import main
+from napari_cellclf.io import read_image
 from napari_cellclf.modelfile import load_model
 
 TILE = 32
@@ -100,7 +101,7 @@ def trained(workdir, train_dir):
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         status = main(["train", str(train_dir), "--out", str(out), "--tile-size", str(TILE),
-                       "--arch", "fast", "--epochs", "6", "--runs", "2", "--seed", "3",
+                       "--arch", "fast", "--epochs", "8", "--runs", "2", "--seed", "3", "--lr", "3e-3",
                        "--batch-size", "32", "--device", "cpu"])
     assert status == 0, stderr.getvalue()
     return out.with_suffix(".safetensors"), stdout.getvalue()
@@ -228,6 +229,9 @@ def test_explain_writes_a_calibrated_map_brightest_on_cells(trained, workdir, ca
     assert attributions.dtype == np.float32 and attributions.shape == FIELD
     assert np.isfinite(attributions).all() and attributions.std() > 0
     assert x_resolution[0] / x_resolution[1] == pytest.approx(1 / PIXEL_SIZE)
+    reread = read_image(out_tif)                              # calibration survives the round trip
+    assert reread.pixel_size == pytest.approx((PIXEL_SIZE, PIXEL_SIZE))
+    assert reread.unit in ("µm", "micron", "um")
     # Gradient x input is near zero where there is nothing to see.
     on_cells = np.abs(attributions[field.cells > 0]).mean()
     background = np.abs(attributions[field.cells == 0]).mean()
@@ -278,10 +282,10 @@ def test_unreadable_image(trained, workdir, capsys):
 
 
 def test_pickle_is_not_a_model(workdir, test_dir, capsys):
-    fake = workdir / "model.safetensors"
+    fake = workdir / "pickled.safetensors"
     fake.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     status, _, err = run(capsys, "evaluate", fake, test_dir)
-    assert_one_line_error(status, err, "model.safetensors")
+    assert_one_line_error(status, err, "pickled.safetensors")
 
 
 def test_missing_files_and_bad_target(trained, workdir, capsys):

@@ -622,8 +622,18 @@ def _write_float_tiff(path: Path, array, pixel_size, unit) -> None:
                     "metadata": {"axes": "YX" if array.ndim == 2 else "CYX"}}
     if pixel_size:
         kwargs["resolution"] = (1.0 / pixel_size[1], 1.0 / pixel_size[0])
-        kwargs["metadata"]["unit"] = unit or "pixel"
+        kwargs["metadata"]["unit"] = _imagej_unit(unit)
     _atomic_replace(lambda tmp: tifffile.imwrite(tmp, array, **kwargs), path)
+
+
+def _imagej_unit(unit: str | None) -> str:
+    """The ImageJ description is ASCII: microns are spelt "micron" (ImageJ shows µm), any other
+    non-ASCII unit with the \\uXXXX escapes ImageJ itself writes."""
+    if not unit:
+        return "pixel"
+    if unit in ("µm", "μm", "um", "micron", "microns"):
+        return "micron"
+    return unit.encode("ascii", "backslashreplace").decode("ascii").replace("\\x", "\\u00")
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,7 +643,10 @@ def _write_float_tiff(path: Path, array, pixel_size, unit) -> None:
 def _cmd_demo(args) -> int:
     # Imported here: only `demo` pulls in napari and Qt.
     from ._demo import main as demo_main
-    return int(demo_main(list(args.demo_args)) or 0)
+    try:
+        return int(demo_main(list(args.demo_args)) or 0)
+    except SystemExit as exit_:      # `cellclf demo --help` or a usage error in the demo's parser
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
 
 
 # --------------------------------------------------------------------------------------------
