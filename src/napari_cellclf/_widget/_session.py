@@ -57,7 +57,7 @@ class DataSettings:
 @evented
 @dataclass
 class TrainSettings:
-    epochs: int = 15
+    epochs: int = 20
     learning_rate: float = 1e-3
     augment: bool = True
     seed: int = 0
