@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 
+import napari_cellclf
 from napari_cellclf import synthetic
 from napari_cellclf.cli import main
 from napari_cellclf.io import read_image
@@ -237,6 +238,35 @@ def test_explain_writes_a_calibrated_map_brightest_on_cells(trained, workdir, ca
     background = np.abs(attributions[field.cells == 0]).mean()
     assert on_cells > 2 * background
     assert not list(workdir.glob(".explain_out.tif.*"))       # no temporary file left behind
+
+
+def test_train_on_label_images_with_named_classes_and_a_channel_by_name(workdir, capsys):
+    """<stem>.tif + <stem>_labels.tif, --classes names the values, --channels picks by name;
+    predict then finds that channel by name in a two-channel field."""
+    root = workdir / "label_layout"
+    root.mkdir()
+    for seed, phenotype in ((1, "puncta"), (2, "diffuse")):
+        field = synthetic.make_field(phenotype, shape=(128, 128), seed=seed, cell_radius=CELL_RADIUS)
+        write_cyx(root / f"{phenotype}.tif", field.image)
+        tifffile.imwrite(root / f"{phenotype}_labels.tif", field.labels)   # 1 Control, 2 Aggregates
+    status, out, err = run(capsys, "train", root, "--out", workdir / "labels_model",
+                           "--tile-size", TILE, "--classes", "Control,Aggregates",
+                           "--channels", "ch1", "--arch", "fast", "--epochs", "2",
+                           "--device", "cpu")
+    assert status == 0, err
+    assert "label images" in out
+    _, meta = load_model(workdir / "labels_model.safetensors")
+    assert meta.class_names == ["Control", "Aggregates"]
+    assert meta.channel_names == ["ch1"] and meta.channel_indices == [1]
+    status, out, err = run(capsys, "predict", workdir / "labels_model.safetensors",
+                           root / "puncta.tif", "--device", "cpu")
+    assert status == 0, err
+    assert f"{(128 // TILE) ** 2} tiles" in out
+
+
+def test_version(capsys):
+    status, out, _ = run(capsys, "--version")
+    assert status == 0 and out.strip() == f"cellclf {napari_cellclf.__version__}"
 
 
 # --------------------------------------------------------------------------------------------

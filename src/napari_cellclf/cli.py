@@ -150,7 +150,7 @@ def _subfolders(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not io.is_ignored(d))
 
 
-def _label_pairs(root: Path) -> list[tuple[Path, Path]]:
+def _label_pairs(root: Path, note_unpaired: bool = False) -> list[tuple[Path, Path]]:
     """(image, label image) pairs of the label-image layout; labels without an image -> error."""
     from . import io
     files = io.list_images(root)
@@ -162,7 +162,7 @@ def _label_pairs(root: Path) -> list[tuple[Path, Path]]:
             raise CLIError(f"{label_path}: label image without its image {stem}.<tif|png|...> "
                            f"in {root}")
         pairs.append((images.pop(stem), label_path))
-    if images:
+    if images and note_unpaired:
         _err(f"{PROG}: note: {len(images)} image(s) without a {LABELS_SUFFIX} file skipped: "
              + ", ".join(sorted(p.name for p in images.values())[:5])
              + (" ..." if len(images) > 5 else ""))
@@ -234,7 +234,7 @@ def _load_dataset(root: Path, layout: str, *, tile_size: int, stride: int | None
         return data.from_class_folders(root, tile_size, mode=mode, channels=channels,
                                        stride=stride, class_names=class_names)
 
-    pairs = _label_pairs(root)
+    pairs = _label_pairs(root, note_unpaired=True)
     images, label_images, sources = [], [], []
     channel_names = None
     top_label = 0
@@ -263,8 +263,9 @@ def _load_dataset(root: Path, layout: str, *, tile_size: int, stride: int | None
              + ", ".join(repr(n) for n in class_names))
     elif top_label > len(class_names):
         who = "the model knows" if for_model else "--classes names"
-        raise CLIError(f"label value {top_label} in {root} has no class: {who} "
-                       f"{len(class_names)} ({', '.join(class_names)}) for values 1..{len(class_names)}")
+        raise CLIError(f"label value {top_label} in {root} has no class: {who} only "
+                       f"{len(class_names)} ({', '.join(class_names)}) for label values "
+                       f"1..{len(class_names)}")
     return data.from_label_images(images, label_images, list(class_names), tile_size,
                                   stride=stride, min_fraction=min_fraction,
                                   channel_names=channel_names, sources=sources)
@@ -305,9 +306,11 @@ def _load_classifier(path: Path, device: str):
 
 
 def _cmd_train(args) -> int:
-    from . import data, io, training
+    from . import data, training
+    from .model import choose_device
     from .modelfile import save_model
 
+    choose_device(args.device)          # a GPU asked for but absent fails before reading data
     root = Path(args.data)
     channels = _parse_channels(args.channels)
     class_names = _parse_class_list(args.classes)
@@ -521,8 +524,8 @@ def _print_report(report: dict) -> None:
         _out(f"{name:<{width}}  {_format_accuracy(row['precision']):>9}  "
              f"{_format_accuracy(row['recall']):>6}  {row['support']:>7}")
     _out("confusion matrix (rows: true class, columns: predicted):")
-    cell = max(6, *(len(str(v)) for row in report["confusion"] for v in row))
-    _out(" " * width + "  " + "  ".join(f"{n[:cell]:>{cell}}" for n in names))
+    cell = max(*(len(n) for n in names), *(len(str(v)) for row in report["confusion"] for v in row))
+    _out(" " * width + "  " + "  ".join(f"{n:>{cell}}" for n in names))
     for name, row in zip(names, report["confusion"]):
         _out(f"{name:<{width}}  " + "  ".join(f"{v:>{cell}}" for v in row))
 
