@@ -264,9 +264,11 @@ def test_train_on_label_images_with_named_classes_and_a_channel_by_name(workdir,
     assert f"{(128 // TILE) ** 2} tiles" in out
 
 
-def test_version(capsys):
+def test_version_and_demo_delegation(capsys):
     status, out, _ = run(capsys, "--version")
     assert status == 0 and out.strip() == f"cellclf {napari_cellclf.__version__}"
+    status, out, _ = run(capsys, "demo", "--help")              # the demo's own options
+    assert status == 0 and "--auto" in out and "--screenshot" in out
 
 
 # --------------------------------------------------------------------------------------------

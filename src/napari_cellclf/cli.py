@@ -59,7 +59,7 @@ def _progress(total: int | None, description: str, unit: str = "it"):
     """A tqdm bar on stderr; tqdm hides it by itself when stderr is not a terminal."""
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False,
-                dynamic_ncols=True, disable=None)
+                disable=None)
 
 
 def _parse_channels(values: Sequence[str] | None) -> list[int | str] | None:
@@ -345,7 +345,7 @@ def _cmd_train(args) -> int:
     stop = threading.Event()
     result, finished = _run_training(dataset, config, stop)
 
-    if result.cancelled and not any(run.get("val_accuracy") or run.get("train_loss")
+    if result.cancelled and not any(run.get("epochs_completed", 0) > 0
                                     for run in result.history.runs):
         _err(f"{PROG}: interrupted before the first epoch ended; no model saved")
         return EXIT_INTERRUPTED
@@ -435,7 +435,9 @@ def _print_training_summary(result, finished) -> None:
             _out(f"keeping run {best + 1}")
     elif finished:
         event = finished[-1]
-        if event.best_val_accuracy is None:
+        if event.best_epoch < 0:
+            pass                        # no epoch counted as best: History's warning says why
+        elif event.best_val_accuracy is None:
             _out(f"no validation set (--val-fraction 0); keeping epoch {event.best_epoch + 1}")
         else:
             _out(f"best validation accuracy {event.best_val_accuracy:.3f} at epoch "
@@ -644,12 +646,20 @@ def _imagej_unit(unit: str | None) -> str:
 
 
 def _cmd_demo(args) -> int:
+    return _run_demo(list(args.demo_args))
+
+
+def _run_demo(argv: list[str]) -> int:
     # Imported here: only `demo` pulls in napari and Qt.
-    from ._demo import main as demo_main
     try:
-        return int(demo_main(list(args.demo_args)) or 0)
+        from ._demo import main as demo_main
+        return int(demo_main(argv) or 0)
     except SystemExit as exit_:      # `cellclf demo --help` or a usage error in the demo's parser
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    except ImportError as error:     # napari or a Qt binding missing
+        _err(f"{PROG}: error: the demo needs napari with a Qt binding "
+             f"(pip install 'napari[all]'): {_one_line(error)}")
+        return EXIT_USAGE
 
 
 # --------------------------------------------------------------------------------------------
@@ -777,6 +787,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cellclf` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        # The demo parses its own options (--auto, --help ...); argparse.REMAINDER would not
+        # pass an option that comes first.
+        return _run_demo(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
