@@ -38,6 +38,15 @@ DATA is a folder in one of two layouts (detected automatically, and reported):
 Images: TIFF (plain, ImageJ, OME), PNG, JPEG. Hidden files are ignored."""
 
 
+# training.TrainConfig field -> the `cellclf train` option that sets it (for error messages).
+OPTION_OF_CONFIG_FIELD = {
+    "epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr",
+    "architecture": "--arch", "rotate_degrees": "--rotate", "val_fraction": "--val-fraction",
+    "patience": "--patience", "seed": "--seed", "runs": "--runs", "device": "--device",
+    "normalization": "--per-tile-norm", "augment": "--no-augment",
+}
+
+
 class CLIError(Exception):
     """A user-facing error raised by the CLI itself (the engine raises ValueError/OSError)."""
 
@@ -307,10 +316,27 @@ def _load_classifier(path: Path, device: str):
 
 def _cmd_train(args) -> int:
     from . import data, training
-    from .model import choose_device
+    from .model import MIN_TILE_SIZE, choose_device
     from .modelfile import save_model
 
-    choose_device(args.device)          # a GPU asked for but absent fails before reading data
+    # Settings that cannot work fail before any data is read.
+    if args.tile_size < MIN_TILE_SIZE:
+        raise CLIError(f"--tile-size {args.tile_size}: must be at least {MIN_TILE_SIZE} px")
+    if args.stride is not None and args.stride < 1:
+        raise CLIError(f"--stride {args.stride}: must be at least 1")
+    config = training.TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        architecture=args.arch, augment=not args.no_augment, rotate_degrees=args.rotate,
+        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, runs=args.runs,
+        device=args.device, normalization="per_tile" if args.per_tile_norm else "dataset")
+    try:
+        training.check_config(config)
+    except ValueError as error:         # the engine names TrainConfig fields; say the options
+        message = str(error)
+        for field_name, option in OPTION_OF_CONFIG_FIELD.items():
+            message = message.replace(f"TrainConfig.{field_name}", option)
+        raise CLIError(message) from None
+    choose_device(args.device)          # a GPU asked for but absent
     root = Path(args.data)
     channels = _parse_channels(args.channels)
     class_names = _parse_class_list(args.classes)
@@ -336,21 +362,15 @@ def _cmd_train(args) -> int:
          + ", ".join(f"{name} {n}" for name, n in counts.items()))
     data.check_trainable(dataset)
 
-    config = training.TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        architecture=args.arch, augment=not args.no_augment, rotate_degrees=args.rotate,
-        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, runs=args.runs,
-        device=args.device, normalization="per_tile" if args.per_tile_norm else "dataset")
-
     stop = threading.Event()
-    result, finished = _run_training(dataset, config, stop)
+    result, finished, shown = _run_training(dataset, config, stop)
 
     if result.cancelled and not any(run.get("epochs_completed", 0) > 0
                                     for run in result.history.runs):
         _err(f"{PROG}: interrupted before the first epoch ended; no model saved")
         return EXIT_INTERRUPTED
 
-    _print_training_summary(result, finished)
+    _print_training_summary(result, finished, shown)
     meta = result.meta(channel_indices=channel_indices)
     meta.extra = {**(meta.extra or {}), "cli": {"layout": layout, "mode": args.mode,
                                                 "stride": args.stride, "data": str(root)}}
@@ -368,6 +388,7 @@ def _run_training(dataset, config, stop: threading.Event):
     from . import training
 
     finished: list = []
+    shown: set[str] = set()            # warnings already printed as they happened
     bar = None
 
     def on_sigint(signum, frame):
@@ -409,6 +430,7 @@ def _run_training(dataset, config, stop: threading.Event):
                      + ("  *best" if event.is_best else ""))
             elif isinstance(event, training.MemorisationWarning):
                 _err(f"{PROG}: warning: {event.message}")
+                shown.add(event.message)
             elif isinstance(event, training.RunFinished):
                 finished.append(event)
     finally:
@@ -416,10 +438,10 @@ def _run_training(dataset, config, stop: threading.Event):
             bar.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    return result, finished
+    return result, finished, shown
 
 
-def _print_training_summary(result, finished) -> None:
+def _print_training_summary(result, finished, shown: set[str]) -> None:
     summary = result.history.summary()
     accuracies = summary.get("best_val_accuracy") or {}
     if len(finished) > 1 and accuracies.get("mean") is not None:
@@ -443,7 +465,8 @@ def _print_training_summary(result, finished) -> None:
             _out(f"best validation accuracy {event.best_val_accuracy:.3f} at epoch "
                  f"{event.best_epoch + 1}" + (" (stopped early)" if event.stopped_early else ""))
     for warning in result.history.warnings:
-        _err(f"{PROG}: warning: {warning}")
+        if warning not in shown:
+            _err(f"{PROG}: warning: {warning}")
 
 
 # --------------------------------------------------------------------------------------------
