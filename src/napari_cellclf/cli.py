@@ -12,8 +12,8 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -103,9 +103,8 @@ def _atomic_replace(write, final: Path) -> None:
     """Write through `write(tmp_path)` into a temporary file beside `final`, then rename over
     it: an interrupted or failed write never leaves a half file under the real name."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # A plain new file (not mkstemp's owner-only one) so the result gets the usual permissions.
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -185,12 +184,11 @@ def _read_label_image(path: Path):
     array = np.squeeze(array)
     if array.ndim != 2:
         raise CLIError(f"{path}: a label image must be 2-D (Y, X); got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.mod(array, 1) == 0) or array.min() < 0:
-            raise CLIError(f"{path}: a label image must hold whole numbers >= 0 "
-                           f"(got {array.dtype} values)")
-    if array.min() < 0:
-        raise CLIError(f"{path}: label values must be >= 0 (0 = unlabelled)")
+    if not np.issubdtype(array.dtype, np.integer) and not np.all(np.mod(array, 1) == 0):
+        raise CLIError(f"{path}: a label image must hold whole numbers (got {array.dtype} "
+                       "values with fractions)")
+    if array.size and array.min() < 0:
+        raise CLIError(f"{path}: label values must be >= 0 (0 = unlabelled, k = class k)")
     return array.astype(np.int64)
 
 
