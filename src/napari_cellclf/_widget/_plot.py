@@ -1,5 +1,7 @@
 """Training curves (loss and accuracy per epoch) in the dock: one small matplotlib canvas,
-redrawn once per epoch, coloured to sit on napari's dark or light theme."""
+coloured to sit on napari's dark or light theme. Drawing costs the UI thread tens of
+milliseconds, so callers redraw at most a few times a second (see TrainPanel), and the layout is
+fixed (no constrained layout pass per draw)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,7 +20,8 @@ class TrainingCurves(QWidget):
         background = self.palette().window().color()
         foreground = self.palette().windowText().color()
         self._bg, self._fg = background.name(), foreground.name()
-        self.figure = Figure(figsize=(3.6, 1.9), dpi=100, facecolor=self._bg, layout="constrained")
+        self.figure = Figure(figsize=(3.6, 1.9), dpi=100, facecolor=self._bg)
+        self.figure.subplots_adjust(left=0.13, right=0.98, bottom=0.24, top=0.88, wspace=0.38)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(170)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)

@@ -257,10 +257,7 @@ class ResultsPanel(QWidget):
 
 
 def _accuracy_text(history) -> str:
-    try:
-        acc = history.summary()["best_val_accuracy"] if history is not None else None
-    except (KeyError, ValueError, ZeroDivisionError, TypeError):
-        acc = None
+    acc = history.summary()["best_val_accuracy"] if history is not None else None
     if not acc or acc.get("mean") is None:
         return ""
     return f"\nbest validation accuracy {acc['mean']:.1%}"

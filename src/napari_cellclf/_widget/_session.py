@@ -235,16 +235,28 @@ class Session:
         self.predictions[field_id] = (field_name, prediction)
         self.predictions_changed.emit(field_id)
 
-    def adopt_training(self, result, channel_indices: list[int]) -> None:
-        """Keep a finished (or cancelled) training's best model, with the classes' colours."""
+    def adopt_training(self, result, channel_indices: list[int]) -> bool:
+        """Keep a finished (or cancelled) training's best model, with the classes' colours.
+        A training cancelled before any epoch ended has no model worth keeping: False, and the
+        previous model (if any) stays."""
+        if result.cancelled and not any(run.get("epochs_completed", 0) > 0
+                                        for run in result.history.runs):
+            self.log.messages.append("Cancelled before the first epoch ended: no model kept.")
+            self.log_changed.emit()
+            return False
         colors = [self.color_of(name, c) for name, c in
                   zip(result.class_names, _fallback_colors(len(result.class_names)))]
         meta = result.meta(class_colors=colors, channel_indices=list(channel_indices) or None)
         self.set_model(TrainedModel(result.model, meta, result.history, "trained", result.cancelled))
-        summary = _summary_text(result.history, result.cancelled)
-        if summary:
-            self.log.messages.append(summary)
-            self.log_changed.emit()
+        self.log.messages.append(_summary_text(result.history, result.cancelled))
+        news = [w for w in result.history.warnings if w not in self.log.memorisation]
+        self.log.messages.extend(news)
+        self.log_changed.emit()
+        if news:
+            from napari.utils.notifications import show_warning
+
+            show_warning("Training: " + " ".join(news))
+        return True
 
     def adopt_model_file(self, model, meta, path: str) -> None:
         """A loaded model brings its classes (names, colours) and its training curves."""
@@ -320,18 +332,15 @@ def _run_text(event) -> str:
 
 
 def _summary_text(history, cancelled: bool) -> str:
-    try:
-        summary = history.summary()
-    except Exception:  # an empty history (cancelled before the first epoch) has no summary
-        summary = None
+    summary = history.summary()
     prefix = "Cancelled: kept the best model so far. " if cancelled else ""
-    acc = (summary or {}).get("best_val_accuracy") or {}
-    if not acc or acc.get("mean") is None:
+    acc = summary.get("best_val_accuracy") or {}
+    if acc.get("mean") is None:
         return prefix + "Training finished (no validation tiles: accuracy unknown)."
-    if (summary or {}).get("n_runs", 1) > 1:
+    if summary.get("n_runs", 1) > 1:
         return (prefix + f"{summary['n_runs']} runs: best validation accuracy "
                 f"{acc['mean']:.1%} ± {acc['std']:.1%} (min {acc['min']:.1%}, max {acc['max']:.1%}); "
-                f"kept run {int(summary.get('best_run', 0)) + 1}.")
+                f"kept run {int(summary.get('best_run') or 0) + 1}.")
     return prefix + f"Best validation accuracy {acc['mean']:.1%}."
 
 

@@ -9,10 +9,11 @@ from ..model import ARCHITECTURES
 from ..training import TrainConfig, train
 from ._labelling import build_dataset, gather_training_inputs, problems
 from ._plot import TrainingCurves
-from ._qt import WARNING_STYLE, alive_only, note_label
+from ._qt import WARNING_STYLE, alive_only, debouncer, note_label
 from ._session import Session
 
 DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
+PLOT_INTERVAL_MS = 500   # epochs of small datasets end many times a second: redraw at most 2/s
 ARCHITECTURE_HELP = {"fast": "fast: a small CNN for quick interactive training",
                      "original": "original: the published 9-convolution network"}
 
@@ -72,6 +73,7 @@ class TrainPanel(QWidget):
         layout.addWidget(self.log)
         layout.addStretch(1)
 
+        self._redraw_later = debouncer(self, PLOT_INTERVAL_MS, self._redraw)
         self._load_settings()
         for widget in (self.epochs, self.learning_rate, self.seed, self.runs):
             widget.valueChanged.connect(self._store_settings)
@@ -145,12 +147,22 @@ class TrainPanel(QWidget):
     @alive_only
     def _on_log_changed(self) -> None:
         log = self.session.log
-        if len(log.epochs) != self.curves.n_drawn or not log.epochs:
-            self.curves.plot(log.epochs)
+        if not self.session.jobs.busy:
+            self._redraw()
+        elif not self._redraw_later.isActive():   # a throttle, not a debounce: keep drawing
+            self._redraw_later.start()
         self.memorisation.setText("\n".join(log.memorisation))
         self.memorisation.setVisible(bool(log.memorisation))
         self.log.setText("\n".join(log.messages))
 
     @alive_only
+    def _redraw(self) -> None:
+        epochs = self.session.log.epochs
+        if len(epochs) != self.curves.n_drawn or not epochs:
+            self.curves.plot(epochs)
+
+    @alive_only
     def _on_busy(self, *_) -> None:
         self.train_button.setEnabled(not self.session.jobs.busy)
+        if not self.session.jobs.busy:
+            self._redraw()
