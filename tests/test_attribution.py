@@ -112,6 +112,11 @@ def test_one_bright_patch_draws_the_attribution_of_a_trained_like_network():
     magnitude = np.abs(stitched)
     assert magnitude[20:28, 36:44].mean() > 5 * magnitude.mean()
 
+    # The oneDNN network's hand-written input gradient equals autograd's through the plain model.
+    plain = Classifier(model, meta_for(n_classes=3), device="cpu", backend="eager")
+    np.testing.assert_allclose(explain_field_sync(plain, field, target=2), stitched,
+                               rtol=1e-4, atol=1e-6)
+
     # Batched like inference: the batch size does not change the result.
     one_by_one = Classifier(model, meta_for(n_classes=3), device="cpu", batch_size=1)
     np.testing.assert_allclose(explain_field_sync(one_by_one, field, target=2), stitched,

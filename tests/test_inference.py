@@ -161,6 +161,13 @@ def test_batched_equals_one_at_a_time_with_the_real_network():
     np.testing.assert_allclose(many.probabilities, single.probabilities, rtol=1e-4, atol=1e-6)
     assert not np.allclose(many.probabilities, many.probabilities[0])   # a real, varied answer
 
+    # The default CPU backend (fused oneDNN convolutions) gives the plain model's answer.
+    assert batched.backend == ("onednn" if torch.backends.mkldnn.is_available() else "eager")
+    plain = Classifier(model, meta, device="cpu", batch_size=7, backend="eager")
+    assert plain.backend == "eager"
+    np.testing.assert_allclose(plain.predict_field_sync(field, stride=12).probabilities,
+                               many.probabilities, rtol=1e-4, atol=1e-6)
+
     # The tile path agrees with the field path (normalisation applied in both).
     from napari_cellclf.tiling import extract_tiles
     tiles = extract_tiles(field, many.grid)
@@ -210,3 +217,43 @@ def test_csv_written_atomically_and_parsed_back(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_predictions_csv(tmp_path / "missing" / "p.csv", table)
     assert out.read_text().startswith("source,index,")        # the old file survived
+
+
+class Residual(nn.Module):
+    """Its layers, read in order, are conv-ReLU-flatten-linear, but it adds a skip connection:
+    a re-expression that just chains the layers would be wrong and must not be used."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * TILE * TILE, 2))
+
+    def forward(self, x):
+        return self.head(self.body(x) + x)
+
+
+def test_backends_fall_back_to_the_plain_model_when_they_do_not_apply(monkeypatch):
+    field = np.random.default_rng(4).integers(0, 100, (2, 32, 32)).astype(np.uint16)
+    torch.manual_seed(0)
+    residual = Residual()
+    with torch.inference_mode():
+        reference = torch.softmax(residual(torch.from_numpy(field.reshape(2, 2, 16, 2, 16)
+                                  .transpose(1, 3, 0, 2, 4).reshape(4, 2, 16, 16) / 100.0)
+                                  .float()), dim=1).numpy()
+    auto = Classifier(residual, make_meta(), device="cpu")
+    assert auto.backend == "eager"
+    np.testing.assert_allclose(auto.predict_field_sync(field).probabilities, reference, atol=1e-5)
+    with pytest.warns(RuntimeWarning, match="oneDNN backend does not apply"):
+        assert Classifier(residual, make_meta(), device="cpu", backend="onednn").backend == "eager"
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    compiled = Classifier(residual, make_meta(), device="cpu", backend="compile")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*no C\\+\\+ compiler"):
+        result = compiled.predict_field_sync(field)
+    assert compiled.backend == "eager"
+    np.testing.assert_allclose(result.probabilities, reference, atol=1e-5)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Classifier(residual, make_meta(), device="cpu", backend="fastest")

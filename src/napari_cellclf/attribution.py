@@ -7,8 +7,10 @@
   (C, H, W) with per_channel=True).
 
 Only the input gradient is asked of autograd (torch.autograd.grad with inputs=x), so the
-convolutions' weight gradients are never computed: one attribution batch costs about a forward
-pass plus an input-gradient backward pass, roughly twice an inference batch.
+convolutions' weight gradients are never computed: one attribution batch costs a forward pass
+plus an input-gradient backward pass. On CPU the Classifier's oneDNN network does both with
+fused, pre-packed convolutions (its backward is a convolution with the flipped kernel), so
+explaining costs about twice classifying.
 """
 from __future__ import annotations
 
@@ -86,7 +88,7 @@ def explain_field(classifier: Classifier, image_cyx: np.ndarray, target: int | N
             break
         which = indices[done:done + classifier.batch_size]
         inputs = classifier.to_tensor(prepared.tiles(which))
-        attributions = gradient_x_input(classifier.model, inputs, target)
+        attributions = gradient_x_input(classifier.gradient_model, inputs, target)
         if not per_channel:
             attributions = attributions.sum(dim=1)
         maps[done:done + len(which)] = attributions.cpu().numpy()

@@ -8,13 +8,18 @@
 - Input is a raw (C, Y, X) field with exactly the model's channels (else ValueError saying how many
   the model expects); normalisation from the model metadata is applied here.
 
-Where the speed comes from (measured on a 2-core AVX-512 CPU, see benchmarks/README.md):
-batches of a few dozen tiles in channels_last layout under inference_mode run the convolutions
-through oneDNN's blocked kernels at several times the speed of a one-tile NCHW loop. Batches are
-bounded by bytes of activations rather than by count: very large batches make every layer's
-output a fresh multi-megabyte allocation (page faults, cache misses) and get *slower*.
-torch.compile is available as an opt-in (`compile=True`): it costs tens of seconds of compilation
-on first use, which only pays off on large fields, and it falls back to eager mode if it fails.
+Where the speed comes from (measured on a 2-core AVX-512 CPU; benchmarks/README.md):
+- batches of a few dozen tiles, channels_last, under inference_mode: oneDNN's blocked convolution
+  kernels instead of one small NCHW call per tile. Batches are bounded by bytes of activations,
+  not by count: huge batches make every layer output a fresh multi-megabyte allocation (page
+  faults, cache misses) and get *slower*.
+- on CPU, backend "onednn" (the default there): the network re-expressed as oneDNN calls with
+  each convolution fused with its ReLU and its weights packed once into oneDNN's blocked layout,
+  the same kernels torch.compile's CPU backend emits, but ready in milliseconds instead of tens of
+  seconds of compilation. It is checked against the plain model on a probe batch when the
+  Classifier is made and not used unless it agrees (or if the model has another shape).
+- backend "compile": torch.compile, opt-in; compile time is paid on first use (falls back to
+  eager with a warning if compilation fails).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from .tiling import TileGrid, extract_tiles, foreground_tiles, make_grid, tile_v
 CPU_ACTIVATION_BUDGET = 8 * 2**20
 GPU_ACTIVATION_BUDGET = 512 * 2**20
 MAX_BATCH_SIZE = 1024
+BACKENDS = ("auto", "onednn", "eager", "compile")
 
 
 @dataclass
@@ -122,12 +128,16 @@ class PreparedField:
 class Classifier:
     """The model, prepared once for fast batched inference on one device.
 
-    `compile=True` runs the model through torch.compile (compiled on the first batch; falls back
-    to eager mode with a warning if compilation fails). The wrapped model is moved and converted
-    in place (device, channels_last, eval mode)."""
+    backend: "auto" (oneDNN on CPU when the model fits it, else eager PyTorch), "onednn"
+    (warns and uses eager when it cannot), "eager", or "compile" (torch.compile on the first
+    batch, falling back to eager with a warning if compilation fails). The wrapped model is moved
+    and converted in place (device, channels_last, eval mode); the oneDNN backend keeps its own
+    packed copy of the weights, so make a new Classifier after changing them."""
 
     def __init__(self, model: nn.Module, meta: ModelMeta, device: str = "auto",
-                 batch_size: int | None = None, compile: bool = False):
+                 batch_size: int | None = None, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.meta = meta
         self.device = choose_device(device)
         self.model = prepare_for_device(model, self.device).eval()
@@ -141,15 +151,31 @@ class Classifier:
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = int(batch_size)
-        self._forward = self.model
-        self._compile_pending = bool(compile)
+
+        self.backend = "eager"
+        self._net: nn.Module = self.model          # what classifies (and explains, see below)
+        self._compile_pending = backend == "compile"
+        if backend in ("auto", "onednn") and self.device.type == "cpu":
+            net = _onednn_net(self.model, self.in_channels, self.tile_size, self.batch_size)
+            if net is not None:
+                self._net, self.backend = net, "onednn"
+        if backend == "onednn" and self.backend != "onednn":
+            warnings.warn("the oneDNN backend does not apply here (not a CPU, no oneDNN, or a "
+                          "model of another shape); running the model in eager PyTorch",
+                          RuntimeWarning, stacklevel=2)
 
     @classmethod
     def from_file(cls, path, device: str = "auto", batch_size: int | None = None,
-                  compile: bool = False) -> "Classifier":
+                  backend: str = "auto") -> "Classifier":
         from .modelfile import load_model
         model, meta = load_model(path, device="cpu")
-        return cls(model, meta, device=device, batch_size=batch_size, compile=compile)
+        return cls(model, meta, device=device, batch_size=batch_size, backend=backend)
+
+    @property
+    def gradient_model(self) -> nn.Module:
+        """A module equal to the model that autograd can differentiate with respect to its input
+        (the oneDNN network when in use: its convolutions bring their own input gradient)."""
+        return self._net if self.backend == "onednn" else self.model
 
     # ---------------------------------------------------------------------------------- sizing
 
@@ -180,19 +206,18 @@ class Classifier:
 
     # --------------------------------------------------------------------------------- forward
 
-    def _maybe_compile(self) -> None:
+    def _compile(self) -> None:
         self._compile_pending = False
         try:
             compiled = torch.compile(self.model, dynamic=False)
             probe = torch.zeros(self.batch_size, self.in_channels, self.tile_size, self.tile_size,
                                 device=self.device).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                compiled(probe)          # compile now, so a failure is caught here
-            self._forward = compiled
-        except Exception as exc:      # no compiler, unsupported backend...: eager still works
+                compiled(probe)          # compile now, so that a failure is caught here
+            self._net, self.backend = compiled, "compile"
+        except Exception as exc:      # no C++ compiler, unsupported platform...: eager works
             warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); "
                           "running the model uncompiled", RuntimeWarning, stacklevel=3)
-            self._forward = self.model
 
     def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
         """Normalised (N, C, T, T) float32 tiles -> channels_last tensor on the model's device."""
@@ -203,13 +228,13 @@ class Classifier:
     def _probabilities(self, tiles: np.ndarray) -> np.ndarray:
         """Normalised tiles (one batch) -> (n, K) float32 probabilities."""
         if self._compile_pending:
-            self._maybe_compile()
+            self._compile()
         inputs = self.to_tensor(tiles)
         with torch.inference_mode():
-            if len(inputs) != self.batch_size and self._forward is not self.model:
+            if self.backend == "compile" and len(inputs) != self.batch_size:
                 logits = self.model(inputs)     # odd last batch: don't recompile for its shape
             else:
-                logits = self._forward(inputs)
+                logits = self._net(inputs)
             probabilities = torch.softmax(logits.float(), dim=1)
         return probabilities.cpu().numpy()
 
@@ -298,6 +323,163 @@ class Classifier:
                 next(generator)
             except StopIteration as finished:
                 return finished.value
+
+
+# ---------------------------------------------------------------------------------------------
+# oneDNN fast path (CPU)
+
+def _pack_weight(weight: torch.Tensor, padding: list[int], input_shape) -> torch.Tensor:
+    """Convolution weight reordered once into oneDNN's blocked layout (any batch size works)."""
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(
+        weight.to_mkldnn(), padding, [1, 1], [1, 1], 1, list(input_shape))
+
+
+class _FusedConv:
+    """A stride-1 Conv2d, and the ReLU after it when there is one, as one oneDNN call."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool, input_shape: tuple[int, ...]):
+        weight = conv.weight.detach().float().contiguous()
+        (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
+        self.relu = relu
+        self.padding = [ph, pw]
+        self.bias = None if conv.bias is None else conv.bias.detach().float().contiguous()
+        self.weight = _pack_weight(weight, self.padding, input_shape)
+        # The input gradient of a stride-1 convolution is the convolution of the output gradient
+        # with the kernel flipped and its in/out channels swapped, padded by k - 1 - p.
+        self.back_padding = [kh - 1 - ph, kw - 1 - pw]
+        self.back_weight = _pack_weight(weight.transpose(0, 1).flip(2, 3).contiguous(),
+                                        self.back_padding,
+                                        (input_shape[0], conv.out_channels, *input_shape[2:]))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self.weight, self.bias, self.padding, [1, 1], [1, 1], 1,
+            "relu" if self.relu else "none", [], "")
+
+    def input_gradient(self, grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        if self.relu:
+            grad = torch.ops.aten.threshold_backward(grad, output, 0)
+        return torch.ops.mkldnn._convolution_pointwise(
+            grad.contiguous(memory_format=torch.channels_last), self.back_weight, None,
+            self.back_padding, [1, 1], [1, 1], 1, "none", [], "")
+
+
+class _FusedConvFunction(torch.autograd.Function):
+    """Autograd for a fused conv: the input gradient only (weights stay fixed: attribution)."""
+
+    @staticmethod
+    def forward(ctx, x, conv: _FusedConv):
+        output = conv(x)
+        ctx.save_for_backward(output)
+        ctx.conv = conv
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        (output,) = ctx.saved_tensors
+        return ctx.conv.input_gradient(grad, output), None
+
+
+class _OneDNNNet(nn.Module):
+    """The model as a sequence of fused oneDNN convolutions and the model's own other layers."""
+
+    def __init__(self, steps: list):
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        track = torch.is_grad_enabled() and x.requires_grad
+        for step in self.steps:
+            if isinstance(step, _FusedConv):
+                x = _FusedConvFunction.apply(x, step) if track else step(x)
+            else:
+                x = step(x)
+        return x
+
+
+# Layers the oneDNN network runs as they are (besides the convolutions it fuses).
+_PLAIN_LAYERS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+                 nn.Flatten, nn.Linear, nn.Dropout, nn.Identity)
+
+
+def _leaf_sequence(module: nn.Module) -> list[nn.Module] | None:
+    """The layers in the order a chain of Sequentials runs them; None for anything else."""
+    children = list(module.children())
+    if not children:
+        return [module]
+    if not isinstance(module, nn.Sequential) and \
+            not all(isinstance(child, nn.Sequential) for child in children):
+        return None
+    layers: list[nn.Module] = []
+    for child in children:
+        sub = _leaf_sequence(child)
+        if sub is None:
+            return None
+        layers += sub
+    return layers
+
+
+def _onednn_net(model: nn.Module, in_channels: int, tile_size: int, batch_size: int
+                ) -> _OneDNNNet | None:
+    """The oneDNN version of `model`, or None when it does not apply or does not agree with the
+    model (outputs and input gradients are compared on a random probe batch)."""
+    if not (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return None
+    layers = _leaf_sequence(model)
+    if layers is None:
+        return None
+    try:
+        steps: list = []
+        x = torch.zeros(1, in_channels, tile_size, tile_size)
+        with torch.inference_mode():
+            i = 0
+            while i < len(layers):
+                layer = layers[i]
+                if isinstance(layer, nn.Conv2d):
+                    if not _fusable(layer):
+                        return None
+                    relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+                    steps.append(_FusedConv(layer, relu, (batch_size, *x.shape[1:])))
+                    x = layers[i + 1](layer(x)) if relu else layer(x)
+                    i += 2 if relu else 1
+                elif isinstance(layer, _PLAIN_LAYERS):
+                    steps.append(layer)
+                    x = layer(x)
+                    i += 1
+                else:
+                    return None
+        net = _OneDNNNet(steps)
+        return net if _agrees(net, model, in_channels, tile_size) else None
+    except (RuntimeError, TypeError, ValueError, AttributeError, NotImplementedError):
+        return None       # a PyTorch build whose oneDNN ops differ: eager is always there
+
+
+def _fusable(conv: nn.Conv2d) -> bool:
+    return (conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and all(p <= k - 1 for p, k in zip(conv.padding, conv.kernel_size))
+            and conv.weight.dtype == torch.float32)
+
+
+def _agrees(net: nn.Module, model: nn.Module, in_channels: int, tile_size: int) -> bool:
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(3, in_channels, tile_size, tile_size, generator=generator)
+    probe = probe.contiguous(memory_format=torch.channels_last)
+    outputs, gradients = [], []
+    for candidate in (model, net):
+        x = probe.clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = candidate(x)
+            (gradient,) = torch.autograd.grad(logits[:, 0].sum(), x)
+        outputs.append(logits.detach())
+        gradients.append(gradient)
+
+    def close(fast: torch.Tensor, reference: torch.Tensor) -> bool:
+        scale = float(reference.abs().max())
+        return bool(torch.allclose(fast, reference, rtol=1e-3, atol=1e-4 * scale + 1e-7))
+
+    return close(outputs[1], outputs[0]) and close(gradients[1], gradients[0])
 
 
 def write_predictions_csv(path, table: dict[str, np.ndarray], source: str | None = None) -> None:
