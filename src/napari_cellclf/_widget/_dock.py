@@ -11,7 +11,7 @@ from ._classes_panel import ClassesPanel
 from ._data_panel import FieldsPanel
 from ._fields import ROLE_LABELS, fields_from_layers, role_of
 from ._jobs import FieldStep
-from ._labelling import ForegroundCache, TileCounts, count_tiles
+from ._labelling import ForegroundCache, PaintedCountCache, TileCounts, count_tiles
 from ._qt import alive_only, debouncer, row
 from ._results_panel import ResultsPanel
 from ._session import Session, real_viewer, session_for
@@ -107,6 +107,7 @@ class CellClassifierWidget(QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self._foreground = ForegroundCache()
+        self._painted = PaintedCountCache()
 
         self.fields_panel = FieldsPanel(napari_viewer, self.session, self._foreground)
         self.classes_panel = ClassesPanel(napari_viewer, self.session)
@@ -149,7 +150,12 @@ class CellClassifierWidget(QWidget):
     def _watch(self, layer) -> None:
         if isinstance(layer, Labels):
             for name in ("paint", "data", "set_data"):
-                getattr(layer.events, name).connect(self._on_labelling_changed)
+                getattr(layer.events, name).connect(self._on_labels_edited)
+
+    @alive_only
+    def _on_labels_edited(self, event) -> None:
+        self._painted.invalidate(event.source)
+        self._recount_later.start()
 
     def _on_layer_inserted(self, event) -> None:
         self._watch(event.value)
@@ -162,7 +168,8 @@ class CellClassifierWidget(QWidget):
     @alive_only
     def recount(self) -> None:
         try:
-            counts = count_tiles(self.session, self.fields(), self.viewer, self._foreground)
+            counts = count_tiles(self.session, self.fields(), self.viewer, self._foreground,
+                                 self._painted)
         except ValueError as exc:
             counts = TileCounts([0] * len(self.session.classes), notes=[str(exc)])
         self.session.set_counts(counts)

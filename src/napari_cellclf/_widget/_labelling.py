@@ -55,12 +55,33 @@ class ForegroundCache:
         return self._store[key]
 
 
+class PaintedCountCache:
+    """Tiles per class of each labels layer, recomputed only for the layer that was painted
+    (counting a 2048² label image takes a noticeable fraction of a second)."""
+
+    def __init__(self):
+        self._store: dict[int, tuple[tuple, list[int]]] = {}
+
+    def invalidate(self, layer) -> None:
+        self._store.pop(id(layer), None)
+
+    def get(self, layer, grid: TileGrid, n_classes: int) -> list[int]:
+        key = (grid, n_classes)
+        hit = self._store.get(id(layer))
+        if hit is None or hit[0] != key:
+            tile_labels = tile_labels_from_label_image(np.asarray(layer.data), grid, PAINTED_FRACTION)
+            hist = np.bincount(np.asarray(tile_labels, np.int64).ravel(), minlength=n_classes + 1)
+            hit = self._store[id(layer)] = (key, [int(v) for v in hist[1:n_classes + 1]])
+        return list(hit[1])
+
+
 def first_channel(session: Session) -> int:
     return session.data.channels[0] if session.data.channels else 0
 
 
 def count_tiles(session: Session, fields: Sequence[Field], viewer,
-                foreground: ForegroundCache | None = None) -> TileCounts:
+                foreground: ForegroundCache | None = None,
+                painted: PaintedCountCache | None = None) -> TileCounts:
     n_classes = len(session.classes)
     counts = TileCounts(per_class=[0] * n_classes)
     for fld in fields:
@@ -77,9 +98,7 @@ def count_tiles(session: Session, fields: Sequence[Field], viewer,
             layer = labels_layer(viewer, fld, session.class_colors, create=False)
             if layer is None:
                 continue
-            tile_labels = tile_labels_from_label_image(np.asarray(layer.data), grid, PAINTED_FRACTION)
-            hist = np.bincount(np.asarray(tile_labels, np.int64).ravel(), minlength=n_classes + 1)
-            per_class = [int(v) for v in hist[1:n_classes + 1]]
+            per_class = (painted or PaintedCountCache()).get(layer, grid, n_classes)
         elif isinstance(choice, int) and 1 <= choice <= n_classes:
             n = grid.n_tiles
             if session.data.skip_background and foreground is not None:
