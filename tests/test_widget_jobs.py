@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 from qtpy.QtCore import QTimer
 from widget_support import Notifications, add_field, open_widget, paint_tiles, synthetic_field, wait_idle
 

@@ -101,6 +101,7 @@ class FieldsPanel(QWidget):
         session.classes_changed.connect(self._on_classes_changed)
         session.labels_changed.connect(self._on_labels_changed)
         session.counts_changed.connect(self._on_counts_changed)
+        session.data.events.connect(self._on_settings_changed)   # e.g. a loaded model's tile size
         self.refresh_fields()
 
     # -- settings <-> controls -------------------------------------------------------------------
@@ -110,6 +111,18 @@ class FieldsPanel(QWidget):
         self.stride.setValue(d.stride)
         self.skip_background.setChecked(d.skip_background)
         self.show_grid.setChecked(d.show_grid)
+
+    @alive_only
+    def _on_settings_changed(self, *_) -> None:
+        controls = (self.tile_size, self.stride, self.skip_background, self.show_grid)
+        for control in controls:
+            control.blockSignals(True)
+        try:
+            self._load_settings()
+        finally:
+            for control in controls:
+                control.blockSignals(False)
+        self._grid_later.start()
 
     def _on_tile_settings(self, *_) -> None:
         d = self.session.data

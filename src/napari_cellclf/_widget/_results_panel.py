@@ -16,7 +16,7 @@ from ._fields import fields_from_layers, model_channels
 from ._jobs import tagged
 from ._layers import show_attribution, show_prediction
 from ._qt import alive_only, note_label, row
-from ._session import Session, TrainedModel
+from ._session import Session
 
 MODEL_FILTER = "napari-cellclf model (*.safetensors)"
 CSV_FILTER = "CSV table (*.csv)"

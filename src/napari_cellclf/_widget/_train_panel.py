@@ -81,6 +81,7 @@ class TrainPanel(QWidget):
         self.device.currentIndexChanged.connect(self._store_settings)
         self.architecture.currentIndexChanged.connect(self._store_settings)
         self.train_button.clicked.connect(self.start_training)
+        session.train.events.connect(self._on_settings_changed)   # another dock on this viewer
         session.counts_changed.connect(self._on_counts_changed)
         session.log_changed.connect(self._on_log_changed)
         session.jobs.started.connect(self._on_busy)
@@ -98,6 +99,18 @@ class TrainPanel(QWidget):
         self.runs.setValue(t.runs)
         self.device.setCurrentIndex(max(self.device.findData(t.device), 0))
         self.architecture.setCurrentIndex(max(self.architecture.findData(t.architecture), 0))
+
+    @alive_only
+    def _on_settings_changed(self, *_) -> None:
+        controls = (self.epochs, self.learning_rate, self.augment, self.seed, self.runs,
+                    self.device, self.architecture)
+        for control in controls:
+            control.blockSignals(True)
+        try:
+            self._load_settings()
+        finally:
+            for control in controls:
+                control.blockSignals(False)
 
     def _store_settings(self, *_) -> None:
         t = self.session.train
