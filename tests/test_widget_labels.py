@@ -98,6 +98,13 @@ def test_whole_image_labels_and_background_skipping(make_napari_viewer, qtbot):
     assert (np.asarray(grid.data)[0, :128] == 1).all()           # a tile border
     panel.show_grid.setChecked(False)
     qtbot.waitUntil(lambda: not grid.visible, timeout=3000)
+    panel.show_grid.setChecked(True)
+    qtbot.waitUntil(lambda: grid.visible, timeout=3000)
+    # hidden with the layer's eye, it stays hidden while the grid follows the settings
+    grid.visible = False
+    panel.tile_size.setValue(64)
+    qtbot.waitUntil(lambda: (np.asarray(grid.data)[1:63, 1:63] == 0).all(), timeout=3000)
+    assert not grid.visible
 
 
 def test_classes_add_rename_recolour_remove(make_napari_viewer, qtbot, monkeypatch):

@@ -24,6 +24,7 @@ class FieldsPanel(QWidget):
         self.viewer, self.session, self._foreground = viewer, session, foreground
         self.fields: list[Field] = []
         self._filling = False
+        self._reveal_grid = False    # the checkbox was just ticked: show a grid the eye had hidden
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Tiles"])
@@ -126,10 +127,12 @@ class FieldsPanel(QWidget):
 
     def _on_tile_settings(self, *_) -> None:
         d = self.session.data
+        switched_on = self.show_grid.isChecked() and not d.show_grid
         d.tile_size = self.tile_size.value()
         d.stride = self.stride.value()
         d.skip_background = self.skip_background.isChecked()
         d.show_grid = self.show_grid.isChecked()
+        self._reveal_grid = self._reveal_grid or switched_on
         self._grid_later.start()
 
     def _on_channels_changed(self, *_) -> None:
@@ -308,7 +311,9 @@ class FieldsPanel(QWidget):
                 skipped = ~self._foreground.get(fld, grid, first_channel(self.session))
             except ValueError as exc:
                 self.grid_note.setText(f"Background detection failed: {exc}")
-        show_grid(self.viewer, fld, grid_image(grid, skipped), visible=True)
+        overlay = grid_image(grid, skipped)
+        show_grid(self.viewer, fld, overlay, visible=True if self._reveal_grid else None)
+        self._reveal_grid = False
         used = grid.n_tiles - (int(skipped.sum()) if skipped is not None else 0)
         self.grid_note.setText(f"{fld.name}: {grid.rows}×{grid.cols} = {grid.n_tiles} tiles"
                                + (f", {used} with foreground" if skipped is not None else ""))

@@ -36,11 +36,14 @@ def keep_selection(viewer):
     """Adding a layer selects it; result layers should not take the selection (and with it the
     widget's current field) away from what the user had selected."""
     active = viewer.layers.selection.active
-    try:
-        yield
-    finally:
-        if active is not None and active in viewer.layers:
-            viewer.layers.selection.active = active
+    # Silence `active` while we add and restore: listeners (the widget's field follows the
+    # active layer) should only hear about selections the user makes.
+    with viewer.layers.selection.events.active.blocker():
+        try:
+            yield
+        finally:
+            if active is not None and active in viewer.layers:
+                viewer.layers.selection.active = active
 
 
 def class_colormap(colors: Sequence[str]) -> DirectLabelColormap:
@@ -99,22 +102,24 @@ def grid_image(grid: TileGrid, skipped: np.ndarray | None = None) -> np.ndarray:
     return overlay
 
 
-def show_grid(viewer, field: Field, overlay: np.ndarray, visible: bool):
-    """One "tile grid" layer, over the current field; moved and refilled when the field changes."""
+def show_grid(viewer, field: Field, overlay: np.ndarray, visible: bool | None = None):
+    """One "tile grid" layer, over the current field; moved and refilled when the field changes.
+    `visible=None` leaves an existing layer's eye as the user set it."""
     layer = next((ly for ly in viewer.layers if _role(ly) == ROLE_GRID), None)
     kwargs = field.layer_kwargs()
     if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_image(
                 overlay, name="tile grid", colormap=GRID_COLORMAP, contrast_limits=(0, 2),
-                blending="translucent", interpolation2d="nearest", visible=visible,
+                blending="translucent", interpolation2d="nearest", visible=visible is not False,
                 metadata=derived_metadata(field.id, ROLE_GRID), **kwargs)
     else:
         layer.metadata.update(derived_metadata(field.id, ROLE_GRID))
         layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
         layer.data = overlay
         layer.contrast_limits = (0, 2)
-        layer.visible = visible
+        if visible is not None:
+            layer.visible = visible
     return layer
 
 

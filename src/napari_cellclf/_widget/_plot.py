@@ -14,12 +14,23 @@ TRAIN_COLOR = "#56b4e9"
 VAL_COLOR = "#e69f00"
 
 
+def theme_colors(theme_name: str | None) -> tuple[str, str]:
+    """(background, text) of a napari theme: napari styles docks with a stylesheet, so the Qt
+    palette does not know them."""
+    from napari.utils.theme import get_theme
+
+    try:
+        theme = get_theme(theme_name or "dark")
+    except (KeyError, ValueError):
+        theme = get_theme("dark")
+    return theme.background.as_hex(), theme.text.as_hex()
+
+
 class TrainingCurves(QWidget):
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"),
+                 parent: QWidget | None = None):
         super().__init__(parent)
-        background = self.palette().window().color()
-        foreground = self.palette().windowText().color()
-        self._bg, self._fg = background.name(), foreground.name()
+        self._bg, self._fg = colors
         self.figure = Figure(figsize=(3.6, 1.9), dpi=100, facecolor=self._bg)
         self.figure.subplots_adjust(left=0.13, right=0.98, bottom=0.24, top=0.88, wspace=0.38)
         self.canvas = FigureCanvasQTAgg(self.figure)

@@ -8,7 +8,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 from ..model import ARCHITECTURES
 from ..training import TrainConfig, train
 from ._labelling import build_dataset, gather_training_inputs, problems
-from ._plot import TrainingCurves
+from ._plot import TrainingCurves, theme_colors
 from ._qt import WARNING_STYLE, alive_only, debouncer, note_label
 from ._session import Session
 
@@ -61,7 +61,7 @@ class TrainPanel(QWidget):
         self.train_button.setToolTip("Cut labelled tiles and train in the background; the viewer "
                                      "stays usable. Cancel keeps the best model so far.")
         self.memorisation = note_label(style=WARNING_STYLE)
-        self.curves = TrainingCurves()
+        self.curves = TrainingCurves(theme_colors(getattr(viewer, "theme", None)))
         self.log = note_label()
 
         layout = QVBoxLayout(self)
