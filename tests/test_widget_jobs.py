@@ -142,3 +142,26 @@ def test_training_survives_closing_the_dock(make_napari_viewer, qtbot):
     # the whole-image choices made in the closed dock are still there
     combo = reopened.fields_panel.labels_combo("puncta")
     assert combo.currentText() == "whole image: Treated"
+
+
+def test_memorisation_warning_is_shown_in_the_dock_and_as_a_notification(make_napari_viewer):
+    from napari_cellclf.training import MemorisationWarning
+
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    notes = Notifications()
+    try:
+        # what the worker's `yielded` signal delivers on the main thread when training fires it
+        widget.session.jobs.progress.emit(
+            "train", MemorisationWarning(run=0, epoch=1, message="Training accuracy 100% by epoch "
+                                         "2 while validation stays at chance: memorising."))
+    finally:
+        notes.close()
+    assert "memorising" in widget.train_panel.memorisation.text()
+    assert not widget.train_panel.memorisation.isHidden()
+    assert any("memorising" in m for m in notes.warnings())
+    # a re-opened dock shows it again
+    viewer.window.remove_dock_widget(widget)
+    _, again = open_widget(viewer)
+    assert again is not widget
+    assert "memorising" in again.train_panel.memorisation.text()
