@@ -27,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="after the scripted demo, save a screenshot of the window and quit "
                              "(implies --auto)")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    parser.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
+                        help="with --screenshot: give up (exit 1) after this long (default 600)")
     args = parser.parse_args(argv)
     if args.screenshot is not None:
         args.auto = True
@@ -129,17 +131,30 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import napari
     from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
 
     viewer, widget = open_demo_viewer()
+    viewer.window.resize(1600, 1000)
     exit_code = {"code": 0}
     if args.auto:
         def done(code: int) -> None:
             exit_code["code"] = code
             if args.screenshot is not None:
+                widget.session.jobs.cancel()
                 viewer.close()
+                QApplication.instance().quit()
 
         demo = ScriptedDemo(viewer, widget, args.epochs, args.screenshot, done)
         QTimer.singleShot(500, demo.start)
+        if args.screenshot is not None:   # unattended: never hang, whatever goes wrong
+            def give_up() -> None:
+                print(f"demo timed out after {args.timeout:g} s")
+                done(1)
+
+            watchdog = QTimer(widget)
+            watchdog.setSingleShot(True)
+            watchdog.timeout.connect(give_up)
+            watchdog.start(int(args.timeout * 1000))
     napari.run()
     return exit_code["code"]
 
