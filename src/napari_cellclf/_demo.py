@@ -97,6 +97,15 @@ class ScriptedDemo:
             combo.setCurrentIndex(combo.findText(wanted))
         self._next()
 
+    def _frame_both_fields(self) -> None:
+        """Zoom in on where the two fields meet: cells, tile colours and attributions readable."""
+        viewer = self.viewer
+        viewer.reset_view()
+        extent = viewer.layers.extent.world     # [[y0, x0], [y1, x1]]
+        (y0, x0), (y1, x1) = extent[0][-2:], extent[1][-2:]
+        viewer.camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
+        viewer.camera.zoom *= 1.5
+
     def train(self) -> None:
         panel = self.widget.train_panel
         panel.epochs.setValue(self.epochs)
@@ -117,9 +126,14 @@ class ScriptedDemo:
 
     def finish(self) -> None:
         self.widget.tabs.setCurrentIndex(2)   # the training curves make the best picture
-        for layer in self.viewer.layers:
-            if layer.name == "tile grid":
-                layer.visible = False
+        fields = self.widget.fields_panel
+        fields.show_grid.setChecked(False)
+        fields.update_grid()                  # now, not after the settings debounce
+        attribution = [ly for ly in self.viewer.layers if ly.name.endswith("attribution")]
+        if attribution:                       # its controls show the diverging colormap
+            self.viewer.layers.selection.active = attribution[0]
+        self._frame_both_fields()
+        self.viewer.status = "napari-cellclf: trained, classified and explained"
         if self.screenshot is not None:
             self.screenshot.parent.mkdir(parents=True, exist_ok=True)
             self.viewer.screenshot(str(self.screenshot), canvas_only=False, flash=False)
