@@ -40,7 +40,7 @@ class FieldsPanel(QWidget):
         self.table.setToolTip("Open images or the sample data (File > Open Sample) to add fields. "
                               "'Training labels' says how a field's tiles get their class.")
         self.empty_note = note_label("No fields of view yet: open images, or File > Open Sample > "
-                                     "Cell classifier.")
+                                     "Cell classifier - tiles and CNN.")
         self.paint_button = QPushButton("Paint labels on selected field")
         self.paint_button.setToolTip("Adds (or selects) '<field> labels': paint value k for "
                                      "class k with napari's brush, fill and eraser.")
