@@ -239,3 +239,91 @@ def test_small_rotations_rotate_about_the_centre():
     torch.testing.assert_close(_rotate(x, torch.zeros(2)), x, atol=1e-5, rtol=0)
     quarter = _rotate(x, torch.full((2,), 90.0))
     assert any(torch.allclose(quarter, torch.rot90(x, k, dims=(-2, -1)), atol=1e-4) for k in (1, 3))
+
+
+# --------------------------------------------------------------------------------------------
+# Real cells (slow): interphase vs mitotic Jurkat cells from the DNA stain, 40 px crops.
+
+MITOTIC = ("Prophase", "Metaphase", "Anaphase", "Telophase")
+
+
+def crude_features(tiles: np.ndarray) -> np.ndarray:
+    """Four intensity features of the DNA channel: total, spread, peak, and the fraction of the
+    crop brighter than half-way from background to peak (a rough chromatin area)."""
+    flat = tiles[:, 0].reshape(len(tiles), -1).astype(np.float64)
+    background = np.median(flat, axis=1, keepdims=True)
+    peak = flat.max(axis=1, keepdims=True)
+    bright = (flat - background > (peak - background) / 2).mean(axis=1)
+    return np.stack([flat.sum(axis=1), flat.std(axis=1), flat.max(axis=1), bright], axis=1)
+
+
+def logistic_regression(features: np.ndarray, labels: np.ndarray):
+    """Plain (unweighted) logistic regression on standardised features, fitted by L-BFGS."""
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    a = torch.tensor((features - mean) / std)
+    b = torch.tensor(labels, dtype=torch.float64)
+    w = torch.zeros(a.shape[1], dtype=torch.float64, requires_grad=True)
+    c = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, c], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(a @ w + c, b)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return lambda f: ((torch.tensor((f - mean) / std) @ w + c) > 0).numpy().astype(np.int64)
+
+
+def scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(accuracy, balanced accuracy)."""
+    return (float((predicted == truth).mean()),
+            float(np.mean([(predicted[truth == k] == k).mean() for k in np.unique(truth)])))
+
+
+@pytest.mark.slow
+def test_real_cells_interphase_vs_mitotic_beats_majority_and_crude_features(shared_data):
+    cells = data.from_class_folders(shared_data / "mlcp_cellcycle", tile_size=40, channels=[1])
+    assert cells.channel_names == ["DNA"] and len(cells) == 3416
+    mitotic = np.isin(np.asarray(cells.class_names)[cells.labels], MITOTIC).astype(np.int64)
+    # Held out: 30 % of every original class, so the test set keeps the true class ratio.
+    rng = np.random.default_rng(0)
+    held_out = np.zeros(len(cells), bool)
+    for k in np.unique(cells.labels):
+        members = np.flatnonzero(cells.labels == k)
+        held_out[rng.choice(members, round(0.3 * len(members)), replace=False)] = True
+    pool_idx, test_idx = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+    pool = cells.subset(pool_idx)
+    pool.labels, pool.class_names = mitotic[pool_idx], ["interphase", "mitotic"]
+    truth = mitotic[test_idx]
+    majority = 1 - truth.mean()
+
+    baseline = logistic_regression(crude_features(pool.tiles), pool.labels)
+    base_acc, base_bal = scores(baseline(crude_features(cells.tiles[test_idx])), truth)
+
+    # Unweighted loss, like the baseline: the score is accuracy at the true class ratio, and a
+    # class-balanced loss trades majority-class accuracy for balanced accuracy (measured: about
+    # 0.865 accuracy / 0.889 balanced with balance="weights" here).
+    start = time.perf_counter()
+    result = run_training(pool, TrainConfig(architecture="original", epochs=20, patience=5,
+                                            balance="none", device="cpu", seed=0))
+    seconds = time.perf_counter() - start
+    x = torch.from_numpy(result.normalization.apply(cells.tiles[test_idx]))
+    with torch.no_grad():
+        predicted = result.model(x.contiguous(memory_format=torch.channels_last)).argmax(1).numpy()
+    cnn_acc, cnn_bal = scores(predicted, truth)
+    per_class = {name: round(float((predicted == truth)[cells.labels[test_idx] == k].mean()), 3)
+                 for k, name in enumerate(cells.class_names)}
+    print(f"\nMLCP interphase vs mitotic, {len(test_idx)} held-out cells: majority {majority:.3f}; "
+          f"crude features acc {base_acc:.3f} balanced {base_bal:.3f}; CNN acc {cnn_acc:.3f} "
+          f"balanced {cnn_bal:.3f} ({result.history.runs[0]['epochs_completed']} epochs, "
+          f"{seconds:.0f} s); CNN per class {per_class}")
+    assert 0.78 < majority < 0.80
+    assert cnn_acc >= majority + 0.1
+    assert cnn_bal > base_bal
+    # Measured over seeds 0-2: CNN 0.924 / 0.919 / 0.936 against 0.919 for the crude features.
+    # The CNN matches them on accuracy but does not clearly beat them: G2 and Prophase look alike
+    # in a 40 px DNA image (the CNN's errors are almost all there). So: never worse, not "far better".
+    assert cnn_acc >= base_acc - 0.005
