@@ -44,6 +44,9 @@ def test_fields_regroup_channels_and_derived_layers_sit_on_the_field(make_napari
     np.testing.assert_allclose(labels.scale, (0.5, 0.5))
     np.testing.assert_allclose(labels.translate, (10.0, 20.0))
     assert viewer.layers.selection.active is labels and labels.mode == "paint"
+    assert labels.selected_label == 1
+    panel.paint_class.setCurrentIndex(panel.paint_class.findText("2: Treated"))
+    assert labels.selected_label == 2
     qtbot.waitUntil(lambda: "tile grid" in viewer.layers, timeout=3000)
     np.testing.assert_allclose(viewer.layers["tile grid"].translate, (10.0, 20.0))
     # a second click selects the same layer instead of adding another

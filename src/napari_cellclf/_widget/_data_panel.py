@@ -11,7 +11,7 @@ from ..model import MIN_TILE_SIZE
 from ._fields import Field, field_id_of, fields_from_layers
 from ._labelling import ForegroundCache, first_channel, training_grid
 from ._layers import grid_image, hide_grid, labels_layer, show_grid
-from ._qt import alive_only, debouncer, note_label
+from ._qt import alive_only, debouncer, note_label, row
 from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
 
 COL_FIELD, COL_SIZE, COL_LABELS, COL_TILES = range(4)
@@ -44,6 +44,8 @@ class FieldsPanel(QWidget):
         self.paint_button = QPushButton("Paint labels on selected field")
         self.paint_button.setToolTip("Adds (or selects) '<field> labels': paint value k for "
                                      "class k with napari's brush, fill and eraser.")
+        self.paint_class = QComboBox()
+        self.paint_class.setToolTip("The class the brush paints (the labels layer's label value)")
 
         self.channel_list = QListWidget()
         self.channel_list.setMaximumHeight(90)
@@ -77,7 +79,7 @@ class FieldsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
         layout.addWidget(self.empty_note)
-        layout.addWidget(self.paint_button)
+        layout.addLayout(row(self.paint_button, self.paint_class))
         layout.addWidget(channels_box)
         layout.addWidget(tiles_box)
         layout.addWidget(self.grid_note)
@@ -89,6 +91,7 @@ class FieldsPanel(QWidget):
 
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.paint_button.clicked.connect(self.paint_labels)
+        self.paint_class.currentIndexChanged.connect(self._on_paint_class)
         self.channel_list.itemChanged.connect(self._on_channels_changed)
         self.tile_size.valueChanged.connect(self._on_tile_settings)
         self.stride.valueChanged.connect(self._on_tile_settings)
@@ -103,6 +106,7 @@ class FieldsPanel(QWidget):
         session.labels_changed.connect(self._on_labels_changed)
         session.counts_changed.connect(self._on_counts_changed)
         session.data.events.connect(self._on_settings_changed)   # e.g. a loaded model's tile size
+        self._fill_paint_classes()
         self.refresh_fields()
 
     # -- settings <-> controls -------------------------------------------------------------------
@@ -187,6 +191,21 @@ class FieldsPanel(QWidget):
             self._filling = False
         self._on_counts_changed()
 
+    def _fill_paint_classes(self) -> None:
+        current = max(self.paint_class.currentIndex(), 0)
+        self.paint_class.blockSignals(True)
+        self.paint_class.clear()
+        for k, name in enumerate(self.session.class_names, start=1):
+            self.paint_class.addItem(f"{k}: {name}", k)
+        self.paint_class.setCurrentIndex(min(current, self.paint_class.count() - 1))
+        self.paint_class.blockSignals(False)
+
+    def _on_paint_class(self, *_) -> None:
+        fld = self.current()
+        layer = labels_layer(self.viewer, fld, self.session.class_colors, create=False) if fld else None
+        if layer is not None and self.paint_class.currentData() is not None:
+            layer.selected_label = int(self.paint_class.currentData())
+
     def _labels_combo(self, fld: Field) -> QComboBox:
         combo = QComboBox()
         combo.addItem("painted labels", LABELS_PAINTED)
@@ -249,6 +268,7 @@ class FieldsPanel(QWidget):
     @alive_only
     def _on_classes_changed(self) -> None:
         self._fill_table()
+        self._fill_paint_classes()
 
     @alive_only
     def _on_labels_changed(self) -> None:
@@ -284,8 +304,7 @@ class FieldsPanel(QWidget):
         self.session.set_labels_source(fld.id, LABELS_PAINTED)
         self.viewer.layers.selection.active = layer
         layer.brush_size = max(10, self.session.data.tile_size // 2)
-        if layer.selected_label > len(self.session.classes) or layer.selected_label < 1:
-            layer.selected_label = 1
+        layer.selected_label = int(self.paint_class.currentData() or 1)
         layer.mode = "paint"
         show_info(f"Painting on '{layer.name}': value k = class k "
                   f"({', '.join(f'{k} {n}' for k, n in enumerate(self.session.class_names, 1))}). "
