@@ -14,6 +14,7 @@ from napari_cellclf._widget import _dialogs
 TILE = 32
 SIZE = 256
 GAP = 16
+PAINTED = 30      # of ~40 cell tiles per field (fewer made runs unstable from seed to seed)
 FIELDS = {  # field name -> (phenotype, seed, label value painted on it)
     "puncta": ("puncta", 1, 2),
     "diffuse": ("diffuse", 2, 1),
@@ -29,9 +30,10 @@ def _open_fields(viewer):
     return truths
 
 
-def _tiles_to_paint(truth: np.ndarray, value: int, n: int = 10):
-    """Every other tile whose cells are mostly of class `value`: a user painting some cells."""
-    return list(zip(*np.nonzero(truth == value)))[::2][:n]
+def _tiles_to_paint(truth: np.ndarray, value: int, n: int = PAINTED):
+    """The first `n` tiles (row-major) whose cells are mostly of class `value`: a user painting
+    the cells in the upper part of the field; the rest are held out."""
+    return list(zip(*np.nonzero(truth == value)))[:n]
 
 
 def _tile_classes(class_ids: np.ndarray, layer) -> np.ndarray:
@@ -59,13 +61,13 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
         panel.paint_button.click()
         paint_tiles(viewer.layers[f"{name} labels"], _tiles_to_paint(truth, value), TILE, value)
     table = widget.classes_panel.table
-    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(2)] == ["10", "10"],
+    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(2)] == [str(PAINTED)] * 2,
                     timeout=3000)
     assert viewer.layers["diffuse labels"].translate[1] == SIZE + GAP
 
-    # 4. train (fast network; 20 labelled tiles make one batch, so epochs are cheap)
+    # 4. train (fast network; 60 labelled tiles make two batches, so epochs are cheap)
     train = widget.train_panel
-    train.epochs.setValue(30)
+    train.epochs.setValue(40)
     train.learning_rate.setValue(3e-3)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
     train.train_button.click()
@@ -90,7 +92,12 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
         predicted = _tile_classes(np.asarray(layer.data), layer)
         scored = truth > 0
         accuracy = float((predicted[scored] == truth[scored]).mean())
-        assert accuracy >= 0.7, f"{name}: {accuracy:.2f} of {scored.sum()} cell tiles right"
+        assert accuracy >= 0.8, f"{name}: {accuracy:.2f} of {scored.sum()} cell tiles right"
+        held_out = scored.copy()
+        held_out[tuple(np.array(_tiles_to_paint(truth, value)).T)] = False
+        accuracy = float((predicted[held_out] == truth[held_out]).mean())
+        # measured 0.8-0.87 (puncta, whose held-out tiles include its Control cells) and 1.0
+        assert accuracy >= 0.7, f"{name}: {accuracy:.2f} of {held_out.sum()} unpainted tiles right"
         confidence = viewer.layers[f"{name} confidence"]
         assert confidence.data.shape == (SIZE, SIZE)
         assert 0.5 <= float(np.asarray(confidence.data).max()) <= 1.0
