@@ -18,7 +18,7 @@ from ._fields import Field
 from ._layers import labels_layer
 from ._session import LABELS_PAINTED, LABELS_UNUSED, ImportedFolders, Session
 
-FEW_TILES = 10            # below this many tiles a class is learnt from too little to trust
+FEW_TILES = 20            # below this a class is learnt from too little: runs differ from seed to seed
 PAINTED_FRACTION = 0.5    # a tile takes the painted class when at least half of it is painted
 
 
