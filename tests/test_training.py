@@ -303,12 +303,13 @@ def test_real_cells_interphase_vs_mitotic_beats_majority_and_crude_features(shar
     baseline = logistic_regression(crude_features(pool.tiles), pool.labels)
     base_acc, base_bal = scores(baseline(crude_features(cells.tiles[test_idx])), truth)
 
-    # Unweighted loss, like the baseline: the score is accuracy at the true class ratio, and a
-    # class-balanced loss trades majority-class accuracy for balanced accuracy (measured: about
-    # 0.865 accuracy / 0.889 balanced with balance="weights" here).
+    # balance="none" (a documented option): every cell here is labelled, so the training labels
+    # follow the true class ratio and accuracy at that ratio is the score. The default "weights"
+    # suits painted labels, whose ratio is whatever the user painted; it trades majority-class
+    # accuracy for balanced accuracy (measured here: 0.892 accuracy / 0.909 balanced, seed 0).
+    # Everything else is the user's default recipe (batch 32, AdamW + cosine, label smoothing).
     start = time.perf_counter()
-    result = run_training(pool, TrainConfig(architecture="original", epochs=20, patience=5,
-                                            balance="none", device="cpu", seed=0))
+    result = run_training(pool, TrainConfig(architecture="original", balance="none", device="cpu", seed=0))
     seconds = time.perf_counter() - start
     x = torch.from_numpy(result.normalization.apply(cells.tiles[test_idx]))
     with torch.no_grad():
@@ -322,8 +323,9 @@ def test_real_cells_interphase_vs_mitotic_beats_majority_and_crude_features(shar
           f"{seconds:.0f} s); CNN per class {per_class}")
     assert 0.78 < majority < 0.80
     assert cnn_acc >= majority + 0.1
-    assert cnn_bal > base_bal
-    # Measured over seeds 0-2: CNN 0.924 / 0.919 / 0.936 against 0.919 for the crude features.
-    # The CNN matches them on accuracy but does not clearly beat them: G2 and Prophase look alike
-    # in a 40 px DNA image (the CNN's errors are almost all there). So: never worse, not "far better".
-    assert cnn_acc >= base_acc - 0.005
+    # Measured with these defaults over seeds 0 / 1 / 2 (1 thread): accuracy 0.932 / 0.932 / 0.939,
+    # balanced 0.892 / 0.884 / 0.912, against crude features 0.919 / 0.867. The old recipe (Adam,
+    # batch 64, constant lr) only tied them on accuracy (0.921 / 0.919 / 0.936). The remaining
+    # errors are almost all G2 vs Prophase, which look alike in a 40 px DNA image.
+    assert cnn_acc > base_acc + 0.005
+    assert cnn_bal > base_bal + 0.01

@@ -12,9 +12,14 @@
   train/validation split (made with `seed`) so their validation accuracies compare like for like;
   they differ in initial weights, batch order and augmentation.
 - Within a run the kept model is the epoch with the lowest validation loss (class-balanced like the
-  training loss unless balance="none"); early stopping watches the same loss.
+  training loss unless balance="none"); early stopping watches the same loss (with the cosine
+  schedule, only in its second half).
 - Memorisation: training accuracy >= 0.98 within the first `memorisation_epochs` epochs while
   validation (balanced) accuracy <= chance + 0.15 -> MemorisationWarning event and a note in History.
+- Default recipe: AdamW (weight decay 0.05), cosine learning-rate decay over `epochs`, label
+  smoothing 0.1, batch 32; lr_schedule="constant", weight_decay=0, label_smoothing=0 give plain
+  Adam. balance="weights" (default) counts every class equally, right for painted labels whose
+  ratio is arbitrary; balance="none" maximises accuracy when the labels follow the true ratio.
 - With seed set and device cpu, two runs give bit-identical weights: every random draw comes from
   one seeded torch.Generator; the global RNG is only borrowed (forked) for weight initialisation.
 """
@@ -36,6 +41,7 @@ from .data import Normalization, TileDataset, check_trainable, fit_normalization
 from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
 
 BALANCE_MODES = ("weights", "sampler", "none")
+LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATION_MODES = ("dataset", "per_tile")
 MEMORISATION_TRAIN_ACCURACY = 0.98
 MEMORISATION_MARGIN = 0.15
@@ -45,7 +51,7 @@ _EVAL_BATCH = 256
 @dataclass
 class TrainConfig:
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 32              # small labelled sets: more, noisier steps generalise better
     learning_rate: float = 1e-3
     architecture: str = "original"
     augment: bool = True              # 90° rotations + flips (always valid for micrographs)
@@ -58,6 +64,12 @@ class TrainConfig:
     device: str = "auto"
     normalization: str = "dataset"    # "dataset" | "per_tile"
     memorisation_epochs: int = 3
+    # Regularised recipe, measured on real cells (MLCP interphase vs mitotic, DNA, 40 px, seeds
+    # 0-2, held-out accuracy): plain Adam, batch 64 0.921 / 0.919 / 0.936 (= crude features 0.919);
+    # this recipe 0.932 / 0.932 / 0.939. See tests/test_training.py (slow test).
+    lr_schedule: str = "cosine"       # "cosine" (decay to 0 over `epochs`, per batch) | "constant"
+    weight_decay: float = 0.05        # decoupled (AdamW); 0 = plain Adam
+    label_smoothing: float = 0.1      # soft targets: fewer over-confident memorised tiles
 
 
 @dataclass
@@ -209,6 +221,11 @@ def check_config(config: TrainConfig) -> None:
     need(config.normalization in NORMALIZATION_MODES, "normalization", f"must be one of {NORMALIZATION_MODES}")
     need(is_int(config.memorisation_epochs) and config.memorisation_epochs >= 0,
          "memorisation_epochs", "must be an integer >= 0")
+    need(config.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}")
+    need(isinstance(config.weight_decay, (int, float)) and 0 <= config.weight_decay < 1,
+         "weight_decay", "must be >= 0 and < 1")
+    need(isinstance(config.label_smoothing, (int, float)) and 0 <= config.label_smoothing < 1,
+         "label_smoothing", "must be >= 0 and < 1")
     choose_device(config.device)   # ValueError for an unknown or absent device
 
 
@@ -331,9 +348,14 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
         torch.manual_seed(seed)
         model = build_model(config.architecture, in_channels, n_classes, tile_size)
     model = prepare_for_device(model, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    if config.weight_decay > 0:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     autocast, scaler = _autocast_setup(device)
-    criterion = nn.CrossEntropyLoss(weight=None if loss_weights is None else loss_weights.to(device))
+    criterion = nn.CrossEntropyLoss(weight=None if loss_weights is None else loss_weights.to(device),
+                                    label_smoothing=float(config.label_smoothing))
     sample_weights = None
     if config.balance == "sampler":
         counts = torch.bincount(y_train, minlength=n_classes).clamp(min=1).double()
@@ -346,6 +368,7 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
     history.runs.append(record)
     n_train = len(y_train)
     n_batches = math.ceil(n_train / config.batch_size)
+    total_steps = config.epochs * n_batches
     best_state, best_loss, since_best = None, math.inf, 0
     cancelled = stopped_early = False
     common = dict(n_runs=config.runs, n_epochs=config.epochs)
@@ -370,6 +393,10 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
                 angles = (torch.rand(len(idx), generator=generator) * 2 - 1) * config.rotate_degrees
                 xb = _rotate(xb, angles)
             xb = xb.contiguous(memory_format=torch.channels_last)
+            if config.lr_schedule == "cosine":
+                step = epoch * n_batches + batch
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total_steps))
             with autocast():
                 logits = model(xb)
             loss = criterion(logits.float(), yb)
@@ -430,7 +457,11 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
             history.warnings.append(f"run {run + 1} (seed {seed}): the training loss became "
                                     f"{train_loss} at epoch {epoch + 1}; stopped. Lower the learning rate.")
             break
-        if val is not None and config.patience and since_best >= config.patience:
+        # Under a cosine schedule the first half runs at a high, noisy learning rate and the gains
+        # come late: early stopping then cut real-cell runs at epoch 7 of 20 (0.908 accuracy
+        # instead of 0.93), so it only watches the second half.
+        warming = config.lr_schedule == "cosine" and epoch + 1 < config.epochs // 2
+        if val is not None and config.patience and since_best >= config.patience and not warming:
             stopped_early = True
             break
 
