@@ -323,8 +323,9 @@ def test_real_cells_interphase_vs_mitotic_beats_majority_and_crude_features(shar
           f"{seconds:.0f} s); CNN per class {per_class}")
     assert 0.78 < majority < 0.80
     assert cnn_acc >= majority + 0.1
-    # Measured with these defaults over seeds 0 / 1 / 2 (1 thread): accuracy 0.932 / 0.932 / 0.939,
-    # balanced 0.892 / 0.884 / 0.912, against crude features 0.919 / 0.867. The old recipe (Adam,
+    # Measured with these defaults over seeds 0 / 1 / 2 (2 threads): accuracy 0.932 / 0.933 / 0.934,
+    # balanced 0.894 / 0.886 / 0.905, against crude features 0.919 / 0.867 (thread count shifts
+    # the numbers by about 0.005). The old recipe (Adam,
     # batch 64, constant lr) only tied them on accuracy (0.921 / 0.919 / 0.936). The remaining
     # errors are almost all G2 vs Prophase, which look alike in a 40 px DNA image.
     assert cnn_acc > base_acc + 0.005
