@@ -43,7 +43,7 @@ OPTION_OF_CONFIG_FIELD = {
     "epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr",
     "architecture": "--arch", "rotate_degrees": "--rotate", "val_fraction": "--val-fraction",
     "patience": "--patience", "seed": "--seed", "runs": "--runs", "device": "--device",
-    "normalization": "--per-tile-norm", "augment": "--no-augment",
+    "normalization": "--per-tile-norm", "augment": "--no-augment", "balance": "--balance",
 }
 
 
@@ -325,6 +325,7 @@ def _cmd_train(args) -> int:
     config = training.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         architecture=args.arch, augment=not args.no_augment, rotate_degrees=args.rotate,
+        balance=args.balance,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed, runs=args.runs,
         device=args.device, normalization="per_tile" if args.per_tile_norm else "dataset")
     try:
@@ -741,7 +742,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 5; 0 = off)")
     train.add_argument("--arch", choices=("original", "fast"), default="original",
                        help="original: the method's CNN; fast: a smaller one (default original)")
-    train.add_argument("--batch-size", type=int, default=64, metavar="N", help="default 64")
+    # Defaults mirror training.TrainConfig (not imported here: --help stays free of torch).
+    train.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
+    train.add_argument("--balance", choices=("weights", "sampler", "none"), default="weights",
+                       help="weights: every class counts equally in the loss, right when the "
+                            "labelled ratio is arbitrary; sampler: balanced batches; none: "
+                            "plain loss, best accuracy when labels follow the true class ratio "
+                            "(default weights)")
     train.add_argument("--lr", type=float, default=1e-3, metavar="F",
                        help="learning rate (default 1e-3)")
     train.add_argument("--no-augment", action="store_true",
