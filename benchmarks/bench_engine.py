@@ -1,21 +1,23 @@
 """How fast the engine runs on this machine, against the naive loop and the hardware ceiling.
 
-    python benchmarks/bench_engine.py [--tile-size 64] [--arch original] [--seconds 2]
-                                      [--field 768] [--compile] [--threads N]
+    python benchmarks/bench_engine.py [--tile-size 64] [--arch original] [--seconds 10]
+                                      [--rounds 5] [--field 768] [--compile] [--threads N]
 
 Prints, for one model:
-- the fp32 matmul ceiling of this machine (large torch.mm, best of several), GFLOP/s;
+- the fp32 matmul ceiling of this machine (2048^3 torch.mm, best of several), GFLOP/s;
 - inference tiles/s: the naive way (one tile at a time, NCHW, autograd on) and ours (the real
   `Classifier.predict_field` path that CLI and widget use: normalisation, tile extraction,
-  channels_last batches under inference_mode, softmax), with its default backend (oneDNN on CPU)
-  and the eager one — optionally torch.compile too, whose compile time is reported because the
-  user waits for it;
-- training samples/s through `training.train` (augmentation, loss, optimiser step included);
+  channels_last batches under inference_mode, softmax) with its default backend (oneDNN on CPU)
+  and with the eager one; optionally torch.compile too, whose compile time is reported because
+  the user waits for it;
 - attribution (`attribution.explain_field`) tiles/s and its cost relative to inference;
+- training samples/s through `training.train` (augmentation, weighted loss, optimiser step);
 - achieved GFLOP/s of each as a fraction of the ceiling (training counts 3x forward FLOPs).
 
-Each rate is the best of several short rounds (the median is printed too): other processes on a
-small machine steal cores, and the best round is the closest to what the code itself can do.
+Configurations are measured in interleaved rounds (each round runs every configuration once
+for seconds/rounds), and each rate is the best round: on a small shared machine other processes
+steal cores now and then, and interleaving gives every configuration the same chances. The CPU
+share other processes took during the reported round is printed beside it (Linux only).
 Not a test; nothing is asserted.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,22 +43,69 @@ CHANNELS = ["nuclei", "protein"]
 CLASSES = ["Control", "Aggregates"]
 
 
-def rounds(run_once, seconds: float, n_rounds: int) -> list[float]:
-    """Rates (items/s) of `n_rounds` rounds of about seconds/n_rounds each; run_once() -> items."""
-    rates = []
+class CpuMeter:
+    """CPU time used by other processes over an interval, as a share of all CPUs (Linux)."""
+
+    def __init__(self):
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.n_cpus = os.cpu_count() or 1
+
+    def _read(self):
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+        except OSError:
+            return None
+        busy = sum(fields) - fields[3] - fields[4]          # all but idle and iowait
+        own = os.times()
+        return busy / self.ticks, own.user + own.system, time.perf_counter()
+
+    def start(self):
+        return self._read()
+
+    def others_share(self, started, now=None) -> float | None:
+        now = self._read() if now is None else now
+        if started is None or now is None:
+            return None
+        busy, own, wall = (b - a for a, b in zip(started, now))
+        return max(0.0, (busy - own) / (wall * self.n_cpus))
+
+
+METER = CpuMeter()
+
+
+@dataclass
+class Rate:
+    best: float             # items/s of the best round
+    median: float
+    others: float | None    # CPU share other processes took during the best round
+
+
+def interleaved(configs: dict, seconds: float, n_rounds: int) -> dict[str, Rate]:
+    """configs: name -> run_once() returning items done. Every round runs each configuration
+    for seconds/n_rounds; rates per configuration over the rounds."""
+    per_round = seconds / n_rounds
+    results: dict[str, list[tuple[float, float | None]]] = {name: [] for name in configs}
+    for name, run_once in configs.items():
+        run_once()                                   # warm-up: allocations, oneDNN primitives
     for _ in range(n_rounds):
-        start, items = time.perf_counter(), 0
-        while True:
-            items += run_once()
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / n_rounds:
-                break
-        rates.append(items / elapsed)
+        for name, run_once in configs.items():
+            meter, start, items = METER.start(), time.perf_counter(), 0
+            while True:
+                items += run_once()
+                elapsed = time.perf_counter() - start
+                if elapsed >= per_round:
+                    break
+            results[name].append((items / elapsed, METER.others_share(meter)))
+    rates = {}
+    for name, values in results.items():
+        best, others = max(values, key=lambda v: v[0])
+        rates[name] = Rate(best, statistics.median(v[0] for v in values), others)
     return rates
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = 8) -> float:
-    """Best fp32 GFLOP/s of an n x n @ n x n product (MKL / oneDNN use every core)."""
+def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 GFLOP/s of an n x n @ n x n product (MKL uses every core)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
     torch.mm(a, b, out=out)
@@ -67,22 +117,21 @@ def matmul_ceiling(n: int = 2048, repeats: int = 8) -> float:
     return best / 1e9
 
 
-def describe(name: str, rates: list[float], flops_per_item: float, ceiling: float,
-             unit: str = "tiles/s") -> float:
-    best = max(rates)
-    gflops = best * flops_per_item / 1e9
-    print(f"  {name:<44} {best:8.1f} {unit}  (median {statistics.median(rates):7.1f})  "
-          f"{gflops:6.1f} GFLOP/s = {gflops / ceiling:5.1%} of ceiling")
-    return best
+def show(name: str, rate: Rate, flops_per_item: float, ceiling: float,
+         unit: str = "tiles/s") -> None:
+    gflops = rate.best * flops_per_item / 1e9
+    others = "" if rate.others is None else f"  [others {rate.others:4.0%} CPU]"
+    print(f"  {name:<40} {rate.best:8.1f} {unit} (median {rate.median:7.1f})  "
+          f"{gflops:6.1f} GFLOP/s = {gflops / ceiling:5.1%} of ceiling{others}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--arch", default="original", choices=["original", "fast"])
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="time per measured configuration (default 2)")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per configuration")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="time per measured configuration, over all rounds (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--field", type=int, default=768, help="side of the square test field")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="inference batch (default: the Classifier's memory-based choice)")
@@ -95,12 +144,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     tile = args.tile_size
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
+    # Speed does not depend on pixel values (dense kernels); a random 12-bit field will do.
     field = rng.integers(0, 4096, (len(CHANNELS), args.field, args.field)).astype(np.uint16)
     meta = ModelMeta(class_names=CLASSES, class_colors=default_class_colors(len(CLASSES)),
                      channel_names=CHANNELS, tile_size=tile, architecture=args.arch,
-                     normalization=Normalization(low=[100.0, 100.0], high=[4000.0, 4000.0]).to_dict())
+                     normalization=Normalization(low=[100.0] * 2, high=[4000.0] * 2).to_dict())
 
     def fresh_model():
         torch.manual_seed(0)
@@ -112,10 +161,9 @@ def main(argv=None) -> int:
     print(f"model {args.arch!r}, {tile} px tiles, {len(CHANNELS)} channels: "
           f"{flops / 1e6:.1f} MFLOP per tile forward; field {args.field}x{args.field} px")
     ceiling = matmul_ceiling()
-    print(f"fp32 matmul ceiling (2048^3 torch.mm, best of 8): {ceiling:.1f} GFLOP/s\n")
+    print(f"fp32 matmul ceiling (2048^3 torch.mm, best of 10): {ceiling:.1f} GFLOP/s")
 
-    print("inference")
-    # Naive: what a first script does — a plain model, one tile per call, NCHW, autograd on.
+    # Naive: what a first script does: a plain model, one tile per call, NCHW, autograd on.
     naive_model = fresh_model().eval()
     normalization = Normalization.from_dict(meta.normalization)
     naive_tiles = torch.from_numpy(normalization.apply(
@@ -127,96 +175,95 @@ def main(argv=None) -> int:
             torch.softmax(naive_model(naive_tiles[n:n + 1]), dim=1)
         return len(naive_tiles)
 
-    naive_once()
-    naive = describe("naive (1 tile/call, NCHW, autograd on)",
-                     rounds(naive_once, args.seconds, args.rounds), flops, ceiling)
-
-    classifier = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size)
+    ours = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size)
     eager = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size,
                        backend="eager")
-    n_tiles = classifier.prepare_field(field).indices.size
+    n_tiles = ours.prepare_field(field).indices.size
 
-    def predict(which: Classifier):
-        def once() -> int:
-            which.predict_field_sync(field)
-            return n_tiles
-        once()
-        return once
+    def predict(classifier: Classifier):
+        return lambda: (classifier.predict_field_sync(field), n_tiles)[1]
 
-    eager_rate = describe(f"Classifier, eager backend (batch {eager.batch_size})",
-                          rounds(predict(eager), args.seconds, args.rounds), flops, ceiling)
-    ours = describe(f"Classifier, default: {classifier.backend} (batch {classifier.batch_size})",
-                    rounds(predict(classifier), args.seconds, args.rounds), flops, ceiling)
+    def explain(classifier: Classifier):
+        return lambda: (attribution.explain_field_sync(classifier, field), n_tiles)[1]
 
-    # Where the rest of the time goes: preparing the field and cutting tiles, without the model.
-    def prepare_once() -> int:
-        prepared = classifier.prepare_field(field)
-        for start in range(0, n_tiles, classifier.batch_size):
-            prepared.tiles(prepared.indices[start:start + classifier.batch_size])
+    def prepare_once() -> int:     # the engine's own overhead: normalise, cut tiles, no model
+        prepared = ours.prepare_field(field)
+        for start in range(0, n_tiles, ours.batch_size):
+            prepared.tiles(prepared.indices[start:start + ours.batch_size])
         return n_tiles
 
-    prepare_rate = max(rounds(prepare_once, args.seconds / 2, args.rounds))
-    print(f"  (normalising the field + cutting tiles alone: {prepare_rate:.0f} tiles/s, "
-          f"{ours / prepare_rate:.1%} of the default Classifier's time)")
-    print(f"  speed-up over naive: {ours / naive:.2f}x (eager backend {eager_rate / naive:.2f}x)")
-
+    configs = {"naive": naive_once, "eager": predict(eager), "ours": predict(ours),
+               "explain eager": explain(eager), "explain ours": explain(ours)}
+    compiled = None
     if args.compile:
         compiled = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size,
                               backend="compile")
         start = time.perf_counter()
         compiled.predict_field_sync(field)
-        first = time.perf_counter() - start
-        fast = describe(f"Classifier, backend={compiled.backend!r}",
-                        rounds(predict(compiled), args.seconds, args.rounds), flops, ceiling)
-        compile_cost = first - n_tiles / fast
-        print(f"  compile time ~{compile_cost:.1f} s (first call {first:.1f} s); "
-              f"{fast / ours:.2f}x the default backend")
+        first_call = time.perf_counter() - start
+        configs["compiled"] = predict(compiled)
+    print(f"measuring {len(configs)} configurations in {args.rounds} interleaved rounds of "
+          f"{args.seconds / args.rounds:.1f} s each...\n")
+    rates = interleaved(configs, args.seconds, args.rounds)
+    prepare = interleaved({"prepare": prepare_once}, args.seconds / 4, 2)["prepare"]
 
-    print("\nattribution (gradient x input of the predicted class)")
+    print("inference")
+    show("naive (1 tile/call, NCHW, autograd on)", rates["naive"], flops, ceiling)
+    show(f"Classifier, eager (batch {eager.batch_size})", rates["eager"], flops, ceiling)
+    show(f"Classifier, default: {ours.backend} (batch {ours.batch_size})", rates["ours"],
+         flops, ceiling)
+    print(f"  speed-up over naive: {rates['ours'].best / rates['naive'].best:.2f}x "
+          f"(eager backend {rates['eager'].best / rates['naive'].best:.2f}x); normalising the "
+          f"field and cutting tiles alone runs at {prepare.best:.0f} tiles/s, "
+          f"{rates['ours'].best / prepare.best:.1%} of the Classifier's time")
+    if compiled is not None:
+        show(f"Classifier, backend='compile' -> {compiled.backend}", rates["compiled"], flops,
+             ceiling)
+        print(f"  first call {first_call:.1f} s, i.e. ~{first_call - n_tiles / rates['compiled'].best:.1f} s "
+              f"of compilation; {rates['compiled'].best / rates['ours'].best:.2f}x the default")
 
-    def explain(which: Classifier):
-        def once() -> int:
-            attribution.explain_field_sync(which, field)
-            return n_tiles
-        once()
-        return once
-
-    explain_eager = describe("explain_field, eager backend",
-                             rounds(explain(eager), args.seconds, args.rounds), flops, ceiling)
-    explain_ours = describe(f"explain_field, default: {classifier.backend}",
-                            rounds(explain(classifier), args.seconds, args.rounds), flops, ceiling)
-    print(f"  cost relative to inference: {ours / explain_ours:.2f}x "
-          f"(eager backend: {eager_rate / explain_eager:.2f}x)")
+    print("\nattribution (gradient x input of each tile's predicted class)")
+    show("explain_field, eager", rates["explain eager"], flops, ceiling)
+    show(f"explain_field, default: {ours.backend}", rates["explain ours"], flops, ceiling)
+    print(f"  cost relative to inference: {rates['ours'].best / rates['explain ours'].best:.2f}x"
+          f" (eager: {rates['eager'].best / rates['explain eager'].best:.2f}x)")
 
     if not args.skip_training:
-        print("\ntraining (training.train: augmentation, weighted loss, Adam step; 3x forward FLOPs)")
-        batch = training.TrainConfig().batch_size
-        n_samples = batch * 12
-        tiles = rng.integers(0, 4096, (n_samples, len(CHANNELS), tile, tile)).astype(np.float32)
-        dataset = TileDataset(tiles=tiles, labels=np.arange(n_samples) % 2,
-                              groups=np.zeros(n_samples, dtype=np.int64),
-                              positions=np.stack([np.arange(n_samples) // 16,
-                                                  np.arange(n_samples) % 16], axis=1),
-                              class_names=CLASSES, channel_names=CHANNELS)
-        config = training.TrainConfig(epochs=max(1, args.rounds), val_fraction=0.0, patience=0,
-                                      device="cpu", architecture=args.arch)
-        rates: list[float] = []
-        last_time, last_epoch = None, None
-        for event in training.train(dataset, config, stop=threading.Event()):
-            if isinstance(event, training.BatchProgress):
-                now = time.perf_counter()
-                # The first batch of each epoch is excluded: its time includes the epoch setup.
-                if last_time is not None and event.epoch == last_epoch:
-                    rates.append(batch / (now - last_time))
-                last_time, last_epoch = now, event.epoch
-        # Per-batch rates are noisy; report per-epoch means as rounds.
-        per_epoch = np.array_split(np.array(rates), max(1, args.rounds))
-        epoch_rates = [len(r) / float(np.sum(1 / r)) for r in per_epoch if len(r)]
-        describe("training.train (batch %d)" % batch, epoch_rates, 3 * flops, ceiling,
-                 unit="samples/s")
+        train_rate = measure_training(args, rng, tile)
+        print("\ntraining (training.train: augmentation, weighted loss, optimiser step)")
+        show(f"training.train (batch {training.TrainConfig().batch_size})", train_rate,
+             3 * flops, ceiling, unit="samples/s")
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def measure_training(args, rng, tile: int) -> Rate:
+    """samples/s of the real training loop; rounds are epochs after the first (timed from the
+    end of their first batch, which carries the epoch's setup, to the end of their last full
+    batch)."""
+    batch = training.TrainConfig().batch_size
+    n_samples = batch * 8 + 1           # +1: the short last batch is the one left out
+    tiles = rng.integers(0, 4096, (n_samples, len(CHANNELS), tile, tile)).astype(np.float32)
+    dataset = TileDataset(tiles=tiles, labels=np.arange(n_samples) % 2,
+                          groups=np.zeros(n_samples, dtype=np.int64),
+                          positions=np.stack([np.arange(n_samples) // 32,
+                                              np.arange(n_samples) % 32], axis=1),
+                          class_names=CLASSES, channel_names=CHANNELS)
+    config = training.TrainConfig(epochs=min(args.rounds, 3) + 1, val_fraction=0.0, patience=0,
+                                  device="cpu", architecture=args.arch)
+    epochs: dict[int, list] = {}
+    for event in training.train(dataset, config, stop=threading.Event()):
+        if isinstance(event, training.BatchProgress) and event.batch < event.n_batches - 1:
+            epochs.setdefault(event.epoch, []).append((time.perf_counter(), METER.start()))
+    values = []
+    for epoch, marks in sorted(epochs.items()):
+        if epoch == 0 or len(marks) < 2:          # epoch 0 warms up
+            continue
+        (t0, first), (t1, last) = marks[0], marks[-1]
+        values.append(((len(marks) - 1) * batch / (t1 - t0), METER.others_share(first, last)))
+    best, others = max(values, key=lambda v: v[0])
+    return Rate(best, statistics.median(v[0] for v in values), others)
 
 
 if __name__ == "__main__":

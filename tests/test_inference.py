@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from napari_cellclf.data import Normalization
-from napari_cellclf.inference import (Classifier, FieldPrediction, InferenceProgress,
-                                      write_predictions_csv)
+from napari_cellclf.inference import (CPU_ACTIVATION_BUDGET, Classifier, FieldPrediction,
+                                      InferenceProgress, write_predictions_csv)
 from napari_cellclf.model import build_model
 from napari_cellclf.modelfile import ModelMeta, default_class_colors, save_model
 
@@ -180,7 +180,8 @@ def test_default_batch_size_is_bounded_by_activation_bytes():
     classifier = Classifier(model, make_meta(tile_size=64), device="cpu")
     per_tile = classifier.activation_bytes_per_tile()
     assert per_tile == 16 * 64 * 64 * 4                # the first conv block's output
-    assert classifier.batch_size * per_tile <= 8 * 2**20 < (classifier.batch_size + 1) * per_tile
+    budget = CPU_ACTIVATION_BUDGET
+    assert classifier.batch_size * per_tile <= budget < (classifier.batch_size + 1) * per_tile
     small = Classifier(build_model("original", 2, 2, 16), make_meta(), device="cpu")
     assert small.batch_size > classifier.batch_size    # smaller tiles, more per batch
 

@@ -8,18 +8,20 @@
 - Input is a raw (C, Y, X) field with exactly the model's channels (else ValueError saying how many
   the model expects); normalisation from the model metadata is applied here.
 
-Where the speed comes from (measured on a 2-core AVX-512 CPU; benchmarks/README.md):
-- batches of a few dozen tiles, channels_last, under inference_mode: oneDNN's blocked convolution
-  kernels instead of one small NCHW call per tile. Batches are bounded by bytes of activations,
-  not by count: huge batches make every layer output a fresh multi-megabyte allocation (page
-  faults, cache misses) and get *slower*.
-- on CPU, backend "onednn" (the default there): the network re-expressed as oneDNN calls with
-  each convolution fused with its ReLU and its weights packed once into oneDNN's blocked layout,
-  the same kernels torch.compile's CPU backend emits, but ready in milliseconds instead of tens of
-  seconds of compilation. It is checked against the plain model on a probe batch when the
-  Classifier is made and not used unless it agrees (or if the model has another shape).
-- backend "compile": torch.compile, opt-in; compile time is paid on first use (falls back to
-  eager with a warning if compilation fails).
+Where the speed comes from (2-core AVX-512 CPU, 64 px tiles; benchmarks/README.md):
+- batches of tiles, channels_last, under inference_mode: oneDNN's blocked convolution kernels
+  instead of one small NCHW call per tile (3.1x the one-tile loop). Batches are bounded by bytes
+  of activations, not by count: very large batches make every layer output a fresh
+  multi-megabyte allocation (page faults, cache misses) and get *slower*.
+- on CPU, backend "onednn" (the default there): the network re-expressed as oneDNN calls, each
+  convolution fused with its ReLU and its weights packed once into oneDNN's blocked layout: the
+  kernels torch.compile emits on CPU with freezing, ready in milliseconds instead of ~10 s of
+  compilation (+8%: 3.3x the one-tile loop, 68% of the fp32 matmul ceiling). It is checked
+  against the plain model on a probe batch when the Classifier is made, and not used unless
+  it agrees (or when the model has another shape).
+- backend "compile": torch.compile (freezing), opt-in; measured no faster than "onednn" here,
+  and its compile time is paid on first use. Falls back to eager with a warning if it fails.
+- tile extraction (strided views, one copy per batch) and normalising the field once cost ~1%.
 """
 from __future__ import annotations
 
@@ -41,10 +43,12 @@ from .model import choose_device, prepare_for_device
 from .modelfile import ModelMeta
 from .tiling import TileGrid, extract_tiles, foreground_tiles, make_grid, tile_values_to_map
 
-# Bytes that the largest activation of one batch may take. Chosen by measurement (see module
-# docstring): on CPU a batch whose biggest layer output is a few MiB stays in the L2/L3 caches and
-# in already-mapped memory; on a GPU much larger batches keep the device busy.
-CPU_ACTIVATION_BUDGET = 8 * 2**20
+# Bytes that the largest activation of one batch may take. Measured on a 2-core AVX-512 CPU
+# (64 px tiles): 4 MiB (16 tiles) runs as fast as larger batches, and larger ones more often fall
+# into glibc handing the freed activations back to the OS and page-faulting them in again on
+# every batch (up to 25% slower); 2 MiB and below lose 5-30% to per-call overheads. On a GPU
+# much larger batches keep the device busy.
+CPU_ACTIVATION_BUDGET = 4 * 2**20
 GPU_ACTIVATION_BUDGET = 512 * 2**20
 MAX_BATCH_SIZE = 1024
 BACKENDS = ("auto", "onednn", "eager", "compile")
@@ -209,7 +213,8 @@ class Classifier:
     def _compile(self) -> None:
         self._compile_pending = False
         try:
-            compiled = torch.compile(self.model, dynamic=False)
+            # freezing: weights become constants that inductor pre-packs for oneDNN (inference).
+            compiled = torch.compile(self.model, dynamic=False, options={"freezing": True})
             probe = torch.zeros(self.batch_size, self.in_channels, self.tile_size, self.tile_size,
                                 device=self.device).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
@@ -335,9 +340,11 @@ def _pack_weight(weight: torch.Tensor, padding: list[int], input_shape) -> torch
 
 
 class _FusedConv:
-    """A stride-1 Conv2d, and the ReLU after it when there is one, as one oneDNN call."""
+    """A stride-1 Conv2d, the ReLU after it when there is one, and the max pool after that when
+    there is one, as one step: the convolution and ReLU are one oneDNN call."""
 
-    def __init__(self, conv: nn.Conv2d, relu: bool, input_shape: tuple[int, ...]):
+    def __init__(self, conv: nn.Conv2d, relu: bool, input_shape: tuple[int, ...],
+                 pool: nn.MaxPool2d | None = None):
         weight = conv.weight.detach().float().contiguous()
         (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
         self.relu = relu
@@ -350,38 +357,62 @@ class _FusedConv:
         self.back_weight = _pack_weight(weight.transpose(0, 1).flip(2, 3).contiguous(),
                                         self.back_padding,
                                         (input_shape[0], conv.out_channels, *input_shape[2:]))
+        self.pool = pool
+        if pool is not None:
+            stride = pool.kernel_size if pool.stride is None else pool.stride
+            self.pool_args = [_pair(pool.kernel_size), _pair(stride), _pair(pool.padding),
+                              _pair(pool.dilation), bool(pool.ceil_mode)]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._convolution_pointwise(
             x, self.weight, self.bias, self.padding, [1, 1], [1, 1], 1,
             "relu" if self.relu else "none", [], "")
 
-    def input_gradient(self, grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        if self.relu:
-            grad = torch.ops.aten.threshold_backward(grad, output, 0)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.convolve(x)
+        return output if self.pool is None else self.pool(output)
+
+    def convolve_back(self, grad: torch.Tensor) -> torch.Tensor:
+        """Gradient with respect to the convolution's input, given the one of its output."""
         return torch.ops.mkldnn._convolution_pointwise(
             grad.contiguous(memory_format=torch.channels_last), self.back_weight, None,
             self.back_padding, [1, 1], [1, 1], 1, "none", [], "")
 
 
 class _FusedConvFunction(torch.autograd.Function):
-    """Autograd for a fused conv: the input gradient only (weights stay fixed: attribution)."""
+    """Autograd for a fused step: the input gradient only (weights stay fixed: attribution)."""
 
     @staticmethod
-    def forward(ctx, x, conv: _FusedConv):
-        output = conv(x)
-        ctx.save_for_backward(output)
-        ctx.conv = conv
-        return output
+    def forward(ctx, x, step: _FusedConv):
+        ctx.step = step
+        output = step.convolve(x)
+        if step.pool is None:
+            ctx.save_for_backward(output)
+            return output
+        pooled, indices = torch.ops.aten.max_pool2d_with_indices(output, *step.pool_args)
+        ctx.save_for_backward(output, pooled, indices)
+        return pooled
 
     @staticmethod
     def backward(ctx, grad):
-        (output,) = ctx.saved_tensors
-        return ctx.conv.input_gradient(grad, output), None
+        step = ctx.step
+        if step.pool is None:
+            (output,) = ctx.saved_tensors
+            if step.relu:
+                grad = torch.ops.aten.threshold_backward(grad, output, 0)
+        else:
+            output, pooled, indices = ctx.saved_tensors
+            # ReLU's mask is applied before un-pooling, on the smaller pooled gradient: the pool
+            # hands each window's gradient to the window's maximum, which is > 0 exactly when
+            # the pooled value is, so masking before or after un-pooling gives the same result.
+            grad = torch.ops.aten.threshold_backward(grad, pooled, 0)
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad, output, *step.pool_args, indices)
+        return step.convolve_back(grad), None
 
 
 class _OneDNNNet(nn.Module):
-    """The model as a sequence of fused oneDNN convolutions and the model's own other layers."""
+    """The model as a sequence of fused oneDNN steps and the model's own other layers."""
 
     def __init__(self, steps: list):
         super().__init__()
@@ -439,10 +470,14 @@ def _onednn_net(model: nn.Module, in_channels: int, tile_size: int, batch_size: 
                 if isinstance(layer, nn.Conv2d):
                     if not _fusable(layer):
                         return None
-                    relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
-                    steps.append(_FusedConv(layer, relu, (batch_size, *x.shape[1:])))
-                    x = layers[i + 1](layer(x)) if relu else layer(x)
-                    i += 2 if relu else 1
+                    relu = _is_layer(layers, i + 1, nn.ReLU)
+                    pool = layers[i + 2] if relu and _is_layer(layers, i + 2, nn.MaxPool2d) \
+                        and not layers[i + 2].return_indices else None
+                    used = layers[i:i + 1 + relu + (pool is not None)]
+                    steps.append(_FusedConv(layer, relu, (batch_size, *x.shape[1:]), pool))
+                    for module in used:
+                        x = module(x)
+                    i += len(used)
                 elif isinstance(layer, _PLAIN_LAYERS):
                     steps.append(layer)
                     x = layer(x)
@@ -453,6 +488,14 @@ def _onednn_net(model: nn.Module, in_channels: int, tile_size: int, batch_size: 
         return net if _agrees(net, model, in_channels, tile_size) else None
     except (RuntimeError, TypeError, ValueError, AttributeError, NotImplementedError):
         return None       # a PyTorch build whose oneDNN ops differ: eager is always there
+
+
+def _is_layer(layers: list[nn.Module], i: int, kind: type) -> bool:
+    return i < len(layers) and isinstance(layers[i], kind)
+
+
+def _pair(value) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value)] * 2
 
 
 def _fusable(conv: nn.Conv2d) -> bool:
