@@ -157,3 +157,21 @@ def test_stop_between_batches():
     assert partial.shape == (64, 64)
     assert partial[:HALF, :HALF].min() > 0                # first row of tiles explained
     assert (partial[TILE:] == 0).all()                    # the rest never computed
+
+
+def test_onednn_gradient_matches_autograd_with_overlapping_pools():
+    """The fused steps apply each ReLU's mask on the pooled gradient; that must hold for any
+    max pool, overlapping and padded windows included (a plain Sequential, not our CNN)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                          nn.Conv2d(8, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 2))
+    classifier = Classifier(model, meta_for(), device="cpu", batch_size=3)
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("PyTorch built without oneDNN")
+    assert classifier.backend == "onednn"
+    inputs = torch.randn(5, 2, TILE, TILE).contiguous(memory_format=torch.channels_last)
+    for target in (None, 0, 1):
+        np.testing.assert_allclose(gradient_x_input(classifier.gradient_model, inputs, target),
+                                   gradient_x_input(model, inputs, target),
+                                   rtol=1e-4, atol=1e-6)

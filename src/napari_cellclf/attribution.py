@@ -6,11 +6,12 @@
   with tiling.stitch_tile_maps into a map the size of the field ((H, W) summed over channels;
   (C, H, W) with per_channel=True).
 
-Only the input gradient is asked of autograd (torch.autograd.grad with inputs=x), so the
-convolutions' weight gradients are never computed: one attribution batch costs a forward pass
-plus an input-gradient backward pass. On CPU the Classifier's oneDNN network does both with
-fused, pre-packed convolutions (its backward is a convolution with the flipped kernel), so
-explaining costs about twice classifying.
+Only the input gradient is asked of autograd (torch.autograd.grad with inputs=x), so weight
+gradients are never computed: one attribution batch is a forward pass plus an input-gradient
+backward pass. On CPU the Classifier's oneDNN network does both with fused, pre-packed
+convolutions (the backward of a convolution is a convolution with the flipped kernel, and each
+ReLU's mask is applied on the 4x smaller pooled gradient where a max pool follows), so
+explaining costs ~2.5x classifying (2-core AVX-512 CPU, 64 px tiles; benchmarks/README.md).
 """
 from __future__ import annotations
 
