@@ -97,6 +97,16 @@ class ScriptedDemo:
             combo.setCurrentIndex(combo.findText(wanted))
         self._next()
 
+    def summary(self) -> list[str]:
+        """One line per classified field: how its tiles were classified."""
+        lines = []
+        for name, prediction in self.widget.session.predictions.values():
+            classes = [prediction.class_names[k] for k in prediction.predicted]
+            shares = ", ".join(f"{classes.count(c) / max(len(classes), 1):.0%} {c}"
+                               for c in prediction.class_names)
+            lines.append(f"{name}: {len(classes)} tiles classified: {shares}")
+        return lines
+
     def _frame_both_fields(self) -> None:
         """Zoom in on where the two fields meet: cells, tile colours and attributions readable."""
         viewer = self.viewer
@@ -133,7 +143,8 @@ class ScriptedDemo:
         if attribution:                       # its controls show the diverging colormap
             self.viewer.layers.selection.active = attribution[0]
         self._frame_both_fields()
-        self.viewer.status = "napari-cellclf: trained, classified and explained"
+        for line in self.summary():
+            print(line)
         if self.screenshot is not None:
             self.screenshot.parent.mkdir(parents=True, exist_ok=True)
             self.viewer.screenshot(str(self.screenshot), canvas_only=False, flash=False)

@@ -150,7 +150,10 @@ def _channels_of(layer, name) -> list[Channel]:
 
 
 def _display_name(field_id: str) -> str:
-    """"/data/plate1/A01.ome.tif" -> "A01"; a sample name stays as it is."""
+    """"/data/plate1/A01.ome.tif" -> "A01"; "sample:puncta" -> "puncta"."""
+    scheme, sep, rest = field_id.partition(":")
+    if sep and len(scheme) > 1 and scheme.isalpha() and not rest.startswith(("/", "\\")):
+        return rest or field_id
     if "/" in field_id or "\\" in field_id:
         name = PurePath(field_id.replace("\\", "/")).name
         for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
