@@ -114,7 +114,7 @@ class ScriptedDemo:
         extent = viewer.layers.extent.world     # [[y0, x0], [y1, x1]]
         (y0, x0), (y1, x1) = extent[0][-2:], extent[1][-2:]
         viewer.camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
-        viewer.camera.zoom *= 1.5
+        viewer.camera.zoom *= 2.2
 
     def train(self) -> None:
         panel = self.widget.train_panel
