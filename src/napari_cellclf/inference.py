@@ -25,6 +25,7 @@ Where the speed comes from (2-core AVX-512 CPU, 64 px tiles; benchmarks/README.m
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import tempfile
@@ -227,15 +228,25 @@ class Classifier:
     def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
         """Normalised (N, C, T, T) float32 tiles -> channels_last tensor on the model's device."""
         tensor = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()   # page-locked: the copy overlaps with GPU work
         return tensor.to(self.device, non_blocking=True).contiguous(
             memory_format=torch.channels_last)
+
+    def _autocast(self):
+        """Mixed precision on CUDA (bf16 where supported, else fp16): probabilities only need
+        a few digits; attribution stays in fp32 for its gradients."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
 
     def _probabilities(self, tiles: np.ndarray) -> np.ndarray:
         """Normalised tiles (one batch) -> (n, K) float32 probabilities."""
         if self._compile_pending:
             self._compile()
         inputs = self.to_tensor(tiles)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             if self.backend == "compile" and len(inputs) != self.batch_size:
                 logits = self.model(inputs)     # odd last batch: don't recompile for its shape
             else:
