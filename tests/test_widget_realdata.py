@@ -65,5 +65,5 @@ def test_real_control_and_treated_fields_train_and_classify(make_napari_viewer, 
         ids = np.unique(np.asarray(classes.data))
         assert set(ids[ids > 0]) == set(features["index"])
         # the fields it was trained on (whole-image labels): most tiles get their field's class
-        # (measured 0.75 on both after 15 epochs; swapped classes would give ~0.25)
+        # (measured 0.72-0.85 after 15 epochs; swapped classes would give ~0.25)
         assert (features["class"] == expected).mean() >= 0.6

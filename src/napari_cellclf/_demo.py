@@ -20,7 +20,9 @@ GAP = 64   # pixels between the two fields, placed side by side so both are seen
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cellclf demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cellclf demo",
+        description="napari with both synthetic sample fields and the Cell classifier dock.")
     parser.add_argument("--auto", action="store_true",
                         help="run the scripted demo (label, train, classify, explain)")
     parser.add_argument("--screenshot", type=Path, metavar="PATH",
