@@ -172,6 +172,9 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
     widget2.results_panel.load_button.click()
     assert widget2.session.trained is not trained
     assert "model.safetensors" in widget2.results_panel.model_info.text()
+    # its training curves come back from the file's history
+    assert len(widget2.session.log.epochs) == epochs_before
+    assert widget2.train_panel.curves.n_drawn == epochs_before
     widget2.fields_panel.select_field("puncta")
     widget2.results_panel.classify_button.click()
     wait_idle(qtbot, widget2, 60)

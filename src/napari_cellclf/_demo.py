@@ -1,7 +1,7 @@
 """`cellclf demo`: napari with both synthetic sample fields and the Cell classifier dock.
 
     cellclf demo                                   # explore by hand
-    cellclf demo --auto                            # watch a scripted run: label, train, classify, explain
+    cellclf demo --auto                            # watch it label, train, classify, explain
     cellclf demo --auto --screenshot shot.png      # the same, then save the window and quit
 
 The scripted run uses only the widget's own controls (as a user would), on the bundled synthetic

@@ -101,7 +101,9 @@ def _epoch_text(event: EpochEnd) -> str:
 class CellClassifierWidget(QWidget):
     """Tile fields of view, label tiles, train a CNN, classify and explain, in one dock."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821 (string annotation for npe2)
+    # napari passes the viewer to a parameter named `napari_viewer` (the string annotation is
+    # one napari also recognises; napari itself is not imported here).
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__()
         napari_viewer = real_viewer(napari_viewer)
         self.viewer = napari_viewer

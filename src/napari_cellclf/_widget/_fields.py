@@ -123,7 +123,8 @@ def fields_from_layers(layers: Iterable) -> list[Field]:
             layer = members[0]
             channels = _channels_of(layer, layer.name)
             name = layer.name
-            source = str((layer.metadata or {}).get("source_path") or getattr(layer.source, "path", None)
+            source = str((layer.metadata or {}).get("source_path")
+                         or getattr(layer.source, "path", None)
                          or layer.name)
         shapes = {_plane_shape(c.layer) for c in channels}
         if len(shapes) != 1:

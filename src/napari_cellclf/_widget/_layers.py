@@ -94,9 +94,12 @@ def grid_image(grid: TileGrid, skipped: np.ndarray | None = None) -> np.ndarray:
     covered = np.zeros((height, width), bool)
     for y0, x0 in origins[used]:
         covered[y0:y0 + t, x0:x0 + t] = True
+    # lines at every tile origin and after the last tile, per axis
+    rows = np.minimum(np.r_[origins[:, 0], origins[:, 0].max() + t - 1], height - 1)
+    cols = np.minimum(np.r_[origins[:, 1], origins[:, 1].max() + t - 1], width - 1)
     border = np.zeros((height, width), bool)
-    border[np.unique(np.minimum(np.r_[origins[:, 0], origins[:, 0].max() + t - 1], height - 1)), :] = True
-    border[:, np.unique(np.minimum(np.r_[origins[:, 1], origins[:, 1].max() + t - 1], width - 1))] = True
+    border[np.unique(rows), :] = True
+    border[:, np.unique(cols)] = True
     overlay = np.where(covered, 0, 2).astype(np.uint8)
     overlay[border & covered] = 1
     return overlay

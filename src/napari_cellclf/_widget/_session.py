@@ -106,15 +106,17 @@ class Session:
         from ..modelfile import default_class_colors
 
         colors = default_class_colors(len(DEFAULT_CLASS_NAMES))
-        self.classes: list[ClassSpec] = [ClassSpec(n, c) for n, c in zip(DEFAULT_CLASS_NAMES, colors)]
+        self.classes = [ClassSpec(n, c) for n, c in zip(DEFAULT_CLASS_NAMES, colors)]
         self.data = DataSettings()
         self.train = TrainSettings()
-        self.field_labels: dict[str, Any] = {}     # field id -> LABELS_PAINTED | LABELS_UNUSED | class value
+        # field id -> LABELS_PAINTED | LABELS_UNUSED | 1-based class value (whole image)
+        self.field_labels: dict[str, Any] = {}
         self.current_field: str | None = None
-        self.counts = None                          # _labelling.TileCounts, kept fresh by the widget
+        self.counts = None                 # _labelling.TileCounts, kept fresh by the widget
         self.imported: ImportedFolders | None = None
         self.trained: TrainedModel | None = None
-        self.predictions: dict[str, tuple[str, "FieldPrediction"]] = {}   # field id -> (field name, prediction)
+        # field id -> (field name, prediction)
+        self.predictions: dict[str, tuple[str, "FieldPrediction"]] = {}
         self.log = TrainingLog()
         self.jobs = JobRunner()
         self._classifier: tuple[str, "Classifier"] | None = None
@@ -308,14 +310,19 @@ def _epochs_from_history(history) -> list:
         val_acc = curves.get("val_accuracy") or []
         train_acc = curves.get("train_accuracy") or []
         for epoch, loss in enumerate(train_loss):
+            train_accuracy = _at(train_acc, epoch)
             events.append(EpochEnd(
                 run=run, epoch=epoch, train_loss=float(loss),
-                train_accuracy=float(train_acc[epoch]) if epoch < len(train_acc) else float("nan"),
-                val_loss=float(val_loss[epoch]) if epoch < len(val_loss) and val_loss[epoch] is not None else None,
-                val_accuracy=float(val_acc[epoch]) if epoch < len(val_acc) and val_acc[epoch] is not None else None,
+                train_accuracy=float("nan") if train_accuracy is None else train_accuracy,
+                val_loss=_at(val_loss, epoch), val_accuracy=_at(val_acc, epoch),
                 is_best=epoch == curves.get("best_epoch"), n_runs=len(history.runs),
                 n_epochs=len(train_loss)))
     return events
+
+
+def _at(values: list, epoch: int) -> float | None:
+    value = values[epoch] if epoch < len(values) else None
+    return None if value is None else float(value)
 
 
 def _fallback_colors(n: int) -> list[str]:
