@@ -7,6 +7,7 @@ Deterministic: the same seeds give byte-identical images. Two 1024x1024 fields, 
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,13 @@ def write_field(phenotype: str, seed: int, folder: Path = HERE) -> tuple[Path, P
     field = make_field(phenotype, SHAPE, seed=seed)
     image_path = folder / f"{phenotype}_field.ome.tif"
     labels_path = folder / f"{phenotype}_field_labels.tif"
+    # A fixed OME UUID (tifffile would draw a random one) keeps the files byte-identical.
+    file_id = uuid.uuid5(uuid.NAMESPACE_URL, f"napari-cellclf/sample_data/{phenotype}/{seed}")
     tifffile.imwrite(
         image_path, field.image, ome=True, photometric="minisblack", compression="zlib",
         predictor=True, resolution=(1 / field.pixel_size, 1 / field.pixel_size),
-        metadata={"axes": "CYX", "Channel": {"Name": list(CHANNEL_NAMES)},
+        metadata={"axes": "CYX", "UUID": f"urn:uuid:{file_id}",
+                  "Channel": {"Name": list(CHANNEL_NAMES)},
                   "PhysicalSizeX": field.pixel_size, "PhysicalSizeXUnit": "µm",
                   "PhysicalSizeY": field.pixel_size, "PhysicalSizeYUnit": "µm"})
     tifffile.imwrite(labels_path, field.labels.astype(np.uint8), compression="zlib")
