@@ -22,6 +22,7 @@ PROBE = r"""
 import json, sys
 from pathlib import Path
 import napari_cellclf
+from napari_cellclf import _sample_data
 from npe2 import PluginManager
 pm = PluginManager.instance()
 pm.discover()
@@ -36,6 +37,9 @@ print(json.dumps({
     "samples": [s.key for s in c.sample_data or []],
     "widgets": [w.display_name for w in c.widgets or []],
     "sample_files": sorted(p.name for p in (package / "sample_data").glob("*.tif")),
+    "sample_dir_is_link": (package / "sample_data").is_symlink(),
+    "sample_dir": str(_sample_data.SAMPLE_DIR),
+    "sample_layers": [(kwargs["name"], kind) for _, kwargs, kind in _sample_data.puncta_field()],
 }))
 """
 
@@ -60,8 +64,9 @@ def _env_without_project(tmp_path: Path) -> Path:
 
 
 def _probe(python: Path, cwd: Path) -> dict:
-    validate = subprocess.run([str(python), "-m", "npe2", "validate", "napari-cellclf"], cwd=cwd,
-                              capture_output=True, text=True)
+    # --imports: every python_name of the manifest (reader, samples, widget) imports from the install
+    validate = subprocess.run([str(python), "-m", "npe2", "validate", "--imports", "napari-cellclf"],
+                              cwd=cwd, capture_output=True, text=True)
     assert validate.returncode == 0, validate.stdout + validate.stderr
     out = subprocess.run([str(python), "-c", PROBE], cwd=cwd, check=True, capture_output=True,
                          text=True).stdout
@@ -83,10 +88,14 @@ def _assert_registered(info: dict, tmp_path: Path, editable: bool) -> None:
     assert {"puncta_field.ome.tif", "diffuse_field.ome.tif"} <= set(info["sample_files"])
     manifest = Path(info["manifest_file"])
     assert manifest.read_text().startswith("name: napari-cellclf")
+    assert info["sample_layers"] == [["puncta [nuclei]", "image"], ["puncta [protein]", "image"],
+                                     ["puncta ground truth", "labels"]]     # JSON: lists
     if editable:   # reads the repo through the link
         assert Path(info["package"]).resolve() == (REPO / "src" / "napari_cellclf").resolve()
-    else:          # a real copy inside the environment, not a link back to the repo
-        assert str(tmp_path) in info["package"] and not info["manifest_is_link"]
+        assert Path(info["sample_dir"]).resolve() == (REPO / "sample_data").resolve()
+    else:          # real copies inside the environment, not links back to the repo
+        assert str(tmp_path) in info["package"] and str(tmp_path) in info["sample_dir"]
+        assert not info["manifest_is_link"] and not info["sample_dir_is_link"]
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
