@@ -363,3 +363,21 @@ def test_mlcp_cell_cycle_folders_load_quickly(shared_data):
     assert np.median(dna[ds.labels == g2]) > 1.3 * np.median(dna[ds.labels == g1])
     train, val = split_train_val(ds, 0.2, seed=0)
     assert set(ds.labels[val]) == set(range(7)) and not set(train) & set(val)
+
+
+def test_split_with_overlapping_tiles_shares_no_pixel_across_sides():
+    """Stride < tile: tiles several grid steps apart still overlap; none may straddle the split."""
+    rng = np.random.default_rng(1)
+    field = rng.random((1, 256, 512)).astype(np.float32)
+    painted = np.ones((256, 512), np.uint8)
+    painted[:, 256:] = 2                                    # one field, two classes side by side
+    ds = from_label_images([field], [painted], ["a", "b"], tile_size=64, stride=16,
+                           border="drop")
+    assert ds.stride == 16 and ds.overlap_reach == 4
+    train, val = split_train_val(ds, val_fraction=0.2, seed=0)
+    assert len(val) and len(train)
+    origins = ds.positions * ds.stride                      # top-left pixel of every tile
+    for v in val:
+        gap = np.abs(origins[train] - origins[v])
+        assert not np.any((gap[:, 0] < 64) & (gap[:, 1] < 64)), "a training tile overlaps validation"
+    assert set(ds.labels[val].tolist()) == {0, 1}

@@ -35,6 +35,9 @@ class TileDataset:
     class_names: list[str]
     channel_names: list[str]
     sources: list[str] = field(default_factory=list)   # file path or layer name per group
+    # Grid step in px between neighbouring positions; 0 = the tile size (no overlap). With overlap
+    # a tile shares pixels with tiles up to ceil(tile / stride) steps away, which the split needs.
+    stride: int = 0
 
     def __len__(self) -> int:
         return int(len(self.labels))
@@ -42,6 +45,13 @@ class TileDataset:
     @property
     def tile_size(self) -> int:
         return int(self.tiles.shape[-1])
+
+    @property
+    def overlap_reach(self) -> int:
+        """Grid steps within which two tiles of one field share pixels (1 = direct neighbours)."""
+        if self.stride <= 0:
+            return 1
+        return max(1, -(-self.tile_size // self.stride))
 
     def class_counts(self) -> dict[str, int]:
         """Tiles per class name (every class listed, zero included)."""
@@ -65,7 +75,7 @@ class TileDataset:
 def _dataset(tiles: list[np.ndarray], labels: list[np.ndarray], groups: list[np.ndarray],
              positions: list[np.ndarray], n_channels: int, tile_size: int,
              class_names: Sequence[str], channel_names: Sequence[str],
-             sources: Sequence[str]) -> TileDataset:
+             sources: Sequence[str], stride: int | None = None) -> TileDataset:
     """Assemble per-source pieces (lists may be empty)."""
     def joined(parts, empty_shape, dtype):
         return (np.concatenate(parts).astype(dtype, copy=False) if parts
@@ -76,7 +86,7 @@ def _dataset(tiles: list[np.ndarray], labels: list[np.ndarray], groups: list[np.
         groups=joined(groups, (0,), np.int64),
         positions=joined(positions, (0, 2), np.int64).reshape(-1, 2),
         class_names=list(class_names), channel_names=list(channel_names),
-        sources=list(sources))
+        sources=list(sources), stride=int(stride or 0))
 
 
 def concat_datasets(datasets: Sequence[TileDataset]) -> TileDataset:
@@ -106,7 +116,14 @@ def concat_datasets(datasets: Sequence[TileDataset]) -> TileDataset:
                                             range(len(dataset.sources), n_groups)]
     return _dataset([d.tiles for d in datasets], labels, groups,
                     [d.positions for d in datasets], len(first.channel_names),
-                    first.tiles.shape[-1], class_names, first.channel_names, sources)
+                    first.tiles.shape[-1], class_names, first.channel_names, sources,
+                    stride=_finest_stride(datasets))
+
+
+def _finest_stride(datasets: Sequence[TileDataset]) -> int:
+    """The merged dataset keeps the smallest stride: its overlap reach covers every part."""
+    strides = [d.stride if d.stride > 0 else d.tile_size for d in datasets]
+    return 0 if all(d.stride <= 0 for d in datasets) else min(strides)
 
 
 def check_trainable(dataset: TileDataset, min_per_class: int = 2) -> None:
@@ -212,7 +229,7 @@ def from_label_images(images: Sequence[np.ndarray], label_images: Sequence[np.nd
         groups.append(np.full(len(chosen), group))
         positions.append(np.stack(grid.row_col(chosen), axis=1))
     return _dataset(tiles, labels, groups, positions, n_channels, tile_size, class_names,
-                    channel_names, sources)
+                    channel_names, sources, stride=stride)
 
 
 def from_whole_images(images: Sequence[np.ndarray], class_indices: Sequence[int],
@@ -249,7 +266,7 @@ def from_whole_images(images: Sequence[np.ndarray], class_indices: Sequence[int]
         groups.append(np.full(len(chosen), group))
         positions.append(np.stack(grid.row_col(chosen), axis=1))
     return _dataset(tiles, labels, groups, positions, n_channels, tile_size, class_names,
-                    channel_names, sources)
+                    channel_names, sources, stride=stride)
 
 
 class _TiffLog(logging.Handler):
@@ -396,7 +413,8 @@ def from_class_folders(root: str | Path, tile_size: int, mode: str = "resize",
                 positions.append(where)
                 sources.append(str(path))
     return _dataset(tiles, labels, groups, positions, len(channel_names), tile_size,
-                    class_names, channel_names, sources)
+                    class_names, channel_names, sources,
+                    stride=stride if mode == "tile" else None)
 
 
 @dataclass
@@ -585,24 +603,28 @@ def split_train_val(dataset: TileDataset, val_fraction: float = 0.2, seed: int =
         is_val[mine[block]] = True
         block_groups.add(int(g))
 
-    # Drop training tiles that touch (8-neighbourhood) a validation tile of the same field.
+    # Drop training tiles that touch (8-neighbourhood) a validation tile of the same field, or,
+    # with overlapping tiles, share any pixel with one.
     dropped = np.zeros(n, dtype=bool)
     if block_groups:
+        reach = dataset.overlap_reach
         in_blocks = np.isin(groups, list(block_groups))
         val_tiles = np.flatnonzero(is_val & in_blocks)
         candidates = np.flatnonzero(~is_val & in_blocks)
-        offsets = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        steps = range(-reach, reach + 1)
+        offsets = np.array([(dy, dx) for dy in steps for dx in steps])
         touched = np.concatenate([_cell_key(positions[val_tiles] + offset, groups[val_tiles],
-                                            positions) for offset in offsets])
+                                            positions, reach) for offset in offsets])
         dropped[candidates] = np.isin(_cell_key(positions[candidates], groups[candidates],
-                                                positions), touched)
+                                                positions, reach), touched)
     return everything[~is_val & ~dropped], everything[is_val]
 
 
-def _cell_key(pos: np.ndarray, group: np.ndarray, all_positions: np.ndarray) -> np.ndarray:
-    """One integer per (group, row, col), valid for positions up to one step outside the grid."""
-    origin = all_positions.min(axis=0) - 1
-    span = all_positions.max(axis=0) - origin + 2
+def _cell_key(pos: np.ndarray, group: np.ndarray, all_positions: np.ndarray, margin: int = 1
+              ) -> np.ndarray:
+    """One integer per (group, row, col), valid for positions up to `margin` steps outside."""
+    origin = all_positions.min(axis=0) - margin
+    span = all_positions.max(axis=0) - origin + 2 * margin
     pos = pos - origin
     return (group * span[0] + pos[:, 0]) * span[1] + pos[:, 1]
 
