@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save as serialize
 
-from napari_cellclf import modelfile
+from napari_cellclf import _files, modelfile
 from napari_cellclf.model import build_model
 from napari_cellclf.modelfile import (ModelFileError, ModelMeta, default_class_colors, load_model,
                                       read_meta, save_model)
@@ -226,9 +226,9 @@ def test_failed_save_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkey
             def __exit__(self, *exc):
                 self.handle.close()
 
-        monkeypatch.setattr(modelfile.os, "fdopen", lambda *a, **k: HalfWriter(real_fdopen(*a, **k)))
+        monkeypatch.setattr(_files.os, "fdopen", lambda *a, **k: HalfWriter(real_fdopen(*a, **k)))
     else:
-        monkeypatch.setattr(modelfile.os, failing, disk_full)
+        monkeypatch.setattr(_files.os, failing, disk_full)
     with pytest.raises(OSError, match="No space"):
         save_model(path, make_model(meta, seed=1), meta)
     monkeypatch.undo()
@@ -244,3 +244,14 @@ def test_default_colors_distinct_and_valid():
         assert all(len(c) == 7 and c.startswith("#") for c in colors)
         int("".join(c[1:] for c in colors), 16)
     assert default_class_colors(2) == ["#e69f00", "#56b4e9"]   # Okabe-Ito first
+
+
+def test_saved_model_is_readable_by_others_like_any_new_file(tmp_path):
+    """A model is meant to be shared: not mkstemp's owner-only 0600."""
+    old = os.umask(0o022)
+    try:
+        meta = make_meta()
+        path = save_model(tmp_path / "shared", make_model(meta, seed=0), meta)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -97,22 +96,6 @@ def _parse_class_list(text: str | None) -> list[str] | None:
 
 def _format_accuracy(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _atomic_replace(write, final: Path) -> None:
-    """Write through `write(tmp_path)` into a temporary file beside `final`, then rename over
-    it: an interrupted or failed write never leaves a half file under the real name."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # A plain new file (not mkstemp's owner-only one) so the result gets the usual permissions.
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -650,7 +633,13 @@ def _write_float_tiff(path: Path, array, pixel_size, unit) -> None:
     if pixel_size:
         kwargs["resolution"] = (1.0 / pixel_size[1], 1.0 / pixel_size[0])
         kwargs["metadata"]["unit"] = _imagej_unit(unit)
-    _atomic_replace(lambda tmp: tifffile.imwrite(tmp, array, **kwargs), path)
+    from io import BytesIO
+
+    from ._files import atomic_write
+    encoded = BytesIO()          # tifffile needs a named file or a buffer, not a bare fd
+    tifffile.imwrite(encoded, array, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(encoded.getbuffer()))
 
 
 def _imagej_unit(unit: str | None) -> str:

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
-import tempfile
+import io as io_module
 import threading
 import warnings
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._files import atomic_write
 from .data import Normalization
 from .model import choose_device, prepare_for_device
 from .modelfile import ModelMeta
@@ -552,27 +552,16 @@ def write_predictions_csv(path, table: dict[str, np.ndarray], source: str | None
         columns = {"source": np.full(n_rows, str(source), dtype=object), **columns}
     elif "source" in columns:
         columns = {"source": columns.pop("source"), **columns}
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
 
-    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=folder,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            writer = csv.writer(handle)
-            writer.writerow(list(columns))
-            formatted = [_csv_column(values) for values in columns.values()]
-            writer.writerows(zip(*formatted))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        try:
-            os.unlink(handle.name)
-        except OSError:
-            pass
-        raise
+    def write(binary) -> None:
+        text = io_module.TextIOWrapper(binary, newline="", encoding="utf-8")
+        writer = csv.writer(text)
+        writer.writerow(list(columns))
+        writer.writerows(zip(*(_csv_column(values) for values in columns.values())))
+        text.flush()
+        text.detach()          # the atomic writer closes the file itself
+
+    atomic_write(path, write)
 
 
 def _csv_column(values: np.ndarray) -> list[str]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as serialize_safetensors
 from torch import nn
 
+from ._files import atomic_write
 from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
 
 FORMAT_VERSION = 1
@@ -229,39 +228,8 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save model to {path}: folder {folder} does not exist")
-    _atomic_write(path, payload)
+    atomic_write(path, lambda handle: handle.write(payload))
     return path
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable where the OS allows it (POSIX); harmless elsewhere."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _sniff_foreign_format(head: bytes) -> str | None:
