@@ -472,8 +472,10 @@ def _cmd_evaluate(args) -> int:
     # Class folders are read the way the model's training data was: resized cell crops, or
     # tiles when the model learnt from tiles of fields (label images, or the napari widget).
     trained_layout = cli_extra.get("layout")
+    # A model without a record (trained in the widget, or by a script) learnt from tiles of
+    # fields: resizing whole images to one tile would feed it something it never saw.
     mode = args.mode or (cli_extra.get("mode", "resize") if trained_layout == "folders"
-                         else "tile" if trained_layout == "labels" else "resize")
+                         else "tile")
     if layout == "folders":
         _err(f"{PROG}: reading class folders with --mode {mode}")
     dataset = _load_dataset(root, layout, tile_size=meta.tile_size,
