@@ -225,3 +225,23 @@ def test_model_channels_mismatch_names_both_sides():
     fld = Field("f", "A01", [Channel(None, "dapi")], (8, 8), (1, 1), (0, 0))
     with pytest.raises(ValueError, match=r"expects 2 channel.*'A01' has 1 \(dapi\)"):
         model_channels(fld, ["nuclei", "protein"], [0, 1])
+
+
+def test_imported_folders_reread_at_a_new_tile_size_keep_only_their_classes(tmp_path):
+    """Changing the tile size after an import re-reads the folders; classes of the session that
+    have no folder must not appear as empty classes (training would refuse them)."""
+    from napari_cellclf import data as cdata
+    from napari_cellclf._widget._labelling import import_class_folders, imported_dataset
+
+    rng = np.random.default_rng(0)
+    for name in ("Mitotic", "Interphase"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            tifffile.imwrite(tmp_path / name / f"{i}.tif",
+                             rng.integers(0, 4000, (2, 40, 40), dtype=np.uint16),
+                             imagej=True, metadata={"axes": "CYX"})
+    imported = import_class_folders(str(tmp_path), 40, (0, 1), mode="tile")
+    reread = imported_dataset(imported, 20, (0, 1))
+    assert reread.class_names == imported.dataset.class_names == ["Interphase", "Mitotic"]
+    assert reread.class_counts() == {"Interphase": 12, "Mitotic": 12}     # 4 tiles of 20 px each
+    cdata.check_trainable(reread)

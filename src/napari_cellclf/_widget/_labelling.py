@@ -220,8 +220,7 @@ def build_dataset(inputs: TrainingInputs) -> cdata.TileDataset:
             foreground_channel=0 if inputs.skip_background else None,
             channel_names=inputs.channel_names, sources=[f.name for f in whole]))
     if inputs.imported is not None:
-        parts.append(imported_dataset(inputs.imported, inputs.tile_size, inputs.channel_indices,
-                                      inputs.class_names))
+        parts.append(imported_dataset(inputs.imported, inputs.tile_size, inputs.channel_indices))
     if not parts:
         raise ValueError("Nothing is labelled yet.")
     return parts[0] if len(parts) == 1 else cdata.concat_datasets(parts)
@@ -235,10 +234,14 @@ def import_class_folders(root: str, tile_size: int, channels: Sequence[int], mod
                            channels=tuple(channels))
 
 
-def imported_dataset(imported: ImportedFolders, tile_size: int, channels: Sequence[int],
-                     class_names: Sequence[str]) -> cdata.TileDataset:
-    """The imported tiles, re-read if tile size or channels changed since the import."""
+def imported_dataset(imported: ImportedFolders, tile_size: int, channels: Sequence[int]
+                     ) -> cdata.TileDataset:
+    """The imported tiles, re-read if tile size or channels changed since the import.
+
+    Re-read with the folders' own classes, like the first import: the session's other classes
+    have no folder and would count as empty (concat_datasets merges classes by name anyway)."""
     if imported.tile_size == tile_size and tuple(imported.channels) == tuple(channels):
         return imported.dataset
     return cdata.from_class_folders(imported.root, tile_size, mode=imported.mode,
-                                    channels=list(channels) or None, class_names=list(class_names))
+                                    channels=list(channels) or None,
+                                    class_names=list(imported.dataset.class_names))
