@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._generators import drive
 from .inference import Classifier, InferenceProgress
 from .tiling import stitch_tile_maps
 
@@ -99,9 +100,4 @@ def explain_field(classifier: Classifier, image_cyx: np.ndarray, target: int | N
 
 
 def explain_field_sync(classifier: Classifier, image_cyx: np.ndarray, **kwargs) -> np.ndarray:
-    generator = explain_field(classifier, image_cyx, **kwargs)
-    while True:
-        try:
-            next(generator)
-        except StopIteration as finished:
-            return finished.value
+    return drive(explain_field(classifier, image_cyx, **kwargs))

@@ -573,17 +573,18 @@ def _cmd_predict(args) -> int:
 
 def _drive(generator, description: str):
     """Run an engine generator of InferenceProgress to its return value behind a progress bar."""
+    from ._generators import drive
     bar = None
+
+    def show(event) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress(event.total, description, unit="tile")
+        bar.n = event.done
+        bar.refresh()
+
     try:
-        while True:
-            try:
-                event = next(generator)
-            except StopIteration as done:
-                return done.value
-            if bar is None:
-                bar = _progress(event.total, description, unit="tile")
-            bar.n = event.done
-            bar.refresh()
+        return drive(generator, show)
     finally:
         if bar is not None:
             bar.close()

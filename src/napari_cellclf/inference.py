@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._generators import drive
 from ._files import atomic_write
 from .data import Normalization
 from .model import choose_device, prepare_for_device
@@ -333,12 +334,7 @@ class Classifier:
                                list(self.class_names), cancelled)
 
     def predict_field_sync(self, image_cyx: np.ndarray, **kwargs) -> FieldPrediction:
-        generator = self.predict_field(image_cyx, **kwargs)
-        while True:
-            try:
-                next(generator)
-            except StopIteration as finished:
-                return finished.value
+        return drive(self.predict_field(image_cyx, **kwargs))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._generators import drive
 from .data import Normalization, TileDataset, check_trainable, fit_normalization, split_train_val
 from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
 
@@ -535,11 +536,4 @@ def run_training(dataset: TileDataset, config: TrainConfig,
                  on_progress: Callable[[Progress], None] | None = None,
                  stop: threading.Event | None = None) -> TrainingResult:
     """Drive `train` to the end, passing each event to on_progress; return the result."""
-    generator = train(dataset, config, stop=stop)
-    while True:
-        try:
-            event = next(generator)
-        except StopIteration as done:
-            return done.value
-        if on_progress is not None:
-            on_progress(event)
+    return drive(train(dataset, config, stop=stop), on_progress)
