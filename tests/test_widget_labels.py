@@ -223,7 +223,7 @@ def test_model_channels_mismatch_names_both_sides():
     from napari_cellclf._widget._fields import Channel, Field, model_channels
 
     fld = Field("f", "A01", [Channel(None, "dapi")], (8, 8), (1, 1), (0, 0))
-    with pytest.raises(ValueError, match=r"expects 2 channel.*'A01' has 1 \(dapi\)"):
+    with pytest.raises(ValueError, match=r"'A01'.*expects 2 channel.*has 1 \(dapi\)"):
         model_channels(fld, ["nuclei", "protein"], [0, 1])
 
 

@@ -263,17 +263,16 @@ def _load_dataset(root: Path, layout: str, *, tile_size: int, stride: int | None
 
 def _model_channels(meta, names: list[str], explicit: Sequence[int | str] | None,
                     source: Path) -> list[int]:
-    """Which channels of an image feed the model: --channels when given; else the model's
-    channel names when the image has them all; else the indices the model was trained on;
-    else every channel. A count that does not match the model -> CLIError."""
+    """Which channels of an image feed the model: --channels when given, else the engine's rule
+    (inference.model_channel_indices). A count that does not match the model -> CLIError."""
+    from .inference import model_channel_indices
     if explicit is not None:
         indices = _channel_indices(names, explicit, source)
-    elif all(name in names for name in meta.channel_names):
-        indices = [names.index(name) for name in meta.channel_names]
-    elif meta.channel_indices is not None and all(i < len(names) for i in meta.channel_indices):
-        indices = list(meta.channel_indices)
     else:
-        indices = list(range(len(names)))
+        try:
+            indices = model_channel_indices(meta.channel_names, meta.channel_indices, names)
+        except ValueError as error:
+            raise CLIError(f"{source}: {error}; pick them with --channels") from None
     if len(indices) != meta.in_channels:
         raise CLIError(f"{source}: {len(indices)} channel(s) selected ({', '.join(names[i] for i in indices)}) "
                        f"but the model expects {meta.in_channels} ({', '.join(meta.channel_names)}); "

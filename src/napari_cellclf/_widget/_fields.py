@@ -195,15 +195,8 @@ def model_channels(fld: Field, channel_names: Sequence[str], channel_indices: Se
     """Which of the field's channels feed a model trained on `channel_names`: by name when the
     field has them all (files may order channels differently), else by the indices the model was
     trained with, else all channels when the count matches. ValueError saying what is expected."""
-    wanted = list(channel_names)
-    names = fld.channel_names
-    if wanted and all(names.count(n) == 1 for n in wanted):
-        return [names.index(n) for n in wanted]
-    if channel_indices and len(channel_indices) == len(wanted) and all(
-            0 <= i < fld.n_channels for i in channel_indices):
-        return list(channel_indices)
-    if fld.n_channels == len(wanted):
-        return list(range(fld.n_channels))
-    raise ValueError(
-        f"the model expects {len(wanted)} channel(s) ({', '.join(wanted)}) but field "
-        f"{fld.name!r} has {fld.n_channels} ({', '.join(names)})")
+    from ..inference import model_channel_indices
+    try:
+        return model_channel_indices(channel_names, channel_indices, fld.channel_names)
+    except ValueError as error:
+        raise ValueError(f"field {fld.name!r}: {error}") from None
