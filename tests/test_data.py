@@ -381,3 +381,11 @@ def test_split_with_overlapping_tiles_shares_no_pixel_across_sides():
         gap = np.abs(origins[train] - origins[v])
         assert not np.any((gap[:, 0] < 64) & (gap[:, 1] < 64)), "a training tile overlaps validation"
     assert set(ds.labels[val].tolist()) == {0, 1}
+
+
+def test_class_folder_image_without_the_chosen_channel_is_named(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "x.tif", np.zeros((16, 16), np.uint16))
+    with pytest.raises(ValueError, match=r"a[/\\]x\.tif: channel index 1 is out of range"):
+        from_class_folders(tmp_path, 16, channels=[1])

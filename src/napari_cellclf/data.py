@@ -327,6 +327,14 @@ class _FolderReader:
         return key, array
 
     def read(self, path: Path) -> tuple[np.ndarray, list[str]]:
+        try:
+            return self._read(path)
+        except io.ImageReadError:
+            raise                        # already names the file
+        except ValueError as error:      # e.g. a channel this image does not have
+            raise ValueError(f"{path}: {error}") from None
+
+    def _read(self, path: Path) -> tuple[np.ndarray, list[str]]:
         bare = self._bare_tiff(path)
         if bare is not None and bare[0] in self._layouts:
             image = dataclasses.replace(self._layouts[bare[0]], data=bare[1], path=str(path))
