@@ -11,7 +11,7 @@ from ..model import MIN_TILE_SIZE
 from ._fields import Field, field_id_of, fields_from_layers
 from ._labelling import ForegroundCache, first_channel, training_grid
 from ._layers import grid_image, hide_grid, labels_layer, show_grid
-from ._qt import alive_only, debouncer, note_label, row
+from ._qt import alive_only, debouncer, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
 
 COL_FIELD, COL_SIZE, COL_LABELS, COL_TILES = range(4)
@@ -119,14 +119,8 @@ class FieldsPanel(QWidget):
 
     @alive_only
     def _on_settings_changed(self, *_) -> None:
-        controls = (self.tile_size, self.stride, self.skip_background, self.show_grid)
-        for control in controls:
-            control.blockSignals(True)
-        try:
+        with signals_blocked(self.tile_size, self.stride, self.skip_background, self.show_grid):
             self._load_settings()
-        finally:
-            for control in controls:
-                control.blockSignals(False)
         self._grid_later.start()
 
     def _on_tile_settings(self, *_) -> None:
@@ -193,12 +187,11 @@ class FieldsPanel(QWidget):
 
     def _fill_paint_classes(self) -> None:
         current = max(self.paint_class.currentIndex(), 0)
-        self.paint_class.blockSignals(True)
-        self.paint_class.clear()
-        for k, name in enumerate(self.session.class_names, start=1):
-            self.paint_class.addItem(f"{k}: {name}", k)
-        self.paint_class.setCurrentIndex(min(current, self.paint_class.count() - 1))
-        self.paint_class.blockSignals(False)
+        with signals_blocked(self.paint_class):
+            self.paint_class.clear()
+            for k, name in enumerate(self.session.class_names, start=1):
+                self.paint_class.addItem(f"{k}: {name}", k)
+            self.paint_class.setCurrentIndex(min(current, self.paint_class.count() - 1))
 
     def _on_paint_class(self, *_) -> None:
         fld = self.current()
@@ -276,9 +269,8 @@ class FieldsPanel(QWidget):
             combo = self.table.cellWidget(r, COL_LABELS)
             index = combo.findData(self.session.labels_source(fld.id)) if combo else -1
             if combo is not None and index >= 0 and index != combo.currentIndex():
-                combo.blockSignals(True)
-                combo.setCurrentIndex(index)
-                combo.blockSignals(False)
+                with signals_blocked(combo):
+                    combo.setCurrentIndex(index)
         self._grid_later.start()
 
     @alive_only

@@ -1,10 +1,11 @@
 """Small Qt helpers shared by the panels."""
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Callable
+from typing import Callable, Iterator
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QObject, QSignalBlocker, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 WARNING_STYLE = "color: #f0a33a;"
@@ -25,6 +26,17 @@ def alive_only(method: Callable) -> Callable:
             raise
 
     return wrapper
+
+
+@contextlib.contextmanager
+def signals_blocked(*objects: QObject) -> Iterator[None]:
+    """Set controls from code without their change signals echoing back into the session."""
+    blockers = [QSignalBlocker(obj) for obj in objects]
+    try:
+        yield
+    finally:
+        for blocker in blockers:
+            blocker.unblock()
 
 
 def debouncer(parent: QWidget, msec: int, slot: Callable[[], None]) -> QTimer:

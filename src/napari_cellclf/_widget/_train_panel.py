@@ -9,7 +9,7 @@ from ..model import ARCHITECTURES
 from ..training import TrainConfig, train
 from ._labelling import build_dataset, gather_training_inputs, problems
 from ._plot import TrainingCurves, theme_colors
-from ._qt import WARNING_STYLE, alive_only, debouncer, note_label
+from ._qt import WARNING_STYLE, alive_only, debouncer, note_label, signals_blocked
 from ._session import Session
 
 DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
@@ -102,15 +102,9 @@ class TrainPanel(QWidget):
 
     @alive_only
     def _on_settings_changed(self, *_) -> None:
-        controls = (self.epochs, self.learning_rate, self.augment, self.seed, self.runs,
-                    self.device, self.architecture)
-        for control in controls:
-            control.blockSignals(True)
-        try:
+        with signals_blocked(self.epochs, self.learning_rate, self.augment, self.seed, self.runs,
+                             self.device, self.architecture):
             self._load_settings()
-        finally:
-            for control in controls:
-                control.blockSignals(False)
 
     def _store_settings(self, *_) -> None:
         t = self.session.train
