@@ -377,7 +377,7 @@ class FeatureModel:
     feature_set: str = "rich"
     n_classes: int | None = None
     seed: int = 0
-    n_estimators: int = 200
+    n_estimators: int = 100
     C: float = 1.0
     feature_names: list[str] = field(default_factory=list)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -475,7 +475,7 @@ class FeatureModel:
         arrays = {str(k): _as_numpy(v) for k, v in tensors.items()}
         model = cls(kind=spec.get("kind", ""), feature_set=spec.get("feature_set", "rich"),
                     n_classes=int(spec["n_classes"]) if spec.get("n_classes") is not None else None,
-                    seed=int(spec.get("seed", 0)), n_estimators=int(spec.get("n_estimators", 200)),
+                    seed=int(spec.get("seed", 0)), n_estimators=int(spec.get("n_estimators", 100)),
                     C=float(spec.get("C", 1.0)), feature_names=list(spec.get("feature_names", [])))
         _check_arrays(model.kind, arrays, model.n_classes)
         model.arrays = arrays
