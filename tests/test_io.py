@@ -471,3 +471,86 @@ def test_mlcp_channel_names_from_imagej_labels(shared_data):
     image = io.read_image(io.list_images(folder)[0])
     assert image.axes == "CYX" and image.data.shape == (3, 40, 40)
     assert image.channel_names == ["brightfield", "DNA", "darkfield"]
+
+
+# --------------------------------------------------------------------------------------------
+# bad input (issue 11): bombs, truncation, lying metadata, NaN — refused before allocation
+
+import resource  # noqa: E402
+
+import hostile  # noqa: E402  (tests/hostile.py: the hostile file generators)
+
+
+@pytest.fixture
+def memory_cap():
+    """Cap this process's address space near what it uses now: an allocation of the declared
+    image (GiBs) would raise MemoryError, which read_image must never reach."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as handle:
+        used = int(handle.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + 2**30, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.parametrize("make, declared", [
+    (hostile.deflate_bomb_tiff, "100000 x 100000 uint16 (18.6 GiB)"),
+    (hostile.tiled_bomb_tiff, "100000 x 100000 uint16 (18.6 GiB)"),
+    (hostile.jpeg_bomb, "65500 x 65500 uint8 (4.0 GiB)"),
+    (hostile.png_bomb, "100000 x 100000 x 3 uint8 (27.9 GiB)"),
+])
+def test_decompression_bombs_are_refused_before_allocation(tmp_path, memory_cap, make, declared):
+    path = make(tmp_path)
+    assert path.stat().st_size < 1000
+    with pytest.raises(io.ImageReadError) as info:
+        io.read_image(path)
+    message = str(info.value)
+    assert str(path) in message and declared in message and "\n" not in message
+
+
+def test_jpeg_bomb_under_the_pixel_limit_is_refused_by_its_compression_ratio(tmp_path, memory_cap):
+    path = hostile.jpeg_bomb(tmp_path, height=16000, width=16000)     # under MAX_PHOTO_PIXELS
+    with pytest.raises(io.ImageReadError, match="decompression bomb"):
+        io.read_image(path)
+
+
+def test_truncated_jpeg_is_refused_like_a_truncated_tiff(tmp_path):
+    good = io.read_image(hostile.good_jpeg(tmp_path))
+    assert good.data.shape == (96, 96)
+    with pytest.raises(io.ImageReadError, match="truncated.jpg: the JPEG is truncated"):
+        io.read_image(hostile.truncated_jpeg(tmp_path))
+
+
+def test_ome_declaring_more_planes_than_stored_is_refused_not_zero_filled(tmp_path):
+    path = hostile.ome_more_planes_than_stored(tmp_path)
+    with pytest.raises(io.ImageReadError, match="declares 5 planes .* stores only 2"):
+        io.read_image(path)
+
+
+def test_large_compressed_tiff_goes_lazy_by_its_decoded_size(tmp_path, monkeypatch):
+    data = RNG.integers(0, 4000, (256, 512), dtype=np.uint16)   # 256 KiB decoded, real pixels
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, data, compression="zlib", tile=(64, 64))
+    monkeypatch.setattr(io, "LAZY_BYTES", 100_000)               # file < limit < decoded size
+    assert path.stat().st_size > 100_000 / io.MAX_COMPRESSION_RATIO
+    image = io.read_image(path)
+    assert image.lazy and not isinstance(image.data, np.ndarray)
+    np.testing.assert_array_equal(np.asarray(image.data[:64, :64]), data[:64, :64])
+    cyx, _ = io.to_cyx(image)
+    np.testing.assert_array_equal(cyx[0], data)
+
+
+def test_field_larger_than_the_engine_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "field.tif"
+    tifffile.imwrite(path, np.zeros((2, 64, 64), np.uint16), imagej=True, metadata={"axes": "CYX"})
+    image = io.read_image(path)
+    monkeypatch.setattr(io, "MAX_FIELD_VALUES", 2 * 64 * 64 - 1)
+    with pytest.raises(io.ImageReadError, match=r"field.tif: one plane .* 8,192 values"):
+        io.to_cyx(image)
+
+
+def test_nan_pixels_are_refused_with_their_place(tmp_path):
+    path = hostile.nan_tiff(tmp_path)
+    image = io.read_image(path)                  # napari may show it: NaN is drawn transparent
+    with pytest.raises(io.ImageReadError, match=r"nan.tif: 8 pixel\(s\) are NaN .* y 5, x 10"):
+        io.to_cyx(image)

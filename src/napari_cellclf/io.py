@@ -30,7 +30,20 @@ from typing import Any, Sequence
 import numpy as np
 
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+# TIFFs whose pixels (as declared, decoded) or file exceed this open lazily: memmap or zarr.
 LAZY_BYTES = 256 * 2**20
+# Limits on what a file may declare (README, "Bad input"). A few hundred bytes can declare a
+# 20 GB image (a decompression bomb); these refuse such files before anything is allocated.
+# PNG and JPEG are always decoded whole: at most this many pixels (16,384 x 16,384).
+MAX_PHOTO_PIXELS = 2**28
+# No codec we read packs more than ~1,000 decoded bytes into one stored byte (deflate's limit is
+# 1,032; JPEG's a few hundred) except for blank images; beyond this ratio, above
+# RATIO_CHECK_BYTES decoded, a file declares pixels it cannot hold.
+MAX_COMPRESSION_RATIO = 4000
+RATIO_CHECK_BYTES = 64 * 2**20
+# The engine (training, classification, attribution) works on one whole plane in float32:
+# at most this many values (channels x height x width), i.e. 4 GiB.
+MAX_FIELD_VALUES = 2**30
 # Files that are never images/classes when walking folders (macOS, Windows, editors).
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
@@ -133,8 +146,11 @@ def read_image(path: str | Path) -> ImageData:
             image = _read_png_or_jpeg(path)
         _check_shape(image)
         image.significant_bits = _significant_bits(image)
-    except (ImageReadError, MemoryError):
+    except ImageReadError:
         raise
+    except MemoryError as exc:    # a limit above let through more than this machine has
+        raise ImageReadError(f"{path}: not enough memory to read the image ({_first_line(exc)})"
+                             ) from None
     except Exception as exc:  # tifffile/imagecodecs errors: one line that names the file
         kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(_suffix(path), "TIFF")
         raise ImageReadError(f"{path}: not a readable {kind} image ({_first_line(exc)})") from exc
@@ -181,6 +197,7 @@ def _read_tiff(path: Path) -> ImageData:
             series = tif.series[0]
             axes = _normalise_axes(path, series.axes, tuple(series.shape))
             _check_complete(path, series, collector.messages)
+            _check_declared_size(path, series)
             info = _tiff_metadata(tif, series, axes)
             info["n_series"] = len(tif.series)
             page = series.keyframe
@@ -188,7 +205,7 @@ def _read_tiff(path: Path) -> ImageData:
                    and series.shape[axes.index("S")] in (3, 4)
                    and np.dtype(series.dtype) == np.uint8
                    and not (tif.imagej_metadata or {}).get("channels"))
-            lazy = path.stat().st_size > LAZY_BYTES
+            lazy = max(path.stat().st_size, int(series.nbytes)) > LAZY_BYTES
             data = _tiff_data(path, series, lazy)
     finally:
         logger.removeHandler(collector)
@@ -234,6 +251,44 @@ def _check_complete(path: Path, series, log_messages: list[str]) -> None:
     if ends and max(ends) > size:
         raise ImageReadError(f"{path}: the TIFF is truncated (image data runs to byte "
                              f"{max(ends)} but the file has {size} bytes)")
+
+
+def _describe(shape: Sequence[int], dtype, nbytes: int | None = None) -> str:
+    """"100000 x 100000 uint16 (18.6 GiB)": what a file declares, for messages."""
+    nbytes = int(np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize) if nbytes is None \
+        else nbytes
+    return f"{' x '.join(str(int(n)) for n in shape)} {np.dtype(dtype).name} ({_size(nbytes)})"
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""
+
+
+def _check_declared_size(path: Path, series) -> None:
+    """Refuse, before any pixel is allocated, a TIFF whose declared image its file cannot hold:
+    OME metadata naming planes that are not stored (tifffile would invent zero planes), and
+    compressed pages declaring far more pixels than their stored bytes can decode to."""
+    pages = list(series.pages)
+    missing = sum(page is None for page in pages)
+    if missing:
+        raise ImageReadError(
+            f"{path}: the metadata declares {len(pages)} planes (shape {tuple(series.shape)}, "
+            f"axes {series.axes}) but the file stores only {len(pages) - missing}; "
+            "the file is damaged or its OME-XML is wrong")
+    page = series.keyframe
+    if int(getattr(page, "compression", 1)) == 1:
+        return                      # uncompressed: _check_complete saw the data fit the file
+    declared = int(page.nbytes)
+    stored = int(sum(getattr(page, "databytecounts", ()) or ()))
+    if declared > RATIO_CHECK_BYTES and declared > MAX_COMPRESSION_RATIO * max(stored, 1):
+        raise ImageReadError(
+            f"{path}: declares an image of {_describe(page.shape, page.dtype, declared)} per plane "
+            f"but stores only {stored} bytes of compressed data for it: not a real image "
+            "(a decompression bomb or a damaged header); refused before reading")
 
 
 def _tiff_data(path: Path, series, lazy: bool):
@@ -380,7 +435,27 @@ def _read_png_or_jpeg(path: Path) -> ImageData:
     import imagecodecs
 
     raw = path.read_bytes()
-    if _suffix(path) == ".png":
+    kind = "PNG" if _suffix(path) == ".png" else "JPEG"
+    header = _png_header(raw) if kind == "PNG" else _jpeg_header(raw)
+    if header is None:
+        raise ImageReadError(f"{path}: not a readable {kind} image (no valid {kind} header)")
+    (height, width, samples, itemsize), complete = header
+    declared = height * width * samples * itemsize
+    what = _describe((height, width) if samples == 1 else (height, width, samples),
+                     np.uint16 if itemsize == 2 else np.uint8, declared)
+    if height * width > MAX_PHOTO_PIXELS:
+        raise ImageReadError(
+            f"{path}: declares a {kind} image of {what}; napari-cellclf decodes PNG and JPEG files "
+            f"of at most {MAX_PHOTO_PIXELS:,} pixels (16384 x 16384) - save larger images "
+            "as (tiled) TIFF, which opens lazily")
+    if declared > RATIO_CHECK_BYTES and declared > MAX_COMPRESSION_RATIO * len(raw):
+        raise ImageReadError(
+            f"{path}: declares a {kind} image of {what} in a file of {len(raw)} bytes: "
+            "not a real image (a decompression bomb or a damaged header); refused before decoding")
+    if not complete:
+        raise ImageReadError(f"{path}: the {kind} is truncated (its image data ends before "
+                             "the end-of-image marker)")
+    if kind == "PNG":
         data, flavour = imagecodecs.png_decode(raw), "png"
     else:
         data, flavour = imagecodecs.jpeg8_decode(raw), "jpeg"
@@ -395,6 +470,54 @@ def _read_png_or_jpeg(path: Path) -> ImageData:
         raise ImageReadError(f"{path}: unexpected {flavour.upper()} shape {data.shape}")
     return ImageData(data=data, axes=axes, path=str(path), channel_names=names, rgb=rgb,
                      metadata={"flavour": flavour, "n_series": 1, "channel_colors": None})
+
+
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}    # colour type -> decoded samples (palette: RGBA)
+
+
+def _png_header(raw: bytes):
+    """((height, width, samples, bytes per sample), complete) from the IHDR chunk; None when
+    there is none. PNG is checked for truncation by its decoder, so `complete` is True."""
+    if not raw.startswith(b"\x89PNG\r\n\x1a\n") or raw[12:16] != b"IHDR" or len(raw) < 29:
+        return None
+    width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    bit_depth, colour_type = raw[24], raw[25]
+    if colour_type not in _PNG_SAMPLES or width == 0 or height == 0:
+        return None
+    return (height, width, _PNG_SAMPLES[colour_type], 2 if bit_depth == 16 else 1), True
+
+
+def _jpeg_header(raw: bytes):
+    """((height, width, components, bytes per sample), complete) from the frame header (SOF);
+    None when there is none. `complete`: an end-of-image marker follows the first scan (entropy
+    coded data never holds FF D9, so its absence means the file was cut short)."""
+    if not raw.startswith(b"\xff\xd8"):
+        return None
+    i, frame = 2, None
+    while i + 4 <= len(raw):
+        if raw[i] != 0xFF:
+            return None
+        marker = raw[i + 1]
+        if marker == 0xFF:           # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(raw[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 10 <= len(raw):
+            precision = raw[i + 4]
+            height = int.from_bytes(raw[i + 5:i + 7], "big")
+            width = int.from_bytes(raw[i + 7:i + 9], "big")
+            frame = (height, width, max(1, raw[i + 9]), 2 if precision > 8 else 1)
+        if marker == 0xDA:           # start of scan: the entropy-coded data follows
+            if frame is None or frame[0] == 0 or frame[1] == 0:
+                return None
+            return frame, raw.find(b"\xff\xd9", i + 2 + length) >= 0
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
 
 
 def _significant_bits(image: ImageData) -> int | None:
@@ -500,6 +623,14 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
             raise ValueError(f"{image.path} has {n} {a} planes (axes {axes}, shape {shape}); "
                              f"choose one with plane={{'{a}': k}}")
     rest = "".join(a for a in axes if a not in "TZ")
+    values = math.prod(3 if (a == "S" and image.rgb) else n
+                       for a, n in zip(axes, shape) if a not in "TZ")
+    if values > MAX_FIELD_VALUES:
+        raise ImageReadError(
+            f"{image.path}: one plane of this image holds {values:,} values "
+            f"({', '.join(f'{a} {n}' for a, n in zip(axes, shape) if a not in 'TZ')}), "
+            f"{_size(values * 4)} as float32; napari-cellclf trains on and classifies at most "
+            f"{MAX_FIELD_VALUES:,} values ({_size(MAX_FIELD_VALUES * 4)}) at once - crop or bin it")
     array = np.asarray(data[tuple(index)])
     if "S" in rest and image.rgb:
         array = np.take(array, [0, 1, 2], axis=rest.index("S"))
@@ -514,7 +645,28 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
     if len(names) != n:
         names = [f"ch{i}" for i in range(n)]
     array, names = select_channels(array, names, channels)
-    return np.ascontiguousarray(array, dtype=np.float32), names
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    check_finite(array, image.path, names)
+    return array, names
+
+
+def check_finite(cyx: np.ndarray, source: str, names: Sequence[str] | None = None) -> None:
+    """ImageReadError when a (C, Y, X) float field holds NaN or infinite pixels. A NaN spreads
+    through normalisation and every convolution it touches, so each tile that holds one would be
+    classified (and explained) as garbage without a word; we refuse instead, saying where."""
+    cyx = np.asarray(cyx)
+    if cyx.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(cyx)
+    if finite.all():
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    c, y, x = (int(v) for v in np.argwhere(~finite)[0]) if cyx.ndim == 3 else (0, 0, 0)
+    channel = f"channel {names[c]}, " if names and c < len(names) else ""
+    raise ImageReadError(
+        f"{source}: {bad:,} pixel(s) are NaN or infinite (first at {channel}y {y}, x {x}); "
+        "they have no brightness to classify - replace them (e.g. with 0 or the background "
+        "level) first")
 
 
 def select_channels(cyx: np.ndarray, names: Sequence[str], channels: Sequence[int | str] | None
