@@ -137,3 +137,49 @@ def nan_tiff(folder: Path, shape=(64, 64)) -> Path:
     path = folder / "nan.tif"
     tifffile.imwrite(path, data)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# model files
+
+
+def edit_model_header(path: Path, change=None, meta_text: str | None = None, out: Path | None = None
+                      ) -> Path:
+    """Rewrite the cellclf metadata of a saved model as a tamperer would, keeping its weights and
+    checksum: `change(meta_dict)` edits the parsed metadata in place, or `meta_text` replaces it."""
+    import json
+
+    raw = path.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + length])
+    if meta_text is None:
+        meta = json.loads(header["__metadata__"]["cellclf"])
+        change(meta)
+        meta_text = json.dumps(meta)
+    header["__metadata__"]["cellclf"] = meta_text
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    out = out or path
+    out.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
+    return out
+
+
+def flip_weight_byte(path: Path, out: Path | None = None) -> Path:
+    """One byte in the middle of the tensor data inverted (a bad disk sector, a bad copy)."""
+    raw = bytearray(path.read_bytes())
+    length = struct.unpack("<Q", raw[:8])[0]
+    data_start = 8 + length
+    raw[data_start + (len(raw) - data_start) // 2] ^= 0x10
+    out = out or path
+    out.write_bytes(bytes(raw))
+    return out
+
+
+def deeply_nested_header(path: Path, depth: int = 100_000, out: Path | None = None) -> Path:
+    import json
+
+    raw = path.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    meta_text = json.loads(raw[8:8 + length])["__metadata__"]["cellclf"]
+    nested = meta_text[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}"
+    return edit_model_header(path, meta_text=nested, out=out)

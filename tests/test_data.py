@@ -389,3 +389,48 @@ def test_class_folder_image_without_the_chosen_channel_is_named(tmp_path):
         tifffile.imwrite(tmp_path / name / "x.tif", np.zeros((16, 16), np.uint16))
     with pytest.raises(ValueError, match=r"a[/\\]x\.tif: channel index 1 is out of range"):
         from_class_folders(tmp_path, 16, channels=[1])
+
+
+def test_a_flat_training_channel_gives_a_normalisation_the_model_file_accepts():
+    from napari_cellclf.modelfile import _check_normalization
+    tiles, _ = _two_brightness_classes()
+    tiles[:, 1] = 7.0
+    norm = fit_normalization(tiles)
+    assert norm.low[1] == 7.0 and norm.high[1] > norm.low[1]
+    _check_normalization(norm.to_dict(), 2)                  # the loader refuses low >= high
+    assert (norm.apply(tiles)[:, 1] == 0).all()              # still only shifted
+
+
+def test_an_instance_mask_is_refused_up_front_with_a_short_message():
+    from napari_cellclf.data import from_label_images
+    from napari_cellclf.tiling import MAX_CLASSES
+    image = np.random.default_rng(0).random((1, 96, 96)).astype(np.float32)
+    cells = (np.arange(96 * 96).reshape(96, 96) // 9 + 1).astype(np.int32)   # 1,024 cell ids
+    names = [f"class {k}" for k in range(1, int(cells.max()) + 1)]
+    with pytest.raises(ValueError, match="instance mask") as info:
+        from_label_images([image], [cells], names, 16, sources=["cells_labels.tif"])
+    message = str(info.value)
+    assert message.startswith("cells_labels.tif: 1,024 distinct label values") and len(message) < 400
+    assert f"at most {MAX_CLASSES}" in message
+
+
+def test_one_stray_label_value_gives_a_short_message():
+    from napari_cellclf.data import from_label_images
+    image = np.zeros((1, 64, 64), np.float32)
+    labels = np.zeros((64, 64), np.int32)
+    labels[:32], labels[32:] = 1, 2
+    labels[5, 5] = 60_000
+    for names in (["a", "b"], [f"class {k}" for k in range(1, 60_001)]):
+        with pytest.raises(ValueError, match="label value 60000 has no class") as info:
+            from_label_images([image], [labels], names, 16, sources=["f_labels.tif"])
+        assert len(str(info.value)) < 300 and "values present: 1, 2, 60000" in str(info.value)
+
+
+def test_check_trainable_lists_a_few_classes_not_all():
+    from napari_cellclf.data import TileDataset, check_trainable
+    names = [f"class {k}" for k in range(1, 5001)]
+    dataset = TileDataset(np.zeros((4, 1, 16, 16), np.float32), np.array([0, 0, 1, 1]),
+                          np.zeros(4, np.int64), np.zeros((4, 2), np.int64), names, ["ch0"])
+    with pytest.raises(ValueError) as info:
+        check_trainable(dataset)
+    assert len(str(info.value)) < 300

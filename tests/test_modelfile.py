@@ -255,3 +255,98 @@ def test_saved_model_is_readable_by_others_like_any_new_file(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------------------------
+# hostile headers (issue 11)
+
+import hostile  # noqa: E402  (tests/hostile.py)
+from napari_cellclf.tiling import MAX_CLASSES, MAX_TILE_SIZE  # noqa: E402
+
+
+def _saved(tmp_path):
+    meta = make_meta()
+    return save_model(tmp_path / "m", make_model(meta), meta)
+
+
+@pytest.mark.parametrize("tile", [30_000, 1_000_000, MAX_TILE_SIZE + 1])
+def test_tile_size_above_the_limit_is_refused(tmp_path, tile):
+    path = hostile.edit_model_header(_saved(tmp_path), lambda m: m.update(tile_size=tile))
+    with pytest.raises(ModelFileError, match=f"tile_size must be an integer 16..{MAX_TILE_SIZE}"):
+        read_meta(path)
+
+
+def test_tile_size_edit_that_keeps_the_weight_shapes_is_caught_by_the_checksum(tmp_path):
+    # "fast" at 24 px and at 256 px have identical weight shapes (adaptive pool to 3x3).
+    path = hostile.edit_model_header(_saved(tmp_path), lambda m: m.update(tile_size=256))
+    assert read_meta(path).tile_size == 256            # the header alone looks fine
+    with pytest.raises(ModelFileError, match="do not match the checksum") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_flipped_byte_in_the_weights_is_caught(tmp_path):
+    path = hostile.flip_weight_byte(_saved(tmp_path))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(path)
+
+
+def test_files_without_a_checksum_still_load(tmp_path):
+    meta = make_meta()
+    model = make_model(meta)
+    path = tmp_path / "old.safetensors"
+    write_raw(path, state(model), meta.to_dict())          # no checksum key: an older file
+    loaded, _ = load_model(path)
+    x = torch.randn(2, 2, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("low, high, word", [
+    ([4000.0, 120.5], [100.0, 3000.0], "must be below"),      # low > high
+    ([100.0, 120.5], [100.0, 3000.0], "must be below"),       # low == high
+    ([-1e308, 120.5], [1e308, 3000.0], "beyond"),             # span overflows
+    ([1e6, 120.5], [1e6 + 1e-4, 3000.0], "must be below"),    # equal in float32
+])
+def test_normalisation_that_maps_every_pixel_to_one_value_is_refused(tmp_path, low, high, word):
+    path = hostile.edit_model_header(
+        _saved(tmp_path), lambda m: m["normalization"].update(low=low, high=high))
+    with pytest.raises(ModelFileError, match=f"channel 0: .*{word}"):
+        read_meta(path)
+
+
+def test_deeply_nested_header_is_an_error_not_a_recursion_error(tmp_path):
+    saved = _saved(tmp_path)
+    for depth in (100_000, 200):
+        path = hostile.deeply_nested_header(saved, depth, out=tmp_path / f"deep{depth}.safetensors")
+        with pytest.raises(ModelFileError, match="nested"):
+            load_model(path)
+    nested_extra = hostile.edit_model_header(
+        saved, lambda m: m.update(extra={"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+        out=tmp_path / "extra.safetensors")
+    with pytest.raises(ModelFileError, match="nested more than"):
+        read_meta(nested_extra)
+
+
+@pytest.mark.parametrize("cli, word", [("x", "extra.cli must be a JSON object"),
+                                       ({"mode": 3}, "extra.cli.mode"),
+                                       ({"stride": -4}, "extra.cli.stride")])
+def test_extra_cli_record_is_validated(tmp_path, cli, word):
+    path = hostile.edit_model_header(_saved(tmp_path), lambda m: m.update(extra={"cli": cli}))
+    with pytest.raises(ModelFileError, match=word):
+        read_meta(path)
+
+
+def test_class_count_is_bounded():
+    names = [f"c{i}" for i in range(MAX_CLASSES + 1)]
+    with pytest.raises(ModelFileError, match=f"at most {MAX_CLASSES}"):
+        ModelMeta.from_dict({**make_meta().to_dict(), "class_names": names,
+                             "class_colors": default_class_colors(len(names))})
+
+
+def test_default_colors_return_for_thousands_of_classes():
+    # The old golden-angle loop ran out of distinct 8-bit colours near 1,690 and never returned.
+    for n in (1_700, 5_000):
+        colors = default_class_colors(n)
+        assert len(colors) == n == len(set(colors))
+        assert all(modelfile._HEX_COLOR.match(c) for c in colors)

@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from . import io
-from .tiling import extract_tiles, foreground_tiles, make_grid, tile_labels_from_label_image
+from .tiling import (MAX_CLASSES, extract_tiles, foreground_tiles, make_grid,
+                     tile_labels_from_label_image)
 
 FOLDER_MODES = ("resize", "tile")
 NORMALIZATION_MODES = ("dataset", "per_tile")
@@ -136,12 +137,53 @@ def check_trainable(dataset: TileDataset, min_per_class: int = 2) -> None:
     with_tiles = [name for name, n in counts.items() if n > 0]
     if len(with_tiles) < 2:
         raise ValueError(f"Training needs tiles of at least two classes; only "
-                         f"{', '.join(repr(n) for n in with_tiles)} has any "
-                         f"(classes: {', '.join(dataset.class_names)}).")
+                         f"{short_list(repr(n) for n in with_tiles)} has any "
+                         f"(classes: {short_list(dataset.class_names)}).")
+    if len(dataset.class_names) > MAX_CLASSES:
+        raise ValueError(f"{len(dataset.class_names):,} classes "
+                         f"({short_list(dataset.class_names)}); a model has at most {MAX_CLASSES}")
     too_few = [f"'{name}' ({n})" for name, n in counts.items() if n < min_per_class]
     if too_few:
         raise ValueError(f"Every class needs at least {min_per_class} tiles; too few for "
-                         f"{', '.join(too_few)}. Label more, or remove the class.")
+                         f"{short_list(too_few)}. Label more, or remove the class.")
+
+
+def short_list(values, limit: int = 6) -> str:
+    """"a, b, c, … (60000 in all)": messages name a few items, never all of them (one stray
+    label value used to produce a 2 MB error line)."""
+    values = [str(v) for v in values]
+    if len(values) <= limit:
+        return ", ".join(values)
+    return ", ".join(values[:limit - 1]) + f", … {values[-1]} ({len(values)} in all)"
+
+
+def label_values(labels: np.ndarray) -> np.ndarray:
+    """The distinct non-zero values of a label image, sorted (sparse values cost nothing)."""
+    labels = np.asarray(labels)
+    values = np.unique(labels)
+    return values[values != 0]
+
+
+def check_label_values(labels: np.ndarray, source: str, n_classes: int | None = None
+                       ) -> np.ndarray:
+    """The distinct class values of one label image, or ValueError with a short message: more
+    distinct values than MAX_CLASSES (an instance mask: one id per cell), a value above
+    MAX_CLASSES, or one above `n_classes` when the classes are known."""
+    values = label_values(labels)
+    if len(values) > MAX_CLASSES:
+        raise ValueError(
+            f"{source}: {len(values):,} distinct label values ({short_list(values)}): this looks "
+            "like an instance mask (one id per cell), not class labels. A label image holds class "
+            f"numbers 1..K (K at most {MAX_CLASSES}; 0 = unlabelled); paint the classes, or sort "
+            "cells into one folder per class")
+    top = int(values[-1]) if len(values) else 0
+    limit = MAX_CLASSES if n_classes is None else min(n_classes, MAX_CLASSES)
+    if top > limit:
+        named = (f"the largest class number is {MAX_CLASSES}" if n_classes is None or
+                 n_classes > MAX_CLASSES else f"there are only {n_classes} classes")
+        raise ValueError(f"{source}: label value {top} has no class ({named}); values present: "
+                         f"{short_list(values)}")
+    return values
 
 
 def _field_cyx(image, source: str) -> np.ndarray:
@@ -209,6 +251,11 @@ def from_label_images(images: Sequence[np.ndarray], label_images: Sequence[np.nd
         raise ValueError(f"{len(label_images)} label images for {len(fields)} images")
     if not class_names:
         raise ValueError("class_names is empty")
+    for painted, source in zip(label_images, sources):
+        check_label_values(painted, source, len(class_names))
+    if len(class_names) > MAX_CLASSES:
+        raise ValueError(f"{len(class_names):,} classes ({short_list(class_names)}); a model has "
+                         f"at most {MAX_CLASSES}")
     tiles, labels, groups, positions = [], [], [], []
     for group, (field_cyx, painted, source) in enumerate(zip(fields, label_images, sources)):
         painted = np.asarray(painted)
@@ -535,6 +582,12 @@ def fit_normalization(tiles: np.ndarray, mode: str = "dataset",
     else:
         sample = np.moveaxis(tiles, 1, 0).reshape(n_channels, -1)
     low, high = np.percentile(sample.astype(np.float64), percentiles, axis=1)
+    # A flat channel (or one whose span float32 cannot resolve): widen it so that the model file
+    # never holds low >= high, which the loader refuses. `apply` only shifts such a channel
+    # either way (scale 1 for a span of 0 or of 1).
+    span = high.astype(np.float32) - low.astype(np.float32)
+    flat = ~(span > 1e-6 * np.maximum(np.abs(low), np.abs(high)))
+    high = np.where(flat, low + np.maximum(1.0, 1e-3 * np.abs(low)), high)
     return Normalization(low=low.tolist(), high=high.tolist(), mode=mode,
                          percentiles=percentiles)
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import json
 import math
 import re
@@ -25,10 +26,20 @@ from torch import nn
 
 from ._files import atomic_write
 from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
+from .tiling import MAX_CLASSES, MAX_TILE_SIZE
 
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 METADATA_KEY = "cellclf"
+# Beside the metadata: SHA-256 over every tensor and the header values that decide the tensors'
+# shapes only loosely (the tile size: 56 px and 30,000 px give the same weights). Files written
+# before it existed have none and still load.
+CHECKSUM_KEY = "cellclf.weights_sha256"
+_SHAPE_KEYS = ("architecture", "tile_size", "n_members")
+# Deepest nesting of JSON objects/lists in the metadata (history and extra hold a few levels).
+MAX_METADATA_DEPTH = 32
+# Normalisation bounds beyond any pixel value: larger ones overflow float32 arithmetic.
+MAX_NORMALIZATION_VALUE = 1e30
 
 # Okabe & Ito (2008) colour-blind-safe palette, black left out (invisible on napari's dark canvas).
 _OKABE_ITO = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7"]
@@ -86,6 +97,8 @@ class ModelMeta:
         """Validate types/lengths; ModelFileError on anything missing or inconsistent."""
         if not isinstance(d, dict):
             raise ModelFileError(f"metadata must be a JSON object, got {type(d).__name__}")
+        if _depth(d) > MAX_METADATA_DEPTH + 1:
+            raise ModelFileError(f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
         missing = [key for key in ("class_names", "class_colors", "channel_names", "tile_size",
                                    "architecture", "normalization") if key not in d]
         if missing:
@@ -97,6 +110,8 @@ class ModelMeta:
             raise ModelFileError(f"written in model format {format_version} by a newer napari-cellclf "
                                  f"(this one reads format {FORMAT_VERSION}); update napari-cellclf")
         class_names = _string_list(d["class_names"], "class_names", min_length=2)
+        if len(class_names) > MAX_CLASSES:
+            raise ModelFileError(f"{len(class_names)} classes; a model has at most {MAX_CLASSES}")
         if len(set(class_names)) != len(class_names):
             raise ModelFileError(f"class_names repeat a name: {class_names}")
         class_colors = _string_list(d["class_colors"], "class_colors", min_length=len(class_names))
@@ -113,8 +128,9 @@ class ModelMeta:
                 raise ModelFileError(f"channel_indices must be {len(channel_names)} non-negative "
                                      f"integers (one per channel), got {channel_indices!r}")
         tile_size = d["tile_size"]
-        if not _is_int(tile_size) or tile_size < MIN_TILE_SIZE:
-            raise ModelFileError(f"tile_size must be an integer >= {MIN_TILE_SIZE}, got {tile_size!r}")
+        if not _is_int(tile_size) or not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
+            raise ModelFileError(f"tile_size must be an integer {MIN_TILE_SIZE}..{MAX_TILE_SIZE}, "
+                                 f"got {tile_size!r}")
         architecture = d["architecture"]
         if architecture not in ARCHITECTURES:
             raise ModelFileError(f"unknown architecture {architecture!r} (known: {', '.join(ARCHITECTURES)})")
@@ -124,6 +140,9 @@ class ModelMeta:
         for name, value in (("history", history), ("extra", extra)):
             if not isinstance(value, dict):
                 raise ModelFileError(f"{name} must be a JSON object, got {type(value).__name__}")
+            if _depth(value) > MAX_METADATA_DEPTH:
+                raise ModelFileError(f"{name} is nested more than {MAX_METADATA_DEPTH} levels deep")
+        _check_cli_record(extra.get("cli"))
         seed = d.get("seed")
         if seed is not None and not _is_int(seed):
             raise ModelFileError(f"seed must be an integer or null, got {seed!r}")
@@ -135,6 +154,35 @@ class ModelMeta:
                    channel_indices=None if channel_indices is None else list(channel_indices),
                    history=history, seed=seed, package_version=package_version,
                    format_version=format_version, extra=extra)
+
+
+def _depth(value) -> int:
+    """Nesting depth of JSON containers, without recursion (a hostile header may nest 10^5)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level > 2 * MAX_METADATA_DEPTH:     # deep enough to refuse: stop looking
+                return level
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _check_cli_record(cli) -> None:
+    """extra["cli"], written by `cellclf train` and read back by `cellclf evaluate`."""
+    if cli is None:
+        return
+    if not isinstance(cli, dict):
+        raise ModelFileError(f"extra.cli must be a JSON object, got {type(cli).__name__}")
+    rules = {"layout": (lambda v: v in ("folders", "labels"), "'folders' or 'labels'"),
+             "mode": (lambda v: v in ("resize", "tile"), "'resize' or 'tile'"),
+             "stride": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+             "data": (lambda v: v is None or isinstance(v, str), "a string")}
+    for key, (ok, rule) in rules.items():
+        if key in cli and not ok(cli[key]):
+            raise ModelFileError(f"extra.cli.{key} must be {rule}, got {cli[key]!r}")
 
 
 def _is_int(value) -> bool:
@@ -165,6 +213,14 @@ def _check_normalization(value, n_channels: int) -> dict:
                            for b in bounds)):
             raise ModelFileError(f"normalization {key} must be {n_channels} finite numbers "
                                  f"(one per channel), got {bounds!r}")
+    for channel, (low, high) in enumerate(zip(value["low"], value["high"])):
+        if max(abs(low), abs(high)) > MAX_NORMALIZATION_VALUE:
+            raise ModelFileError(f"normalization of channel {channel}: low {low!r} / high {high!r} "
+                                 f"beyond +-{MAX_NORMALIZATION_VALUE:g}")
+        span = float(np.float32(high) - np.float32(low))
+        if not span > 1e-6 * max(abs(low), abs(high)) or not math.isfinite(span):
+            raise ModelFileError(f"normalization of channel {channel}: low {low!r} must be below "
+                                 f"high {high!r} (every pixel would map to one value)")
     return dict(value)
 
 
@@ -184,20 +240,36 @@ def _json_ready(value):
 
 
 def default_class_colors(n: int) -> list[str]:
-    """Distinct, colour-blind-friendly hex colours (Okabe-Ito first)."""
-    if n < 0:
-        raise ValueError(f"number of colours must be >= 0, got {n}")
-    colors = _OKABE_ITO[:n]
-    # Beyond the palette: hues spread by the golden angle, bright enough for a dark canvas.
+    """n distinct, colour-blind-friendly hex colours (Okabe-Ito first); returns for any n.
+
+    Beyond the palette: hues spread by the golden angle, bright enough for a dark canvas, at
+    four saturation/brightness levels. At one level the 8-bit rounding of the hues runs out
+    after ~1,700 colours (the old loop then never ended); past all levels the remaining colours
+    are taken in order from the whole 24-bit cube."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"number of colours must be an integer >= 0, got {n!r}")
+    if n > 2**24:
+        raise ValueError(f"there are only {2**24} distinct '#rrggbb' colours, {n} asked for")
+    colors = list(_OKABE_ITO[:n])
+    seen = set(colors)
+    levels = ((0.65, 0.95), (0.65, 0.75), (0.45, 0.95), (0.85, 0.85))
     i = 0
-    while len(colors) < n:
-        hue = (0.13 + i * 0.618033988749895) % 1.0
-        value = 0.95 if i % 2 == 0 else 0.75
-        r, g, b = colorsys.hsv_to_rgb(hue, 0.65, value)
+    while len(colors) < n and i < 8 * n + 64:
+        saturation, value = levels[i % len(levels)]
+        hue = (0.13 + (i // len(levels)) * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
         candidate = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
-        if candidate not in colors:
+        if candidate not in seen:
             colors.append(candidate)
+            seen.add(candidate)
         i += 1
+    code = 0x404040                  # fallback: every remaining colour, brightest-ish first
+    while len(colors) < n:
+        candidate = f"#{code % 2**24:06x}"
+        if candidate not in seen:
+            colors.append(candidate)
+            seen.add(candidate)
+        code += 1
     return colors
 
 
@@ -224,12 +296,26 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
                          f"({meta.architecture}, {meta.in_channels} channels, {meta.n_classes} classes, "
                          f"tile {meta.tile_size})")
     payload = serialize_safetensors(tensors, metadata={
-        METADATA_KEY: json.dumps(meta_dict, allow_nan=False, ensure_ascii=False)})
+        METADATA_KEY: json.dumps(meta_dict, allow_nan=False, ensure_ascii=False),
+        CHECKSUM_KEY: weights_checksum(tensors, meta_dict)})
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save model to {path}: folder {folder} does not exist")
     atomic_write(path, lambda handle: handle.write(payload))
     return path
+
+
+def weights_checksum(tensors: dict[str, torch.Tensor], meta_dict: dict) -> str:
+    """SHA-256 (hex) over every tensor (name, dtype, shape, bytes, in name order) and the
+    header's shape-deciding values (architecture, tile size, ensemble members)."""
+    digest = hashlib.sha256()
+    shape_values = {key: meta_dict.get(key) for key in _SHAPE_KEYS if key in meta_dict}
+    digest.update(json.dumps(shape_values, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _sniff_foreign_format(head: bytes) -> str | None:
@@ -279,6 +365,8 @@ def _open_validated(path: Path, load_weights: bool) -> tuple[ModelMeta, dict[str
                 meta_dict = json.loads(header_meta[METADATA_KEY])
             except json.JSONDecodeError as exc:
                 raise fail(f"its metadata is not valid JSON ({exc})") from None
+            except RecursionError:
+                raise fail("its metadata is nested too deeply to be a napari-cellclf header") from None
             try:
                 meta = ModelMeta.from_dict(meta_dict)
             except ModelFileError as exc:
@@ -302,8 +390,14 @@ def _open_validated(path: Path, load_weights: bool) -> tuple[ModelMeta, dict[str
                 if dtype not in _FLOAT_DTYPES:
                     raise fail(f"tensor {name} has dtype {dtype}, expected floating point")
             if load_weights:
-                for name in expected:
-                    tensor = reader.get_tensor(name).to(torch.float32)
+                stored = {name: reader.get_tensor(name) for name in expected}
+                checksum = header_meta.get(CHECKSUM_KEY)
+                if checksum is not None and checksum != weights_checksum(stored, meta_dict):
+                    raise fail("the weights do not match the checksum saved with them: a tensor, "
+                               "or the tile size or architecture in the header, was changed "
+                               "after saving (a damaged or edited file)")
+                for name, tensor in stored.items():
+                    tensor = tensor.to(torch.float32)
                     if not torch.isfinite(tensor).all():
                         raise fail(f"tensor {name} holds NaN or infinite values")
                     tensors[name] = tensor
