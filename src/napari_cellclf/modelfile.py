@@ -278,11 +278,16 @@ def _expected_shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in template.state_dict().items()}
 
 
+def model_file_path(path: str | Path) -> Path:
+    """The path save_model writes for `path`: the suffix added when missing (so that the CLI's
+    output guard checks the real name before training)."""
+    path = Path(path).expanduser()
+    return path if path.name.endswith(SUFFIX) else path.with_name(path.name + SUFFIX)
+
+
 def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     """Atomic write; adds the suffix if missing; returns the final path."""
-    path = Path(path).expanduser()
-    if not path.name.endswith(SUFFIX):
-        path = path.with_name(path.name + SUFFIX)
+    path = model_file_path(path)
     meta_dict = meta.to_dict()
     try:
         ModelMeta.from_dict(meta_dict)   # never write a file that load_model would refuse
