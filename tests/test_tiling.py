@@ -202,3 +202,9 @@ def test_values_map_paints_nearest_tile_cells():
         assert grid.tile_at(y, x) == n
     assert grid.tile_at(-1, 0) is None and grid.tile_at(0, 53) is None
     assert grid.tile_at(0.4, 0.4) == 0
+
+
+def test_limits_agree_with_the_model():
+    from napari_cellclf import model, tiling
+    assert tiling.MIN_TILE_SIZE == model.MIN_TILE_SIZE
+    assert tiling.MIN_TILE_SIZE < tiling.MAX_TILE_SIZE and tiling.MAX_CLASSES >= 2

@@ -25,7 +25,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 BORDERS = ("drop", "pad")
 
-# The limits every face (CLI options, widget, model-file validator) reads from here.
+# The limits every face (CLI options, widget, model-file validator) reads from here
+# (issue 11: without an upper bound, --tile-size 100000 ended in a 37 GiB MemoryError).
 # Smallest tile the CNN takes: three 2x2 pools must leave at least 2x2 (= model.MIN_TILE_SIZE).
 MIN_TILE_SIZE = 16
 # Largest tile: a cell is tens of pixels across, and the original net's activations grow with
@@ -34,16 +35,6 @@ MAX_TILE_SIZE = 512
 # Most classes a model (and a label image) may have. A label image with more distinct values
 # is nearly always an instance mask (one id per cell) given where class labels were meant.
 MAX_CLASSES = 256
-
-
-def check_tile_size(tile_size, what: str = "tile size") -> int:
-    """`tile_size` as an int within MIN_TILE_SIZE..MAX_TILE_SIZE, else ValueError naming `what`
-    (e.g. "--tile-size") and the bounds."""
-    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)):
-        raise ValueError(f"{what} must be a whole number of pixels, got {tile_size!r}")
-    if not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
-        raise ValueError(f"{what} {tile_size}: must be {MIN_TILE_SIZE}..{MAX_TILE_SIZE} px")
-    return int(tile_size)
 
 
 @dataclass(frozen=True)
@@ -104,18 +95,14 @@ def _count_along(length: int, tile_size: int, stride: int, border: str) -> int:
 
 def make_grid(image_shape: tuple[int, int], tile_size: int, stride: int | None = None,
               border: str = "drop") -> TileGrid:
-    """stride defaults to tile_size (no overlap). ValueError for tile_size < 1 or above
-    MAX_TILE_SIZE, stride < 1, unknown border, or an image smaller than one tile with
-    border='drop'."""
+    """stride defaults to tile_size (no overlap). ValueError for tile_size < 1, stride < 1,
+    unknown border, or an image smaller than one tile with border='drop'."""
     if len(image_shape) != 2:
         raise ValueError(f"image_shape must be (height, width), got {tuple(image_shape)}")
     height, width = (int(s) for s in image_shape)
     if int(tile_size) != tile_size or tile_size < 1:
         raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
     tile_size = int(tile_size)
-    if tile_size > MAX_TILE_SIZE:
-        raise ValueError(f"tile_size {tile_size} is larger than the largest tile, "
-                         f"{MAX_TILE_SIZE} px")
     stride = tile_size if stride is None else stride
     if int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
