@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from napari_cellclf.attribution import explain_field, explain_field_sync, gradient_x_input
+from evaluation_support import kind_tiles, trained
+from napari_cellclf.attribution import (attribute, attribution_checks, explain_field,
+                                        explain_field_sync, gradient_x_input,
+                                        reinitialised_copy, smoothgrad, spearman_per_tile)
 from napari_cellclf.data import Normalization
 from napari_cellclf.inference import Classifier
 from napari_cellclf.model import build_model
@@ -175,3 +178,94 @@ def test_onednn_gradient_matches_autograd_with_overlapping_pools():
         np.testing.assert_allclose(gradient_x_input(classifier.gradient_model, inputs, target),
                                    gradient_x_input(model, inputs, target),
                                    rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Sanity checks, SmoothGrad, ensembles
+
+
+def test_planted_corner_artefact_is_flagged():
+    """Both classes hold the same cells; one class also has a bright 2x2 corner mark. The
+    model learns the mark, and the checks must say so in words."""
+    classifier = trained("artefact")
+    checks = attribution_checks(classifier, kind_tiles("artefact", 128, seed=3).tiles)
+    assert checks.warnings, checks
+    text = " ".join(checks.warnings)
+    assert "'puncta'" in text and ("border" in text or "same" in text)
+    marked = checks.border_share_by_class["puncta"]
+    assert marked > 2 * checks.border_share_by_class["diffuse"]
+    document = checks.to_dict()
+    for key in ("randomisation_similarity", "gradient_randomisation_similarity",
+                "foreground_share", "border_share", "warnings"):
+        assert key in document
+
+
+def test_model_that_learnt_the_cells_gets_no_location_warning():
+    checks = attribution_checks(trained("cells"), kind_tiles("cells", 128, seed=4).tiles)
+    assert not [w for w in checks.warnings if "border" in w or "same" in w], checks.warnings
+    assert checks.foreground_share > checks.foreground_pixel_share   # it looks at the cells
+    assert -1 <= checks.randomisation_similarity <= 1
+    assert -1 <= checks.gradient_randomisation_similarity <= 1
+    # x input makes the map look like the image whatever the weights (Adebayo et al. 2018):
+    # gradient x input resembles the random network's far more than the plain gradient does.
+    assert checks.randomisation_similarity > checks.gradient_randomisation_similarity
+
+
+def test_reinitialised_copy_is_fresh_and_leaves_the_model_alone():
+    model = build_model("fast", 1, 2, 16)
+    before = [p.detach().clone() for p in model.parameters()]
+    fresh = reinitialised_copy(model, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, fresh.parameters()))
+    again = reinitialised_copy(model, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), again.parameters()))
+
+
+def test_spearman_per_tile():
+    a = np.arange(10.0).reshape(1, 10)
+    np.testing.assert_allclose(spearman_per_tile(np.vstack([a, a]), np.vstack([a ** 3, -a])),
+                               [1.0, -1.0])
+    assert np.isnan(spearman_per_tile(a, np.zeros_like(a))[0])
+
+
+def test_smoothgrad_without_noise_is_gradient_x_input_and_explains_fields():
+    torch.manual_seed(0)
+    model = build_model("fast", 2, 2, TILE).eval()
+    x = torch.rand(3, 2, TILE, TILE)
+    plain = gradient_x_input(model, x)
+    torch.testing.assert_close(smoothgrad(model, x, samples=1, noise=0.0), plain)
+    smooth = attribute(model, x, method="smoothgrad", samples=4)
+    assert smooth.shape == x.shape and not torch.equal(smooth, plain)
+    classifier = Classifier(TopLeftQuadrant(), meta_for(), device="cpu", batch_size=5)
+    field = uniform_field()
+    a = explain_field_sync(classifier, field, target=1, method="smoothgrad", noise=0.0, samples=2)
+    np.testing.assert_allclose(a, explain_field_sync(classifier, field, target=1), rtol=1e-5)
+    with pytest.raises(ValueError, match="method"):
+        explain_field_sync(classifier, field, method="occlusion")
+
+
+class _MeanOfMembers(nn.Module):
+    """model.Ensemble's contract, for when model.py has none yet."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        return torch.log(torch.stack([torch.softmax(m(x), dim=1) for m in self.members]).mean(0))
+
+
+def test_ensemble_attribution_is_the_mean_of_its_members_maps():
+    import napari_cellclf.model as model_module
+
+    torch.manual_seed(0)
+    members = [build_model("fast", 2, 2, TILE).eval() for _ in range(3)]
+    ensemble_class = getattr(model_module, "Ensemble", _MeanOfMembers)
+    try:
+        ensemble = ensemble_class(members).eval()
+    except TypeError:
+        ensemble = _MeanOfMembers(members).eval()
+    x = torch.rand(4, 2, TILE, TILE)
+    target = ensemble(x).argmax(dim=1)
+    expected = torch.stack([gradient_x_input(m, x, target) for m in members]).mean(0)
+    torch.testing.assert_close(gradient_x_input(ensemble, x), expected)
