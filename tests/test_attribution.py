@@ -6,12 +6,19 @@ import threading
 import numpy as np
 import pytest
 import torch
+from evaluation_support import kind_tiles, trained
 from torch import nn
 
-from evaluation_support import kind_tiles, trained
-from napari_cellclf.attribution import (attribute, attribution_checks, explain_field,
-                                        explain_field_sync, gradient_x_input,
-                                        reinitialised_copy, smoothgrad, spearman_per_tile)
+from napari_cellclf.attribution import (
+    attribute,
+    attribution_checks,
+    explain_field,
+    explain_field_sync,
+    gradient_x_input,
+    reinitialised_copy,
+    smoothgrad,
+    spearman_per_tile,
+)
 from napari_cellclf.data import Normalization
 from napari_cellclf.inference import Classifier
 from napari_cellclf.model import build_model
