@@ -181,3 +181,20 @@ def test_dihedral_agreement_tells_orientation_sensitive_models_apart():
     assert dihedral_agreement(classifier_for(tta(TopLeftBright())), tiles) == 1.0
     assert dihedral_agreement(classifier_for(MeanBrightness()), tiles) == 1.0
     assert dihedral_agreement(classifier_for(MeanBrightness()), tiles[:0]) is None
+
+
+def test_validation_metrics_score_the_training_split_and_travel_in_the_model_file():
+    from evaluation_support import training_result
+
+    from napari_cellclf.data import split_train_val
+    from napari_cellclf.evaluation import stored_verdict, validation_metrics
+
+    result = training_result("noise")
+    data = kind_tiles("noise", 240, seed=0)          # the very tiles it was trained on
+    evaluation = validation_metrics(result, data)
+    _, val_idx = split_train_val(data, result.config.val_fraction, seed=result.config.seed)
+    assert evaluation.metrics.n == len(val_idx)
+    meta = result.meta()
+    assert stored_verdict(meta) is None
+    meta.extra["evaluation"] = evaluation.metrics.to_dict()
+    assert stored_verdict(meta) == evaluation.metrics.verdict

@@ -293,3 +293,30 @@ def evaluate(classifier, dataset, chunk: int = 1024, on_progress=None) -> Evalua
     predicted = probabilities.argmax(axis=1).astype(np.int64) if total else np.zeros(0, np.int64)
     metrics = classification_metrics(truth, predicted, classifier.class_names, probabilities)
     return Evaluation(metrics, probabilities, truth, predicted)
+
+
+def validation_metrics(result, dataset, device: str = "cpu") -> Evaluation | None:
+    """The metrics of a training.TrainingResult on its own validation split (re-made exactly as
+    training made it: data.split_train_val with the config's val_fraction and seed), for the
+    model file (`ModelMeta.extra["evaluation"]`) and the training printout. None without
+    validation tiles."""
+    from .data import split_train_val
+    from .inference import Classifier
+
+    config = result.config
+    if not config.val_fraction:
+        return None
+    _, val_idx = split_train_val(dataset, config.val_fraction, seed=config.seed)
+    val_idx = np.asarray(val_idx, dtype=np.int64)
+    if len(val_idx) == 0:
+        return None
+    classifier = Classifier(result.model, result.meta(), device=device)
+    return evaluate(classifier, dataset.subset(val_idx))
+
+
+def stored_verdict(meta) -> str | None:
+    """The verdict a model file carries (`ModelMeta.extra["evaluation"]["verdict"]`), or None
+    when it has none or was judged better than chance."""
+    evaluation = (getattr(meta, "extra", None) or {}).get("evaluation") or {}
+    verdict = evaluation.get("verdict") if isinstance(evaluation, dict) else None
+    return str(verdict) if verdict else None
