@@ -66,6 +66,8 @@ class ModelMeta:
     package_version: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+    # Training data's pixel size {"y": float, "x": float, "unit": str | None}; None = unknown.
+    pixel_size: dict | None = None
 
     @property
     def n_classes(self) -> int:
@@ -90,6 +92,7 @@ class ModelMeta:
             "seed": self.seed,
             "package_version": self.package_version,
             "extra": dict(self.extra),
+            "pixel_size": None if self.pixel_size is None else dict(self.pixel_size),
         })
 
     @classmethod
@@ -153,7 +156,8 @@ class ModelMeta:
                    tile_size=tile_size, architecture=architecture, normalization=normalization,
                    channel_indices=None if channel_indices is None else list(channel_indices),
                    history=history, seed=seed, package_version=package_version,
-                   format_version=format_version, extra=extra)
+                   format_version=format_version, extra=extra,
+                   pixel_size=_check_pixel_size(d.get("pixel_size")))
 
 
 def _depth(value) -> int:
@@ -222,6 +226,19 @@ def _check_normalization(value, n_channels: int) -> dict:
             raise ModelFileError(f"normalization of channel {channel}: low {low!r} must be below "
                                  f"high {high!r} (every pixel would map to one value)")
     return dict(value)
+
+
+def _check_pixel_size(value) -> dict | None:
+    """None, or {"y": > 0, "x": > 0, "unit": str | None} (pixelsize.pixel_size_record)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool)
+            and math.isfinite(value[k]) and value[k] > 0 for k in ("y", "x")) \
+            or not isinstance(value.get("unit"), (str, type(None))):
+        raise ModelFileError(f"pixel_size must be null or {{'y': >0, 'x': >0, 'unit': text or null}}, "
+                             f"got {value!r}")
+    return {"y": float(value["y"]), "x": float(value["x"]), "unit": value.get("unit")}
 
 
 def _json_ready(value):
