@@ -84,7 +84,7 @@ def test_package_holds_what_bioimageio_needs(exported, model_file):
         (package / architecture["source"]).read_bytes()).hexdigest()
     assert weights["sha256"] == hashlib.sha256((package / "weights.pt").read_bytes()).hexdigest()
     assert architecture["kwargs"] == {"architecture": "fast", "in_channels": 2, "n_classes": 2,
-                                      "tile_size": TILE, "n_members": 1}
+                                      "tile_size": TILE, "n_members": 1, "tta": False}
     # output [batch, channel] with identifier channel names, the real names in config.cellclf
     output = rdf["outputs"][0]
     assert [a["type"] for a in output["axes"]] == ["batch", "channel"]
@@ -103,8 +103,11 @@ def test_package_holds_what_bioimageio_needs(exported, model_file):
     # training details and the results the model file holds
     training = rdf["config"]["bioimageio"]["training"]
     assert training["training_epochs"] == 2 and training["training_batch_size"] == 16
-    assert rdf["config"]["bioimageio"]["cellclf_trust"]["summary"]
-    assert "Validation" in (package / "README.md").read_text(encoding="utf-8")
+    trust = rdf["config"]["bioimageio"]["cellclf_trust"]
+    assert trust["chance"] == 0.5 and len(trust["runs"]) == 1
+    assert 0 <= trust["runs"][0]["val_accuracy"] <= 1 and 0 <= trust["runs"][0]["val_balanced_accuracy"] <= 1
+    readme = (package / "README.md").read_text(encoding="utf-8")
+    assert "## Validation" in readme and "balanced accuracy" in readme and "chance is 0.500" in readme
     # test tensors: real foreground tiles, the output is our Classifier's
     tiles = np.load(package / "test_input.npy")
     assert tiles.shape == (bio.N_TEST_TILES, 2, TILE, TILE) and tiles.std() > 0

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 from torch import nn
 
@@ -46,6 +47,8 @@ WEIGHTS_FILE = "weights.pt"
 CELLCLF_FILE = "cellclf_model.safetensors"
 TEST_INPUT_FILE = "test_input.npy"
 TEST_OUTPUT_FILE = "test_output.npy"
+SAMPLE_INPUT_FILE = "sample_input.tif"     # for people (and imageio): the first test tile
+SAMPLE_OUTPUT_FILE = "sample_output.tif"
 COVER_FILE = "cover.png"
 README_FILE = "README.md"
 INPUT_ID = "raw"
@@ -64,13 +67,16 @@ class CellclfProbabilities(_cellclf_torch.nn.Module):
     """(batch, channel, y, x) normalised tiles -> (batch, class) probabilities."""
 
     def __init__(self, architecture: str, in_channels: int, n_classes: int, tile_size: int,
-                 n_members: int = 1):
+                 n_members: int = 1, tta: bool = False):
         super().__init__()
-        if n_members == 1:
-            self.net = build_model(architecture, in_channels, n_classes, tile_size)
+        ensemble = globals().get("build_ensemble")
+        if ensemble is not None:
+            net = ensemble(architecture, in_channels, n_classes, tile_size, n_members)
+        elif n_members == 1:
+            net = build_model(architecture, in_channels, n_classes, tile_size)
         else:
-            self.net = Ensemble([build_model(architecture, in_channels, n_classes, tile_size)
-                                 for _ in range(n_members)])
+            raise ValueError("this architecture file has no ensembles (build_ensemble)")
+        self.net = DihedralTTA(net) if tta else net
 
     def forward(self, x):
         return _cellclf_torch.softmax(self.net(x), dim=1)
@@ -130,9 +136,11 @@ def architecture_source() -> str:
 
 
 def architecture_kwargs(meta) -> dict:
+    """The wrapper's kwargs in rdf.yaml: what modelfile rebuilds the net from."""
     return {"architecture": meta.architecture, "in_channels": meta.in_channels,
             "n_classes": meta.n_classes, "tile_size": int(meta.tile_size),
-            "n_members": int(getattr(meta, "n_members", 1) or 1)}
+            "n_members": int(getattr(meta, "n_members", 1) or 1),
+            "tta": bool((meta.extra or {}).get("tta", False))}
 
 
 def _load_architecture(path: Path):
@@ -145,17 +153,23 @@ def _load_architecture(path: Path):
     return getattr(module, WRAPPER_CALLABLE)
 
 
-def _wrapped_state_dict(model: nn.Module, meta, architecture_file: Path) -> tuple[dict, nn.Module]:
-    """State dict of the wrapper rebuilt from the shipped file and kwargs (strict load: proves
-    that callable + kwargs rebuild exactly our net)."""
+def _wrapped_state_dict(model_path: Path, meta, architecture_file: Path) -> tuple[dict, nn.Module]:
+    """State dict of the wrapper rebuilt from the shipped file and kwargs, filled with the model
+    file's tensors as stored (BatchNorm unfolded, as trained). The load is strict but for
+    BatchNorm's step counters, which model files leave out: it proves that callable + kwargs
+    rebuild exactly our net."""
+    from safetensors.torch import load_file
+
     wrapper = _load_architecture(architecture_file)(**architecture_kwargs(meta))
-    state = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    try:
-        wrapper.net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise BioimageioError(f"the shipped architecture does not rebuild this model: {exc}") from None
+    core = getattr(wrapper.net, "model", wrapper.net) if architecture_kwargs(meta)["tta"] else wrapper.net
+    tensors = {name: t.to(torch.float32) for name, t in load_file(str(model_path)).items()}
+    result = core.load_state_dict(tensors, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise BioimageioError(f"the shipped architecture does not rebuild this model (missing "
+                              f"{missing[:3]}, unexpected {result.unexpected_keys[:3]})")
     wrapper.eval()
-    return {name: t.contiguous() for name, t in wrapper.state_dict().items()}, wrapper
+    return {name: t.detach().contiguous() for name, t in wrapper.state_dict().items()}, wrapper
 
 
 # ------------------------------------------------------------------------------ test tiles
@@ -276,13 +290,27 @@ def _training_details(meta, v0_5):
 
 
 def _trust_summary(meta) -> dict:
-    """Results the model file holds (history summary, warnings, evaluation/baseline/crosstest)."""
+    """What the model file knows about how far to trust it: per run the held-out accuracy beside
+    balanced accuracy and chance, memorisation messages, training warnings, and the results
+    other commands stored in `extra` (evaluation, baseline, crosstest)."""
     history = meta.history or {}
-    out: dict = {}
-    for key in ("summary", "warnings", "best_run"):
-        if history.get(key):
-            out[key] = history[key]
-    for key in ("evaluation", "baseline", "crosstest", "memorisation"):
+    out: dict = {"chance": 1.0 / meta.n_classes}
+    runs = []
+    for run in history.get("runs") or []:
+        best = run.get("best_epoch", -1)
+        balanced = run.get("val_balanced_accuracy") or []
+        runs.append({"seed": run.get("seed"), "epochs_completed": run.get("epochs_completed"),
+                     "best_epoch": best, "val_accuracy": run.get("best_val_accuracy"),
+                     "val_balanced_accuracy": balanced[best] if 0 <= best < len(balanced) else None,
+                     "memorisation": run.get("memorisation")})
+    if runs:
+        out["runs"] = runs
+        summary = history.get("summary") or {}
+        if summary.get("best_run") is not None:
+            out["best_run"] = summary["best_run"]
+    if history.get("warnings"):
+        out["warnings"] = list(history["warnings"])
+    for key in ("evaluation", "baseline", "crosstest"):
         if (meta.extra or {}).get(key) is not None:
             out[key] = meta.extra[key]
     return out
@@ -303,11 +331,13 @@ def _cellclf_config(meta) -> dict:
 def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.ndarray | None = None,
                       name: str | None = None, authors: list[str] | None = None,
                       license: str = DEFAULT_LICENSE, description: str | None = None,
-                      validate: bool = True) -> ExportResult:
+                      github_user: str | None = None, validate: bool = True) -> ExportResult:
     """Write a bioimage.io 0.5 model package for the cellclf model file `model_path` to `out`
     (a folder, made if missing and then empty; or a path ending in .zip).
 
     `field_cyx`: a raw (C, Y, X) field whose foreground tiles become the test input and cover.
+    `authors`: names (default "napari-cellclf user"); `license`: an SPDX id; `github_user`: the
+    maintainer, which bioimage.io wants before an upload.
     The package description is validated by bioimageio.spec while it is built (`validate`
     additionally loads the written package back). BioimageioError for anything unrepresentable;
     ImportError naming the extra when bioimageio.spec is missing."""
@@ -342,11 +372,13 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
         stage = Path(tmp)
         shutil.copyfile(model_path, stage / CELLCLF_FILE)
         (stage / ARCHITECTURE_FILE).write_text(architecture_source(), encoding="utf-8")
-        state, wrapper = _wrapped_state_dict(model, meta, stage / ARCHITECTURE_FILE)
+        state, wrapper = _wrapped_state_dict(model_path, meta, stage / ARCHITECTURE_FILE)
         torch.save(state, stage / WEIGHTS_FILE)
         _check_wrapper(wrapper, meta, tiles, probabilities)
         np.save(stage / TEST_INPUT_FILE, tiles)
         np.save(stage / TEST_OUTPUT_FILE, probabilities)
+        tifffile.imwrite(stage / SAMPLE_INPUT_FILE, tiles[0])
+        tifffile.imwrite(stage / SAMPLE_OUTPUT_FILE, probabilities[:1])
         _write_cover(stage / COVER_FILE, tiles, probabilities, meta)
         preprocessing, notes = _preprocessing(meta, v0_5)
         trust = _trust_summary(meta)
@@ -367,6 +399,7 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
                                               "(napari-cellclf is a napari plugin)",
                                          url="https://napari.org")],
                     license=license,
+                    maintainers=[v0_5.Maintainer(github_user=github_user)] if github_user else [],
                     documentation=v0_5.FileDescr(source=README_FILE),
                     covers=[v0_5.FileDescr(source=COVER_FILE)],
                     tags=["classification", "fluorescence-light-microscopy", "2d", "pytorch",
@@ -379,6 +412,7 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
                               v0_5.ChannelAxis(channel_names=input_channel_ids),
                               *_space_axes(meta, v0_5)],
                         test_tensor=v0_5.FileDescr(source=TEST_INPUT_FILE),
+                        sample_tensor=v0_5.FileDescr(source=SAMPLE_INPUT_FILE),
                         data=v0_5.IntervalOrRatioDataDescr(type="float32"),
                         preprocessing=preprocessing)],
                     outputs=[v0_5.OutputTensorDescr(
@@ -387,6 +421,7 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
                                     + ", ".join(meta.class_names)[:80],
                         axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=class_ids)],
                         test_tensor=v0_5.FileDescr(source=TEST_OUTPUT_FILE),
+                        sample_tensor=v0_5.FileDescr(source=SAMPLE_OUTPUT_FILE),
                         data=v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)))],
                     weights=v0_5.WeightsDescr(pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
                         source=WEIGHTS_FILE, sha256=_sha256(stage / WEIGHTS_FILE),
@@ -471,19 +506,23 @@ def _readme(meta, title: str, text: str, trust: dict, notes: list[str], class_id
     lines += ["", "## Output", "", "Per-class probabilities `(batch, class)`, summing to 1:", ""]
     lines += [f"- `{cid}`: {name}" for cid, name in zip(class_ids, meta.class_names)]
     lines += ["", "## Validation", ""]
-    summary = trust.get("summary") or {}
-    if summary:
-        lines.append("Held-out results recorded at training time (validation tiles were never "
-                     "trained on; accuracy beside balanced accuracy and chance):")
-        lines.append("")
-        lines += [f"- {key}: {value}" for key, value in summary.items() if not isinstance(value, (dict, list))]
+    runs = trust.get("runs") or []
+    if any(r.get("val_accuracy") is not None for r in runs):
+        lines += ["Held-out validation tiles (never trained on), best epoch of each training run; "
+                  f"chance is {trust['chance']:.3f} (1 / {meta.n_classes} classes):", "",
+                  "| run | seed | accuracy | balanced accuracy | epochs |", "| --- | --- | --- | --- | --- |"]
+        for i, run in enumerate(runs):
+            lines.append(f"| {i}{' (kept)' if trust.get('best_run') == i else ''} | {run['seed']} | "
+                         f"{_number(run['val_accuracy'])} | {_number(run['val_balanced_accuracy'])} | "
+                         f"{run['epochs_completed']} |")
+        lines += [f"- run {i}: {r['memorisation']}" for i, r in enumerate(runs) if r.get("memorisation")]
     else:
-        lines.append("This model file carries no held-out results.")
-    if trust.get("evaluation"):
-        lines += ["", "Evaluation on labelled data (napari-cellclf `evaluate`): see "
-                  "`config.bioimageio.cellclf_trust.evaluation` in rdf.yaml."]
+        lines.append("This model file carries no held-out validation results.")
+    for key in ("evaluation", "baseline", "crosstest"):
+        if trust.get(key) is not None:
+            lines += ["", f"Stored {key} results: `config.bioimageio.cellclf_trust.{key}` in rdf.yaml."]
     for warning in trust.get("warnings") or []:
-        lines.append(f"- warning: {warning}")
+        lines.append(f"- training warning: {warning}")
     lines += ["", "To validate on your own data: label some tiles, run `cellclf evaluate`, and compare "
               "balanced accuracy with chance (1 / number of classes).", "",
               "## Limitations", "", _limitations(meta, notes), "",
@@ -491,6 +530,14 @@ def _readme(meta, title: str, text: str, trust: dict, notes: list[str], class_id
               f"`cellclf import PACKAGE --out model.safetensors` gives back the original model file "
               f"(`{CELLCLF_FILE}`, attached)."]
     return "\n".join(lines) + "\n"
+
+
+def _short(name: str, limit: int = 18) -> str:
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _write_cover(path: Path, tiles: np.ndarray, probabilities: np.ndarray, meta) -> None:
@@ -511,7 +558,7 @@ def _write_cover(path: Path, tiles: np.ndarray, probabilities: np.ndarray, meta)
         axis.imshow(np.clip((plane - low) / (high - low if high > low else 1.0), 0, 1),
                     cmap="magma", vmin=0, vmax=1)
         k = int(np.argmax(probabilities[i]))
-        axis.set_title(f"{meta.class_names[k][:14]}\np={probabilities[i, k]:.2f}", fontsize=9,
+        axis.set_title(f"{_short(meta.class_names[k])}\np={probabilities[i, k]:.2f}", fontsize=9,
                        color=meta.class_colors[k])
     figure.text(0.5, 0.93, "napari-cellclf tile classifier", ha="center", fontsize=11, color="white")
     figure.patch.set_facecolor("#262930")
