@@ -199,3 +199,42 @@ def test_per_tile_normalisation_exports_as_scale_range(workdir):
     assert summary.status == "passed", summary.format()
     np.testing.assert_allclose(bio.predict_with_bioimageio(result.path, result.test_input),
                                result.probabilities, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_batchnorm_ensemble_exports_and_reproduces(workdir):
+    """An ensemble of BatchNorm nets (model.Ensemble, ModelMeta.n_members): the shipped wrapper
+    rebuilds it from its kwargs, bioimageio.core's test passes and its probabilities are ours."""
+    import torch
+
+    from napari_cellclf import model as model_module
+
+    if not hasattr(model_module, "build_ensemble") or "batchnorm" not in model_module.ARCHITECTURES:
+        pytest.skip("this model.py has no ensembles / batchnorm architecture")
+    torch.manual_seed(0)
+    members = [build_model("batchnorm", 2, 3, TILE) for _ in range(2)]
+    for member in members:            # non-trivial running statistics, so folding matters
+        for module in member.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.data.uniform_(0.5, 1.5)
+    ensemble = model_module.Ensemble(members).eval()
+    meta = ModelMeta(class_names=["x", "y", "z"], class_colors=default_class_colors(3),
+                     channel_names=["DNA", "GFP"], tile_size=TILE, architecture="batchnorm",
+                     normalization={"mode": "dataset", "low": [20.0, 10.0], "high": [800.0, 300.0]},
+                     n_members=2)
+    path = save_model(workdir / "ensemble.safetensors", ensemble, meta)
+    images, _ = fields(seed=4)
+    result = bio.export_bioimageio(path, workdir / "ensemble_package", field_cyx=images[0])
+    kwargs = rdf_of(result.path)["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["n_members"] == 2 and kwargs["architecture"] == "batchnorm"
+    summary = bio.run_bioimageio_test(result.path)
+    assert summary.status == "passed", summary.format()
+    theirs = bio.predict_with_bioimageio(result.path, result.test_input)
+    np.testing.assert_allclose(theirs, result.probabilities, rtol=1e-5, atol=1e-5)
+    restored = bio.import_bioimageio(result.path, workdir / "ensemble_back")
+    model, back = load_model(restored)
+    assert back.n_members == 2
+    np.testing.assert_allclose(Classifier(model, back, device="cpu").predict_tiles(result.test_input),
+                               result.probabilities, rtol=1e-5, atol=1e-6)

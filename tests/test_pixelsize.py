@@ -12,7 +12,7 @@ from napari_cellclf.model import build_model
 from napari_cellclf.modelfile import ModelFileError, ModelMeta, default_class_colors, load_model, \
     read_meta, save_model
 from napari_cellclf.pixelsize import DEFAULT_FACTOR, pixel_size_record, pixel_size_warning, \
-    training_pixel_size
+    training_pixel_size, training_pixel_size_of_files
 
 TRAINED = {"y": 0.65, "x": 0.65, "unit": "µm"}
 
@@ -80,4 +80,6 @@ def test_training_pixel_size_from_files_read_by_io(tmp_path):
     assert record["unit"] == "µm"
     assert record["y"] == pytest.approx(0.5) and record["x"] == pytest.approx(0.5)   # the median
     assert training_pixel_size(images[-1:]) is None
+    paths = [i.path for i in images] + [images[0].path, "a napari layer name"]
+    assert training_pixel_size_of_files(paths) == record
     assert pixel_size_record((0.0, 0.5), "µm") is None

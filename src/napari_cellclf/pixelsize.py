@@ -56,6 +56,24 @@ def training_pixel_size(images: Iterable) -> dict | None:
     return {"y": _median(ys), "x": _median(xs), "unit": unit}
 
 
+def training_pixel_size_of_files(paths: Iterable) -> dict | None:
+    """training_pixel_size of the image files (metadata as io reads it); unreadable files and
+    sources that are not files (napari layer names) are skipped."""
+    from pathlib import Path
+
+    from .io import ImageReadError, read_image
+
+    images = []
+    for path in dict.fromkeys(str(p) for p in paths):
+        if not Path(path).is_file():
+            continue
+        try:
+            images.append(read_image(path))
+        except (ImageReadError, OSError):
+            continue
+    return training_pixel_size(images)
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
