@@ -61,10 +61,17 @@ def kind_tiles(kind: str, n: int, seed: int) -> TileDataset:
 
 @cache
 def trained(kind: str) -> Classifier:
+    """A Classifier of `training_result(kind)`'s model."""
+    result = training_result(kind)
+    return Classifier(result.model, result.meta(), device="cpu")
+
+
+@cache
+def training_result(kind: str):
     """A 'fast' CNN trained on 240 tiles of `kind` (a few seconds on a CPU; the corner mark
     takes ~20 epochs to be learnt fully, the cells and the noise far fewer)."""
-    config = TrainConfig(epochs=EPOCHS[kind], architecture="fast", device="cpu", patience=0, batch_size=32,
-                         seed=0)
+    config = TrainConfig(epochs=EPOCHS[kind], architecture="fast", device="cpu", patience=0,
+                         batch_size=32, seed=0)
     # One thread: on a shared 2-core machine the default thread pool makes this tiny net ~40x
     # slower (threads waiting on each other); restored afterwards for the other tests.
     threads = torch.get_num_threads()
