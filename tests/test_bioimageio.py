@@ -140,6 +140,7 @@ def test_zip_export_imports_back_to_identical_probabilities(workdir, model_file)
     assert zipfile.is_zipfile(out)
     restored = bio.import_bioimageio(out, workdir / "restored")
     assert restored.name == "restored.safetensors"
+    assert restored.read_bytes() == model_file.read_bytes()          # the very file exported
     original_model, original_meta = load_model(model_file)
     model, meta = load_model(restored)
     assert meta.to_dict() == original_meta.to_dict()

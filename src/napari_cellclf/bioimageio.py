@@ -575,9 +575,11 @@ def import_bioimageio(package: str | Path, out: str | Path) -> Path:
     its rdf.yaml, or a .zip) to `out`; returns the saved path. The attachment's sha256 is checked
     against rdf.yaml and the file is then validated like any model file. BioimageioError when the
     package was not made by napari-cellclf or was altered."""
-    from .modelfile import ModelFileError, load_model, save_model
+    from ._files import atomic_write, check_output_path
+    from .modelfile import ModelFileError, load_model, model_file_path
 
     package = Path(package).expanduser()
+    target = check_output_path(model_file_path(out), inputs=[package])
     rdf, read = _open_package(package)
     cellclf = (rdf.get("config") or {}).get("cellclf") or {}
     file_name = cellclf.get("model_file")
@@ -597,10 +599,11 @@ def import_bioimageio(package: str | Path, out: str | Path) -> Path:
         staged = Path(tmp) / CELLCLF_FILE
         staged.write_bytes(payload)
         try:
-            model, meta = load_model(staged, device="cpu")
+            load_model(staged, device="cpu")     # every check a model file gets, before writing
         except ModelFileError as exc:
             raise BioimageioError(f"{package}: the attached model file is invalid: {exc}") from None
-        return save_model(out, model, meta)
+    # The very bytes exported: weights exactly as trained (a loaded model may be folded for speed).
+    return atomic_write(target, lambda handle: handle.write(payload))
 
 
 def _open_package(package: Path):
