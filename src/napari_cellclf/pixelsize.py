@@ -56,15 +56,19 @@ def training_pixel_size(images: Iterable) -> dict | None:
     return {"y": _median(ys), "x": _median(xs), "unit": unit}
 
 
-def training_pixel_size_of_files(paths: Iterable) -> dict | None:
-    """training_pixel_size of the image files (metadata as io reads it); unreadable files and
-    sources that are not files (napari layer names) are skipped."""
+def training_pixel_size_of_files(paths: Iterable, limit: int = 64) -> dict | None:
+    """training_pixel_size of the image files (metadata as io reads it; at most `limit` files,
+    evenly spread, are opened); unreadable files and sources that are not files (napari layer
+    names) are skipped."""
     from pathlib import Path
 
     from .io import ImageReadError, read_image
 
+    unique = list(dict.fromkeys(str(p) for p in paths))
+    if len(unique) > limit:
+        unique = [unique[round(i * (len(unique) - 1) / (limit - 1))] for i in range(limit)]
     images = []
-    for path in dict.fromkeys(str(p) for p in paths):
+    for path in unique:
         if not Path(path).is_file():
             continue
         try:
