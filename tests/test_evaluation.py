@@ -198,3 +198,16 @@ def test_validation_metrics_score_the_training_split_and_travel_in_the_model_fil
     assert stored_verdict(meta) is None
     meta.extra["evaluation"] = evaluation.metrics.to_dict()
     assert stored_verdict(meta) == evaluation.metrics.verdict
+
+
+def test_format_metrics_prints_accuracy_beside_balanced_accuracy_chance_and_verdict():
+    from napari_cellclf.evaluation import format_metrics
+
+    lines = format_metrics(classification_metrics([0] * 45 + [1] * 5, [0] * 50,
+                                                  ["control", "treated"]).to_dict())
+    assert lines[0].startswith("accuracy 0.900 (majority class 0.900), balanced accuracy 0.500")
+    assert "chance 0.500" in lines[0]
+    assert lines[1].startswith("verdict: Not clearly better than chance")
+    assert any(line.split()[:2] == ["treated", "n/a"] for line in lines)
+    good = format_metrics(classification_metrics([0, 1] * 50, [0, 1] * 50, ["a", "b"]).to_dict())
+    assert good[1].startswith("clearly better than chance")

@@ -320,3 +320,46 @@ def stored_verdict(meta) -> str | None:
     evaluation = (getattr(meta, "extra", None) or {}).get("evaluation") or {}
     verdict = evaluation.get("verdict") if isinstance(evaluation, dict) else None
     return str(verdict) if verdict else None
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def summary_line(document: dict) -> str:
+    """'accuracy A (majority M), balanced accuracy B (95% interval L-H; chance C) on N tiles'
+    from a metrics dict (ClassificationMetrics.to_dict(), metrics.json, a model file's record)."""
+    if not document.get("n"):
+        return "no labelled tiles evaluated"
+    interval = document.get("balanced_accuracy_interval")
+    shown = f"95% interval {_pct(interval[0])}-{_pct(interval[1])}; " if interval else ""
+    return (f"accuracy {_pct(document.get('accuracy'))} (majority class "
+            f"{_pct(document.get('majority'))}), balanced accuracy "
+            f"{_pct(document.get('balanced_accuracy'))} ({shown}chance "
+            f"{_pct(document.get('chance'))}) on {document['n']} tiles")
+
+
+def format_metrics(document: dict) -> list[str]:
+    """Plain-text lines of a metrics dict: the summary, the verdict (or that the model is
+    clearly better than chance), per-class precision/recall/support and the confusion matrix."""
+    lines = [summary_line(document)]
+    lines.append(f"verdict: {document['verdict']}" if document.get("verdict") else
+                 "clearly better than chance (95% interval of balanced accuracy above chance)")
+    names = [str(n) for n in document.get("classes", [])]
+    if not names:
+        return lines
+    width = max(9, *(len(n) for n in names))
+    lines.append(f"{'class':<{width}}  precision  recall  support  predicted")
+    for name in names:
+        row = document.get("per_class", {}).get(name, {})
+        lines.append(f"{name:<{width}}  {_pct(row.get('precision')):>9}  "
+                     f"{_pct(row.get('recall')):>6}  {row.get('support', 0):>7}  "
+                     f"{row.get('predicted', 0):>9}")
+    confusion = document.get("confusion") or []
+    if confusion:
+        lines.append("confusion matrix (rows: true class, columns: predicted):")
+        cell = max(*(len(n) for n in names), *(len(str(v)) for row in confusion for v in row))
+        lines.append(" " * width + "  " + "  ".join(f"{n:>{cell}}" for n in names))
+        for name, row in zip(names, confusion):
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{cell}}" for v in row))
+    return lines
