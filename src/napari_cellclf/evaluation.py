@@ -310,7 +310,10 @@ def validation_metrics(result, dataset, device: str = "cpu") -> Evaluation | Non
     val_idx = np.asarray(val_idx, dtype=np.int64)
     if len(val_idx) == 0:
         return None
-    classifier = Classifier(result.model, result.meta(), device=device)
+    import copy
+
+    # A copy: the Classifier converts its model in place (device, memory layout).
+    classifier = Classifier(copy.deepcopy(result.model), result.meta(), device=device)
     return evaluate(classifier, dataset.subset(val_idx))
 
 
