@@ -211,3 +211,18 @@ def test_format_metrics_prints_accuracy_beside_balanced_accuracy_chance_and_verd
     assert any(line.split()[:2] == ["treated", "n/a"] for line in lines)
     good = format_metrics(classification_metrics([0, 1] * 50, [0, 1] * 50, ["a", "b"]).to_dict())
     assert good[1].startswith("clearly better than chance")
+
+
+def test_better_than_chance_but_misleading_counts_get_warnings():
+    """The issue's 7-class case in small: balanced accuracy well above 1/K, yet accuracy under
+    the majority share and a rare class called for most tiles."""
+    truth = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    predicted = np.array([2] * 60 + [0] * 20 + [1] * 15 + [2] * 5)
+    m = classification_metrics(truth, predicted, ["G1", "Prophase", "Anaphase"])
+    assert m.better_than_chance and m.verdict is None
+    assert m.accuracy == pytest.approx(0.4) and m.majority == pytest.approx(0.8)
+    text = " ".join(m.warnings)
+    assert "'G1'" in text and "65% of the tiles 'Anaphase'" in text
+    assert m.to_dict()["warnings"] == m.warnings
+    clean = classification_metrics([0, 1] * 50, [0, 1] * 50, ["a", "b"])
+    assert clean.warnings == []

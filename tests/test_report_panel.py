@@ -55,3 +55,14 @@ def test_run_values_reads_history_runs_and_csv_rows():
     assert run_values(history) == {"accuracy": [0.6], "balanced accuracy": [0.55]}
     rows = [{"val_accuracy": "0.7", "val_balanced_accuracy": 0.65}]
     assert run_values(rows) == {"accuracy": [0.7], "balanced accuracy": [0.65]}
+
+
+def test_report_panel_shows_cautions_of_a_model_better_than_chance(make_napari_viewer):
+    viewer = make_napari_viewer()
+    panel = ReportPanel()
+    viewer.window.add_dock_widget(panel, name="Report")
+    truth = [0] * 80 + [1] * 15 + [2] * 5
+    predicted = [2] * 60 + [0] * 20 + [1] * 15 + [2] * 5
+    panel.show_metrics(classification_metrics(truth, predicted, ["G1", "Prophase", "Anaphase"]).to_dict())
+    assert "Better than chance, but" in panel.verdict.text()
+    assert "'Anaphase'" in panel.verdict.text()

@@ -53,6 +53,9 @@ class ClassificationMetrics:
     mean_confidence: float | None = None
     log_loss: float | None = None
     probabilities: np.ndarray | None = field(default=None, repr=False)
+    # Plain sentences about a model that *is* better than chance yet misleads as a counter:
+    # accuracy below the majority share, a class predicted far more often than it occurs.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def classes_present(self) -> int:
@@ -99,6 +102,7 @@ class ClassificationMetrics:
             "predicted_share": self.predicted_shares(),
             "mean_confidence": self.mean_confidence,
             "log_loss": self.log_loss,
+            "warnings": list(self.warnings),
         }
 
 
@@ -197,10 +201,36 @@ def classification_metrics(truth: Sequence[int], predicted: Sequence[int], class
     above_majority = acc_interval[0] > majority
     verdict = _verdict(n, n_present, balanced, ba_interval, chance, accuracy, majority,
                        predicted_counts, class_names) if not better else None
+    warnings = _warnings(n, accuracy, acc_interval, majority, support, predicted_counts,
+                         class_names) if better else []
     return ClassificationMetrics(
         class_names, n, accuracy, balanced, chance, majority, ba_interval, acc_interval,
         bool(better), bool(above_majority), confusion, per_class, verdict, mean_confidence,
-        log_loss, probabilities)
+        log_loss, probabilities, warnings)
+
+
+# A class is "predicted far more often than it occurs" at >= 30 % of the tiles and more than
+# twice its true share plus 10 points (the 7-class case: 86 % for a 2 % class).
+OVERCALL_SHARE = 0.3
+
+
+def _warnings(n, accuracy, acc_interval, majority, support, predicted_counts, class_names
+              ) -> list[str]:
+    warnings = []
+    if acc_interval[1] < majority:
+        largest = class_names[int(np.argmax(support))]
+        warnings.append(
+            f"Its accuracy of {accuracy:.1%} is below the {majority:.1%} that always guessing "
+            f"the largest class ('{largest}') would score: it is better than chance class by "
+            "class (balanced accuracy), but the overall counts it gives are not to be trusted.")
+    for k, name in enumerate(class_names):
+        predicted_share, true_share = predicted_counts[k] / n, support[k] / n
+        if predicted_share >= OVERCALL_SHARE and predicted_share > 2 * true_share + 0.1:
+            warnings.append(
+                f"It calls {predicted_share:.0%} of the tiles '{name}', which are "
+                f"{true_share:.0%} of the labelled tiles: class fractions it reports for "
+                f"'{name}' would be far too high.")
+    return warnings
 
 
 def _float(value) -> float | None:
@@ -348,6 +378,7 @@ def format_metrics(document: dict) -> list[str]:
     lines = [summary_line(document)]
     lines.append(f"verdict: {document['verdict']}" if document.get("verdict") else
                  "clearly better than chance (95% interval of balanced accuracy above chance)")
+    lines += [f"caution: {w}" for w in document.get("warnings") or []]
     names = [str(n) for n in document.get("classes", [])]
     if not names:
         return lines

@@ -269,6 +269,11 @@ def render_html(document: dict, figures: dict[str, bytes], title: str) -> str:
                     '<p class="verdict good">Clearly better than chance on these tiles '
                     '(the 95% interval of balanced accuracy lies above chance).</p>')
 
+    cautions = document.get("warnings") or []
+    if cautions:
+        verdict_html += '<ul class="warnings">' + "".join(f"<li>{e(w)}</li>" for w in cautions) \
+            + "</ul>"
+
     per_class = [("<tr><th>class</th><th>precision</th><th>recall</th><th>support</th>"
                   "<th>predicted</th></tr>")]
     for name in document.get("classes", []):

@@ -139,6 +139,9 @@ class ReportPanel(QWidget):
         if m.get("verdict"):
             self.verdict.setText(str(m["verdict"]))
             self.verdict.setStyleSheet(WARNING_STYLE)
+        elif m.get("warnings"):
+            self.verdict.setText("Better than chance, but:\n" + "\n".join(f"• {w}" for w in m["warnings"]))
+            self.verdict.setStyleSheet(WARNING_STYLE)
         else:
             self.verdict.setText("Clearly better than chance on these tiles.")
             self.verdict.setStyleSheet(GOOD_STYLE)
