@@ -554,3 +554,20 @@ def test_nan_pixels_are_refused_with_their_place(tmp_path):
     image = io.read_image(path)                  # napari may show it: NaN is drawn transparent
     with pytest.raises(io.ImageReadError, match=r"nan.tif: 8 pixel\(s\) are NaN .* y 5, x 10"):
         io.to_cyx(image)
+
+
+def test_float64_beyond_float32_is_refused_without_a_numpy_warning(tmp_path):
+    import warnings
+    path = tmp_path / "f64.tif"
+    tifffile.imwrite(path, np.full((16, 16), 1e300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # the old cast warned "overflow"
+        with pytest.raises(io.ImageReadError, match="f64.tif: pixel values up to 1e.300 are beyond"):
+            io.to_cyx(io.read_image(path))
+
+
+def test_z_stack_error_names_the_cli_option(tmp_path):
+    path = tmp_path / "z.tif"
+    tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(ValueError, match=r"--plane Z=k with k in 0..2"):
+        io.to_cyx(io.read_image(path))

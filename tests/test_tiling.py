@@ -208,3 +208,15 @@ def test_limits_agree_with_the_model():
     from napari_cellclf import model, tiling
     assert tiling.MIN_TILE_SIZE == model.MIN_TILE_SIZE
     assert tiling.MIN_TILE_SIZE < tiling.MAX_TILE_SIZE and tiling.MAX_CLASSES >= 2
+
+
+def test_foreground_of_a_field_spanning_the_float32_range_has_no_warning():
+    import warnings
+
+    from napari_cellclf.tiling import foreground_tiles, make_grid
+    field = np.full((1, 32, 32), -3e38, np.float32)
+    field[0, :16] = 3e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mask = foreground_tiles(field, make_grid((32, 32), 16))
+    assert mask.tolist() == [True, True, False, False]

@@ -621,7 +621,8 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
             index.append(0)
         else:
             raise ValueError(f"{image.path} has {n} {a} planes (axes {axes}, shape {shape}); "
-                             f"choose one with plane={{'{a}': k}}")
+                             f"choose one (cellclf: --plane {a}=k with k in 0..{n - 1}; "
+                             f"Python: plane={{'{a}': k}})")
     rest = "".join(a for a in axes if a not in "TZ")
     values = math.prod(3 if (a == "S" and image.rgb) else n
                        for a, n in zip(axes, shape) if a not in "TZ")
@@ -645,8 +646,14 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
     if len(names) != n:
         names = [f"ch{i}" for i in range(n)]
     array, names = select_channels(array, names, channels)
-    array = np.ascontiguousarray(array, dtype=np.float32)
     check_finite(array, image.path, names)
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        top = float(np.max(np.abs(array)))
+        if top > float(np.finfo(np.float32).max):
+            raise ImageReadError(f"{image.path}: pixel values up to {top:.3g} are beyond the "
+                                 f"float32 range (+-{np.finfo(np.float32).max:.3g}) the engine "
+                                 "works in; rescale the image first")
+    array = np.ascontiguousarray(array, dtype=np.float32)
     return array, names
 
 

@@ -241,6 +241,8 @@ def _otsu(plane: np.ndarray) -> float | None:
     from skimage.filters import threshold_otsu
 
     finite = plane[np.isfinite(plane)] if plane.dtype.kind == "f" else plane
+    # float64: a float32 field spanning +-3e38 overflows the histogram's bin width in float32.
+    finite = finite.astype(np.float64, copy=False)
     # Otsu only needs the histogram; a regular subsample of a big field gives the same threshold.
     if finite.size > 2**20:
         finite = finite.ravel()[:: finite.size // 2**20]
