@@ -258,3 +258,19 @@ def test_backends_fall_back_to_the_plain_model_when_they_do_not_apply(monkeypatc
     np.testing.assert_allclose(result.probabilities, reference, atol=1e-5)
     with pytest.raises(ValueError, match="backend must be one of"):
         Classifier(residual, make_meta(), device="cpu", backend="fastest")
+
+
+def test_nan_fields_are_refused_for_prediction_explanation_and_training():
+    """NaN spreads through normalisation and convolutions: refused, not classified silently."""
+    from napari_cellclf import attribution
+    from napari_cellclf.data import from_label_images
+    classifier = brightness_classifier()
+    field = half_bright_field().astype(np.float32)
+    field[0, 10, 20] = np.nan
+    with pytest.raises(ValueError, match=r"1 pixel\(s\) are NaN or infinite .*y 10, x 20"):
+        classifier.predict_field_sync(field)
+    with pytest.raises(ValueError, match="NaN"):
+        attribution.explain_field_sync(classifier, field)
+    labels = np.ones(field.shape[1:], np.int64)
+    with pytest.raises(ValueError, match="field.tif: 1 pixel"):
+        from_label_images([field], [labels], ["a", "b"], 16, sources=["field.tif"])

@@ -222,6 +222,8 @@ def _prepare_fields(images, channel_names, sources):
     if len(tmp_sources) != len(images):
         raise ValueError(f"{len(tmp_sources)} sources for {len(images)} images")
     fields = [_field_cyx(image, source) for image, source in zip(images, tmp_sources)]
+    for field_cyx, source in zip(fields, tmp_sources):     # NaN would poison every tile's loss
+        io.check_finite(field_cyx, source, channel_names, error=ValueError)
     n_channels = fields[0].shape[0]
     for field_cyx, source in zip(fields, tmp_sources):
         if field_cyx.shape[0] != n_channels:

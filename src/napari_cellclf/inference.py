@@ -41,6 +41,7 @@ from torch import nn
 from ._generators import drive
 from ._files import atomic_write
 from .data import Normalization
+from .io import check_finite
 from .model import choose_device, prepare_for_device
 from .modelfile import ModelMeta
 from .tiling import TileGrid, extract_tiles, foreground_tiles, make_grid, tile_values_to_map
@@ -273,6 +274,7 @@ class Classifier:
             raise ValueError(f"{expected}, image has {image.shape[0]}{hint}")
         if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
             raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        check_finite(image, "the image", self.channel_names, error=ValueError)
         return image
 
     def prepare_field(self, image_cyx: np.ndarray, stride: int | None = None,

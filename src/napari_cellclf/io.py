@@ -657,10 +657,12 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
     return array, names
 
 
-def check_finite(cyx: np.ndarray, source: str, names: Sequence[str] | None = None) -> None:
-    """ImageReadError when a (C, Y, X) float field holds NaN or infinite pixels. A NaN spreads
-    through normalisation and every convolution it touches, so each tile that holds one would be
-    classified (and explained) as garbage without a word; we refuse instead, saying where."""
+def check_finite(cyx: np.ndarray, source: str, names: Sequence[str] | None = None,
+                 error: type[Exception] = ImageReadError) -> None:
+    """`error` (ImageReadError for files) when a (C, Y, X) float field holds NaN or infinite
+    pixels. A NaN spreads through normalisation and every convolution it touches, so each tile
+    that holds one would be classified (and explained) as garbage without a word; we refuse
+    instead, saying where. Used for files (to_cyx) and arrays (inference, training data)."""
     cyx = np.asarray(cyx)
     if cyx.dtype.kind not in "fc":
         return
@@ -670,7 +672,7 @@ def check_finite(cyx: np.ndarray, source: str, names: Sequence[str] | None = Non
     bad = int(finite.size - np.count_nonzero(finite))
     c, y, x = (int(v) for v in np.argwhere(~finite)[0]) if cyx.ndim == 3 else (0, 0, 0)
     channel = f"channel {names[c]}, " if names and c < len(names) else ""
-    raise ImageReadError(
+    raise error(
         f"{source}: {bad:,} pixel(s) are NaN or infinite (first at {channel}y {y}, x {x}); "
         "they have no brightness to classify - replace them (e.g. with 0 or the background "
         "level) first")
