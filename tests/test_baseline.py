@@ -206,3 +206,69 @@ def test_real_cells_interphase_vs_mitotic_near_known_numbers():
         assert result[name]["accuracy"] >= 0.89
         assert result[name]["balanced_accuracy"] >= 0.88
     assert result["logistic_5"]["balanced_accuracy"] >= 0.85
+
+
+# ------------------------------------------------------------------- a model of its own
+
+def test_features_model_trains_saves_loads_and_classifies_like_a_cnn(cells, tmp_path):
+    from napari_cellclf import attribution, modelfile
+    from napari_cellclf.inference import Classifier
+    from napari_cellclf.training import EpochEnd, RunFinished, TrainConfig
+    from napari_cellclf._generators import drive
+
+    events = []
+    result = drive(baseline.train_features(cells, TrainConfig(val_fraction=0.25, seed=0)),
+                   events.append)
+    assert [type(e) for e in events] == [EpochEnd, RunFinished]
+    run = result.history.runs[0]
+    assert run["features"]["kind"] in baseline.KINDS
+    assert set(run["features"]["candidates"]) == set(baseline.KINDS)
+    assert run["best_val_accuracy"] >= 0.75 and run["val_balanced_accuracy"][0] >= 0.75
+
+    meta = result.meta()
+    assert meta.architecture == "features"
+    path = modelfile.save_model(tmp_path / "features", result.model, meta)
+    assert modelfile.read_meta(path).extra["feature_model"]["kind"] == run["features"]["kind"]
+    loaded, loaded_meta = modelfile.load_model(path)
+    assert baseline.is_feature_model(loaded) and loaded_meta.history == meta.history
+
+    classifier = Classifier.from_file(path)
+    probabilities = classifier.predict_tiles(cells.tiles[:40])
+    expected = result.model.feature_model.predict_proba(cells.tiles[:40])
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+
+    field = synthetic.make_field("puncta", shape=(96, 120), seed=5, cell_radius=9.0)
+    prediction = classifier.predict_field_sync(field.image)
+    assert prediction.probabilities.shape == (prediction.grid.n_tiles, 2)
+    np.testing.assert_allclose(prediction.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+    with pytest.raises(ValueError, match="attributions need a CNN; this model uses classical features"):
+        attribution.explain_field_sync(classifier, field.image)
+
+
+def test_features_model_file_refuses_tampered_trees(cells, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from napari_cellclf import modelfile
+    from napari_cellclf.training import TrainConfig
+    from napari_cellclf._generators import drive
+
+    result = drive(baseline.train_features(cells, TrainConfig(seed=0), kind="random_forest"))
+    path = modelfile.save_model(tmp_path / "forest.safetensors", result.model, result.meta())
+    with safe_open(str(path), framework="pt") as reader:
+        header = reader.metadata()
+    tensors = load_file(str(path))
+    tensors["features.feature"] = torch.full_like(tensors["features.feature"], 999)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=header)
+    with pytest.raises(modelfile.ModelFileError, match="checksum"):
+        modelfile.load_model(tmp_path / "bad.safetensors")
+    # Without the checksum (an older file), rebuilding the trees still finds the damage.
+    header.pop(modelfile.CHECKSUM_KEY)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=header)
+    with pytest.raises(modelfile.ModelFileError, match="classical-features"):
+        modelfile.load_model(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="classical-features model"):
+        from napari_cellclf.model import build_model
+        cnn = build_model("original", 2, 2, TILE)
+        modelfile.save_model(tmp_path / "cnn", cnn, result.meta())

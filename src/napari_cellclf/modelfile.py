@@ -25,6 +25,7 @@ from safetensors.torch import save as serialize_safetensors
 from torch import nn
 
 from ._files import atomic_write
+from .baseline import FEATURES_ARCHITECTURE
 from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
 from .tiling import MAX_CLASSES, MAX_TILE_SIZE
 
@@ -135,8 +136,9 @@ class ModelMeta:
             raise ModelFileError(f"tile_size must be an integer {MIN_TILE_SIZE}..{MAX_TILE_SIZE}, "
                                  f"got {tile_size!r}")
         architecture = d["architecture"]
-        if architecture not in ARCHITECTURES:
-            raise ModelFileError(f"unknown architecture {architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        if architecture not in ARCHITECTURES and architecture != FEATURES_ARCHITECTURE:
+            raise ModelFileError(f"unknown architecture {architecture!r} (known: "
+                                 f"{', '.join((*ARCHITECTURES, FEATURES_ARCHITECTURE))})")
         normalization = _check_normalization(d["normalization"], len(channel_names))
         history = d.get("history", {}) or {}
         extra = d.get("extra", {}) or {}
@@ -310,8 +312,12 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
         ModelMeta.from_dict(meta_dict)   # never write a file that load_model would refuse
     except ModelFileError as exc:
         raise ValueError(f"cannot save model to {path}: invalid metadata: {exc}") from None
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    expected = _expected_shapes(meta)
+    if meta.architecture == FEATURES_ARCHITECTURE:
+        tensors, meta_dict = _feature_file_parts(path, model, meta)
+        expected = {name: tuple(t.shape) for name, t in tensors.items()}
+    else:
+        tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+        expected = _expected_shapes(meta)
     actual = {name: tuple(t.shape) for name, t in tensors.items()}
     if actual != expected:
         raise ValueError(f"cannot save model to {path}: its weights do not match the metadata "
@@ -338,6 +344,37 @@ def weights_checksum(tensors: dict[str, torch.Tensor], meta_dict: dict) -> str:
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _feature_file_parts(path: Path, model, meta: ModelMeta) -> tuple[dict, dict]:
+    """A classical-features model (baseline.FeatureNet): its arrays as tensors, its spec in
+    extra["feature_model"]; checked by rebuilding it as load_model will."""
+    from . import baseline
+
+    try:
+        tensors, spec = baseline.file_tensors(model)
+        meta = ModelMeta.from_dict({**meta.to_dict(), "extra": {**meta.extra, baseline.SPEC_KEY: spec}})
+        baseline.model_from_file(tensors, meta)
+    except (ValueError, ModelFileError) as exc:
+        raise ValueError(f"cannot save model to {path}: {exc}") from None
+    return {name: t.contiguous() for name, t in tensors.items()}, meta.to_dict()
+
+
+def _read_feature_tensors(reader, meta: ModelMeta, fail, load_weights: bool, checksum,
+                          meta_dict: dict) -> dict[str, torch.Tensor]:
+    """A 'features' model file's tensors, checked by rebuilding the model (baseline) and
+    against the saved checksum."""
+    from . import baseline
+
+    tensors = {name: reader.get_tensor(name) for name in reader.keys()}
+    if load_weights and checksum is not None and checksum != weights_checksum(tensors, meta_dict):
+        raise fail("the weights do not match the checksum saved with them (a damaged or edited "
+                   "file)")
+    try:
+        baseline.model_from_file(tensors, meta)
+    except ValueError as exc:
+        raise fail(f"invalid classical-features model: {exc}") from None
+    return tensors if load_weights else {}
 
 
 def _sniff_foreign_format(head: bytes) -> str | None:
@@ -393,6 +430,9 @@ def _open_validated(path: Path, load_weights: bool) -> tuple[ModelMeta, dict[str
                 meta = ModelMeta.from_dict(meta_dict)
             except ModelFileError as exc:
                 raise fail(f"invalid metadata: {exc}") from None
+            if meta.architecture == FEATURES_ARCHITECTURE:
+                return meta, _read_feature_tensors(reader, meta, fail, load_weights,
+                                                   header_meta.get(CHECKSUM_KEY), meta_dict)
             expected = _expected_shapes(meta)
             names = set(reader.keys())
             missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
@@ -439,6 +479,9 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelM
     """Model in eval mode on `device`, and its metadata. ModelFileError on any invalid file."""
     path = Path(path).expanduser()
     meta, tensors = _open_validated(path, load_weights=True)
+    if meta.architecture == FEATURES_ARCHITECTURE:
+        from .baseline import model_from_file
+        return model_from_file(tensors, meta), meta
     model = build_model(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size)
     model.load_state_dict(tensors, strict=True)
     model.eval()
