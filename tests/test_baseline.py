@@ -272,3 +272,15 @@ def test_features_model_file_refuses_tampered_trees(cells, tmp_path):
         from napari_cellclf.model import build_model
         cnn = build_model("original", 2, 2, TILE)
         modelfile.save_model(tmp_path / "cnn", cnn, result.meta())
+
+
+def test_comparison_sentence_says_which_is_better():
+    comparison = {"methods": {"logistic": {"accuracy": 0.9, "balanced_accuracy": 0.85,
+                                           "label": "classical features, logistic regression"}},
+                  "best": "logistic", "chance": 0.5, "majority": 0.7}
+    assert "the CNN is better" in baseline.comparison_sentence(0.95, 0.93, comparison)
+    worse = baseline.comparison_sentence(0.8, 0.7, comparison)
+    assert "classical features are better" in worse and "chance 0.500" in worse
+    assert "tie" in baseline.comparison_sentence(0.9, 0.855, comparison)
+    assert "not scored" in baseline.comparison_sentence(None, None, comparison)
+    assert "no validation tiles" in baseline.comparison_sentence(0.9, 0.9, {"skipped": "no validation tiles"})

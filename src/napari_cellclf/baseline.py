@@ -859,3 +859,27 @@ def train_features(dataset, config=None, kind: str = "auto", stop=None):
         history=history, class_names=list(dataset.class_names),
         channel_names=list(dataset.channel_names), tile_size=int(dataset.tile_size), config=config,
         cancelled=cancelled)
+
+
+def comparison_sentence(cnn_accuracy: float | None, cnn_balanced_accuracy: float | None,
+                        comparison: dict, margin: float = 0.01) -> str:
+    """One plain sentence: the CNN against the best classical baseline of `compare_on_split`
+    on the same validation split, accuracy beside balanced accuracy and chance."""
+    if "skipped" in comparison:
+        return f"No comparison with classical features: {comparison['skipped']}."
+    best = comparison["methods"][comparison["best"]]
+    label = best["label"]
+    classical = (f"{label} {best['accuracy']:.3f} accuracy / {best['balanced_accuracy']:.3f} "
+                 f"balanced")
+    chance = f"(chance {comparison['chance']:.3f} balanced, majority {comparison['majority']:.3f})"
+    if cnn_balanced_accuracy is None:
+        return f"On the validation split: {classical} {chance}; the CNN was not scored."
+    cnn = f"CNN {cnn_accuracy:.3f} accuracy / {cnn_balanced_accuracy:.3f} balanced"
+    gap = cnn_balanced_accuracy - best["balanced_accuracy"]
+    if gap >= margin:
+        verdict = "the CNN is better"
+    elif gap <= -margin:
+        verdict = "the classical features are better: the CNN does not earn its keep here"
+    else:
+        verdict = "a tie within 1 point of balanced accuracy"
+    return f"On the same validation split: {cnn}; {classical} {chance}: {verdict}."
