@@ -23,6 +23,12 @@ median (background) and Otsu foreground area.
 
 `FeatureModel` predicts with plain numpy from arrays it can hand out (`to_tensors`) and be rebuilt
 from (`from_tensors`): no pickle, so it can live in a safetensors model file.
+
+As a model of its own (architecture "features"): `train_features` fits one on the CNN's
+train/validation split and returns a training.TrainingResult whose model is a `FeatureNet`, an
+nn.Module returning log-probabilities, so modelfile.save_model/load_model and
+inference.Classifier take it like a CNN. It cannot be explained: attribution asks it for an input
+gradient and gets ValueError(ATTRIBUTION_REFUSAL).
 """
 from __future__ import annotations
 
