@@ -284,3 +284,27 @@ def test_comparison_sentence_says_which_is_better():
     assert "tie" in baseline.comparison_sentence(0.9, 0.855, comparison)
     assert "not scored" in baseline.comparison_sentence(None, None, comparison)
     assert "no validation tiles" in baseline.comparison_sentence(0.9, 0.9, {"skipped": "no validation tiles"})
+
+
+def test_cli_predicts_with_a_features_model_and_explain_refuses_it(cells, tmp_path, capsys):
+    """Nothing in the CLI is special to a features model: predict classifies, explain says why not."""
+    import tifffile
+
+    from napari_cellclf import modelfile
+    from napari_cellclf._generators import drive
+    from napari_cellclf.cli import main
+
+    result = drive(baseline.train_features(cells, kind="logistic"))
+    model_path = modelfile.save_model(tmp_path / "features", result.model, result.meta())
+    field = synthetic.make_field("puncta", shape=(96, 96), seed=9, cell_radius=9.0)
+    image_path = tmp_path / "field.tif"
+    tifffile.imwrite(image_path, field.image, imagej=True, metadata={"axes": "CYX"})
+    status = main(["predict", str(model_path), str(image_path), "--out", str(tmp_path / "p.csv")])
+    assert status == 0, capsys.readouterr().err
+    assert (tmp_path / "p.csv").read_text().count("\n") == 1 + 16        # header + 4 x 4 tiles
+    capsys.readouterr()
+    status = main(["explain", str(model_path), str(image_path), "--out", str(tmp_path / "e.tif")])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert "attributions need a CNN; this model uses classical features" in err
+    assert not (tmp_path / "e.tif").exists()
