@@ -670,7 +670,7 @@ def compare_on_split(dataset, train_idx, val_idx, seed: int = 0,
         return {"skipped": "no validation tiles"}
     if len(np.unique(labels[train_idx])) < 2:
         return {"skipped": "the training tiles hold fewer than two classes"}
-    unknown = [m for m in methods if m not in dict((n, 0) for n, _, _ in METHODS)]
+    unknown = [m for m in methods if m not in METHOD_LABELS]
     if unknown:
         raise ValueError(f"unknown baseline method(s) {unknown}")
     chosen = np.concatenate([train_idx, val_idx])
