@@ -225,6 +225,11 @@ def test_features_model_trains_saves_loads_and_classifies_like_a_cnn(cells, tmp_
     assert set(run["features"]["candidates"]) == set(baseline.KINDS)
     assert run["best_val_accuracy"] >= 0.75 and run["val_balanced_accuracy"][0] >= 0.75
 
+    # evaluation scores it on the same validation split through the Classifier, as a CNN.
+    from napari_cellclf import evaluation
+    scored = evaluation.validation_metrics(result, cells)
+    assert abs(scored.metrics.accuracy - run["best_val_accuracy"]) <= 1.0 / scored.metrics.n
+
     meta = result.meta()
     assert meta.architecture == "features"
     path = modelfile.save_model(tmp_path / "features", result.model, meta)
