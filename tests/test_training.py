@@ -132,7 +132,11 @@ def test_random_labels_trip_the_memorisation_warning():
     run = result.history.runs[0]
     assert run["memorisation"] == warnings[0].message and result.history.warnings == [warnings[0].message]
     epoch = warnings[0].epoch
-    assert run["train_accuracy"][epoch] >= 0.98 and run["val_balanced_accuracy"][epoch] <= 0.65
+    # memorisation.py: 3 epochs with validation at chance level (chance + 2.5 sd of a guess on
+    # 16 + 16 validation tiles = 0.72) and training 0.25 above it
+    for e in range(epoch - 2, epoch + 1):
+        assert run["val_balanced_accuracy"][e] <= 0.73
+        assert run["train_accuracy"][e] - run["val_accuracy"][e] >= 0.25
     assert "memorising" in warnings[0].message
 
 

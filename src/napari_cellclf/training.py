@@ -443,10 +443,12 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
                        val_loss=val_loss, val_accuracy=val_accuracy, is_best=is_best, **common)
 
         if val is not None and record["memorisation"] is None:
-            record["chance"] = 1.0 / int((torch.bincount(y_val, minlength=n_classes) > 0).sum())
+            val_counts = torch.bincount(y_val, minlength=n_classes).tolist()
+            record["chance"] = 1.0 / sum(n > 0 for n in val_counts)
             message = memorisation_message(
                 record["train_accuracy"], record["val_balanced_accuracy"], record["chance"], run=run,
-                seed=seed, val_accuracy=record["val_accuracy"], window=config.memorisation_epochs)
+                seed=seed, val_accuracy=record["val_accuracy"], val_counts=val_counts,
+                window=config.memorisation_epochs)
             if message is not None:
                 record["memorisation"] = message
                 history.warnings.append(message)
