@@ -11,7 +11,7 @@
   column). A class the model knows but the test dataset lacks is noted too (balanced accuracy and
   chance are then over the classes the test data holds).
 - Metrics per (train, test, run): accuracy, balanced accuracy and chance (1 / classes present in
-  the test tiles), from evaluation.classification_metrics when available.
+  the test tiles), from evaluation.classification_metrics.
 - crosstest.png: the matrix of median balanced accuracy over runs (rows = trained on, columns =
   tested on), colour scale from chance to 1, each cell also showing the median accuracy.
 All datasets need the same channels (count) and tile size -> ValueError otherwise.
@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 
 from ._generators import drive
 from .data import TileDataset, split_train_val
+from .evaluation import classification_metrics
 from .runs_report import write_figure, write_text
 
 CSV_COLUMNS = ("train", "test", "run", "seed", "split", "n", "accuracy", "balanced_accuracy",
@@ -87,20 +88,10 @@ def _check(datasets: dict[str, TileDataset]) -> None:
 
 
 def _metrics(truth: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> dict:
-    try:
-        from .evaluation import classification_metrics
-    except ImportError:
-        classification_metrics = None
-    if classification_metrics is not None:
-        m = classification_metrics(truth, predicted, class_names)
-        return {"accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy,
-                "chance": m.chance}
     if len(truth) == 0:
         return {"accuracy": None, "balanced_accuracy": None, "chance": None}
-    present = np.unique(truth)
-    recalls = [float(np.mean(predicted[truth == k] == k)) for k in present]
-    return {"accuracy": float(np.mean(predicted == truth)),
-            "balanced_accuracy": float(np.mean(recalls)), "chance": 1.0 / len(present)}
+    m = classification_metrics(truth, predicted, class_names)
+    return {"accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy, "chance": m.chance}
 
 
 def _relabel(test: TileDataset, class_names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
