@@ -313,3 +313,17 @@ def test_cli_predicts_with_a_features_model_and_explain_refuses_it(cells, tmp_pa
     assert status == 2 and "Traceback" not in err
     assert "attributions need a CNN; this model uses classical features" in err
     assert not (tmp_path / "e.tif").exists()
+
+
+def test_compare_on_training_split_uses_the_cnn_split(cells):
+    from napari_cellclf.data import split_train_val
+    from napari_cellclf.training import TrainConfig
+
+    config = TrainConfig(val_fraction=0.25, seed=3)
+    train_idx, val_idx = split_train_val(cells, 0.25, seed=3)
+    result = baseline.compare_on_training_split(cells, config)
+    assert (result["n_train"], result["n_val"]) == (len(train_idx), len(val_idx))
+    direct = compare_on_split(cells, train_idx, val_idx, seed=3)
+    for name, scores in result["methods"].items():
+        assert scores["balanced_accuracy"] == direct[name]["balanced_accuracy"]
+        assert scores["accuracy"] == direct[name]["accuracy"]

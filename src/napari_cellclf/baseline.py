@@ -867,6 +867,15 @@ def train_features(dataset, config=None, kind: str = "auto", stop=None):
         cancelled=cancelled)
 
 
+def compare_on_training_split(dataset, config) -> dict:
+    """compare_on_split on the very split a training with `config` (training.TrainConfig) uses:
+    data.split_train_val with its val_fraction and seed. For ModelMeta.extra["baseline"]."""
+    from .data import split_train_val
+
+    train_idx, val_idx = split_train_val(dataset, config.val_fraction, seed=config.seed)
+    return compare_on_split(dataset, train_idx, val_idx, seed=int(config.seed))
+
+
 def comparison_sentence(cnn_accuracy: float | None, cnn_balanced_accuracy: float | None,
                         comparison: dict, margin: float = 0.01) -> str:
     """One plain sentence: the CNN against the best classical baseline of `compare_on_split`
