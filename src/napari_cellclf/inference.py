@@ -355,6 +355,13 @@ class Classifier:
         `cancelled=True`. `foreground_only` skips tiles that are background in
         `foreground_channel` (tiling.foreground_tiles)."""
         prepared = self.prepare_field(image_cyx, stride, foreground_only, foreground_channel)
+        return (yield from self.predict_prepared(prepared, stop, dense))
+
+    def predict_prepared(self, prepared: PreparedField, stop: threading.Event | None = None,
+                         dense: bool | None = None
+                         ) -> Generator[InferenceProgress, None, FieldPrediction]:
+        """predict_field for a field already checked and normalised (streaming.py feeds bands
+        of a large image through here)."""
         total = len(prepared.indices)
         yield InferenceProgress(0, total)
         from . import dense as dense_module

@@ -1,0 +1,65 @@
+"""A large tiled TIFF predicted band by band equals the in-memory path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_cellclf import streaming
+from napari_cellclf.data import Normalization
+from napari_cellclf.inference import Classifier, write_predictions_csv
+from napari_cellclf.model import build_model
+from napari_cellclf.modelfile import ModelMeta, default_class_colors
+from napari_cellclf.synthetic import make_field
+
+TILE = 16
+
+
+def classifier(mode="dataset") -> Classifier:
+    torch.manual_seed(0)
+    meta = ModelMeta(class_names=["Control", "Aggregates"], class_colors=default_class_colors(2),
+                     channel_names=["nuclei", "protein"], tile_size=TILE, architecture="original",
+                     normalization=Normalization(low=[20.0, 20.0], high=[1500.0, 600.0],
+                                                 mode=mode).to_dict())
+    return Classifier(build_model("original", 2, 2, TILE), meta, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def big_tiff(tmp_path_factory):
+    """A 'large' (here 300 x 212 px: not a multiple of the tile) tiled, compressed TIFF."""
+    path = tmp_path_factory.mktemp("big") / "big.tif"
+    image = make_field("puncta", (300, 212), seed=4).image
+    tifffile.imwrite(path, image, tile=(64, 64), compression="zlib", photometric="minisblack",
+                     metadata={"axes": "CYX"})
+    return path, image
+
+
+@pytest.mark.parametrize("stride,mode", [(TILE, "dataset"), (8, "dataset"), (8, "per_tile")])
+def test_bands_equal_the_in_memory_path(big_tiff, tmp_path, monkeypatch, stride, mode):
+    path, image = big_tiff
+    model = classifier(mode)
+    rows_read = []
+    original = streaming.LazyImage.rows
+
+    def spy(self, y0, y1):
+        rows_read.append(y1 - y0)
+        return original(self, y0, y1)
+
+    monkeypatch.setattr(streaming.LazyImage, "rows", spy)
+    # A budget of ~3 tile rows of pixels: many bands, each far smaller than the image.
+    monkeypatch.setattr(streaming, "BAND_BUDGET_BYTES", 2 * 212 * 4 * TILE * 3)
+    streamed = tmp_path / "streamed.csv"
+    n = streaming.predict_file_streaming(model, path, streamed, stride=stride)
+    reference = model.predict_field_sync(image, stride=stride)
+    assert n == reference.grid.n_tiles
+    write_predictions_csv(tmp_path / "memory.csv", reference.table(), source=path.name)
+    assert len(rows_read) > 4 and max(rows_read) < image.shape[1] / 2
+    if stride == TILE or mode == "per_tile":        # the same computation, bit for bit
+        assert streamed.read_text() == (tmp_path / "memory.csv").read_text()
+    else:                                            # dense blocks: float rounding only
+        a = np.genfromtxt(streamed, delimiter=",", names=True, dtype=None, encoding="utf-8")
+        b = np.genfromtxt(tmp_path / "memory.csv", delimiter=",", names=True, dtype=None,
+                          encoding="utf-8")
+        np.testing.assert_array_equal(a["index"], b["index"])
+        np.testing.assert_allclose(a["p_Aggregates"], b["p_Aggregates"], atol=1e-5)
