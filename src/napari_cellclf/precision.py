@@ -239,8 +239,14 @@ def select(classifier, precision: str | None = None, probe: torch.Tensor | np.nd
     elif isinstance(probe, np.ndarray):
         probe = torch.from_numpy(np.ascontiguousarray(probe, dtype=np.float32))
     probe = probe.to(device).contiguous(memory_format=torch.channels_last)
-    reference = _logits(classifier._fp32_net, probe, classifier.batch_size)
-    fast = _logits(candidate, probe, classifier.batch_size)
+    try:
+        reference = _logits(classifier._fp32_net, probe, classifier.batch_size)
+        fast = _logits(candidate, probe, classifier.batch_size)
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+        # A model with layers that have no bf16 kernel (or a custom one): fp32 always works.
+        return None, None, PrecisionReport("fp32", "fp32", requested,
+                                           f"{label} failed on this model ({type(error).__name__})",
+                                           hardware)
     agreement, difference = compare_probabilities(reference, fast)
     report = PrecisionReport("fp32", "fp32", requested, "", hardware, agreement, difference,
                              None, len(probe))
@@ -252,9 +258,12 @@ def select(classifier, precision: str | None = None, probe: torch.Tensor | np.nd
     # Attribution: on a subset of the probe (it costs a backward pass).
     subset = probe[: min(len(probe), 64)]
     target = reference[: len(subset)].argmax(dim=1)
-    fp32_maps = _gradient_x_input(classifier._fp32_net, subset, target)
-    fast_maps = _gradient_x_input(candidate, subset, target)
-    report.rank_correlation = rank_correlation(fp32_maps.sum(dim=1), fast_maps.sum(dim=1))
+    try:
+        fp32_maps = _gradient_x_input(classifier._fp32_net, subset, target)
+        fast_maps = _gradient_x_input(candidate, subset, target)
+        report.rank_correlation = rank_correlation(fp32_maps.sum(dim=1), fast_maps.sum(dim=1))
+    except (RuntimeError, TypeError, ValueError, NotImplementedError):
+        report.rank_correlation = float("nan")      # no gradient in bf16: attribution in fp32
     if report.rank_correlation >= RANK_CORRELATION:
         report.explain_precision = label
         report.reason = "native bf16 and the probe agreed"
