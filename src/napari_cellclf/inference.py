@@ -41,6 +41,7 @@ from torch import nn
 
 from ._generators import drive
 from ._files import atomic_write
+from .channels import model_channel_indices  # noqa: F401  (re-exported: old import path)
 from .data import Normalization
 from .io import check_finite
 from .model import choose_device, prepare_for_device
@@ -597,25 +598,6 @@ def _agrees(net: nn.Module, model: nn.Module, in_channels: int, tile_size: int) 
         return bool(torch.allclose(fast, reference, rtol=1e-3, atol=1e-4 * scale + 1e-7))
 
     return close(outputs[1], outputs[0]) and close(gradients[1], gradients[0])
-
-
-def model_channel_indices(model_channels: Sequence[str], trained_indices: Sequence[int] | None,
-                          names: Sequence[str]) -> list[int]:
-    """Which channels of an image (named `names`) feed a model trained on `model_channels`
-    (ModelMeta.channel_names / .channel_indices): by name when the image has each of them exactly
-    once (files may order channels differently), else the indices the model was trained with,
-    else all channels when the count matches. ValueError saying what the model expects otherwise.
-    Shared by the CLI and the widget."""
-    wanted, names = list(model_channels), list(names)
-    if wanted and all(names.count(name) == 1 for name in wanted):
-        return [names.index(name) for name in wanted]
-    indices = trained_indices
-    if indices and len(indices) == len(wanted) and all(0 <= i < len(names) for i in indices):
-        return list(indices)
-    if len(names) == len(wanted):
-        return list(range(len(names)))
-    raise ValueError(f"the model expects {len(wanted)} channel(s) ({', '.join(wanted)}), "
-                     f"the image has {len(names)} ({', '.join(names)})")
 
 
 def write_predictions_csv(path, table: dict[str, np.ndarray], source: str | None = None) -> None:

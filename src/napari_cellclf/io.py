@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .channels import resolve_channels
+
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 # TIFFs whose pixels (as declared, decoded) or file exceed this open lazily: memmap or zarr.
 LAZY_BYTES = 256 * 2**20
@@ -680,38 +682,11 @@ def check_finite(cyx: np.ndarray, source: str, names: Sequence[str] | None = Non
 
 def select_channels(cyx: np.ndarray, names: Sequence[str], channels: Sequence[int | str] | None
                     ) -> tuple[np.ndarray, list[str]]:
-    """Pick channels of a (C, Y, X) array by index or name; clear ValueError otherwise."""
+    """Pick channels of a (C, Y, X) array by index or name (rules: channels.resolve_channels)."""
     names = list(names)
     if len(names) != cyx.shape[0]:
         raise ValueError(f"{len(names)} channel names for {cyx.shape[0]} channels")
     if channels is None:
         return cyx, names
-    if isinstance(channels, (str, int, np.integer)):
-        channels = [channels]
-    if len(channels) == 0:
-        raise ValueError("channels: empty selection (give channel indices or names)")
-    available = ", ".join(f"{i}={name}" for i, name in enumerate(names))
-    indices = []
-    for channel in channels:
-        indices.append(_channel_index(channel, names, available))
+    indices = resolve_channels(names, channels)
     return cyx[indices], [names[i] for i in indices]
-
-
-def _channel_index(channel, names: list[str], available: str) -> int:
-    if isinstance(channel, (bool, np.bool_)):
-        raise ValueError(f"channel {channel!r}: not a channel index or name ({available})")
-    if isinstance(channel, (int, np.integer)):
-        if 0 <= channel < len(names):
-            return int(channel)
-        raise ValueError(f"channel index {channel} is out of range: there are {len(names)} "
-                         f"channel(s) ({available})")
-    if isinstance(channel, str):
-        if channel in names:
-            return names.index(channel)
-        folded = [i for i, name in enumerate(names) if name.lower() == channel.lower()]
-        if len(folded) == 1:
-            return folded[0]
-        if channel.strip().isdigit():      # "2" from a command line
-            return _channel_index(int(channel), names, available)
-        raise ValueError(f"no channel named '{channel}' ({available})")
-    raise ValueError(f"channel {channel!r}: not a channel index or name ({available})")

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from napari.layers import Image
 
+from ..channels import model_channel_indices, resolve_channels
+
 META_KEY = "cellclf"
 ROLE_LABELS = "labels"
 ROLE_CLASSES = "classes"
@@ -51,13 +53,11 @@ class Field:
         return [c.name for c in self.channels]
 
     def check_channels(self, channels: Sequence[int]) -> list[int]:
-        chosen = list(channels) if len(channels) else list(range(self.n_channels))
-        missing = [c for c in chosen if not 0 <= c < self.n_channels]
-        if missing:
-            raise ValueError(
-                f"field {self.name!r} has {self.n_channels} channel(s) "
-                f"({', '.join(self.channel_names)}); channel(s) {missing} do not exist")
-        return chosen
+        """Indices of the chosen channels (all when empty): channels.resolve_channels."""
+        try:
+            return resolve_channels(self.channel_names, list(channels) if len(channels) else None)
+        except ValueError as error:
+            raise ValueError(f"field {self.name!r}: {error}") from None
 
     def stack(self, channels: Sequence[int] = ()) -> np.ndarray:
         """(C, Y, X) float32 copy of the chosen channels (all when empty), in the given order."""
@@ -195,7 +195,6 @@ def model_channels(fld: Field, channel_names: Sequence[str], channel_indices: Se
     """Which of the field's channels feed a model trained on `channel_names`: by name when the
     field has them all (files may order channels differently), else by the indices the model was
     trained with, else all channels when the count matches. ValueError saying what is expected."""
-    from ..inference import model_channel_indices
     try:
         return model_channel_indices(channel_names, channel_indices, fld.channel_names)
     except ValueError as error:
