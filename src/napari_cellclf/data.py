@@ -1,6 +1,5 @@
 """Labelled tiles for training and evaluation, plus normalisation. No Qt.
 
-CONTRACT (stub by the lead; the data owner implements it):
 - Class indices inside the engine are 0..K-1; label-image values are 1..K (0 = unlabelled).
 - Every dataset carries `groups` (which field of view / file a tile came from) and the tile's
   grid position, so validation splits never share a field (or neighbouring tiles) across sides.
@@ -13,16 +12,22 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Mapping, Sequence, get_args
 
 import numpy as np
 
 from . import io
-from .tiling import (MAX_CLASSES, extract_tiles, foreground_tiles, make_grid,
+from .tiling import (MAX_CLASSES, check_tile_size, extract_tiles, foreground_tiles, make_grid,
                      tile_labels_from_label_image)
 
-FOLDER_MODES = ("resize", "tile")
-NORMALIZATION_MODES = ("dataset", "per_tile")
+# The modes the engine itself needs are defined here, once; options.py and the faces refer to them.
+FolderMode = Literal["resize", "tile"]             # class folders: one tile per image, or tiles of it
+NormalizationMode = Literal["dataset", "per_tile"]
+FOLDER_MODES: tuple[str, ...] = get_args(FolderMode)
+NORMALIZATION_MODES: tuple[str, ...] = get_args(NormalizationMode)
+# "Is this trainable": the one rule (check_trainable raises on it, the widget lists it).
+MIN_TILES_PER_CLASS = 2   # the split needs one training and one validation tile per class
+FEW_TILES_PER_CLASS = 20  # below this a class is learnt from too little: runs differ seed to seed
 # Enough pixels for stable percentiles; more only costs time.
 _PERCENTILE_SAMPLE = 2**20
 
@@ -127,22 +132,45 @@ def _finest_stride(datasets: Sequence[TileDataset]) -> int:
     return 0 if all(d.stride <= 0 for d in datasets) else min(strides)
 
 
-def check_trainable(dataset: TileDataset, min_per_class: int = 2) -> None:
-    """ValueError with a user-facing message for: no tiles; fewer than two classes with tiles;
-    a class with fewer than `min_per_class` tiles."""
-    if len(dataset) == 0:
-        raise ValueError("No labelled tiles: paint labels that cover at least the minimum "
-                         "fraction of a tile, or use a smaller tile size.")
-    counts = dataset.class_counts()
+@dataclass(frozen=True)
+class Problem:
+    """Why training would fail (`blocking`) or mislead; `message` is a user-facing sentence."""
+    message: str
+    blocking: bool = True
+
+
+def trainability_problems(class_counts: Mapping[str, int],
+                          min_per_class: int = MIN_TILES_PER_CLASS,
+                          few: int = FEW_TILES_PER_CLASS) -> list[Problem]:
+    """The one rule for "is this trainable", on tiles per class name (every class listed)."""
+    counts = {str(name): int(n) for name, n in class_counts.items()}
+    if sum(counts.values()) == 0:
+        return [Problem("No labelled tiles yet: label some (a painted tile needs at least the "
+                        "minimum painted fraction), or use a smaller tile size.")]
+    problems = []
     with_tiles = [name for name, n in counts.items() if n > 0]
     if len(with_tiles) < 2:
-        raise ValueError(f"Training needs tiles of at least two classes; only "
-                         f"{', '.join(repr(n) for n in with_tiles)} has any "
-                         f"(classes: {', '.join(dataset.class_names)}).")
-    too_few = [f"'{name}' ({n})" for name, n in counts.items() if n < min_per_class]
-    if too_few:
-        raise ValueError(f"Every class needs at least {min_per_class} tiles; too few for "
-                         f"{', '.join(too_few)}. Label more, or remove the class.")
+        problems.append(Problem(f"Only one class ({with_tiles[0]!r}) has labelled tiles: "
+                                f"training needs tiles of at least two classes "
+                                f"(classes: {', '.join(counts)})."))
+    else:
+        too_few = [f"'{name}' ({n})" for name, n in counts.items() if n < min_per_class]
+        if too_few:
+            problems.append(Problem(f"Every class needs at least {min_per_class} tiles; too few "
+                                    f"for {', '.join(too_few)}. Label more, or remove the class."))
+    low = [f"{name} ({n})" for name, n in counts.items() if min_per_class <= n < few]
+    if low:
+        problems.append(Problem(f"Few tiles for {', '.join(low)}: the model will learn little "
+                                "and its validation accuracy will be noisy.", blocking=False))
+    return problems
+
+
+def check_trainable(dataset: TileDataset, min_per_class: int = MIN_TILES_PER_CLASS) -> None:
+    """ValueError with the user-facing message of the first blocking `trainability_problems`:
+    no tiles; fewer than two classes with tiles; a class with fewer than `min_per_class` tiles."""
+    for problem in trainability_problems(dataset.class_counts(), min_per_class):
+        if problem.blocking:
+            raise ValueError(problem.message)
 
 
 def short_list(values, limit: int = 6) -> str:
@@ -420,9 +448,7 @@ def from_class_folders(root: str | Path, tile_size: int, mode: str = "resize",
         raise ValueError(f"{root}: not a folder (expected one subfolder per class)")
     if mode not in FOLDER_MODES:
         raise ValueError(f"mode must be one of {FOLDER_MODES}, got {mode!r}")
-    if int(tile_size) != tile_size or tile_size < 1:
-        raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
-    tile_size = int(tile_size)
+    tile_size = check_tile_size(tile_size)
     files_of = {}
     for folder in sorted(root.iterdir(), key=lambda p: p.name):
         if folder.is_dir() and not io.is_ignored(folder):

@@ -26,6 +26,7 @@ from torch import nn
 
 from ._files import atomic_write
 from .baseline import FEATURES_ARCHITECTURE
+from .data import NORMALIZATION_MODES as _NORMALIZATION_MODES
 from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
 from .tiling import MAX_CLASSES, MAX_TILE_SIZE
 
@@ -46,7 +47,6 @@ MAX_NORMALIZATION_VALUE = 1e30
 _OKABE_ITO = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7"]
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
-_NORMALIZATION_MODES = ("dataset", "per_tile")
 
 
 class ModelFileError(ValueError):

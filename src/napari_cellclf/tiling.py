@@ -93,6 +93,24 @@ def _count_along(length: int, tile_size: int, stride: int, border: str) -> int:
     return min(-(-(length - tile_size) // stride) + 1, -(-length // stride))
 
 
+def check_tile_size(tile_size, minimum: int = 1) -> int:
+    """The one tile-size rule: a whole number >= `minimum` (the CNN's own minimum is
+    model.MIN_TILE_SIZE; options.check_tile_size applies it for the faces). ValueError otherwise."""
+    if (isinstance(tile_size, (bool, np.bool_)) or not isinstance(tile_size, (int, float, np.number))
+            or int(tile_size) != tile_size or tile_size < minimum):
+        rule = "a positive integer" if minimum <= 1 else f"an integer of at least {minimum} px"
+        raise ValueError(f"tile_size must be {rule}, got {tile_size!r}")
+    return int(tile_size)
+
+
+def check_stride(stride) -> int:
+    """A whole number >= 1 (None, "same as the tile size", is the caller's to resolve)."""
+    if (isinstance(stride, (bool, np.bool_)) or not isinstance(stride, (int, float, np.number))
+            or int(stride) != stride or stride < 1):
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    return int(stride)
+
+
 def make_grid(image_shape: tuple[int, int], tile_size: int, stride: int | None = None,
               border: str = "drop") -> TileGrid:
     """stride defaults to tile_size (no overlap). ValueError for tile_size < 1, stride < 1,
@@ -100,13 +118,8 @@ def make_grid(image_shape: tuple[int, int], tile_size: int, stride: int | None =
     if len(image_shape) != 2:
         raise ValueError(f"image_shape must be (height, width), got {tuple(image_shape)}")
     height, width = (int(s) for s in image_shape)
-    if int(tile_size) != tile_size or tile_size < 1:
-        raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
-    tile_size = int(tile_size)
-    stride = tile_size if stride is None else stride
-    if int(stride) != stride or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
-    stride = int(stride)
+    tile_size = check_tile_size(tile_size)
+    stride = tile_size if stride is None else check_stride(stride)
     if border not in BORDERS:
         raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
     if height < 1 or width < 1:

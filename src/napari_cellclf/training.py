@@ -42,10 +42,10 @@ from ._generators import drive
 from .data import Normalization, TileDataset, check_trainable, fit_normalization, split_train_val
 from .memorisation import WINDOW as MEMORISATION_WINDOW, memorisation_message
 from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
+from .data import NORMALIZATION_MODES  # noqa: I001  (defined once, in data.py)
 
 BALANCE_MODES = ("weights", "sampler", "none")
 LR_SCHEDULES = ("constant", "cosine")
-NORMALIZATION_MODES = ("dataset", "per_tile")
 _EVAL_BATCH = 256
 
 
