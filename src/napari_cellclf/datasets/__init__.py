@@ -1,0 +1,79 @@
+"""Labelled data, from every labelling source, into the engine's `data.TileDataset`. No Qt.
+
+The use-case layer between the faces and the engine: the CLI (folders of files) and the widget
+(napari layers) both describe what the user labelled as *sources*, and this package makes the
+decisions once:
+- `count_tiles(sources, spec, class_names)`: the ONE count of labelled tiles per class (what the
+  widget shows while painting, what the CLI reports), computed with the very grid and rules
+  `build_dataset` uses, so the count shown is the number of tiles the model receives.
+- `problems(counts)`: the ONE list of reasons training would fail or mislead
+  (`data.trainability_problems`, which `data.check_trainable` raises on).
+- `build_dataset(sources, spec, class_names, channel_names)`: the tiles themselves.
+
+Sources (`sources.py`):
+- `PaintedLabels`: a field with a painted label image (0 = unlabelled, k = class k); a tile takes
+  the majority class when at least `TileSpec.min_fraction` of it is painted.
+- `WholeImage`: every tile of a field is one class (the original method); optionally only
+  foreground tiles.
+- `ClassFolders`: root/<class>/<image>, each image resized to one tile or cut into tiles.
+- objects from instance masks: not built yet. Its place is a new class in `sources.py` with the
+  two methods every source has (`count(spec, class_names)` and `tiles(spec, class_names,
+  channel_names)`), added to `Source`; nothing else changes.
+
+Folder layouts on disk (`folders.py`, used by the CLI): `detect_layout`, `label_pairs` (pairs
+`<stem>.tif` / `<stem>.ome.tif` with `<stem>_labels.tif`), `load_folder`.
+"""
+
+from __future__ import annotations
+
+from .folders import (
+    LABELS_SUFFIX,
+    DatasetError,
+    Layout,
+    detect_layout,
+    field_stem,
+    label_pairs,
+    load_folder,
+    probe_image,
+    read_label_image,
+)
+from .sources import (
+    ClassFolders,
+    PaintedLabels,
+    Source,
+    TileCounts,
+    TileSpec,
+    WholeImage,
+    build_dataset,
+    count_painted,
+    count_tiles,
+    count_whole,
+    problem_messages,
+    problems,
+    whole_image_tiles,
+)
+
+__all__ = [
+    "LABELS_SUFFIX",
+    "DatasetError",
+    "Layout",
+    "detect_layout",
+    "field_stem",
+    "label_pairs",
+    "load_folder",
+    "probe_image",
+    "read_label_image",
+    "ClassFolders",
+    "PaintedLabels",
+    "Source",
+    "TileCounts",
+    "TileSpec",
+    "WholeImage",
+    "build_dataset",
+    "count_painted",
+    "count_tiles",
+    "count_whole",
+    "problems",
+    "problem_messages",
+    "whole_image_tiles",
+]
