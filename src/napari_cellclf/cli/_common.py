@@ -1,0 +1,201 @@
+"""What the commands share: messages, progress bars, options, reading fields and models.
+
+Engine modules are imported inside the functions, so building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..datasets import LABELS_SUFFIX
+
+PROG = "cellclf"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for "ended by SIGINT"
+
+DATA_HELP = f"""\
+DATA is a folder in one of two layouts (detected automatically, and reported):
+
+  class folders   DATA/<class name>/<image>  - every image (or every tile of it,
+                  with --mode tile) belongs to its folder's class.
+  label images    DATA/<stem>.tif beside DATA/<stem>{LABELS_SUFFIX}.tif - a label image
+                  of the same height and width, 0 = unlabelled, value k = class k
+                  (name them with --classes, e.g. --classes Control,Treated for 1 and 2).
+                  Tiles whose painted pixels cover at least --min-fraction of the
+                  tile get the majority label; the rest are skipped.
+
+Images: TIFF (plain, ImageJ, OME), PNG, JPEG. Hidden files are ignored."""
+
+
+class CLIError(Exception):
+    """A user-facing error raised by the CLI itself (the engine raises ValueError/OSError)."""
+
+
+def out(message: str = "") -> None:
+    """A result line on stdout, flushed so pipes and log files see it as it happens."""
+    print(message, flush=True)
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    err(f"{PROG}: note: {message}")
+
+
+def progress(total: int | None, description: str, unit: str = "it"):
+    """A tqdm bar on stderr; tqdm hides it by itself when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False, disable=None)
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{error.filename}: {text}"
+    return text
+
+
+def format_accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+# -- options shared by several commands -----------------------------------------------------------
+def add_device(parser: argparse.ArgumentParser) -> None:
+    from ..options import train_option
+
+    train_option("device").add_to(parser)
+
+
+def add_channels(parser: argparse.ArgumentParser, for_model: bool) -> None:
+    # One value (commas allowed, option repeatable) so it never swallows DATA/IMAGE.
+    parser.add_argument(
+        "--channels",
+        action="append",
+        metavar="CH[,CH...]",
+        help="channels by index (0-based) or name, e.g. --channels 1 or "
+        "--channels DNA,actin"
+        + ("; default: the channels the model was trained on" if for_model else "; default: all"),
+    )
+
+
+def parse_channels(values: Sequence[str] | None) -> list[int | str] | None:
+    """`--channels 1 --channels DNA` or `--channels 1,DNA` -> [1, "DNA"]: digits are indices, else names."""
+    if not values:
+        return None
+    channels: list[int | str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if part:
+                channels.append(int(part) if part.isdigit() else part)
+    return channels or None
+
+
+def parse_class_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise CLIError(f"--classes {text!r}: class names must be non-empty, separated by commas")
+    if len(set(names)) != len(names):
+        raise CLIError(f"--classes {text!r}: class names must be distinct")
+    return names
+
+
+# -- fields, channels, models ---------------------------------------------------------------------
+def read_field(path: Path):
+    """(io.ImageData, float32 (C, Y, X) array of every channel, channel names)."""
+    from .. import io
+
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    image = io.read_image(path)
+    cyx, names = io.to_cyx(image)
+    return image, cyx, names
+
+
+def channel_indices(names: list[str], channels: Sequence[int | str] | None, source: Path) -> list[int]:
+    """Indices into the source image of the chosen channels (all when None): channels.resolve_channels."""
+    from ..channels import resolve_channels
+
+    try:
+        return resolve_channels(names, channels)
+    except ValueError as error:
+        raise CLIError(f"--channels: {source}: {error}") from None
+
+
+def model_channels(meta, names: list[str], explicit: Sequence[int | str] | None, source: Path) -> list[int]:
+    """Which channels of an image feed the model: --channels when given, else the engine's rule
+    (channels.model_channel_indices). A count that does not match the model -> CLIError."""
+    from ..channels import model_channel_indices
+
+    if explicit is not None:
+        indices = channel_indices(names, explicit, source)
+    else:
+        try:
+            indices = model_channel_indices(meta.channel_names, meta.channel_indices, names)
+        except ValueError as error:
+            raise CLIError(f"{source}: {error}; pick them with --channels") from None
+    if len(indices) != meta.in_channels:
+        chosen = ", ".join(names[i] for i in indices)
+        raise CLIError(
+            f"{source}: {len(indices)} channel(s) selected ({chosen}) "
+            f"but the model expects {meta.in_channels} ({', '.join(meta.channel_names)}); "
+            "pick them with --channels"
+        )
+    return indices
+
+
+def load_classifier(path: Path, device: str):
+    """(inference.Classifier, modelfile.ModelMeta); invalid files raise ModelFileError."""
+    from ..inference import Classifier
+    from ..modelfile import load_model
+
+    if not path.is_file():
+        raise CLIError(f"{path}: no such model file")
+    model, meta = load_model(path, device="cpu")
+    return Classifier(model, meta, device=device), meta
+
+
+def drive(generator, description: str) -> Any:
+    """Run an engine generator of InferenceProgress to its return value behind a progress bar."""
+    from .._generators import drive as drive_generator
+
+    bar = None
+
+    def show(event) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(event.total, description, unit="tile")
+        bar.n = event.done
+        bar.refresh()
+
+    try:
+        return drive_generator(generator, show)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def reading_bar(description: str = "reading") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """(progress callback (done, total), close) for datasets.load_folder."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(total, description, unit="image")
+        bar.n = done
+        bar.refresh()
+
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return update, close

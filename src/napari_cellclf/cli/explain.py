@@ -1,0 +1,113 @@
+"""`cellclf explain MODEL IMAGE --out TIFF`: gradient x input attribution map of a field."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import (
+    CLIError,
+    add_channels,
+    add_device,
+    drive,
+    load_classifier,
+    model_channels,
+    out,
+    parse_channels,
+    read_field,
+)
+
+NAME = "explain"
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = commands.add_parser(NAME, help="gradient x input attribution map of a field, as a float32 TIFF")
+    parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
+    parser.add_argument("image", metavar="IMAGE", help="image to explain")
+    parser.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="TIFF",
+        help="attribution map to write (ImageJ float32 TIFF, same height/width)",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="CLASS",
+        help="class name or label value 1..K (default: each tile's predicted class)",
+    )
+    parser.add_argument(
+        "--stride", type=int, metavar="N", help="step between tiles (default: the model's tile size)"
+    )
+    add_channels(parser, for_model=True)
+    add_device(parser)
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from .. import attribution
+
+    classifier, meta = load_classifier(Path(args.model), args.device)
+    image_path = Path(args.image)
+    image, cyx, names = read_field(image_path)
+    cyx = cyx[model_channels(meta, names, parse_channels(args.channels), image_path)]
+    target = target_index(args.target, list(meta.class_names))
+
+    attributions = drive(
+        attribution.explain_field(classifier, cyx, target=target, stride=args.stride),
+        f"explaining {image_path.name}",
+    )
+    attributions = np.ascontiguousarray(attributions, dtype=np.float32)
+    path = Path(args.out)
+    write_float_tiff(path, attributions, image.pixel_size, image.unit)
+    what = "the predicted class of each tile" if target is None else f"class {meta.class_names[target]}"
+    out(
+        f"gradient x input for {what}: {attributions.shape[-2]}x{attributions.shape[-1]} float32 "
+        f"(range {float(attributions.min()):.3g} .. {float(attributions.max()):.3g}) written to {path}"
+    )
+    return 0
+
+
+def target_index(target: str | None, class_names: list[str]) -> int | None:
+    """--target: a class name, or its label value 1..K; None = each tile's predicted class."""
+    if target is None:
+        return None
+    if target in class_names:
+        return class_names.index(target)
+    if target.isdigit() and 1 <= int(target) <= len(class_names):
+        return int(target) - 1
+    raise CLIError(
+        f"--target {target}: unknown class; the model knows: "
+        + ", ".join(f"{i} {name}" for i, name in enumerate(class_names, start=1))
+    )
+
+
+def write_float_tiff(path: Path, array, pixel_size, unit) -> None:
+    """ImageJ-compatible float32 TIFF, with the input's pixel size when it has one."""
+    from io import BytesIO
+
+    import tifffile
+
+    from .._files import atomic_write
+
+    kwargs: dict = {"imagej": True, "metadata": {"axes": "YX" if array.ndim == 2 else "CYX"}}
+    if pixel_size:
+        kwargs["resolution"] = (1.0 / pixel_size[1], 1.0 / pixel_size[0])
+        kwargs["metadata"]["unit"] = imagej_unit(unit)
+    encoded = BytesIO()  # tifffile needs a named file or a buffer, not a bare fd
+    tifffile.imwrite(encoded, array, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(encoded.getbuffer()))
+
+
+def imagej_unit(unit: str | None) -> str:
+    """The ImageJ description is ASCII: microns are spelt "micron" (ImageJ shows µm), any other
+    non-ASCII unit with the \\uXXXX escapes ImageJ itself writes."""
+    if not unit:
+        return "pixel"
+    if unit in ("µm", "μm", "um", "micron", "microns"):
+        return "micron"
+    return unit.encode("ascii", "backslashreplace").decode("ascii").replace("\\x", "\\u00")

@@ -1,0 +1,68 @@
+"""`cellclf predict MODEL IMAGE...`: classify every tile of whole fields, optionally to a CSV."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import (
+    add_channels,
+    add_device,
+    drive,
+    load_classifier,
+    model_channels,
+    out,
+    parse_channels,
+    read_field,
+)
+
+NAME = "predict"
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = commands.add_parser(NAME, help="classify every tile of whole fields of view")
+    parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="images to classify")
+    parser.add_argument(
+        "--out", "-o", metavar="CSV", help="write one CSV row per tile (with a source column) to CSV"
+    )
+    parser.add_argument(
+        "--stride", type=int, metavar="N", help="step between tiles (default: the model's tile size)"
+    )
+    parser.add_argument("--foreground", action="store_true", help="skip background-only tiles")
+    add_channels(parser, for_model=True)
+    add_device(parser)
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..inference import write_predictions_csv
+
+    classifier, meta = load_classifier(Path(args.model), args.device)
+    explicit = parse_channels(args.channels)
+    columns: dict[str, list] = {}
+    for image_path in map(Path, args.images):
+        _, cyx, names = read_field(image_path)
+        cyx = cyx[model_channels(meta, names, explicit, image_path)]
+        prediction = drive(
+            classifier.predict_field(cyx, stride=args.stride, foreground_only=args.foreground),
+            f"classifying {image_path.name}",
+        )
+        table = prediction.table()
+        n_tiles = len(prediction.indices)
+        counts = np.bincount(prediction.predicted, minlength=len(meta.class_names))
+        out(
+            f"{image_path}: {n_tiles} tiles - "
+            + ", ".join(f"{name} {int(c)}" for name, c in zip(meta.class_names, counts))
+        )
+        columns.setdefault("source", []).append(np.full(n_tiles, image_path.name, dtype=object))
+        for key, values in table.items():
+            columns.setdefault(key, []).append(np.asarray(values))
+    if args.out:
+        merged = {key: np.concatenate(parts) for key, parts in columns.items()}
+        write_predictions_csv(args.out, merged)
+        out(f"predictions of {len(merged['source'])} tiles written to {args.out}")
+    return 0

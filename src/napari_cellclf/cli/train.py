@@ -1,0 +1,261 @@
+"""`cellclf train DATA --out MODEL`: train on a folder of labelled images."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from ._common import (
+    DATA_HELP,
+    EXIT_INTERRUPTED,
+    PROG,
+    CLIError,
+    add_channels,
+    err,
+    format_accuracy,
+    note,
+    out,
+    parse_channels,
+    parse_class_list,
+    progress,
+    reading_bar,
+)
+
+NAME = "train"
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    from ..options import FOLDER_MODE, MIN_FRACTION, STRIDE, TILE_SIZE, add_train_arguments
+
+    parser = commands.add_parser(
+        NAME,
+        help="train a model on a folder of labelled images",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DATA_HELP,
+        epilog="Ctrl-C stops training after the current batch and saves the best model so far "
+        "(exit status 130).",
+    )
+    parser.add_argument("data", metavar="DATA", help="folder of training images (see above)")
+    parser.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="MODEL",
+        help="model file to write (.safetensors added when missing)",
+    )
+    TILE_SIZE.add_to(parser)
+    STRIDE.add_to(parser)
+    FOLDER_MODE.add_to(parser)
+    parser.add_argument(
+        "--classes",
+        metavar="A,B,...",
+        help="label images: names of label values 1, 2, ... (default 'class 1', ...)",
+    )
+    MIN_FRACTION.add_to(parser)
+    add_channels(parser, for_model=False)
+    add_train_arguments(parser)  # one option per training.TrainConfig field
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args) -> int:
+    from .. import data, options
+    from ..datasets import TileSpec, detect_layout, load_folder, probe_image
+    from ..model import choose_device
+    from ..modelfile import save_model
+    from ..training import check_config
+    from ._common import channel_indices, read_field
+
+    # Settings that cannot work fail before any data is read.
+    try:
+        options.check_tile_size(args.tile_size)
+    except ValueError:
+        raise CLIError(
+            f"--tile-size {args.tile_size}: must be at least {options.TILE_SIZE.minimum} px"
+        ) from None
+    if args.stride is not None and args.stride < 1:
+        raise CLIError(f"--stride {args.stride}: must be at least 1")
+    config = options.train_config_from(vars(args))
+    try:
+        check_config(config)
+    except ValueError as error:  # the engine names TrainConfig fields; say the options
+        message = str(error)
+        for field_name, flag in options.option_of_config_field().items():
+            message = message.replace(f"TrainConfig.{field_name}", flag)
+        raise CLIError(message) from None
+    choose_device(config.device)  # a GPU asked for but absent
+    root = Path(args.data)
+    channels = parse_channels(args.channels)
+    class_names = parse_class_list(args.classes)
+    layout = detect_layout(root)
+    out(
+        f"{root}: "
+        + (
+            "class folders (DATA/<class>/<image>), mode " + args.mode
+            if layout == "folders"
+            else f"label images (<stem> + <stem>_labels), tiles of {args.tile_size} px"
+        )
+    )
+    if layout == "folders" and class_names is not None:
+        raise CLIError(
+            "--classes names label values of label images; with class folders the "
+            "folder names are the classes"
+        )
+
+    probe = probe_image(root, layout)
+    _, _, probe_names = read_field(probe)
+    indices = channel_indices(probe_names, channels, probe)
+
+    update, close = reading_bar()
+    try:
+        dataset = load_folder(
+            root,
+            layout,
+            TileSpec(args.tile_size, args.stride, args.min_fraction),
+            mode=args.mode,
+            channels=channels,
+            class_names=class_names,
+            note=note,
+            progress=update,
+        )
+    finally:
+        close()
+    counts = dataset.class_counts()
+    out(
+        f"{len(dataset)} samples of {args.tile_size}x{args.tile_size} px, "
+        f"{len(dataset.channel_names)} channel(s) ({', '.join(dataset.channel_names)}), "
+        f"{len(dataset.sources) or '?'} source image(s): "
+        + ", ".join(f"{name} {n}" for name, n in counts.items())
+    )
+    data.check_trainable(dataset)
+
+    stop = threading.Event()
+    result, finished, shown = run_training(dataset, config, stop)
+
+    if result.cancelled and not any(run.get("epochs_completed", 0) > 0 for run in result.history.runs):
+        err(f"{PROG}: interrupted before the first epoch ended; no model saved")
+        return EXIT_INTERRUPTED
+
+    print_training_summary(result, finished, shown)
+    meta = result.meta(channel_indices=indices)
+    meta.extra = {
+        **(meta.extra or {}),
+        "cli": {"layout": layout, "mode": args.mode, "stride": args.stride, "data": str(root)},
+    }
+    saved = save_model(args.out, result.model, meta)
+    if result.cancelled:
+        out(f"training stopped early by Ctrl-C; best model so far saved to {saved}")
+        return EXIT_INTERRUPTED
+    out(f"model saved to {saved}")
+    return 0
+
+
+class _TrainingPrinter:
+    """Shows training events: a bar per epoch, one line per epoch, warnings as they happen."""
+
+    def __init__(self):
+        from .. import training
+
+        self.training = training
+        self.finished: list = []
+        self.shown: set[str] = set()  # warnings already printed as they happened
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        training = self.training
+        if isinstance(event, training.BatchProgress):
+            if self.bar is None or event.batch == 0:
+                self.close()
+                run = f"run {event.run + 1}/{event.n_runs} " if event.n_runs > 1 else ""
+                self.bar = progress(
+                    event.n_batches, f"{run}epoch {event.epoch + 1}/{event.n_epochs}", unit="batch"
+                )
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", refresh=False)
+        elif isinstance(event, training.EpochEnd):
+            self.close()
+            run = f"run {event.run + 1}/{event.n_runs} " if event.n_runs > 1 else ""
+            val = (
+                "val loss -     acc -"
+                if event.val_loss is None
+                else f"val loss {event.val_loss:.4f} acc {format_accuracy(event.val_accuracy)}"
+            )
+            out(
+                f"{run}epoch {event.epoch + 1:>3}/{event.n_epochs}  "
+                f"train loss {event.train_loss:.4f} acc {event.train_accuracy:.3f}  {val}"
+                + ("  *best" if event.is_best else "")
+            )
+        elif isinstance(event, training.MemorisationWarning):
+            err(f"{PROG}: warning: {event.message}")
+            self.shown.add(event.message)
+        elif isinstance(event, training.RunFinished):
+            self.finished.append(event)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_training(dataset, config, stop: threading.Event):
+    """Drive training.train (through _generators.drive), printing epoch lines and warnings; the
+    first Ctrl-C sets `stop` (training ends within a batch and hands back the best model so far),
+    a second one aborts. -> (result, RunFinished events, warnings already shown)."""
+    from .. import training
+    from .._generators import drive
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err(
+            f"\n{PROG}: stopping after this batch and saving the best model so far "
+            "(Ctrl-C again to abort without saving)"
+        )
+
+    printer = _TrainingPrinter()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = drive(training.train(dataset, config, stop=stop), printer)
+    finally:
+        printer.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return result, printer.finished, printer.shown
+
+
+def print_training_summary(result, finished, shown: set[str]) -> None:
+    summary = result.history.summary()
+    accuracies = summary.get("best_val_accuracy") or {}
+    if len(finished) > 1 and accuracies.get("mean") is not None:
+        out(
+            f"best validation accuracy over {len(finished)} runs: "
+            f"{accuracies['mean']:.3f} ± {accuracies['std']:.3f} "
+            f"(min {accuracies['min']:.3f}, max {accuracies['max']:.3f})"
+        )
+        for event in finished:
+            out(
+                f"  run {event.run + 1} (seed {event.seed}): {format_accuracy(event.best_val_accuracy)}"
+                f" at epoch {event.best_epoch + 1}" + (" (stopped early)" if event.stopped_early else "")
+            )
+        best = summary.get("best_run")
+        if best is not None:
+            out(f"keeping run {best + 1}")
+    elif finished:
+        event = finished[-1]
+        if event.best_epoch < 0:
+            pass  # no epoch counted as best: History's warning says why
+        elif event.best_val_accuracy is None:
+            out(f"no validation set (--val-fraction 0); keeping epoch {event.best_epoch + 1}")
+        else:
+            out(
+                f"best validation accuracy {event.best_val_accuracy:.3f} at epoch "
+                f"{event.best_epoch + 1}" + (" (stopped early)" if event.stopped_early else "")
+            )
+    for warning in result.history.warnings:
+        if warning not in shown:
+            err(f"{PROG}: warning: {warning}")
