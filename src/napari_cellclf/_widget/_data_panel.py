@@ -7,7 +7,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout
                             QHeaderView, QListWidget, QListWidgetItem, QPushButton, QSpinBox,
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..model import MIN_TILE_SIZE
+from ..options import TILE_SIZE
 from ._fields import Field, field_id_of, fields_from_layers
 from ._labelling import ForegroundCache, first_channel, training_grid
 from ._layers import grid_image, hide_grid, labels_layer, show_grid
@@ -52,7 +52,7 @@ class FieldsPanel(QWidget):
         self.channel_list.setToolTip("Channels stacked into the model's input, in this order.")
 
         self.tile_size = QSpinBox()
-        self.tile_size.setRange(MIN_TILE_SIZE, 1024)
+        self.tile_size.setRange(int(TILE_SIZE.minimum or 1), 1024)
         self.tile_size.setSuffix(" px")
         self.stride = QSpinBox()
         self.stride.setRange(0, 1024)

@@ -10,22 +10,24 @@ Everything here is observable through psygnal signals; panels subscribe and redr
 """
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal, evented
 
+from ..datasets import ClassFolders
+from ..options import TILE_SIZE, train_config_from, train_default
 from ._jobs import JobRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     from torch import nn
 
-    from ..data import TileDataset
     from ..inference import Classifier, FieldPrediction
     from ..modelfile import ModelMeta
-    from ..training import EpochEnd, History
+    from ..training import EpochEnd, History, TrainConfig
 
 DEFAULT_CLASS_NAMES = ("Control", "Treated")
 
@@ -44,7 +46,7 @@ class ClassSpec:
 @evented
 @dataclass
 class DataSettings:
-    tile_size: int = 64
+    tile_size: int = TILE_SIZE.default
     stride: int = 0                  # 0: same as the tile size (no overlap)
     channels: tuple[int, ...] = ()   # chosen channel indices; () = all channels of the field
     skip_background: bool = False
@@ -57,23 +59,22 @@ class DataSettings:
 @evented
 @dataclass
 class TrainSettings:
-    epochs: int = 20
-    learning_rate: float = 1e-3
-    augment: bool = True
-    seed: int = 0
-    runs: int = 1
-    device: str = "auto"             # "auto" | "cpu" | "gpu"
-    architecture: str = "fast"       # interactive default; "original" is the published net
+    """The training settings the Train panel shows; defaults are training.TrainConfig's
+    (through options), every other TrainConfig field keeps its default."""
+    epochs: int = train_default("epochs")
+    learning_rate: float = train_default("learning_rate")
+    augment: bool = train_default("augment")
+    seed: int = train_default("seed")
+    runs: int = train_default("runs")
+    device: str = train_default("device")             # "auto" | "cpu" | "gpu"
+    architecture: str = train_default("architecture")
+
+    def config(self) -> "TrainConfig":
+        return train_config_from(dataclasses.asdict(self))
 
 
-@dataclass
-class ImportedFolders:
-    """Tiles imported from root/<class>/<image> folders, with the settings they were cut with."""
-    root: str
-    mode: str
-    dataset: "TileDataset"
-    tile_size: int
-    channels: tuple[int, ...]
+# Tiles imported from root/<class>/<image> folders, with the settings they were cut with.
+ImportedFolders = ClassFolders
 
 
 @dataclass

@@ -5,7 +5,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..model import ARCHITECTURES
+from ..options import train_option
 from ..training import TrainConfig, train
 from ._labelling import build_dataset, gather_training_inputs, problems
 from ._plot import TrainingCurves, theme_colors
@@ -42,19 +42,20 @@ class TrainPanel(QWidget):
         for text, value in DEVICES:
             self.device.addItem(text, value)
         self.architecture = QComboBox()
-        for name in ARCHITECTURES:
+        for name in train_option("architecture").choices or ():
             self.architecture.addItem(name, name)
             self.architecture.setItemData(self.architecture.count() - 1,
                                           ARCHITECTURE_HELP.get(name, name), 3)  # ToolTipRole
         settings_box = QGroupBox("Training")
         form = QFormLayout(settings_box)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Learning rate", self.learning_rate)
-        form.addRow("Augmentation", self.augment)
-        form.addRow("Seed", self.seed)
-        form.addRow("Runs", self.runs)
-        form.addRow("Device", self.device)
-        form.addRow("Network", self.architecture)
+        # Labels and tooltips from options.py (the CLI's --help says the same).
+        for name, control in (("epochs", self.epochs), ("learning_rate", self.learning_rate),
+                              ("augment", self.augment), ("seed", self.seed), ("runs", self.runs),
+                              ("device", self.device), ("architecture", self.architecture)):
+            option = train_option(name)
+            if not control.toolTip():
+                control.setToolTip(option.help[:1].upper() + option.help[1:] + ".")
+            form.addRow("Augmentation" if name == "augment" else option.label, control)
 
         self.warnings = note_label(style=WARNING_STYLE)
         self.train_button = QPushButton("Train")
@@ -117,11 +118,7 @@ class TrainPanel(QWidget):
         t.architecture = self.architecture.currentData()
 
     def config(self) -> TrainConfig:
-        t = self.session.train
-        return TrainConfig(epochs=t.epochs, learning_rate=t.learning_rate,
-                           architecture=t.architecture, augment=t.augment, seed=t.seed,
-                           runs=t.runs, device=t.device,
-                           normalization="dataset")
+        return self.session.train.config()
 
     def start_training(self) -> None:
         session = self.session
