@@ -112,7 +112,9 @@ def concat_datasets(datasets: Sequence[TileDataset]) -> TileDataset:
             raise ValueError(f"cannot merge datasets with tile sizes {first.tiles.shape[-1]} "
                              f"and {dataset.tiles.shape[-1]}")
         class_names += [name for name in dataset.class_names if name not in class_names]
-    labels, groups, sources = [], [], []
+    labels: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    sources: list[str] = []
     for dataset in datasets:
         to_merged = np.array([class_names.index(n) for n in dataset.class_names], dtype=np.int64)
         labels.append(to_merged[dataset.labels])
@@ -469,13 +471,17 @@ def from_class_folders(root: str | Path, tile_size: int, mode: str = "resize",
             raise ValueError(f"{root}: class folder(s) {', '.join(unknown)} are not among the "
                              f"classes {', '.join(class_names)}")
 
-    tiles, labels, groups, positions, sources = [], [], [], [], []
-    channel_names: list[str] | None = None
+    tiles: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    sources: list[str] = []
+    channel_names: list[str] = []
     with _FolderReader(channels) as reader:
         for class_index, name in enumerate(class_names):
             for path in files_of.get(name, []):
                 cyx, names = reader.read(path)
-                if channel_names is None:
+                if not sources:
                     channel_names, first_path = names, path
                 elif len(names) != len(channel_names):
                     raise ValueError(f"{path}: {len(names)} channel(s) but {first_path} has "
@@ -662,7 +668,7 @@ def split_train_val(dataset: TileDataset, val_fraction: float = 0.2, seed: int =
         its_groups = np.flatnonzero(per_group[:, k])
         if len(its_groups) < 2:
             continue
-        its_groups = rng.permutation(its_groups)
+        its_groups = [int(g) for g in rng.permutation(its_groups)]
         for g in its_groups:
             if held[k] >= target[k]:
                 break

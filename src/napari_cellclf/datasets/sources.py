@@ -33,8 +33,8 @@ class TileSpec:
     def step(self) -> int:
         return int(self.stride or self.tile_size)
 
-    def grid(self, shape: tuple[int, int]) -> TileGrid:
-        return make_grid(tuple(shape), self.tile_size, self.step, border=_BORDER)
+    def grid(self, shape: Sequence[int]) -> TileGrid:
+        return make_grid((int(shape[-2]), int(shape[-1])), self.tile_size, self.step, border=_BORDER)
 
 
 def count_painted(
@@ -170,7 +170,7 @@ def count_tiles(sources: Sequence[Source], spec: TileSpec, class_names: Sequence
     one tile) becomes a note instead of an error."""
     counts = TileCounts(per_class=[0] * len(class_names))
     for source in sources:
-        name = getattr(source, "name", None) or getattr(source, "root", "")
+        name = str(getattr(source, "name", None) or getattr(source, "root", ""))
         try:
             counts.add(name, source.count(spec, class_names))
         except ValueError as exc:
@@ -191,11 +191,13 @@ def problem_messages(counts: TileCounts, class_names: Sequence[str]) -> list[str
 def _painted_dataset(
     painted: Sequence[PaintedLabels], spec: TileSpec, class_names, channel_names
 ) -> TileDataset:
+    images = []
     for source in painted:
         if source.image is None:
             raise ValueError(f"{source.name}: no image to cut tiles from")
+        images.append(source.image)
     return data.from_label_images(
-        [s.image for s in painted],
+        images,
         [s.labels for s in painted],
         list(class_names),
         spec.tile_size,
