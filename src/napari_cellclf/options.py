@@ -63,6 +63,7 @@ class Option:
     metavar: str | None = None
     switch: Any = _MISSING
     minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def is_switch(self) -> bool:
@@ -265,7 +266,8 @@ TILE_SIZE = Option(
     label="Tile size",
     type=int,
     metavar="N",
-    minimum=model.MIN_TILE_SIZE,
+    minimum=tiling.MIN_TILE_SIZE,
+    maximum=tiling.MAX_TILE_SIZE,
 )
 STRIDE = Option(
     "stride",
@@ -297,5 +299,5 @@ FOLDER_MODE = Option(
 
 
 def check_tile_size(tile_size: Any) -> int:
-    """The faces' tile-size rule: a whole number of at least model.MIN_TILE_SIZE px."""
-    return tiling.check_tile_size(tile_size, minimum=model.MIN_TILE_SIZE)
+    """The faces' tile-size rule: a whole number of tiling.MIN_TILE_SIZE..MAX_TILE_SIZE px."""
+    return tiling.check_tile_size(tile_size, minimum=tiling.MIN_TILE_SIZE, maximum=tiling.MAX_TILE_SIZE)

@@ -93,12 +93,16 @@ def _count_along(length: int, tile_size: int, stride: int, border: str) -> int:
     return min(-(-(length - tile_size) // stride) + 1, -(-length // stride))
 
 
-def check_tile_size(tile_size, minimum: int = 1) -> int:
-    """The one tile-size rule: a whole number >= `minimum` (the CNN's own minimum is
-    model.MIN_TILE_SIZE; options.check_tile_size applies it for the faces). ValueError otherwise."""
+def check_tile_size(tile_size, minimum: int = 1, maximum: int | None = None) -> int:
+    """The one tile-size rule: a whole number within minimum..maximum. The faces apply it with
+    MIN_TILE_SIZE..MAX_TILE_SIZE (options.check_tile_size). ValueError otherwise."""
     if (isinstance(tile_size, (bool, np.bool_)) or not isinstance(tile_size, (int, float, np.number))
-            or int(tile_size) != tile_size or tile_size < minimum):
-        rule = "a positive integer" if minimum <= 1 else f"an integer of at least {minimum} px"
+            or int(tile_size) != tile_size or tile_size < minimum
+            or (maximum is not None and tile_size > maximum)):
+        if maximum is not None:
+            rule = f"an integer of {minimum}..{maximum} px"
+        else:
+            rule = "a positive integer" if minimum <= 1 else f"an integer of at least {minimum} px"
         raise ValueError(f"tile_size must be {rule}, got {tile_size!r}")
     return int(tile_size)
 

@@ -52,7 +52,7 @@ class FieldsPanel(QWidget):
         self.channel_list.setToolTip("Channels stacked into the model's input, in this order.")
 
         self.tile_size = QSpinBox()
-        self.tile_size.setRange(int(TILE_SIZE.minimum or 1), 1024)
+        self.tile_size.setRange(int(TILE_SIZE.minimum or 1), int(TILE_SIZE.maximum or 1024))
         self.tile_size.setSuffix(" px")
         self.stride = QSpinBox()
         self.stride.setRange(0, 1024)

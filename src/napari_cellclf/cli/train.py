@@ -72,9 +72,8 @@ def run(args) -> int:
     try:
         options.check_tile_size(args.tile_size)
     except ValueError:
-        raise CLIError(
-            f"--tile-size {args.tile_size}: must be at least {options.TILE_SIZE.minimum} px"
-        ) from None
+        tile = options.TILE_SIZE
+        raise CLIError(f"--tile-size {args.tile_size}: must be {tile.minimum}..{tile.maximum} px") from None
     if args.stride is not None and args.stride < 1:
         raise CLIError(f"--stride {args.stride}: must be at least 1")
     config = options.train_config_from(vars(args))
