@@ -2,7 +2,7 @@
 # Set up a development/test environment from a fresh Debian clone. Idempotent: safe to re-run.
 #  - system libraries napari needs for OpenGL/Qt under Xvfb (only when root or password-less sudo)
 #  - .venv with PyTorch first, pinned: an unpinned torch pulls a multi-GB CUDA build
-#  - this package, editable, with the `all` (Qt binding) and `test` extras
+#  - this package, editable, with the `all` (Qt binding), `test` and `dev` (ruff, import-linter, mypy) extras
 # Environment: PYTHON (interpreter for a new .venv, default python3), TORCH_SPEC (default
 # torch==2.13.0), TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu for a CPU-only
 # wheel where none lies on disk).
@@ -45,7 +45,7 @@ pip_install() {
 torch_args=("$TORCH_SPEC")
 [[ -z $TORCH_INDEX_URL ]] || torch_args+=(--index-url "$TORCH_INDEX_URL")
 pip_install "${torch_args[@]}"
-pip_install -e ".[all,test]"
+pip_install -e ".[all,test,dev]"
 
 .venv/bin/python -c "import napari_cellclf, napari, torch; print('setup: napari', napari.__version__, '| torch', torch.__version__, '| napari-cellclf', napari_cellclf.__version__)"
 
