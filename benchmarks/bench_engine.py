@@ -36,7 +36,7 @@ import torch
 from napari_cellclf import attribution, training
 from napari_cellclf.data import Normalization, TileDataset
 from napari_cellclf.inference import Classifier
-from napari_cellclf.model import build_model, forward_flops
+from napari_cellclf.model import ARCHITECTURES, build_model, forward_flops
 from napari_cellclf.modelfile import ModelMeta, default_class_colors
 
 CHANNELS = ["nuclei", "protein"]
@@ -86,7 +86,7 @@ def interleaved(configs: dict, seconds: float, n_rounds: int) -> dict[str, Rate]
     for seconds/n_rounds; rates per configuration over the rounds."""
     per_round = seconds / n_rounds
     results: dict[str, list[tuple[float, float | None]]] = {name: [] for name in configs}
-    for name, run_once in configs.items():
+    for run_once in configs.values():
         run_once()                                   # warm-up: allocations, oneDNN primitives
     for _ in range(n_rounds):
         for name, run_once in configs.items():
@@ -128,7 +128,8 @@ def show(name: str, rate: Rate, flops_per_item: float, ceiling: float,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tile-size", type=int, default=64)
-    parser.add_argument("--arch", default="original", choices=["original", "fast"])
+    parser.add_argument("--arch", default=training.TrainConfig().architecture, choices=ARCHITECTURES,
+                        help="default: training.TrainConfig's")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="time per measured configuration, over all rounds (default 10)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -137,6 +138,9 @@ def main(argv=None) -> int:
                         help="inference batch (default: the Classifier's memory-based choice)")
     parser.add_argument("--compile", action="store_true",
                         help="also measure Classifier(backend='compile'), compile time included")
+    parser.add_argument("--jit", action="store_true",
+                        help="also measure the public-API alternative torch.jit.trace + freeze + "
+                             "optimize_for_inference (inference only: frozen graphs have no gradient)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args(argv)
@@ -202,6 +206,16 @@ def main(argv=None) -> int:
         compiled.predict_field_sync(field)
         first_call = time.perf_counter() - start
         configs["compiled"] = predict(compiled)
+    jitted = None
+    if args.jit:
+        jitted = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size,
+                            backend="eager")
+        probe = torch.zeros(jitted.batch_size, len(CHANNELS), tile, tile).contiguous(
+            memory_format=torch.channels_last)
+        with torch.no_grad():
+            traced = torch.jit.trace(jitted.model, probe)
+            jitted._net = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        configs["jit"] = predict(jitted)
     print(f"measuring {len(configs)} configurations in {args.rounds} interleaved rounds of "
           f"{args.seconds / args.rounds:.1f} s each...\n")
     rates = interleaved(configs, args.seconds, args.rounds)
@@ -222,9 +236,18 @@ def main(argv=None) -> int:
         print(f"  first call {first_call:.1f} s, i.e. ~{first_call - n_tiles / rates['compiled'].best:.1f} s "
               f"of compilation; {rates['compiled'].best / rates['ours'].best:.2f}x the default")
 
+    if jitted is not None:
+        show("Classifier, jit trace+freeze+optimize", rates["jit"], flops, ceiling)
+        print(f"  default / jit: {rates['ours'].best / rates['jit'].best:.3f}x; "
+              f"default / eager: {rates['ours'].best / rates['eager'].best:.3f}x (best rounds); "
+              f"medians {rates['ours'].median / rates['jit'].median:.3f}x, "
+              f"{rates['ours'].median / rates['eager'].median:.3f}x")
+
     print("\nattribution (gradient x input of each tile's predicted class)")
     show("explain_field, eager", rates["explain eager"], flops, ceiling)
     show(f"explain_field, default: {ours.backend}", rates["explain ours"], flops, ceiling)
+    print(f"  default / eager: {rates['explain ours'].best / rates['explain eager'].best:.3f}x (best), "
+          f"{rates['explain ours'].median / rates['explain eager'].median:.3f}x (medians)")
     print(f"  cost relative to inference: {rates['ours'].best / rates['explain ours'].best:.2f}x"
           f" (eager: {rates['eager'].best / rates['explain eager'].best:.2f}x)")
 

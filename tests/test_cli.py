@@ -116,9 +116,9 @@ def test_train_reports_epochs_runs_and_saves_a_loadable_model(trained, train_dir
     assert meta.tile_size == TILE and meta.in_channels == 2 and meta.architecture == "fast"
     assert meta.channel_indices == [0, 1]
     assert "class folders" in out                            # the detected layout is said
-    epoch_lines = [l for l in out.splitlines() if "epoch" in l and "train loss" in l]
+    epoch_lines = [line for line in out.splitlines() if "epoch" in line and "train loss" in line]
     assert len(epoch_lines) >= 2 * 2                          # two runs, at least 2 epochs each
-    assert all("val loss" in l for l in epoch_lines)
+    assert all("val loss" in line for line in epoch_lines)
     assert "over 2 runs" in out and "±" in out               # the multi-run summary
     assert "(seed 3)" in out and "(seed 4)" in out
     assert f"model saved to {path}" in out
@@ -201,7 +201,7 @@ def test_predict_writes_one_row_per_tile_and_finds_the_phenotypes(trained, workd
     assert len(rows) == 2 * tiles_per_field
     assert {r["source"] for r in rows} == {"puncta_field.tif", "diffuse_field.tif"}
     for phenotype, field in fields.items():
-        summary = next(l for l in out.splitlines() if f"{phenotype}_field.tif" in l)
+        summary = next(line for line in out.splitlines() if f"{phenotype}_field.tif" in line)
         assert f"{tiles_per_field} tiles" in summary
         # Tiles mostly covered by cells of one phenotype should get that class.
         right = total = 0

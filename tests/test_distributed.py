@@ -5,10 +5,8 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tifffile
 import torch

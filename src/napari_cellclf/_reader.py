@@ -1,6 +1,5 @@
 """npe2 reader: a thin wrapper over io.read_image.
 
-CONTRACT (stub by the lead; the reader owner implements it):
 Every image layer this plugin creates carries `metadata["cellclf"]` =
     {"source": <absolute path or sample name>, "field": <same id for all channels of one file>,
      "channel_index": i, "channel_name": name, "n_channels": C, "axes": "CYX"...,

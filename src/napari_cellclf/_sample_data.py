@@ -36,7 +36,7 @@ def _sample_layers(phenotype: str) -> list[tuple]:
     image, labels = _sample_image(phenotype)
     source = f"sample:{phenotype}"
     layers = image_layers(image, source=source)
-    for data, kwargs, _ in layers:
+    for _data, kwargs, _ in layers:
         kwargs["name"] = f"{phenotype} [{kwargs['metadata']['cellclf']['channel_name']}]"
     scale = layers[0][1].get("scale")
     truth = {"name": f"{phenotype} ground truth", "opacity": 0.35, "visible": False,

@@ -582,7 +582,7 @@ def _check_percentiles(percentiles) -> tuple[float, float]:
     try:
         low, high = (float(p) for p in percentiles)
     except (TypeError, ValueError):
-        raise ValueError(f"percentiles must be two numbers (low, high), got {percentiles!r}")
+        raise ValueError(f"percentiles must be two numbers (low, high), got {percentiles!r}") from None
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
     return low, high
@@ -665,10 +665,10 @@ def split_train_val(dataset: TileDataset, val_fraction: float = 0.2, seed: int =
 
     # Whole groups first; small classes first, since they have the fewest groups to choose from.
     for k in sorted(target, key=lambda k: (class_total[k], k)):
-        its_groups = np.flatnonzero(per_group[:, k])
-        if len(its_groups) < 2:
+        found = np.flatnonzero(per_group[:, k])
+        if len(found) < 2:
             continue
-        its_groups = [int(g) for g in rng.permutation(its_groups)]
+        its_groups = [int(g) for g in rng.permutation(found)]
         for g in its_groups:
             if held[k] >= target[k]:
                 break
@@ -689,7 +689,7 @@ def split_train_val(dataset: TileDataset, val_fraction: float = 0.2, seed: int =
         candidates = np.flatnonzero(per_group[:, k] * ~val_group)
         if len(candidates) == 0:
             continue
-        g = max(candidates, key=lambda g: (per_group[g, k], -g))
+        g = int(max(candidates, key=lambda c: (per_group[c, k], -c)))
         mine = np.flatnonzero((labels == k) & (groups == g))
         block = _end_block(positions[mine], target[k], rng)
         is_val[mine[block]] = True

@@ -33,7 +33,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator, Sequence
+from typing import Generator
 
 import numpy as np
 import torch

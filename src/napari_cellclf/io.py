@@ -1,6 +1,5 @@
 """Microscopy files -> arrays + axes, channel names, pixel size. No Qt, no napari.
 
-CONTRACT (stub written by the lead; the io owner implements it and may add helpers):
 - `read_image(path)` is the one entry point for TIFF (plain, ImageJ hyperstack, OME, multi-page),
   PNG and JPEG. It never returns None: unreadable files raise `ImageReadError` whose message names
   the file. Large files (> `LAZY_BYTES`) come back lazily (tifffile memmap or zarr store), not read.

@@ -131,7 +131,7 @@ def runs_figure(history, chance: float | None = None, figure: Figure | None = No
               ("validation\nbalanced accuracy", [r["val_balanced_accuracy"] for r in rows],
                BALANCED_COLOR)]
     rng = np.random.default_rng(0)          # fixed jitter: the same history draws the same plot
-    for position, (label, values, color) in enumerate(series, start=1):
+    for position, (_label, values, color) in enumerate(series, start=1):
         values = [v for v in values if v is not None]
         if not values:
             continue

@@ -1,6 +1,5 @@
 """Realistic synthetic fluorescence fields (numpy + scikit-image). No Qt.
 
-CONTRACT (stub by the lead; the sample-data owner implements it):
 Two channels: 0 = nuclear stain, 1 = cytoplasmic protein. Cells of varying shape, size and
 brightness; Poisson plus read noise; uneven background. phenotype="puncta": the protein forms
 bright aggregates in most cells; "diffuse": it stays spread through the cytoplasm. Deterministic

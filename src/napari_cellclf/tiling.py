@@ -1,6 +1,5 @@
 """Square tile grids over 2-D fields of view (numpy + scikit-image only).
 
-CONTRACT (stub by the lead; the tiling owner implements it):
 - Tiles are indexed row-major: tile n sits at grid row n // cols, column n % cols, its top-left
   pixel at (row * stride, col * stride).
 - border="drop": only tiles that fit whole; border="pad": partial tiles at the bottom/right are
