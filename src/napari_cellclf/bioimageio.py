@@ -362,6 +362,11 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
         raise BioimageioError(f"folder {out.parent} does not exist")
     model, meta = load_model(model_path, device="cpu")
     model.eval()
+    from .model import ARCHITECTURES
+
+    if meta.architecture not in ARCHITECTURES:
+        raise BioimageioError(f"{model_path}: a '{meta.architecture}' model cannot be exported to "
+                              f"bioimage.io (only the CNNs: {', '.join(ARCHITECTURES)})")
 
     tiles = sample_tiles(meta, field_cyx)
     probabilities = classifier_probabilities(model, meta, tiles)
