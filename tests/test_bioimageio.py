@@ -135,9 +135,15 @@ def test_bioimageio_core_passes_the_package_and_predicts_like_us(exported, model
                                rtol=1e-5, atol=1e-6)
 
 
-def test_zip_export_imports_back_to_identical_probabilities(workdir, model_file):
-    out = bio.export_bioimageio(model_file, workdir / "package.zip").path
+def test_zip_export_imports_back_to_identical_probabilities(workdir, model_file, monkeypatch):
+    monkeypatch.setenv("CELLCLF_PRECISION", "auto")     # as users run it: bf16 where the CPU has it
+    result = bio.export_bioimageio(model_file, workdir / "package.zip")
+    out = result.path
     assert zipfile.is_zipfile(out)
+    reference, reference_meta = load_model(model_file)   # the test output is fp32 all the same
+    np.testing.assert_array_equal(result.probabilities, Classifier(
+        reference, reference_meta, device="cpu", backend="eager", precision="fp32").predict_tiles(result.test_input))
+    monkeypatch.setenv("CELLCLF_PRECISION", "fp32")
     restored = bio.import_bioimageio(out, workdir / "restored")
     assert restored.name == "restored.safetensors"
     assert restored.read_bytes() == model_file.read_bytes()          # the very file exported
