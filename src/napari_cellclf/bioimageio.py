@@ -357,6 +357,10 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
     as_zip = out.suffix.lower() == ".zip"
     if as_zip and out.is_dir():
         raise BioimageioError(f"{out} is a folder; a .zip output must be a file path")
+    if as_zip:
+        from ._files import check_output_path
+
+        check_output_path(out, inputs=[model_path])
     if not as_zip and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BioimageioError(f"{out} exists and is not an empty folder; choose a new folder or a .zip")
     if not (out.parent.is_dir()):

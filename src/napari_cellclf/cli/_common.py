@@ -120,6 +120,16 @@ def read_field(path: Path):
     return image, cyx, names
 
 
+def note_pixel_size(image, meta, source: Path) -> None:
+    """A note on stderr when the field's pixel size is not the model's training pixel size
+    (pixelsize.pixel_size_warning: more than 1.25x apart on either axis)."""
+    from ..pixelsize import pixel_size_warning
+
+    warning = pixel_size_warning(image.pixel_size, image.unit, meta.pixel_size, name=str(source))
+    if warning:
+        note(warning)
+
+
 def channel_indices(names: list[str], channels: Sequence[int | str] | None, source: Path) -> list[int]:
     """Indices into the source image of the chosen channels (all when None): channels.resolve_channels."""
     from ..channels import resolve_channels

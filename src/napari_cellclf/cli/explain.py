@@ -12,6 +12,7 @@ from ._common import (
     drive,
     load_classifier,
     model_channels,
+    note_pixel_size,
     out,
     parse_channels,
     read_field,
@@ -53,6 +54,7 @@ def run(args) -> int:
     classifier, meta = load_classifier(Path(args.model), args.device)
     image_path = Path(args.image)
     image, cyx, names = read_field(image_path)
+    note_pixel_size(image, meta, image_path)
     cyx = cyx[model_channels(meta, names, parse_channels(args.channels), image_path)]
     target = target_index(args.target, list(meta.class_names))
 

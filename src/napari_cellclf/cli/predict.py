@@ -11,6 +11,7 @@ from ._common import (
     drive,
     load_classifier,
     model_channels,
+    note_pixel_size,
     out,
     parse_channels,
     read_field,
@@ -45,7 +46,8 @@ def run(args) -> int:
     explicit = parse_channels(args.channels)
     columns: dict[str, list] = {}
     for image_path in map(Path, args.images):
-        _, cyx, names = read_field(image_path)
+        image, cyx, names = read_field(image_path)
+        note_pixel_size(image, meta, image_path)
         cyx = cyx[model_channels(meta, names, explicit, image_path)]
         prediction = drive(
             classifier.predict_field(cyx, stride=args.stride, foreground_only=args.foreground),

@@ -65,6 +65,7 @@ def run(args) -> int:
     from ..datasets import TileSpec, detect_layout, load_folder, probe_image
     from ..model import choose_device
     from ..modelfile import save_model
+    from ..pixelsize import training_pixel_size_of_files
     from ..training import check_config
     from ._common import channel_indices, read_field
 
@@ -143,6 +144,10 @@ def run(args) -> int:
         **(meta.extra or {}),
         "cli": {"layout": layout, "mode": args.mode, "stride": args.stride, "data": str(root)},
     }
+    meta.pixel_size = training_pixel_size_of_files(dataset.sources)
+    if meta.pixel_size:
+        out(f"training pixel size {meta.pixel_size['y']:.3g} x {meta.pixel_size['x']:.3g} "
+            f"{meta.pixel_size['unit'] or ''} stored in the model (predict warns on other sizes)")
     saved = save_model(args.out, result.model, meta)
     if result.cancelled:
         out(f"training stopped early by Ctrl-C; best model so far saved to {saved}")
