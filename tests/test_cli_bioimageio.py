@@ -75,7 +75,7 @@ def test_export_and_import_mistakes_are_one_line_errors(model_file, tmp_path, ca
     (busy / "keep.txt").write_text("mine")
     status, _, err = run(capsys, "export", model_file, "--out", busy, "--skip-test")
     assert status == 2 and "Traceback" not in err
-    assert [l for l in err.splitlines() if l.startswith("cellclf: error:")] and "not an empty folder" in err
+    assert [line for line in err.splitlines() if line.startswith("cellclf: error:")] and "not an empty folder" in err
     status, _, err = run(capsys, "import", busy, "--out", tmp_path / "x")
     assert status == 2 and "cellclf: error:" in err and "Traceback" not in err
     assert not (tmp_path / "x.safetensors").exists()
@@ -86,7 +86,7 @@ def test_predict_and_explain_note_a_different_pixel_size(model_file, tmp_path, c
     finer = write_field(tmp_path / "finer.tif", 0.25)        # 2x finer pixels
     status, _, err = run(capsys, "predict", model_file, same, finer, "--device", "cpu")
     assert status == 0, err
-    notes = [l for l in err.splitlines() if "trained on" in l]
+    notes = [line for line in err.splitlines() if "trained on" in line]
     assert len(notes) == 1 and "finer.tif" in notes[0] and "2.0x larger" in notes[0]
     status, _, err = run(capsys, "explain", model_file, finer, "--out", tmp_path / "map.tif", "--device", "cpu")
     assert status == 0, err
