@@ -1,4 +1,5 @@
-"""`cellclf`: the command-line face of the engine (train, evaluate, predict, explain, demo, export, import).
+"""`cellclf`: the command-line face of the engine (train, evaluate, predict, explain, report,
+demo, export, import).
 
 A thin face: argparse, files in and out, progress bars and messages. Every algorithm lives in the
 engine modules and every setting's default, choices and help in `options.py`; labelled folders are
@@ -20,7 +21,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from . import demo, evaluate, explain, export, import_package, predict, train
+from . import demo, evaluate, explain, export, import_package, predict, report, train
 from ._common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, err, one_line
 
 # The registration point: one line per command, in the order `cellclf --help` lists them.
@@ -32,6 +33,7 @@ COMMANDS = (
     demo,
     export,
     import_package,
+    report,
 )
 
 __all__ = ["main", "build_parser", "CLIError", "COMMANDS", "PROG"]

@@ -1,4 +1,5 @@
-"""`cellclf evaluate MODEL DATA`: accuracy, per-class precision/recall and confusion matrix."""
+"""`cellclf evaluate MODEL DATA`: accuracy beside balanced accuracy and chance, the verdict,
+per-class precision/recall and the confusion matrix (all from evaluation.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from ._common import (
     add_channels,
     add_device,
     err,
-    format_accuracy,
     load_classifier,
     model_channels,
     note,
@@ -50,15 +50,21 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--stride", type=int, metavar="N", help="step between tiles (default as in training)")
     MIN_FRACTION.add_to(parser)
+    parser.add_argument(
+        "--all-samples",
+        action="store_true",
+        help="when DATA is the model's training folder, score every sample (default: only its "
+        "validation split, as training tiles would flatter the model)",
+    )
     add_channels(parser, for_model=True)
     add_device(parser)
     parser.set_defaults(handler=run)
     return parser
 
 
-def run(args) -> int:
-    import numpy as np
-
+def load_labelled(args):
+    """(classifier, meta, dataset, layout) for MODEL DATA read the way the model was trained:
+    shared by `evaluate` and `report`."""
     from ..datasets import TileSpec, detect_layout, load_folder, probe_image
 
     model_path, root = Path(args.model), Path(args.data)
@@ -98,64 +104,52 @@ def run(args) -> int:
         close()
     if len(dataset) == 0:
         raise CLIError(f"{root}: no labelled samples to evaluate")
+    return classifier, meta, dataset, layout
 
-    probabilities = []
-    chunk = 1024
+
+def held_out(meta, dataset, root: Path, use_all: bool):
+    """The model's own validation split when DATA is the folder it was trained on (scoring
+    training tiles would flatter it), else all of DATA. Returns (dataset, note or None)."""
+    import numpy as np
+
+    from ..data import split_train_val
+
+    record = (meta.extra or {}).get("cli", {})
+    config = (meta.extra or {}).get("train_config") or {}
+    trained_on = record.get("data")
+    if use_all or not trained_on or Path(trained_on).resolve() != root.resolve():
+        return dataset, None
+    fraction, seed = config.get("val_fraction"), config.get("seed", 0)
+    if not fraction:
+        return dataset, (f"{root} is the model's training data and it kept no validation split: "
+                         "these numbers are on training tiles and flatter the model")
+    _, val_idx = split_train_val(dataset, fraction, seed=seed)
+    val_idx = np.asarray(val_idx, dtype=np.int64)
+    if len(val_idx) == 0:
+        return dataset, f"{root} is the model's training data; no validation tiles could be re-made"
+    return dataset.subset(val_idx), (
+        f"{root} is the data the model was trained on: scoring its validation split only "
+        f"({len(val_idx)} of {len(dataset)} samples; --all-samples for every one)")
+
+
+def run(args) -> int:
+    from ..evaluation import evaluate, format_metrics
+
+    classifier, meta, dataset, layout = load_labelled(args)
+    dataset, split_note = held_out(meta, dataset, Path(args.data), args.all_samples)
+    if split_note:
+        err(f"{PROG}: {split_note}")
     with progress(len(dataset), "evaluating", unit="tile") as bar:
-        for start in range(0, len(dataset), chunk):
-            probabilities.append(classifier.predict_tiles(dataset.tiles[start : start + chunk]))
-            bar.update(min(chunk, len(dataset) - start))
-    predicted = np.concatenate(probabilities).argmax(axis=1)
-    report = metrics(dataset.labels, predicted, list(meta.class_names))
-    report.update(model=str(model_path), data=str(root), layout=layout)
+        result = evaluate(classifier, dataset, on_progress=lambda done, total: bar.update(done - bar.n))
+    report = result.metrics.to_dict()
+    report.update(model=str(args.model), data=str(args.data), layout=layout,
+                  split="validation" if split_note and "validation split only" in split_note else "all")
 
     if args.json:
         out(json.dumps(report))
     else:
-        print_report(report)
+        for line in format_metrics(report):
+            out(line)
+    if result.metrics.verdict:
+        err(f"{PROG}: warning: {result.metrics.verdict}")
     return 0
-
-
-def metrics(truth, predicted, class_names: list[str]) -> dict:
-    """Accuracy, confusion (rows = true, columns = predicted) and per-class precision/recall
-    (None where undefined: no sample of / no prediction of that class).
-    The CLI's one metrics function until evaluation.classification_metrics lands."""
-    import numpy as np
-
-    k = len(class_names)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (np.asarray(truth), np.asarray(predicted)), 1)
-    n = int(confusion.sum())
-    per_class = {}
-    for i, name in enumerate(class_names):
-        true_i, predicted_i, hit = confusion[i].sum(), confusion[:, i].sum(), confusion[i, i]
-        per_class[name] = {
-            "support": int(true_i),
-            "precision": float(hit / predicted_i) if predicted_i else None,
-            "recall": float(hit / true_i) if true_i else None,
-        }
-    return {
-        "accuracy": float(np.trace(confusion) / n) if n else None,
-        "n": n,
-        "classes": class_names,
-        "confusion": confusion.tolist(),
-        "per_class": per_class,
-    }
-
-
-def print_report(report: dict) -> None:
-    names = report["classes"]
-    width = max(9, *(len(n) for n in names))
-    out(f"accuracy {report['accuracy']:.3f} on {report['n']} samples")
-    out(f"{'class':<{width}}  precision  recall  support")
-    for name in names:
-        row = report["per_class"][name]
-        out(
-            f"{name:<{width}}  {format_accuracy(row['precision']):>9}  "
-            f"{format_accuracy(row['recall']):>6}  {row['support']:>7}"
-        )
-    out("confusion matrix (rows: true class, columns: predicted):")
-    cell = max(*(len(n) for n in names), *(len(str(v)) for row in report["confusion"] for v in row))
-    out(" " * width + "  " + "  ".join(f"{n:>{cell}}" for n in names))
-    for name, row in zip(names, report["confusion"]):
-        out(f"{name:<{width}}  " + "  ".join(f"{v:>{cell}}" for v in row))

@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from ._common import (
+    PROG,
     add_channels,
     add_device,
     drive,
+    err,
     load_classifier,
     model_channels,
     note_pixel_size,
@@ -40,9 +42,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run(args) -> int:
     import numpy as np
 
+    from ..evaluation import stored_verdict
     from ..inference import write_predictions_csv
 
     classifier, meta = load_classifier(Path(args.model), args.device)
+    verdict = stored_verdict(meta)
+    if verdict:
+        # Said before the work and again after it, where the counts are read.
+        err(f"{PROG}: warning: this model was judged on its validation data: {verdict}")
     explicit = parse_channels(args.channels)
     columns: dict[str, list] = {}
     for image_path in map(Path, args.images):
@@ -67,4 +74,7 @@ def run(args) -> int:
         merged = {key: np.concatenate(parts) for key, parts in columns.items()}
         write_predictions_csv(args.out, merged)
         out(f"predictions of {len(merged['source'])} tiles written to {args.out}")
+    if verdict:
+        err(f"{PROG}: warning: the class counts above come from a model that is not clearly "
+            "better than chance; do not rely on them")
     return 0

@@ -148,12 +148,29 @@ def run(args) -> int:
     if meta.pixel_size:
         out(f"training pixel size {meta.pixel_size['y']:.3g} x {meta.pixel_size['x']:.3g} "
             f"{meta.pixel_size['unit'] or ''} stored in the model (predict warns on other sizes)")
+    meta.extra["evaluation"] = validation_report(result, dataset)
     saved = save_model(args.out, result.model, meta)
     if result.cancelled:
         out(f"training stopped early by Ctrl-C; best model so far saved to {saved}")
         return EXIT_INTERRUPTED
     out(f"model saved to {saved}")
     return 0
+
+
+def validation_report(result, dataset) -> dict | None:
+    """The kept model on its validation split (evaluation.py: accuracy beside balanced accuracy
+    and chance, the verdict), printed and returned for the model file."""
+    from ..evaluation import format_metrics, validation_metrics
+
+    evaluation = validation_metrics(result, dataset)
+    if evaluation is None:
+        return None
+    out("validation split of the kept model:")
+    for line in format_metrics(evaluation.metrics.to_dict()):
+        out(f"  {line}")
+    if evaluation.metrics.verdict:
+        err(f"{PROG}: warning: {evaluation.metrics.verdict}")
+    return evaluation.metrics.to_dict()
 
 
 class _TrainingPrinter:
