@@ -72,6 +72,14 @@ def test_train_records_the_verdict_and_predict_repeats_it(tmp_path, capsys):
 
     record = read_meta(model).extra["evaluation"]
     assert record["better_than_chance"] is False and record["verdict"]
+    # Its own training folder: only the validation split is scored, the same tiles as recorded.
+    status, out, err = run(capsys, "evaluate", model, data, "--json", "--device", "cpu")
+    assert status == 0, err
+    report = json.loads(out)
+    assert "validation split only" in err and report["split"] == "validation"
+    assert report["n"] == record["n"] < 160 and report["confusion"] == record["confusion"]
+    status, out, _ = run(capsys, "evaluate", model, data, "--json", "--all-samples", "--device", "cpu")
+    assert json.loads(out)["n"] == 160
     field = tmp_path / "field.tif"
     tifffile.imwrite(field, kind_tiles("noise", 4, seed=14).tiles[:, 0].reshape(128, 32).astype(np.uint16))
     status, out, err = run(capsys, "predict", model, field, "--device", "cpu")

@@ -249,6 +249,18 @@ def run_training(dataset, config, stop: threading.Event):
     return result, printer.finished, printer.shown
 
 
+def _balanced_beside(result, event) -> str:
+    """' (balanced accuracy B, chance C)' of a run's best epoch, from its History record."""
+    runs = result.history.runs
+    record = runs[event.run] if 0 <= event.run < len(runs) else {}
+    curve = record.get("val_balanced_accuracy") or []
+    if not 0 <= event.best_epoch < len(curve) or curve[event.best_epoch] is None:
+        return ""
+    chance = record.get("chance")
+    shown = f", chance {chance:.3f}" if chance is not None else ""
+    return f" (balanced accuracy {curve[event.best_epoch]:.3f}{shown})"
+
+
 def print_training_summary(result, finished, shown: set[str]) -> None:
     summary = result.history.summary()
     accuracies = summary.get("best_val_accuracy") or {}
@@ -261,7 +273,9 @@ def print_training_summary(result, finished, shown: set[str]) -> None:
         for event in finished:
             out(
                 f"  run {event.run + 1} (seed {event.seed}): {format_accuracy(event.best_val_accuracy)}"
-                f" at epoch {event.best_epoch + 1}" + (" (stopped early)" if event.stopped_early else "")
+                + _balanced_beside(result, event)
+                + f" at epoch {event.best_epoch + 1}"
+                + (" (stopped early)" if event.stopped_early else "")
             )
         best = summary.get("best_run")
         if best is not None:
@@ -274,8 +288,10 @@ def print_training_summary(result, finished, shown: set[str]) -> None:
             out(f"no validation set (--val-fraction 0); keeping epoch {event.best_epoch + 1}")
         else:
             out(
-                f"best validation accuracy {event.best_val_accuracy:.3f} at epoch "
-                f"{event.best_epoch + 1}" + (" (stopped early)" if event.stopped_early else "")
+                f"best validation accuracy {event.best_val_accuracy:.3f}"
+                + _balanced_beside(result, event)
+                + f" at epoch {event.best_epoch + 1}"
+                + (" (stopped early)" if event.stopped_early else "")
             )
     for warning in result.history.warnings:
         if warning not in shown:
