@@ -228,7 +228,7 @@ def _warnings(n, accuracy, acc_interval, majority, support, predicted_counts, cl
         if predicted_share >= OVERCALL_SHARE and predicted_share > 2 * true_share + 0.1:
             warnings.append(
                 f"It calls {predicted_share:.0%} of the tiles '{name}', which are "
-                f"{true_share:.0%} of the labelled tiles: class fractions it reports for "
+                f"{true_share:.1%} of the labelled tiles: class fractions it reports for "
                 f"'{name}' would be far too high.")
     return warnings
 
@@ -376,9 +376,12 @@ def format_metrics(document: dict) -> list[str]:
     """Plain-text lines of a metrics dict: the summary, the verdict (or that the model is
     clearly better than chance), per-class precision/recall/support and the confusion matrix."""
     lines = [summary_line(document)]
+    cautions = document.get("warnings") or []
     lines.append(f"verdict: {document['verdict']}" if document.get("verdict") else
+                 "better than chance (95% interval of balanced accuracy above chance), but:"
+                 if cautions else
                  "clearly better than chance (95% interval of balanced accuracy above chance)")
-    lines += [f"caution: {w}" for w in document.get("warnings") or []]
+    lines += [f"caution: {w}" for w in cautions]
     names = [str(n) for n in document.get("classes", [])]
     if not names:
         return lines
