@@ -425,3 +425,15 @@ def test_one_stray_label_value_gives_a_short_message():
             from_label_images([image], [labels], names, 16, sources=["f_labels.tif"])
         assert len(str(info.value)) < 300 and "values present: 1, 2, 60000" in str(info.value)
 
+
+
+def test_check_trainable_refuses_too_many_classes_and_lists_a_few_not_all():
+    from napari_cellclf.data import TileDataset, check_trainable
+    from napari_cellclf.tiling import MAX_CLASSES
+    for n in (MAX_CLASSES + 1, 5000):
+        names = [f"class {k}" for k in range(1, n + 1)]
+        dataset = TileDataset(np.zeros((4, 1, 16, 16), np.float32), np.array([0, 0, 1, 1]),
+                              np.zeros(4, np.int64), np.zeros((4, 2), np.int64), names, ["ch0"])
+        with pytest.raises(ValueError, match=f"at most {MAX_CLASSES}") as info:
+            check_trainable(dataset)
+        assert len(str(info.value)) < 300

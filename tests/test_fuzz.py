@@ -338,18 +338,9 @@ def _case_names():
 
 
 CASE_NAMES = _case_names()
-# Cases the CLI handles once the output guard and the label checks are wired into the cli/
-# package (the engine side is done); strict, so each one fails loudly when it starts to pass.
-PENDING_CLI = {"predict_out_is_the_model", "predict_out_is_the_image", "explain_out_is_the_image",
-               "explain_out_is_a_link_to_the_image", "explain_out_is_a_hard_link_to_the_image",
-               "train_out_in_a_missing_folder", "train_out_is_a_folder",
-               "train_on_an_instance_mask", "train_with_one_stray_label_value"}
-# (train_tile_size_100000 passes since cli/ checks --tile-size with options.check_tile_size)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="CLI wiring pending"))
-    if name in PENDING_CLI else name for name in CASE_NAMES])
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_hostile_input_is_one_clear_error_and_touches_nothing(fuzz, name):
     cases, results, before, after, root = fuzz
     case, result = cases[name], results[name]

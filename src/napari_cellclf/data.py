@@ -146,6 +146,9 @@ def trainability_problems(class_counts: Mapping[str, int],
                           few: int = FEW_TILES_PER_CLASS) -> list[Problem]:
     """The one rule for "is this trainable", on tiles per class name (every class listed)."""
     counts = {str(name): int(n) for name, n in class_counts.items()}
+    if len(counts) > MAX_CLASSES:   # an instance mask taken for classes, say (training would hang)
+        return [Problem(f"{len(counts):,} classes ({short_list(counts)}); a model has at most "
+                        f"{MAX_CLASSES}.")]
     if sum(counts.values()) == 0:
         return [Problem("No labelled tiles yet: label some (a painted tile needs at least the "
                         "minimum painted fraction), or use a smaller tile size.")]
@@ -154,15 +157,15 @@ def trainability_problems(class_counts: Mapping[str, int],
     if len(with_tiles) < 2:
         problems.append(Problem(f"Only one class ({with_tiles[0]!r}) has labelled tiles: "
                                 f"training needs tiles of at least two classes "
-                                f"(classes: {', '.join(counts)})."))
+                                f"(classes: {short_list(counts)})."))
     else:
         too_few = [f"'{name}' ({n})" for name, n in counts.items() if n < min_per_class]
         if too_few:
             problems.append(Problem(f"Every class needs at least {min_per_class} tiles; too few "
-                                    f"for {', '.join(too_few)}. Label more, or remove the class."))
+                                    f"for {short_list(too_few)}. Label more, or remove the class."))
     low = [f"{name} ({n})" for name, n in counts.items() if min_per_class <= n < few]
     if low:
-        problems.append(Problem(f"Few tiles for {', '.join(low)}: the model will learn little "
+        problems.append(Problem(f"Few tiles for {short_list(low)}: the model will learn little "
                                 "and its validation accuracy will be noisy.", blocking=False))
     return problems
 

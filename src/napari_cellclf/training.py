@@ -217,7 +217,11 @@ def check_config(config: TrainConfig) -> None:
     need(isinstance(config.val_fraction, (int, float)) and 0 <= config.val_fraction < 1,
          "val_fraction", "must be >= 0 and < 1")
     need(is_int(config.patience) and config.patience >= 0, "patience", "must be an integer >= 0")
-    need(is_int(config.seed), "seed", "must be an integer")
+    # numpy's generators refuse negative seeds and torch's overflow past 2**64: one clear rule.
+    last_seed = config.seed + (config.runs - 1 if is_int(config.runs) and config.runs > 1 else 0) \
+        if is_int(config.seed) else -1
+    need(is_int(config.seed) and config.seed >= 0 and last_seed < 2**32, "seed",
+         "must be a whole number from 0 to 4294967295 (runs use seed, seed+1, ...)")
     need(is_int(config.runs) and config.runs >= 1, "runs", "must be an integer >= 1")
     need(config.normalization in NORMALIZATION_MODES, "normalization", f"must be one of {NORMALIZATION_MODES}")
     need(is_int(config.memorisation_epochs) and config.memorisation_epochs >= 0,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from .. import __version__
@@ -53,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_printer():
+    """A warnings.showwarning that prints each distinct warning once as `cellclf: warning: ...`."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = f"{PROG}: warning: {one_line(message) if isinstance(message, BaseException) else message}"
+        if text not in shown:
+            shown.add(text)
+            err(text)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cellclf` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -66,7 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, usage errors
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            # A library's warning (numpy's "overflow encountered", ...) is one short line of ours,
+            # once, not a source line dump on stderr.
+            warnings.showwarning = _warning_printer()
+            warnings.simplefilter("default")
+            return args.handler(args)
     except KeyboardInterrupt:
         err(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED

@@ -108,15 +108,53 @@ def parse_class_list(text: str | None) -> list[str] | None:
     return names
 
 
+def add_plane(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plane",
+        action="append",
+        metavar="AXIS=K",
+        help="one plane of a Z stack or time series, e.g. --plane Z=3 (0-based; repeat for T)",
+    )
+
+
+def parse_plane(values: Sequence[str] | None) -> dict[str, int] | None:
+    """`--plane Z=3 --plane T=0` -> {"Z": 3, "T": 0}; CLIError for anything else."""
+    if not values:
+        return None
+    plane: dict[str, int] = {}
+    for value in values:
+        axis, sep, index = value.partition("=")
+        axis = axis.strip().upper()
+        if not sep or axis not in ("Z", "T") or not index.strip().isdigit():
+            raise CLIError(f"--plane {value!r}: give an axis and a 0-based plane, e.g. --plane Z=3 or --plane T=0")
+        if axis in plane:
+            raise CLIError(f"--plane: {axis} given twice")
+        plane[axis] = int(index)
+    return plane
+
+
+def check_output(path, inputs: Sequence = (), option: str = "--out") -> Path:
+    """The output guard (_files.check_output_path), run before any work: never an input of the
+    command, only a regular file or a new name, in a folder that exists and is writable."""
+    from .._files import check_output_path
+
+    return check_output_path(path, inputs, option=option)
+
+
 # -- fields, channels, models ---------------------------------------------------------------------
-def read_field(path: Path):
+def read_field(path: Path, plane: dict[str, int] | None = None):
     """(io.ImageData, float32 (C, Y, X) array of every channel, channel names)."""
     from .. import io
 
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
     image = io.read_image(path)
-    cyx, names = io.to_cyx(image)
+    try:
+        cyx, names = io.to_cyx(image, plane=plane)
+    except io.ImageReadError:
+        raise
+    except ValueError as error:  # planes: the engine says plane={...}, the CLI has --plane
+        raise CLIError(str(error)) from None
     return image, cyx, names
 
 
@@ -152,6 +190,12 @@ def model_channels(meta, names: list[str], explicit: Sequence[int | str] | None,
             indices = model_channel_indices(meta.channel_names, meta.channel_indices, names)
         except ValueError as error:
             raise CLIError(f"{source}: {error}; pick them with --channels") from None
+        if len(names) != len(indices) and len(indices) == meta.in_channels:
+            # Some channels of the image are left out: say which feed the model (issue 11: a
+            # 1-channel model used to take channel 0 of a 2-channel image without a word).
+            used = ", ".join(f"{i} ({names[i]})" for i in indices)
+            note(f"{source}: the model ({', '.join(meta.channel_names)}) reads channel(s) {used} "
+                 f"of the image's {len(names)} ({', '.join(names)}); choose others with --channels")
     if len(indices) != meta.in_channels:
         chosen = ", ".join(names[i] for i in indices)
         raise CLIError(

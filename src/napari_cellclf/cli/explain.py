@@ -9,12 +9,15 @@ from ._common import (
     CLIError,
     add_channels,
     add_device,
+    add_plane,
+    check_output,
     drive,
     load_classifier,
     model_channels,
     note_pixel_size,
     out,
     parse_channels,
+    parse_plane,
     read_field,
 )
 
@@ -47,6 +50,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "speckled maps, 16x the time)",
     )
     add_channels(parser, for_model=True)
+    add_plane(parser)
     add_device(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -57,9 +61,10 @@ def run(args) -> int:
 
     from .. import attribution
 
+    check_output(args.out, [args.model, args.image])  # before any work
     classifier, meta = load_classifier(Path(args.model), args.device)
     image_path = Path(args.image)
-    image, cyx, names = read_field(image_path)
+    image, cyx, names = read_field(image_path, parse_plane(args.plane))
     note_pixel_size(image, meta, image_path)
     cyx = cyx[model_channels(meta, names, parse_channels(args.channels), image_path)]
     target = target_index(args.target, list(meta.class_names))
@@ -114,7 +119,6 @@ def write_float_tiff(path: Path, array, pixel_size, unit) -> None:
         kwargs["metadata"]["unit"] = imagej_unit(unit)
     encoded = BytesIO()  # tifffile needs a named file or a buffer, not a bare fd
     tifffile.imwrite(encoded, array, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda handle: handle.write(encoded.getbuffer()))
 
 

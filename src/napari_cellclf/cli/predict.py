@@ -9,6 +9,8 @@ from ._common import (
     PROG,
     add_channels,
     add_device,
+    add_plane,
+    check_output,
     drive,
     err,
     load_classifier,
@@ -16,6 +18,7 @@ from ._common import (
     note_pixel_size,
     out,
     parse_channels,
+    parse_plane,
     read_field,
 )
 
@@ -34,6 +37,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--foreground", action="store_true", help="skip background-only tiles")
     add_channels(parser, for_model=True)
+    add_plane(parser)
     add_device(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -45,6 +49,9 @@ def run(args) -> int:
     from ..evaluation import stored_verdict
     from ..inference import write_predictions_csv
 
+    if args.out:  # before any work: never one of the inputs, never a folder/device/FIFO
+        check_output(args.out, [args.model, *args.images])
+    plane = parse_plane(args.plane)
     classifier, meta = load_classifier(Path(args.model), args.device)
     verdict = stored_verdict(meta)
     if verdict:
@@ -53,7 +60,7 @@ def run(args) -> int:
     explicit = parse_channels(args.channels)
     columns: dict[str, list] = {}
     for image_path in map(Path, args.images):
-        image, cyx, names = read_field(image_path)
+        image, cyx, names = read_field(image_path, plane)
         note_pixel_size(image, meta, image_path)
         cyx = cyx[model_channels(meta, names, explicit, image_path)]
         prediction = drive(

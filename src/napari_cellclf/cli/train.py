@@ -64,10 +64,10 @@ def run(args) -> int:
     from .. import data, options
     from ..datasets import TileSpec, detect_layout, load_folder, probe_image
     from ..model import choose_device
-    from ..modelfile import save_model
+    from ..modelfile import model_file_path, save_model
     from ..pixelsize import training_pixel_size_of_files
     from ..training import check_config
-    from ._common import channel_indices, read_field
+    from ._common import channel_indices, check_output, read_field
 
     # Settings that cannot work fail before any data is read.
     try:
@@ -87,6 +87,8 @@ def run(args) -> int:
         raise CLIError(message) from None
     choose_device(config.device)  # a GPU asked for but absent
     root = Path(args.data)
+    # The output is checked now, not after an hour of training (the real name, suffix added).
+    model_path = check_output(model_file_path(args.out), [root])
     channels = parse_channels(args.channels)
     class_names = parse_class_list(args.classes)
     layout = detect_layout(root)
@@ -149,7 +151,7 @@ def run(args) -> int:
         out(f"training pixel size {meta.pixel_size['y']:.3g} x {meta.pixel_size['x']:.3g} "
             f"{meta.pixel_size['unit'] or ''} stored in the model (predict warns on other sizes)")
     meta.extra["evaluation"] = validation_report(result, dataset)
-    saved = save_model(args.out, result.model, meta)
+    saved = save_model(model_path, result.model, meta)
     if result.cancelled:
         out(f"training stopped early by Ctrl-C; best model so far saved to {saved}")
         return EXIT_INTERRUPTED

@@ -113,7 +113,12 @@ def read_label_image(path: Path) -> np.ndarray:
         )
     if array.size and array.min() < 0:
         raise DatasetError(f"{path}: label values must be >= 0 (0 = unlabelled, k = class k)")
-    return array.astype(np.int64)
+    array = array.astype(np.int64)
+    try:  # an instance mask, or a stray value such as 60000: refused now, in a short message
+        data.check_label_values(array, str(path))
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
+    return array
 
 
 def probe_image(root: Path, layout: Layout) -> Path:
@@ -185,13 +190,13 @@ def load_folder(
         if note is not None:
             note(
                 f"no class names given; naming label values 1..{top_label} "
-                + ", ".join(repr(n) for n in class_names)
+                + data.short_list(repr(n) for n in class_names)
             )
     elif top_label > len(class_names):
         who = "the model knows" if known_classes else "the class names given are"
         raise DatasetError(
             f"label value {top_label} in {root} has no class: {who} only "
-            f"{len(class_names)} ({', '.join(class_names)}) for label values "
+            f"{len(class_names)} ({data.short_list(class_names)}) for label values "
             f"1..{len(class_names)}"
         )
     return _painted_dataset(sources, spec, class_names, channel_names or [])
