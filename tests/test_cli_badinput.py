@@ -7,11 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import tifffile
+from test_fuzz import _tiny_model
 
 from napari_cellclf import cli
 from napari_cellclf.cli import predict
-
-from test_fuzz import _tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +65,15 @@ def test_library_warnings_become_one_short_line(tmp_path, model, monkeypatch, ca
     assert "RuntimeWarning" not in err and ".py:" not in err
     assert cli.main(["predict", str(model), str(tmp_path / "x.tif")]) == 0   # a new run says it again
     assert capsys.readouterr().err.count("cellclf: warning: overflow") == 1
+
+
+def test_plane_option_reaches_labelled_folders_too(tmp_path, model, capsys):
+    data = tmp_path / "data"
+    for name in ("Control", "Treated"):
+        (data / name).mkdir(parents=True)
+        tifffile.imwrite(data / name / "cell.tif", np.zeros((3, 24, 24), np.uint16), imagej=True,
+                         metadata={"axes": "ZYX"})
+    assert cli.main(["evaluate", str(model), str(data)]) == 2
+    assert "--plane Z=k" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(model), str(data), "--plane", "Z=2", "--json"]) == 0
+    assert '"n": 2' in capsys.readouterr().out

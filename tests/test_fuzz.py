@@ -23,11 +23,11 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hostile
 import numpy as np
 import pytest
 import tifffile
 
-import hostile
 import napari_cellclf
 
 # Address space for the child: torch + numpy + the tiny model need ~0.7 GiB here (VmPeak);
@@ -319,7 +319,7 @@ def fuzz(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, str(root / "worker.py"), str(root / "cases.json"),
          str(root / "results.json"), str(CASE_TIMEOUT)],
-        env=_env(), preexec_fn=_limit_memory, capture_output=True, text=True,
+        check=False, env=_env(), preexec_fn=_limit_memory, capture_output=True, text=True,
         timeout=CASE_TIMEOUT * len(cases), stdin=subprocess.DEVNULL)
     results = json.loads((root / "results.json").read_text()) if (
         root / "results.json").exists() else {}
@@ -374,7 +374,7 @@ def test_the_console_entry_point_refuses_a_bomb_under_the_memory_limit(tmp_path)
     for bomb in (hostile.png_bomb(tmp_path), hostile.deflate_bomb_tiff(tmp_path)):
         proc = subprocess.run(
             [sys.executable, "-m", "napari_cellclf.cli", "predict", str(model), str(bomb)],
-            env=_env(), preexec_fn=_limit_memory, capture_output=True, text=True,
+            check=False, env=_env(), preexec_fn=_limit_memory, capture_output=True, text=True,
             timeout=CASE_TIMEOUT, stdin=subprocess.DEVNULL)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("cellclf: error:") == 1 and bomb.name in proc.stderr
@@ -389,7 +389,7 @@ def test_a_good_file_still_works_under_the_same_limit(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "napari_cellclf.cli", "predict", str(model), str(image),
          "--out", str(out)],
-        env=_env(), preexec_fn=_limit_memory, capture_output=True, text=True,
+        check=False, env=_env(), preexec_fn=_limit_memory, capture_output=True, text=True,
         timeout=CASE_TIMEOUT, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr

@@ -476,9 +476,9 @@ def test_mlcp_channel_names_from_imagej_labels(shared_data):
 # --------------------------------------------------------------------------------------------
 # bad input (issue 11): bombs, truncation, lying metadata, NaN — refused before allocation
 
-import resource  # noqa: E402
+import resource
 
-import hostile  # noqa: E402  (tests/hostile.py: the hostile file generators)
+import hostile  # tests/hostile.py: the hostile file generators
 
 
 @pytest.fixture

@@ -260,8 +260,8 @@ def test_saved_model_is_readable_by_others_like_any_new_file(tmp_path):
 # --------------------------------------------------------------------------------------------
 # hostile headers (issue 11)
 
-import hostile  # noqa: E402  (tests/hostile.py)
-from napari_cellclf.tiling import MAX_CLASSES, MAX_TILE_SIZE  # noqa: E402
+import hostile  # tests/hostile.py
+from napari_cellclf.tiling import MAX_CLASSES, MAX_TILE_SIZE
 
 
 def _saved(tmp_path):

@@ -369,8 +369,9 @@ class _FolderReader:
     of that layout are read bare and converted with the first one's ImageData. Anything else —
     PNG/JPEG, OME, a new layout, anything tifffile warns about, any error — goes through io."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, plane: dict[str, int] | None = None):
         self.channels = channels
+        self.plane = plane           # io.to_cyx's choice of one Z/T plane
         self._layouts: dict[tuple, io.ImageData] = {}
         self._log = _TiffLog()
 
@@ -417,12 +418,12 @@ class _FolderReader:
         bare = self._bare_tiff(path)
         if bare is not None and bare[0] in self._layouts:
             image = dataclasses.replace(self._layouts[bare[0]], data=bare[1], path=str(path))
-            return io.to_cyx(image, self.channels)
+            return io.to_cyx(image, self.channels, plane=self.plane)
         image = io.read_image(path)
         if (bare is not None and isinstance(image.data, np.ndarray) and not image.lazy
                 and image.data.shape == bare[1].shape and np.array_equal(image.data, bare[1])):
             self._layouts[bare[0]] = dataclasses.replace(image, data=None)
-        return io.to_cyx(image, self.channels)
+        return io.to_cyx(image, self.channels, plane=self.plane)
 
 
 def _resize_cyx(cyx: np.ndarray, tile_size: int) -> np.ndarray:
@@ -438,7 +439,8 @@ def _resize_cyx(cyx: np.ndarray, tile_size: int) -> np.ndarray:
 
 def from_class_folders(root: str | Path, tile_size: int, mode: str = "resize",
                        channels: Sequence[int | str] | None = None, stride: int | None = None,
-                       class_names: Sequence[str] | None = None) -> TileDataset:
+                       class_names: Sequence[str] | None = None,
+                       plane: dict[str, int] | None = None) -> TileDataset:
     """root/<class>/<image>: mode="resize" resizes each image to tile_size (like Keras
     flow_from_directory), mode="tile" slices it into tiles. Hidden files and stray entries are
     ignored (io.is_ignored / io.list_images); classes are the non-empty subfolders, sorted, unless
@@ -480,7 +482,7 @@ def from_class_folders(root: str | Path, tile_size: int, mode: str = "resize",
     positions: list[np.ndarray] = []
     sources: list[str] = []
     channel_names: list[str] = []
-    with _FolderReader(channels) as reader:
+    with _FolderReader(channels, plane) as reader:
         for class_index, name in enumerate(class_names):
             for path in files_of.get(name, []):
                 cyx, names = reader.read(path)

@@ -126,7 +126,9 @@ def parse_plane(values: Sequence[str] | None) -> dict[str, int] | None:
         axis, sep, index = value.partition("=")
         axis = axis.strip().upper()
         if not sep or axis not in ("Z", "T") or not index.strip().isdigit():
-            raise CLIError(f"--plane {value!r}: give an axis and a 0-based plane, e.g. --plane Z=3 or --plane T=0")
+            raise CLIError(
+                f"--plane {value!r}: give an axis and a 0-based plane, e.g. --plane Z=3 or --plane T=0"
+            )
         if axis in plane:
             raise CLIError(f"--plane: {axis} given twice")
         plane[axis] = int(index)

@@ -13,12 +13,14 @@ from ._common import (
     CLIError,
     add_channels,
     add_device,
+    add_plane,
     err,
     load_classifier,
     model_channels,
     note,
     out,
     parse_channels,
+    parse_plane,
     progress,
     read_field,
     reading_bar,
@@ -57,6 +59,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "validation split, as training tiles would flatter the model)",
     )
     add_channels(parser, for_model=True)
+    add_plane(parser)
     add_device(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -75,7 +78,8 @@ def load_labelled(args):
 
     explicit = parse_channels(args.channels)
     probe = probe_image(root, layout)
-    _, _, probe_names = read_field(probe)
+    plane = parse_plane(args.plane)
+    _, _, probe_names = read_field(probe, plane)
     indices = model_channels(meta, probe_names, explicit, probe)
 
     # Class folders are read the way the model's training data was: resized cell crops, or
@@ -99,6 +103,7 @@ def load_labelled(args):
             known_classes=True,
             note=note,
             progress=update,
+            plane=plane,
         )
     finally:
         close()

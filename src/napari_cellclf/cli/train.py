@@ -13,12 +13,14 @@ from ._common import (
     PROG,
     CLIError,
     add_channels,
+    add_plane,
     err,
     format_accuracy,
     note,
     out,
     parse_channels,
     parse_class_list,
+    parse_plane,
     progress,
     reading_bar,
 )
@@ -27,7 +29,13 @@ NAME = "train"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from ..options import FOLDER_MODE, MIN_FRACTION, STRIDE, TILE_SIZE, add_train_arguments
+    from ..options import (
+        FOLDER_MODE,
+        MIN_FRACTION,
+        STRIDE,
+        TILE_SIZE,
+        add_train_arguments,
+    )
 
     parser = commands.add_parser(
         NAME,
@@ -55,6 +63,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     MIN_FRACTION.add_to(parser)
     add_channels(parser, for_model=False)
+    add_plane(parser)
     add_train_arguments(parser)  # one option per training.TrainConfig field
     parser.set_defaults(handler=run)
     return parser
@@ -107,7 +116,8 @@ def run(args) -> int:
         )
 
     probe = probe_image(root, layout)
-    _, _, probe_names = read_field(probe)
+    plane = parse_plane(args.plane)
+    _, _, probe_names = read_field(probe, plane)
     indices = channel_indices(probe_names, channels, probe)
 
     update, close = reading_bar()
@@ -121,6 +131,7 @@ def run(args) -> int:
             class_names=class_names,
             note=note,
             progress=update,
+            plane=plane,
         )
     finally:
         close()

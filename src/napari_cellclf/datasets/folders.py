@@ -143,6 +143,7 @@ def load_folder(
     known_classes: bool = False,
     note: Note | None = None,
     progress: Progress | None = None,
+    plane: dict[str, int] | None = None,
 ) -> TileDataset:
     """A TileDataset from either layout. `known_classes`: `class_names` are a model's (every class
     found must be one of them; label values above K are errors). Without class names, label values
@@ -157,7 +158,8 @@ def load_folder(
                         f"unknown class '{folder.name}' ({folder}); the model knows: " + ", ".join(known)
                     )
         return data.from_class_folders(
-            root, spec.tile_size, mode=mode, channels=channels, stride=spec.stride, class_names=class_names
+            root, spec.tile_size, mode=mode, channels=channels, stride=spec.stride, class_names=class_names,
+            plane=plane,
         )
 
     pairs = label_pairs(root, note=note)
@@ -167,7 +169,7 @@ def load_folder(
     for done, (image_path, label_path) in enumerate(pairs, start=1):
         if not image_path.is_file():
             raise DatasetError(f"{image_path}: no such file")
-        cyx, names = io.to_cyx(io.read_image(image_path), channels)
+        cyx, names = io.to_cyx(io.read_image(image_path), channels, plane=plane)
         labels = read_label_image(label_path)
         if labels.shape != cyx.shape[1:]:
             raise DatasetError(
