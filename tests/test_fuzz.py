@@ -60,7 +60,7 @@ def _env():
 
 
 WORKER = textwrap.dedent("""
-    import contextlib, io, json, signal, sys, traceback
+    import contextlib, io, json, resource, signal, sys, traceback
     from napari_cellclf.cli import main
 
     class Hang(Exception):
@@ -86,6 +86,7 @@ WORKER = textwrap.dedent("""
         finally:
             signal.alarm(0)
         results[name] = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
+        results[name]["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         json.dump(results, open(sys.argv[2], "w"))
 """)
 
@@ -367,6 +368,8 @@ def test_hostile_input_is_one_clear_error_and_touches_nothing(fuzz, name):
     assert new == old, [k for k in set(old) | set(new) if old.get(k) != new.get(k)]
     if case.new_output:
         assert not Path(case.new_output).exists()
+    # bounded memory: the worker's peak resident size after this case (torch itself ~0.3 GiB)
+    assert result["maxrss_kib"] < 1.5 * 2**20, f"peak RSS {result['maxrss_kib'] / 2**20:.2f} GiB"
 
 
 def test_the_console_entry_point_refuses_a_bomb_under_the_memory_limit(tmp_path):

@@ -193,3 +193,15 @@ def test_viewer_reports_corrupt_file_by_name(make_napari_viewer, tmp_path):
     with pytest.raises(ValueError, match="corrupt.tif.*not a readable TIFF"):
         viewer.open(path, plugin="napari-cellclf")
     assert len(viewer.layers) == 0
+
+
+def test_the_napari_reader_refuses_bombs_and_truncations_without_a_layer(tmp_path):
+    import hostile  # tests/hostile.py
+
+    from napari_cellclf import _reader, io
+    for make in (hostile.jpeg_bomb, hostile.png_bomb, hostile.tiled_bomb_tiff,
+                 hostile.truncated_jpeg, hostile.ome_more_planes_than_stored):
+        path = make(tmp_path)
+        assert _reader.get_reader(str(path)) is _reader.read_layers
+        with pytest.raises(io.ImageReadError, match=path.name):
+            _reader.read_layers(str(path))
