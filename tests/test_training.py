@@ -66,7 +66,9 @@ def collect(dataset, config, stop=None):
 
 def test_learns_puncta_vs_diffuse_and_reports_progress():
     dataset, held_out = make_tiles(120, seed=0), make_tiles(100, seed=1)
-    config = TrainConfig(epochs=6, batch_size=32, architecture="original", device="cpu", seed=0)
+    # select="best": the kept weights are the epoch with the lowest validation loss.
+    config = TrainConfig(epochs=6, batch_size=32, architecture="original", device="cpu", seed=0,
+                         select="best", compare_baseline=False)
     result, events = collect(dataset, config)
 
     assert accuracy(result, held_out) >= 0.9
@@ -105,10 +107,12 @@ def test_result_saves_as_a_model_file(tmp_path):
         torch.testing.assert_close(model(x), result.model(x))
 
 
-@pytest.mark.parametrize("options", [dict(rotate_degrees=15.0), dict(balance="sampler", augment=False)])
+@pytest.mark.parametrize("options", [dict(rotate_degrees=15.0, architecture="fast"),
+                                     dict(balance="sampler", augment=False, architecture="fast"),
+                                     dict(shift_fraction=0.1, intensity_jitter=0.2)])   # default arch
 def test_same_seed_gives_identical_weights(options):
     dataset = make_tiles(40, tile=16)
-    config = dict(epochs=2, batch_size=16, architecture="fast", device="cpu", **options)
+    config = dict(epochs=2, batch_size=16, device="cpu", compare_baseline=False, **options)
     first = run_training(dataset, TrainConfig(seed=7, **config)).model.state_dict()
     second = run_training(dataset, TrainConfig(seed=7, **config)).model.state_dict()
     other = run_training(dataset, TrainConfig(seed=8, **config)).model.state_dict()
@@ -285,6 +289,47 @@ def scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(accuracy, balanced accuracy)."""
     return (float((predicted == truth).mean()),
             float(np.mean([(predicted[truth == k] == k).mean() for k in np.unique(truth)])))
+
+
+def _interphase_vs_mitotic(shared_data, seed: int = 0):
+    """DNA channel, interphase vs mitotic; 30 % of every original class held out (true ratio)."""
+    cells = data.from_class_folders(shared_data / "mlcp_cellcycle", tile_size=40, channels=[1])
+    assert cells.channel_names == ["DNA"] and len(cells) == 3416
+    mitotic = np.isin(np.asarray(cells.class_names)[cells.labels], MITOTIC).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    held_out = np.zeros(len(cells), bool)
+    for k in np.unique(cells.labels):
+        members = np.flatnonzero(cells.labels == k)
+        held_out[rng.choice(members, round(0.3 * len(members)), replace=False)] = True
+    binary = data.TileDataset(tiles=cells.tiles, labels=mitotic, groups=cells.groups,
+                              positions=cells.positions, class_names=["interphase", "mitotic"],
+                              channel_names=cells.channel_names, sources=cells.sources)
+    return binary, np.flatnonzero(~held_out), np.flatnonzero(held_out), rng
+
+
+def _cnn_predict(result, tiles):
+    x = torch.from_numpy(result.normalization.apply(tiles))
+    with torch.no_grad():
+        return result.model(x.contiguous(memory_format=torch.channels_last)).argmax(1).numpy()
+
+
+@pytest.mark.slow
+def test_real_cells_few_labels_default_recipe_beats_five_feature_logistic_regression(shared_data):
+    # 100 labelled cells per class, what a user paints in a few minutes; the default recipe
+    # (TrainConfig() as the CLI and widget use it) against the classic 5-feature baseline.
+    baseline = pytest.importorskip("napari_cellclf.baseline")
+    cells, pool, test, rng = _interphase_vs_mitotic(shared_data, seed=0)
+    chosen = np.sort(np.concatenate([rng.choice(pool[cells.labels[pool] == k], 100, replace=False)
+                                     for k in (0, 1)]))
+    truth = cells.labels[test]
+    crude = baseline.FeatureModel(kind="logistic", feature_set="crude", seed=0)
+    crude.fit(cells.tiles[chosen], cells.labels[chosen], 2, cells.channel_names)
+    base_acc, base_bal = scores(crude.predict(cells.tiles[test]), truth)
+    result = run_training(cells.subset(chosen), TrainConfig(device="cpu", seed=0, compare_baseline=False))
+    cnn_acc, cnn_bal = scores(_cnn_predict(result, cells.tiles[test]), truth)
+    print(f"\nMLCP interphase vs mitotic, 100 cells per class: 5-feature logistic regression acc "
+          f"{base_acc:.3f} balanced {base_bal:.3f}; CNN defaults acc {cnn_acc:.3f} balanced {cnn_bal:.3f}")
+    assert cnn_bal > base_bal + 0.01
 
 
 @pytest.mark.slow

@@ -5,6 +5,10 @@
   name, shape and dtype against the architecture rebuilt from the metadata; anything else (a
   pickle, a truncated or tampered file) raises ModelFileError naming the file. Nothing is ever
   unpickled: safetensors only reads a JSON header and raw little-endian numbers.
+- An ensemble (model.Ensemble, `n_members` > 1) is one file too: member i's tensors are named
+  `members.<i>.<name>`. A DihedralTTA wrapper is not stored as weights: `extra["tta"]` says to
+  wrap the loaded model again. BatchNorm's integer batch counters are not stored (unused in
+  inference); every other tensor is, and is checked.
 - Saving writes a temporary file in the same folder, fsyncs, then os.replace()s it: a full disk or
   a crash never leaves a half-written model under the real name (and never deletes the old one).
 """
@@ -27,7 +31,7 @@ from torch import nn
 from ._files import atomic_write
 from .baseline import FEATURES_ARCHITECTURE
 from .data import NORMALIZATION_MODES as _NORMALIZATION_MODES
-from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
+from .model import ARCHITECTURES, MIN_TILE_SIZE, DihedralTTA, build_ensemble, choose_device, unwrap
 from .tiling import MAX_CLASSES, MAX_TILE_SIZE
 
 FORMAT_VERSION = 1
@@ -47,6 +51,8 @@ MAX_NORMALIZATION_VALUE = 1e30
 _OKABE_ITO = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7"]
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+MAX_MEMBERS = 64
+_UNSTORED = "num_batches_tracked"     # BatchNorm's step counter: an integer, unused in eval
 
 
 class ModelFileError(ValueError):
@@ -69,6 +75,7 @@ class ModelMeta:
     extra: dict = field(default_factory=dict)
     # Training data's pixel size {"y": float, "x": float, "unit": str | None}; None = unknown.
     pixel_size: dict | None = None
+    n_members: int = 1                 # > 1: an ensemble of that many models (averaged probabilities)
 
     @property
     def n_classes(self) -> int:
@@ -94,6 +101,7 @@ class ModelMeta:
             "package_version": self.package_version,
             "extra": dict(self.extra),
             "pixel_size": None if self.pixel_size is None else dict(self.pixel_size),
+            "n_members": self.n_members,
         })
 
     @classmethod
@@ -151,6 +159,11 @@ class ModelMeta:
         seed = d.get("seed")
         if seed is not None and not _is_int(seed):
             raise ModelFileError(f"seed must be an integer or null, got {seed!r}")
+        n_members = d.get("n_members", 1)
+        if not _is_int(n_members) or not 1 <= n_members <= MAX_MEMBERS:
+            raise ModelFileError(f"n_members must be an integer from 1 to {MAX_MEMBERS}, got {n_members!r}")
+        if not isinstance(extra.get("tta", False), bool):
+            raise ModelFileError(f"extra.tta must be true or false, got {extra.get('tta')!r}")
         package_version = d.get("package_version", "")
         if not isinstance(package_version, str):
             raise ModelFileError(f"package_version must be a string, got {package_version!r}")
@@ -159,7 +172,7 @@ class ModelMeta:
                    channel_indices=None if channel_indices is None else list(channel_indices),
                    history=history, seed=seed, package_version=package_version,
                    format_version=format_version, extra=extra,
-                   pixel_size=_check_pixel_size(d.get("pixel_size")))
+                   pixel_size=_check_pixel_size(d.get("pixel_size")), n_members=n_members)
 
 
 def _depth(value) -> int:
@@ -292,9 +305,16 @@ def default_class_colors(n: int) -> list[str]:
     return colors
 
 
+def _template(meta: ModelMeta) -> nn.Module:
+    return build_ensemble(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size, meta.n_members)
+
+
+def _stored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t for name, t in state.items() if not name.endswith(_UNSTORED)}
+
+
 def _expected_shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
-    template = build_model(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size)
-    return {name: tuple(t.shape) for name, t in template.state_dict().items()}
+    return {name: tuple(t.shape) for name, t in _stored(_template(meta).state_dict()).items()}
 
 
 def model_file_path(path: str | Path) -> Path:
@@ -316,13 +336,17 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
         tensors, meta_dict = _feature_file_parts(path, model, meta)
         expected = {name: tuple(t.shape) for name, t in tensors.items()}
     else:
-        tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+        model, tta = unwrap(model)
+        if tta != bool(meta.extra.get("tta", False)):
+            raise ValueError(f"cannot save model to {path}: the model {'is' if tta else 'is not'} wrapped "
+                             f"in DihedralTTA but its metadata says tta={meta.extra.get('tta', False)}")
+        tensors = {name: t.detach().to("cpu").contiguous() for name, t in _stored(model.state_dict()).items()}
         expected = _expected_shapes(meta)
     actual = {name: tuple(t.shape) for name, t in tensors.items()}
     if actual != expected:
         raise ValueError(f"cannot save model to {path}: its weights do not match the metadata "
                          f"({meta.architecture}, {meta.in_channels} channels, {meta.n_classes} classes, "
-                         f"tile {meta.tile_size})")
+                         f"tile {meta.tile_size}, {meta.n_members} member(s))")
     payload = serialize_safetensors(tensors, metadata={
         METADATA_KEY: json.dumps(meta_dict, allow_nan=False, ensure_ascii=False),
         CHECKSUM_KEY: weights_checksum(tensors, meta_dict)})
@@ -482,7 +506,13 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelM
     if meta.architecture == FEATURES_ARCHITECTURE:
         from .baseline import model_from_file
         return model_from_file(tensors, meta), meta
-    model = build_model(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size)
-    model.load_state_dict(tensors, strict=True)
+    model = _template(meta)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or any(not name.endswith(_UNSTORED) for name in missing):   # _open_validated checked
+        raise ModelFileError(f"cannot load model {path}: tensors {_short_list(missing + unexpected)} do not fit")
+    if meta.extra.get("tta", False):
+        model = DihedralTTA(model)
     model.eval()
-    return prepare_for_device(model, choose_device(device)), meta
+    # Not model.prepare_for_device: that folds BatchNorm for inference, and a loaded model must
+    # keep the layout its file has (to be saved again, exported, or trained further).
+    return model.to(device=choose_device(device), memory_format=torch.channels_last), meta

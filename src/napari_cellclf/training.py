@@ -6,23 +6,34 @@
              delivers it through `returned`; `run_training()` below does the loop for scripts)
 - `stop.set()` from any thread ends training within one batch; the result then holds the best
   model seen so far (cancelled=True). Never raise on cancel.
-- Several runs (`runs=N`) use seeds seed, seed+1, ...; the returned model is the best run's (by
-  validation accuracy, then loss); `History` keeps every run's curves and a summary (mean, std,
-  min, max of best validation accuracy) because accuracy varies run to run. All runs share one
-  train/validation split (made with `seed`) so their validation accuracies compare like for like;
-  they differ in initial weights, batch order and augmentation.
-- Within a run the kept model is the epoch with the lowest validation loss (class-balanced like the
-  training loss unless balance="none"); early stopping watches the same loss (with the cosine
-  schedule, only in its second half).
+- Several runs (`runs=N`) use seeds seed, seed+1, ...; all share one train/validation split (made
+  with `seed`) so their validation accuracies compare like for like; they differ in initial
+  weights, batch order and augmentation. The delivered model is their Ensemble (mean
+  probability; combine="ensemble", the default) or the best run's (combine="best": highest
+  validation accuracy, then loss). `History` keeps every run's curves and a summary (mean, std,
+  min, max of validation accuracy) because accuracy varies run to run, and in `delivered` what
+  was handed back with its own validation scores. tta=True wraps it in model.DihedralTTA.
+- Budget: epochs="auto" (default) trains EPOCHS_AUTO epochs but at least MIN_STEPS and at most
+  MAX_STEPS optimiser steps (`epochs_for`): 100 cells get ~100 epochs, 100,000 cells 4.
+- Within a run the kept weights are the last epoch's (select="last", default): the cosine
+  schedule ends at a learning rate of 0, and a small validation split is too noisy to pick an
+  epoch by. select="best" keeps the epoch with the lowest validation loss (class-balanced like
+  the training loss unless balance="none"). Early stopping (patience > 0, off by default) watches
+  the same loss (with the cosine schedule, only in its second half).
 - Memorisation (memorisation.py): validation balanced accuracy at chance level for
   `memorisation_epochs` epochs in a row (0 = off) -> MemorisationWarning event, a note in History
   and the message in history.runs[i]["memorisation"].
-- Default recipe: AdamW (weight decay 0.05), cosine learning-rate decay over `epochs`, label
-  smoothing 0.1, batch 32; lr_schedule="constant", weight_decay=0, label_smoothing=0 give plain
-  Adam. balance="weights" (default) counts every class equally, right for painted labels whose
-  ratio is arbitrary; balance="none" maximises accuracy when the labels follow the true ratio.
+- Default recipe: the "batchnorm" network, AdamW (weight decay 0.05), cosine learning-rate decay
+  over the run, label smoothing 0.1, batch 32, dihedral augmentation; lr_schedule="constant",
+  weight_decay=0, label_smoothing=0 give plain Adam. balance="weights" (default) counts every
+  class equally, right for painted labels whose ratio is arbitrary; balance="none" maximises
+  accuracy when the labels follow the true ratio.
+- compare_baseline (default on): at the end, baseline.compare_on_split fits classical features
+  on the same split; History.baseline holds it beside the CNN's numbers, and a warning says so
+  when the CNN's validation balanced accuracy does not beat the best classical method.
 - With seed set and device cpu, two runs give bit-identical weights: every random draw comes from
-  one seeded torch.Generator; the global RNG is only borrowed (forked) for weight initialisation.
+  one seeded torch.Generator; the global RNG is only borrowed (forked) for weight initialisation
+  (so no layer may draw from it while training: the networks have no dropout).
 """
 from __future__ import annotations
 
@@ -41,27 +52,44 @@ from torch import nn
 from ._generators import drive
 from .data import Normalization, TileDataset, check_trainable, fit_normalization, split_train_val
 from .memorisation import WINDOW as MEMORISATION_WINDOW, memorisation_message
-from .model import ARCHITECTURES, MIN_TILE_SIZE, build_model, choose_device, prepare_for_device
+from .model import (ARCHITECTURES, MIN_TILE_SIZE, DihedralTTA, Ensemble, build_model, choose_device,
+                    prepare_for_device)
 from .data import NORMALIZATION_MODES  # noqa: I001  (defined once, in data.py)
 
 BALANCE_MODES = ("weights", "sampler", "none")
+SELECT_MODES = ("last", "best")
+COMBINE_MODES = ("ensemble", "best")
+# epochs="auto": EPOCHS_AUTO epochs, but never fewer than MIN_STEPS optimiser steps (small sets
+# need many epochs to see enough batches) nor more than MAX_STEPS (huge sets need few epochs),
+# and between 2 and MAX_AUTO_EPOCHS epochs.
+EPOCHS_AUTO = 15
+MIN_STEPS = 300
+MAX_STEPS = 10_000
+MAX_AUTO_EPOCHS = 300
 LR_SCHEDULES = ("constant", "cosine")
 _EVAL_BATCH = 256
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    """The one home of the training defaults (CLI and widget read theirs from here)."""
+    epochs: int | str = "auto"        # "auto": from the data set size, see epochs_for()
     batch_size: int = 32              # small labelled sets: more, noisier steps generalise better
     learning_rate: float = 1e-3
-    architecture: str = "original"
+    architecture: str = "batchnorm"
     augment: bool = True              # 90° rotations + flips (always valid for micrographs)
     rotate_degrees: float = 0.0       # extra small arbitrary rotations (0 = off)
+    shift_fraction: float = 0.0       # random sub-tile shifts up to this fraction of the tile
+    intensity_jitter: float = 0.0     # per-tile, per-channel gain exp(U(-j, j)) (0 = off)
     balance: str = "weights"          # "weights" (class-weighted loss) | "sampler" | "none"
     val_fraction: float = 0.2
-    patience: int = 5                 # early stopping on validation loss; 0 = off
+    patience: int = 0                 # early stopping on validation loss; 0 = off
+    select: str = "last"              # kept weights per run: "last" epoch | "best" validation loss
     seed: int = 0
     runs: int = 1
+    combine: str = "ensemble"         # runs > 1: deliver the "ensemble" of all runs | the "best" run
+    tta: bool = False                 # deliver DihedralTTA(model): 8 transforms averaged, 8x cost
+    compare_baseline: bool = True     # classical features on the same split (baseline.py)
     device: str = "auto"
     normalization: str = "dataset"    # "dataset" | "per_tile"
     memorisation_epochs: int = MEMORISATION_WINDOW   # epochs in a row at chance -> warning; 0 = off
@@ -124,6 +152,11 @@ class History:
     # stopped_early, cancelled, memorisation (message or None)
     runs: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The model handed back: {"kind": "run"|"ensemble", "runs": [...], "tta", "epochs",
+    # "val_loss", "val_accuracy", "val_balanced_accuracy"} (validation numbers when there is one).
+    delivered: dict = field(default_factory=dict)
+    # baseline.compare_on_split on the same split, plus "cnn"; {} when not computed.
+    baseline: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """{"n_runs", "best_val_accuracy": {"mean", "std", "min", "max"}, "best_run"}.
@@ -140,13 +173,20 @@ class History:
         return {"n_runs": len(self.runs), "best_val_accuracy": stats, "best_run": _best_run(self.runs)}
 
     def to_dict(self) -> dict:
-        return {"runs": copy.deepcopy(self.runs), "warnings": list(self.warnings),
-                "summary": self.summary()}
+        d = {"runs": copy.deepcopy(self.runs), "warnings": list(self.warnings),
+             "summary": self.summary()}
+        if self.delivered:
+            d["delivered"] = copy.deepcopy(self.delivered)
+        if self.baseline:
+            d["baseline"] = copy.deepcopy(self.baseline)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         d = d or {}
-        return cls(runs=copy.deepcopy(list(d.get("runs", []))), warnings=list(d.get("warnings", [])))
+        return cls(runs=copy.deepcopy(list(d.get("runs", []))), warnings=list(d.get("warnings", [])),
+                   delivered=copy.deepcopy(dict(d.get("delivered") or {})),
+                   baseline=copy.deepcopy(dict(d.get("baseline") or {})))
 
 
 def _best_run(runs: list[dict]) -> int | None:
@@ -175,11 +215,16 @@ class TrainingResult:
     tile_size: int
     config: TrainConfig
     cancelled: bool = False
+    epochs: int | None = None         # epochs each run was planned for (config.epochs resolved)
 
     def meta(self, class_colors: list[str] | None = None, channel_indices: list[int] | None = None):
         """modelfile.ModelMeta ready for save_model."""
         from . import __version__
         from .modelfile import ModelMeta, default_class_colors
+        from .model import unwrap
+
+        inner, tta = unwrap(self.model)
+        members = getattr(inner, "members", None)
 
         return ModelMeta(
             class_names=list(self.class_names),
@@ -193,7 +238,10 @@ class TrainingResult:
             history=self.history.to_dict(),
             seed=int(self.config.seed),
             package_version=__version__,
-            extra={"train_config": asdict(self.config), "cancelled": self.cancelled},
+            extra={"train_config": asdict(self.config), "cancelled": self.cancelled, "tta": tta,
+                   "epochs": self.epochs,
+                   **({"baseline": copy.deepcopy(self.history.baseline)} if self.history.baseline else {})},
+            n_members=len(members) if members is not None else 1,
         )
 
 
@@ -206,13 +254,20 @@ def check_config(config: TrainConfig) -> None:
     def is_int(value) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
-    need(is_int(config.epochs) and config.epochs >= 1, "epochs", "must be an integer >= 1")
+    need(config.epochs == "auto" or (is_int(config.epochs) and config.epochs >= 1), "epochs",
+         "must be 'auto' or an integer >= 1")
     need(is_int(config.batch_size) and config.batch_size >= 1, "batch_size", "must be an integer >= 1")
     need(isinstance(config.learning_rate, (int, float)) and 0 < config.learning_rate < 1,
          "learning_rate", "must be a number between 0 and 1")
     need(config.architecture in ARCHITECTURES, "architecture", f"must be one of {ARCHITECTURES}")
     need(isinstance(config.rotate_degrees, (int, float)) and 0 <= config.rotate_degrees <= 180,
          "rotate_degrees", "must be between 0 and 180")
+    need(isinstance(config.shift_fraction, (int, float)) and 0 <= config.shift_fraction <= 0.5,
+         "shift_fraction", "must be between 0 and 0.5")
+    need(isinstance(config.intensity_jitter, (int, float)) and 0 <= config.intensity_jitter <= 1,
+         "intensity_jitter", "must be between 0 and 1")
+    need(config.select in SELECT_MODES, "select", f"must be one of {SELECT_MODES}")
+    need(config.combine in COMBINE_MODES, "combine", f"must be one of {COMBINE_MODES}")
     need(config.balance in BALANCE_MODES, "balance", f"must be one of {BALANCE_MODES}")
     need(isinstance(config.val_fraction, (int, float)) and 0 <= config.val_fraction < 1,
          "val_fraction", "must be >= 0 and < 1")
@@ -291,14 +346,16 @@ def train(dataset: TileDataset, config: TrainConfig, stop: threading.Event | Non
     loss_weights = class_weights if config.balance == "weights" else None
     val_weights = class_weights if config.balance != "none" else torch.ones(n_classes)
 
+    epochs = epochs_for(config, len(train_idx))
+    in_channels = int(dataset.tiles.shape[1])
     best_states: list[dict | None] = []
     last_model = None
     cancelled = False
     for run in range(config.runs):
         seed = int(config.seed) + run
         outcome = yield from _train_one_run(
-            run=run, seed=seed, config=config, device=device, n_classes=n_classes, tile_size=tile_size,
-            in_channels=int(dataset.tiles.shape[1]), x_train=x_train, y_train=y_train, x_val=x_val,
+            run=run, seed=seed, config=config, epochs=epochs, device=device, n_classes=n_classes,
+            tile_size=tile_size, in_channels=in_channels, x_train=x_train, y_train=y_train, x_val=x_val,
             y_val=y_val, loss_weights=loss_weights, val_weights=val_weights, stop=stop, history=history)
         best_states.append(outcome["best_state"])
         last_model = outcome["model"]
@@ -306,22 +363,83 @@ def train(dataset: TileDataset, config: TrainConfig, stop: threading.Event | Non
             cancelled = True
             break
 
+    def rebuild(state):
+        member = build_model(config.architecture, in_channels, n_classes, tile_size)
+        member.load_state_dict(state)
+        return member.eval()
+
     best_run = history.summary()["best_run"]
     state = best_states[best_run]
     if state is None:
-        # No epoch ever counted as best (cancelled before the first one ended, or the loss was
-        # never finite): hand back the weights as they are, and say so.
+        # No epoch was ever kept (cancelled before the first one ended, or the loss was never
+        # finite): hand back the weights as they are, and say so.
         state = _cpu_state(last_model)
         history.warnings.append(
             "training was cancelled before the first epoch ended: the model is barely trained and "
             "its accuracy is unknown" if cancelled else
             "no epoch gave a finite loss: the model is the last weights and is probably useless")
-    model = build_model(config.architecture, int(dataset.tiles.shape[1]), n_classes, tile_size)
-    model.load_state_dict(state)
-    model.eval()
-    return TrainingResult(model=model, normalization=normalization, history=history,
-                          class_names=list(dataset.class_names), channel_names=list(dataset.channel_names),
-                          tile_size=tile_size, config=config, cancelled=cancelled)
+    # The ensemble takes every run that finished (a cancelled run's half-trained weights would
+    # drag the average down), or the best run alone when fewer than two finished.
+    finished = [i for i, (record, kept) in enumerate(zip(history.runs, best_states))
+                if kept is not None and not record["cancelled"]]
+    if config.runs > 1 and config.combine == "ensemble" and len(finished) >= 2:
+        model: nn.Module = Ensemble([rebuild(best_states[i]) for i in finished]).eval()
+        delivered = {"kind": "ensemble", "runs": finished}
+    else:
+        model = rebuild(state)
+        delivered = {"kind": "run", "runs": [int(best_run)]}
+    if config.tta:
+        model = DihedralTTA(model).eval()
+    delivered["tta"] = bool(config.tta)
+    delivered["epochs"] = int(epochs)
+    if x_val is not None and not stop.is_set():
+        evaluated = _evaluate(prepare_for_device(model, torch.device("cpu")), x_val, y_val, val_weights,
+                              torch.device("cpu"), contextlib.nullcontext, stop)
+        if evaluated is not None:
+            delivered["val_loss"], delivered["val_accuracy"], delivered["val_balanced_accuracy"] = evaluated
+    history.delivered = delivered
+    result = TrainingResult(model=model, normalization=normalization, history=history,
+                            class_names=list(dataset.class_names), channel_names=list(dataset.channel_names),
+                            tile_size=tile_size, config=config, cancelled=cancelled, epochs=int(epochs))
+    if config.compare_baseline and x_val is not None and not cancelled:
+        _compare_with_baseline(dataset, train_idx, val_idx, config.seed, history)
+    return result
+
+
+def epochs_for(config: TrainConfig, n_train: int) -> int:
+    """The number of epochs a run trains: config.epochs, or for "auto" EPOCHS_AUTO epochs kept
+    between MIN_STEPS and MAX_STEPS optimiser steps (and 2..MAX_AUTO_EPOCHS epochs)."""
+    if config.epochs != "auto":
+        return int(config.epochs)
+    steps_per_epoch = max(1, math.ceil(n_train / config.batch_size))
+    steps = min(max(EPOCHS_AUTO * steps_per_epoch, MIN_STEPS), MAX_STEPS)
+    return int(min(max(math.ceil(steps / steps_per_epoch), 2), MAX_AUTO_EPOCHS))
+
+
+def _compare_with_baseline(dataset, train_idx, val_idx, seed, history) -> None:
+    """history.baseline = baseline.compare_on_split(...) plus the CNN's own numbers, and a
+    warning when the CNN's validation balanced accuracy does not beat the best classical one."""
+    try:
+        from . import baseline
+    except ImportError:
+        return
+    try:
+        comparison = baseline.compare_on_split(dataset, train_idx, val_idx, seed=seed)
+    except ValueError as exc:        # e.g. a class with too few tiles for the classical fit
+        history.baseline = {"error": str(exc)}
+        return
+    comparison = dict(comparison)
+    delivered = history.delivered or {}
+    cnn_acc, cnn = delivered.get("val_accuracy"), delivered.get("val_balanced_accuracy")
+    comparison["cnn"] = {"accuracy": cnn_acc, "balanced_accuracy": cnn}
+    history.baseline = comparison
+    if "skipped" in comparison or comparison.get("best") not in comparison.get("methods", {}):
+        return
+    comparison["sentence"] = baseline.comparison_sentence(cnn_acc, cnn, comparison)
+    classical = comparison["methods"][comparison["best"]]["balanced_accuracy"]
+    if cnn is not None and cnn <= classical:
+        history.warnings.append(
+            f"The CNN does not beat classical features on its validation split. {comparison['sentence']}")
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -346,7 +464,7 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
-def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channels, x_train, y_train,
+def _train_one_run(*, run, seed, config, epochs, device, n_classes, tile_size, in_channels, x_train, y_train,
                    x_val, y_val, loss_weights, val_weights, stop, history):
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -369,16 +487,16 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
     record = {"seed": seed, "train_loss": [], "train_accuracy": [], "val_loss": [], "val_accuracy": [],
               "val_balanced_accuracy": [], "best_epoch": -1, "best_val_accuracy": None,
               "best_val_loss": None, "epochs_completed": 0, "stopped_early": False, "cancelled": False,
-              "memorisation": None}
+              "memorisation": None, "epochs_planned": int(epochs)}
     history.runs.append(record)
     n_train = len(y_train)
     n_batches = math.ceil(n_train / config.batch_size)
-    total_steps = config.epochs * n_batches
+    total_steps = epochs * n_batches
     best_state, best_loss, since_best = None, math.inf, 0
     cancelled = stopped_early = False
-    common = dict(n_runs=config.runs, n_epochs=config.epochs)
+    common = dict(n_runs=config.runs, n_epochs=epochs)
 
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         model.train()
         if sample_weights is not None:
             order = torch.multinomial(sample_weights, n_train, replacement=True, generator=generator)
@@ -392,11 +510,7 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
             idx = order[batch * config.batch_size:(batch + 1) * config.batch_size]
             xb = _to_device(x_train.index_select(0, idx), device)
             yb = _to_device(y_train.index_select(0, idx), device)
-            if config.augment:
-                xb = _random_dihedral(xb, torch.randint(0, 8, (len(idx),), generator=generator))
-            if config.rotate_degrees > 0:
-                angles = (torch.rand(len(idx), generator=generator) * 2 - 1) * config.rotate_degrees
-                xb = _rotate(xb, angles)
+            xb = _augment(xb, config, generator)
             xb = xb.contiguous(memory_format=torch.channels_last)
             if config.lr_schedule == "cosine":
                 step = epoch * n_batches + batch
@@ -425,19 +539,22 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
                 break
         val_loss, val_accuracy, val_balanced = val if val is not None else (None, None, None)
 
-        if val is None:
-            is_best = math.isfinite(train_loss)   # no validation: keep the latest sane weights
+        if val is None or config.select == "last":
+            # The latest sane weights: without validation there is nothing else to go by, and
+            # with "last" the schedule, not a noisy small validation set, decides (the cosine
+            # decay ends at a learning rate of 0, where the weights have settled).
+            is_best = math.isfinite(train_loss) and (val is None or math.isfinite(val_loss))
+            improved = val is not None and math.isfinite(val_loss) and val_loss < best_loss
         else:
-            is_best = math.isfinite(val_loss) and val_loss < best_loss
+            is_best = improved = math.isfinite(val_loss) and val_loss < best_loss
+        if improved:
+            best_loss = val_loss
         if is_best:
             best_state = _cpu_state(model)
             record["best_epoch"] = epoch
             if val is not None:
-                best_loss = val_loss
                 record["best_val_loss"], record["best_val_accuracy"] = val_loss, val_accuracy
-            since_best = 0
-        else:
-            since_best += 1
+        since_best = 0 if improved else since_best + 1
         for key, value in (("train_loss", train_loss), ("train_accuracy", train_accuracy),
                            ("val_loss", val_loss), ("val_accuracy", val_accuracy),
                            ("val_balanced_accuracy", val_balanced)):
@@ -465,7 +582,7 @@ def _train_one_run(*, run, seed, config, device, n_classes, tile_size, in_channe
         # Under a cosine schedule the first half runs at a high, noisy learning rate and the gains
         # come late: early stopping then cut real-cell runs at epoch 7 of 20 (0.908 accuracy
         # instead of 0.93), so it only watches the second half.
-        warming = config.lr_schedule == "cosine" and epoch + 1 < config.epochs // 2
+        warming = config.lr_schedule == "cosine" and epoch + 1 < epochs // 2
         if val is not None and config.patience and since_best >= config.patience and not warming:
             stopped_early = True
             break
@@ -510,6 +627,23 @@ def _evaluate(model, x, y, class_weights, device, autocast, stop):
     return loss, float(confusion.diag().sum()) / len(y), float(recall.mean())
 
 
+def _augment(xb: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """The training augmentation of one batch; every draw comes from `generator` (on the CPU)."""
+    n = len(xb)
+    if config.augment:
+        xb = _random_dihedral(xb, torch.randint(0, 8, (n,), generator=generator))
+    if config.rotate_degrees > 0 or config.shift_fraction > 0:
+        angles = (torch.rand(n, generator=generator) * 2 - 1) * config.rotate_degrees
+        # affine_grid works in [-1, 1] coordinates: a shift of f * tile is 2 f there.
+        shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * config.shift_fraction)
+        xb = _rotate(xb, angles, shifts)
+    if config.intensity_jitter > 0:
+        gains = torch.exp((torch.rand(n, xb.shape[1], 1, 1, generator=generator) * 2 - 1)
+                          * config.intensity_jitter)
+        xb = xb * gains.to(device=xb.device, dtype=xb.dtype)
+    return xb
+
+
 def _random_dihedral(x: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
     """Each tile gets one of the 8 rotations/reflections of the square (ops in 0..7, on the CPU):
     tiles are grouped by op so the whole batch costs at most 8 cheap tensor ops."""
@@ -526,12 +660,17 @@ def _random_dihedral(x: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each tile by its own angle about its centre (bilinear, reflected borders)."""
+def _rotate(x: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate each tile by its own angle about its centre, then shift it by (dx, dy) in affine_grid
+    coordinates (2 = the tile's width); bilinear, reflected borders."""
     radians = degrees.to(device=x.device, dtype=x.dtype) * (math.pi / 180)
     cos, sin = torch.cos(radians), torch.sin(radians)
-    zero = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    if shifts is None:
+        dx = dy = torch.zeros_like(cos)
+    else:
+        shifts = shifts.to(device=x.device, dtype=x.dtype)
+        dx, dy = shifts[:, 0], shifts[:, 1]
+    theta = torch.stack([torch.stack([cos, -sin, dx], 1), torch.stack([sin, cos, dy], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
