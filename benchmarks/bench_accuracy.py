@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -194,7 +195,8 @@ def run_row(row: str, seeds, methods, overrides: dict, out, tag: str) -> None:
                 line, _ = cnn(dataset, pool, test, seed, overrides, runs=3)
             else:
                 raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-            record = {**base, "method": method, **line}
+            record = {**base, "method": method, **line, "threads": torch.get_num_threads(),
+                      "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
             out.write(json.dumps(record) + "\n")
             out.flush()
             print(f"{row:12s} seed {seed} {method:14s} acc {record['accuracy']:.3f} "

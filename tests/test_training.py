@@ -333,49 +333,28 @@ def test_real_cells_few_labels_default_recipe_beats_five_feature_logistic_regres
 
 
 @pytest.mark.slow
-def test_real_cells_interphase_vs_mitotic_beats_majority_and_crude_features(shared_data):
-    cells = data.from_class_folders(shared_data / "mlcp_cellcycle", tile_size=40, channels=[1])
-    assert cells.channel_names == ["DNA"] and len(cells) == 3416
-    mitotic = np.isin(np.asarray(cells.class_names)[cells.labels], MITOTIC).astype(np.int64)
-    # Held out: 30 % of every original class, so the test set keeps the true class ratio.
-    rng = np.random.default_rng(0)
-    held_out = np.zeros(len(cells), bool)
-    for k in np.unique(cells.labels):
-        members = np.flatnonzero(cells.labels == k)
-        held_out[rng.choice(members, round(0.3 * len(members)), replace=False)] = True
-    pool_idx, test_idx = np.flatnonzero(~held_out), np.flatnonzero(held_out)
-    pool = cells.subset(pool_idx)
-    pool.labels, pool.class_names = mitotic[pool_idx], ["interphase", "mitotic"]
-    truth = mitotic[test_idx]
+def test_real_cells_interphase_vs_mitotic_default_recipe_beats_majority_and_crude_features(shared_data):
+    # All 2,390 training cells at the true class ratio, the default recipe (TrainConfig(), as
+    # `cellclf train` runs it); scores on 1,026 held-out cells. The same split as the
+    # mitotic_dna row of benchmarks/bench_accuracy.py with seed 0.
+    cells, pool, test, _ = _interphase_vs_mitotic(shared_data, seed=0)
+    truth = cells.labels[test]
     majority = 1 - truth.mean()
-
-    baseline = logistic_regression(crude_features(pool.tiles), pool.labels)
-    base_acc, base_bal = scores(baseline(crude_features(cells.tiles[test_idx])), truth)
-
-    # balance="none" (a documented option): every cell here is labelled, so the training labels
-    # follow the true class ratio and accuracy at that ratio is the score. The default "weights"
-    # suits painted labels, whose ratio is whatever the user painted; it trades majority-class
-    # accuracy for balanced accuracy (measured here: 0.892 accuracy / 0.909 balanced, seed 0).
-    # Everything else is the user's default recipe (batch 32, AdamW + cosine, label smoothing).
+    baseline = logistic_regression(crude_features(cells.tiles[pool]), cells.labels[pool])
+    base_acc, base_bal = scores(baseline(crude_features(cells.tiles[test])), truth)
     start = time.perf_counter()
-    result = run_training(pool, TrainConfig(architecture="original", balance="none", device="cpu", seed=0))
+    result = run_training(cells.subset(pool), TrainConfig(device="cpu", seed=0, compare_baseline=False))
     seconds = time.perf_counter() - start
-    x = torch.from_numpy(result.normalization.apply(cells.tiles[test_idx]))
-    with torch.no_grad():
-        predicted = result.model(x.contiguous(memory_format=torch.channels_last)).argmax(1).numpy()
+    predicted = _cnn_predict(result, cells.tiles[test])
     cnn_acc, cnn_bal = scores(predicted, truth)
-    per_class = {name: round(float((predicted == truth)[cells.labels[test_idx] == k].mean()), 3)
-                 for k, name in enumerate(cells.class_names)}
-    print(f"\nMLCP interphase vs mitotic, {len(test_idx)} held-out cells: majority {majority:.3f}; "
+    print(f"\nMLCP interphase vs mitotic, {len(test)} held-out cells: majority {majority:.3f}; "
           f"crude features acc {base_acc:.3f} balanced {base_bal:.3f}; CNN acc {cnn_acc:.3f} "
-          f"balanced {cnn_bal:.3f} ({result.history.runs[0]['epochs_completed']} epochs, "
-          f"{seconds:.0f} s); CNN per class {per_class}")
+          f"balanced {cnn_bal:.3f} ({result.epochs} epochs, {seconds:.0f} s)")
     assert 0.78 < majority < 0.80
     assert cnn_acc >= majority + 0.1
-    # Measured with these defaults over seeds 0 / 1 / 2 (2 threads): accuracy 0.932 / 0.933 / 0.934,
-    # balanced 0.894 / 0.886 / 0.905, against crude features 0.919 / 0.867 (thread count shifts
-    # the numbers by about 0.005). The old recipe (Adam,
-    # batch 64, constant lr) only tied them on accuracy (0.921 / 0.919 / 0.936). The remaining
-    # errors are almost all G2 vs Prophase, which look alike in a 40 px DNA image.
-    assert cnn_acc > base_acc + 0.005
-    assert cnn_bal > base_bal + 0.01
+    # Measured (seed 0, 1 thread on a loaded machine): CNN 0.913 accuracy / 0.935 balanced;
+    # these 4 crude features with a plain logistic regression 0.919 / 0.867 (it buys accuracy
+    # at the majority class's side), baseline.py's class-weighted 5-feature one 0.902 / 0.910,
+    # the best rich classical pipeline 0.914 balanced. The class-weighted loss (balance="weights",
+    # the default for painted labels) trades a little accuracy for balanced accuracy.
+    assert cnn_bal > base_bal + 0.03
