@@ -121,6 +121,7 @@ def test_tta_option_is_stored_and_restored(tmp_path):
 def test_auto_epochs_follow_the_step_budget(n_train, expected):
     assert epochs_for(TrainConfig(), n_train) == expected
     assert epochs_for(TrainConfig(epochs=7), n_train) == 7
+    assert epochs_for(TrainConfig(epochs="auto"), n_train) == expected
 
 
 def test_auto_epochs_are_reported_in_events_and_history():

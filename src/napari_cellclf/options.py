@@ -101,11 +101,13 @@ class Option:
 # -- training ----------------------------------------------------------------------------------
 # Per TrainConfig field: the words (flag, help, label). Defaults and choices are not written here.
 _TRAIN_TEXT: dict[str, dict[str, Any]] = {
-    "epochs": dict(flag="--epochs", label="Epochs", metavar="N", help="passes over the training tiles"),
+    "epochs": dict(flag="--epochs", label="Epochs", metavar="N",
+                   help="passes over the training tiles (0 = auto: 15, kept within 300-10,000 steps)"),
     "batch_size": dict(flag="--batch-size", label="Batch size", metavar="N", help="tiles per step"),
     "learning_rate": dict(flag="--lr", label="Learning rate", metavar="F", help="learning rate"),
     "architecture": dict(
-        flag="--arch", label="Network", help="the CNN: original is the method's network, fast a smaller one"
+        flag="--arch", label="Network",
+        help="the CNN: batchnorm (Conv-BatchNorm blocks), original (the method's network), fast (smaller)"
     ),
     "augment": dict(
         flag="--no-augment",
@@ -143,8 +145,8 @@ _TRAIN_TEXT: dict[str, dict[str, Any]] = {
         flag="--runs",
         label="Runs",
         metavar="N",
-        help="independent runs with seeds SEED, SEED+1, ...; the best is kept and the "
-        "spread of validation accuracy reported",
+        help="independent runs with seeds SEED, SEED+1, ...; the spread of validation accuracy "
+        "is reported and their ensemble (mean probability) delivered (--combine best: the best run)",
     ),
     "device": dict(
         flag="--device", label="Device", help="auto (GPU when there is one), cpu, cuda, cuda:1, mps, gpu"
@@ -173,6 +175,8 @@ _TRAIN_CHOICES: dict[str, tuple] = {
     "balance": tuple(training.BALANCE_MODES),
     "normalization": tuple(data.NORMALIZATION_MODES),
     "lr_schedule": tuple(training.LR_SCHEDULES),
+    "select": tuple(training.SELECT_MODES),
+    "combine": tuple(training.COMBINE_MODES),
 }
 
 

@@ -24,7 +24,8 @@ class TrainPanel(QWidget):
         self.viewer, self.session, self._fields = viewer, session, fields_provider
 
         self.epochs = QSpinBox()
-        self.epochs.setRange(1, 1000)
+        self.epochs.setRange(0, 1000)
+        self.epochs.setSpecialValueText("auto")     # 0 = training.epochs_for (from the data size)
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(5)
         self.learning_rate.setRange(1e-5, 1.0)
