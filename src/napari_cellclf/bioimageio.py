@@ -34,6 +34,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -148,6 +149,8 @@ def _load_architecture(path: Path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"cellclf_export_{_sha256(path)[:16]}", path)
+    if spec is None or spec.loader is None:
+        raise BioimageioError(f"cannot import the architecture file {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return getattr(module, WRAPPER_CALLABLE)
@@ -199,7 +202,7 @@ def sample_tiles(meta, field_cyx: np.ndarray | None = None, n: int = N_TEST_TILE
     noise = rng.random((n, channels, tile, tile))
     # a 3x3 box blur, so tiles are not pure pixel noise
     padded = np.pad(noise, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
-    noise = sum(padded[..., dy:dy + tile, dx:dx + tile] for dy in range(3) for dx in range(3)) / 9
+    noise = np.mean([padded[..., dy:dy + tile, dx:dx + tile] for dy in range(3) for dx in range(3)], axis=0)
     norm = meta.normalization
     if norm.get("mode", "dataset") == "dataset":
         low = np.asarray(norm["low"], dtype=np.float64).reshape(1, -1, 1, 1)
@@ -278,7 +281,7 @@ def _training_details(meta, v0_5):
         regularisation.append(f"decoupled weight decay {config['weight_decay']}")
     if config.get("label_smoothing"):
         regularisation.append(f"label smoothing {config['label_smoothing']}")
-    kwargs = dict(training_preprocessing=f"Normalisation: {how}. Augmentation: {augment}.")
+    kwargs: dict[str, Any] = {"training_preprocessing": f"Normalisation: {how}. Augmentation: {augment}."}
     if config:
         kwargs.update(
             training_epochs=config.get("epochs"), training_batch_size=config.get("batch_size"),
@@ -345,7 +348,10 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
     try:
         from bioimageio.spec import ValidationContext, save_bioimageio_package, \
             save_bioimageio_package_as_folder
-        from bioimageio.spec.model import v0_5
+        import importlib
+
+        # Any: pydantic validates and coerces each field at run time (str -> Sha256, Path, ...).
+        v0_5: Any = importlib.import_module("bioimageio.spec.model.v0_5")
     except ImportError as exc:
         raise ImportError("bioimage.io export needs bioimageio.spec and bioimageio.core: "
                           "pip install 'napari-cellclf[bioimageio]'") from exc
@@ -559,7 +565,7 @@ def _write_cover(path: Path, tiles: np.ndarray, probabilities: np.ndarray, meta)
     n = min(4, len(tiles))
     figure = Figure(figsize=(6, 3), dpi=100)
     for i in range(4):
-        axis = figure.add_axes([i / 4 + 0.01, 0.12, 0.23, 0.7])
+        axis = figure.add_axes((i / 4 + 0.01, 0.12, 0.23, 0.7))
         axis.set_axis_off()
         if i >= n:
             continue
@@ -613,7 +619,10 @@ def import_bioimageio(package: str | Path, out: str | Path) -> Path:
         except ModelFileError as exc:
             raise BioimageioError(f"{package}: the attached model file is invalid: {exc}") from None
     # The very bytes exported: weights exactly as trained (a loaded model may be folded for speed).
-    return atomic_write(target, lambda handle: handle.write(payload))
+    def write(handle) -> None:
+        handle.write(payload)
+
+    return atomic_write(target, write)
 
 
 def _open_package(package: Path):
@@ -698,5 +707,5 @@ def predict_with_bioimageio(package: str | Path, tiles: np.ndarray) -> np.ndarra
     descr = load_model_description(str(package))
     pipeline = create_prediction_pipeline(descr, devices=["cpu"])
     sample = create_sample_for_model(descr, inputs={INPUT_ID: np.asarray(tiles, dtype=np.float32)})
-    result = pipeline.predict_sample_without_blocking(sample)
-    return np.asarray(result.members[OUTPUT_ID].data, dtype=np.float32)
+    members: Any = pipeline.predict_sample_without_blocking(sample).members
+    return np.asarray(members[OUTPUT_ID].data, dtype=np.float32)

@@ -46,8 +46,8 @@ def training_pixel_size(images: Iterable) -> dict | None:
                            for i in images) if r]
     if not records:
         return None
-    in_um = [in_micrometres(r) for r in records]
-    if all(v is not None for v in in_um):
+    in_um = [v for v in (in_micrometres(r) for r in records) if v is not None]
+    if len(in_um) == len(records):
         ys, xs, unit = [v[0] for v in in_um], [v[1] for v in in_um], "µm"
     else:
         unit = records[0]["unit"]
