@@ -327,3 +327,27 @@ def test_compare_on_training_split_uses_the_cnn_split(cells):
     for name, scores in result["methods"].items():
         assert scores["balanced_accuracy"] == direct[name]["balanced_accuracy"]
         assert scores["accuracy"] == direct[name]["accuracy"]
+
+
+def test_cli_trains_a_features_model_with_arch_features(cells, tmp_path, capsys):
+    """`cellclf train --arch features` goes through training.train like a CNN and saves a model
+    file that predict reads."""
+    import tifffile
+
+    from napari_cellclf import modelfile
+    from napari_cellclf.cli import main
+
+    root = tmp_path / "cells"
+    for k, name in enumerate(cells.class_names):
+        (root / name).mkdir(parents=True)
+        for i in np.flatnonzero(cells.labels == k)[:40]:
+            tifffile.imwrite(root / name / f"{cells.sources[cells.groups[i]]}_{i:04d}.tif",
+                             cells.tiles[i].astype(np.uint16), imagej=True, metadata={"axes": "CYX"})
+    status = main(["train", str(root), "--arch", "features", "--tile-size", str(TILE),
+                   "--out", str(tmp_path / "model")])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "best validation accuracy" in captured.out
+    meta = modelfile.read_meta(tmp_path / "model.safetensors")
+    assert meta.architecture == "features" and meta.extra["feature_model"]["kind"] in baseline.KINDS
+    assert meta.history["runs"][0]["features"]["candidates"]

@@ -22,7 +22,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from . import data, model, tiling, training
+from . import baseline, data, model, tiling, training
 from .data import FOLDER_MODES, NORMALIZATION_MODES, FolderMode, NormalizationMode  # noqa: F401
 from .training import TrainConfig
 
@@ -106,8 +106,11 @@ _TRAIN_TEXT: dict[str, dict[str, Any]] = {
     "batch_size": dict(flag="--batch-size", label="Batch size", metavar="N", help="tiles per step"),
     "learning_rate": dict(flag="--lr", label="Learning rate", metavar="F", help="learning rate"),
     "architecture": dict(
-        flag="--arch", label="Network",
-        help="the CNN: batchnorm (Conv-BatchNorm blocks), original (the method's network), fast (smaller)"
+        flag="--arch",
+        label="Network",
+        help="the CNN: batchnorm (Conv-BatchNorm blocks), original (the method's network), fast (smaller); "
+        "features: no CNN, classical features with logistic regression or random forest (seconds to "
+        "train, no attributions)",
     ),
     "augment": dict(
         flag="--no-augment",
@@ -171,7 +174,7 @@ _TRAIN_TEXT: dict[str, dict[str, Any]] = {
 }
 # Choices of TrainConfig fields, from the layer that defines them.
 _TRAIN_CHOICES: dict[str, tuple] = {
-    "architecture": tuple(model.ARCHITECTURES),
+    "architecture": (*model.ARCHITECTURES, baseline.FEATURES_ARCHITECTURE),
     "balance": tuple(training.BALANCE_MODES),
     "normalization": tuple(data.NORMALIZATION_MODES),
     "lr_schedule": tuple(training.LR_SCHEDULES),

@@ -52,6 +52,7 @@ from torch import nn
 from ._generators import drive
 from .data import Normalization, TileDataset, check_trainable, fit_normalization, split_train_val
 from .memorisation import WINDOW as MEMORISATION_WINDOW, memorisation_message
+from .baseline import FEATURES_ARCHITECTURE
 from .model import (ARCHITECTURES, MIN_TILE_SIZE, DihedralTTA, Ensemble, build_model, choose_device,
                     prepare_for_device)
 from .data import NORMALIZATION_MODES  # noqa: I001  (defined once, in data.py)
@@ -260,7 +261,8 @@ def check_config(config: TrainConfig) -> None:
     need(is_int(config.batch_size) and config.batch_size >= 1, "batch_size", "must be an integer >= 1")
     need(isinstance(config.learning_rate, (int, float)) and 0 < config.learning_rate < 1,
          "learning_rate", "must be a number between 0 and 1")
-    need(config.architecture in ARCHITECTURES, "architecture", f"must be one of {ARCHITECTURES}")
+    need(config.architecture in ARCHITECTURES or config.architecture == FEATURES_ARCHITECTURE,
+         "architecture", f"must be one of {(*ARCHITECTURES, FEATURES_ARCHITECTURE)}")
     need(isinstance(config.rotate_degrees, (int, float)) and 0 <= config.rotate_degrees <= 180,
          "rotate_degrees", "must be between 0 and 180")
     need(isinstance(config.shift_fraction, (int, float)) and 0 <= config.shift_fraction <= 0.5,
@@ -306,8 +308,12 @@ def _check_dataset(dataset: TileDataset) -> None:
 
 def train(dataset: TileDataset, config: TrainConfig, stop: threading.Event | None = None
           ) -> Generator[Progress, None, TrainingResult]:
-    """Validates the dataset first (data.check_trainable -> ValueError before any work)."""
+    """Validates the dataset first (data.check_trainable -> ValueError before any work).
+    architecture "features": classical features, not a CNN (baseline.train_features)."""
     check_config(config)
+    if config.architecture == FEATURES_ARCHITECTURE:
+        from .baseline import train_features
+        return (yield from train_features(dataset, config, stop=stop))
     _check_dataset(dataset)
     stop = stop if stop is not None else threading.Event()
     device = choose_device(config.device)

@@ -15,7 +15,9 @@ from ._session import Session
 DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
 PLOT_INTERVAL_MS = 500   # epochs of small datasets end many times a second: redraw at most 2/s
 ARCHITECTURE_HELP = {"fast": "fast: a small CNN for quick interactive training",
-                     "original": "original: the published 9-convolution network"}
+                     "original": "original: the published 9-convolution network",
+                     "features": "features: no CNN; classical features with logistic regression "
+                                 "or random forest (seconds to train; cannot be explained)"}
 
 
 class TrainPanel(QWidget):
