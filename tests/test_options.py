@@ -15,7 +15,8 @@ def test_every_trainconfig_field_has_an_option_with_the_engine_default():
     by_name = {o.name: o for o in options.train_options()}
     for f in dataclasses.fields(TrainConfig):
         assert by_name[f.name].default == getattr(TrainConfig(), f.name)
-    assert by_name["architecture"].choices == tuple(model.ARCHITECTURES)
+    # The CNNs, and "features" (classical features, no CNN: baseline.train_features).
+    assert by_name["architecture"].choices == (*model.ARCHITECTURES, "features")
     assert by_name["balance"].choices == tuple(training.BALANCE_MODES)
 
 
