@@ -205,7 +205,7 @@ def test_untrainable_data_and_bad_config_fail_before_any_work():
         with pytest.raises(ValueError):
             next(generator)
     fine = make_tiles(10, tile=16)
-    for field_name, value in (("epochs", 0), ("balance", "oversample"), ("architecture", "vgg"),
+    for field_name, value in (("epochs", -1), ("balance", "oversample"), ("architecture", "vgg"),
                               ("val_fraction", 1.0), ("runs", 0), ("normalization", "zscore")):
         with pytest.raises(ValueError, match=field_name):
             next(train(fine, TrainConfig(device="cpu", **{field_name: value})))
