@@ -245,3 +245,24 @@ def test_batchnorm_ensemble_exports_and_reproduces(workdir):
     assert back.n_members == 2
     np.testing.assert_allclose(Classifier(model, back, device="cpu").predict_tiles(result.test_input),
                                result.probabilities, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_test_time_augmentation_travels_as_a_kwarg(workdir):
+    """extra["tta"] (a DihedralTTA-wrapped model): the wrapper rebuilds the wrapping from kwargs."""
+    import torch
+
+    from napari_cellclf.model import DihedralTTA
+
+    torch.manual_seed(0)
+    meta = ModelMeta(class_names=["a", "b"], class_colors=default_class_colors(2), channel_names=["DNA"],
+                     tile_size=TILE, architecture="fast",
+                     normalization={"mode": "dataset", "low": [0.0], "high": [900.0]}, extra={"tta": True})
+    path = save_model(workdir / "tta.safetensors", DihedralTTA(build_model("fast", 1, 2, TILE)), meta)
+    images, _ = fields(seed=6)
+    result = bio.export_bioimageio(path, workdir / "tta_package", field_cyx=images[0][:1])
+    assert rdf_of(result.path)["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["tta"] is True
+    summary = bio.run_bioimageio_test(result.path)
+    assert summary.status == "passed", summary.format()
+    np.testing.assert_allclose(bio.predict_with_bioimageio(result.path, result.test_input),
+                               result.probabilities, rtol=1e-5, atol=1e-6)
