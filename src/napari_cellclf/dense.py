@@ -99,7 +99,7 @@ def _geometry(layers: list[nn.Module]) -> tuple[int, int] | None:
 
 def plan_for(classifier) -> DensePlan | None:
     """How to evaluate the classifier's current net densely, or None when it cannot be."""
-    from .inference import _FusedConv, _leaf_sequence, _OneDNNNet
+    from ._onednn import _FusedConv, _leaf_sequence, _OneDNNNet
     from .precision import AutocastNet, CastNet
 
     if getattr(classifier, "backend", "") == "compile" or hasattr(classifier.model, "members"):

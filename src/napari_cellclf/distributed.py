@@ -119,7 +119,8 @@ def predict_one(classifier, image: str | Path, out: str | Path, *, stride: int |
                 foreground_only: bool = False) -> int:
     """Classify one file and write its CSV atomically; returns the number of tiles."""
     from . import io
-    from .inference import model_channel_indices, write_predictions_csv
+    from .channels import model_channel_indices
+    from .tables import write_predictions_csv
     image = Path(image)
     data = io.read_image(image)
     cyx, names = io.to_cyx(data)

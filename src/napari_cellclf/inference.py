@@ -8,44 +8,39 @@
 - Input is a raw (C, Y, X) field with exactly the model's channels (else ValueError saying how many
   the model expects); normalisation from the model metadata is applied here.
 
-Where the speed comes from (2-core AVX-512 CPU, 64 px tiles; benchmarks/README.md):
+Where the speed comes from (measured numbers: benchmarks/README.md):
 - batches of tiles, channels_last, under inference_mode: oneDNN's blocked convolution kernels
-  instead of one small NCHW call per tile (3.1x the one-tile loop). Batches are bounded by bytes
-  of activations, not by count: very large batches make every layer output a fresh
-  multi-megabyte allocation (page faults, cache misses) and get *slower*.
-- on CPU, backend "onednn" (the default there): the network re-expressed as oneDNN calls, each
-  convolution fused with its ReLU and its weights packed once into oneDNN's blocked layout: the
-  kernels torch.compile emits on CPU with freezing, ready in milliseconds instead of ~10 s of
-  compilation (+8%: 3.3x the one-tile loop, 68% of the fp32 matmul ceiling). It is checked
-  against the plain model on a probe batch when the Classifier is made, and not used unless
-  it agrees (or when the model has another shape).
-- backend "compile": torch.compile (freezing), opt-in; measured no faster than "onednn" here,
-  and its compile time is paid on first use. Falls back to eager with a warning if it fails.
-- tile extraction (strided views, one copy per batch) and normalising the field once cost ~1%.
+  instead of one small NCHW call per tile. Batches are bounded by bytes of activations
+  (CPU_ACTIVATION_BUDGET), not by count: very large batches make every layer output a fresh
+  multi-megabyte allocation (page faults, cache misses) and get slower.
+- on CPU, backend "onednn" (the default there, `_onednn.py`): each convolution fused with its
+  ReLU and pool, weights packed once; checked against the plain model on a probe batch when the
+  Classifier is made, and not used unless it agrees (or when the model has another shape).
+- precision (precision.py): bf16 where the CPU has it and a probe agrees with fp32.
+- backend "compile": torch.compile (freezing), opt-in; its compile time is paid on first use.
+  Falls back to eager with a warning if it fails.
+- CSV tables of the results: tables.py; which channels feed the model: channels.py.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
-import csv
-import io as io_module
 import threading
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 import torch
 from torch import nn
 
 from ._generators import drive
-from ._files import atomic_write
+from ._onednn import onednn_net
 from .channels import model_channel_indices  # noqa: F401  (re-exported: old import path)
 from .data import Normalization
 from .io import check_finite
 from .model import choose_device, prepare_for_device
 from .modelfile import ModelMeta
+from .tables import write_predictions_csv  # noqa: F401  (re-exported: old import path)
 from .tiling import TileGrid, extract_tiles, foreground_tiles, make_grid, tile_values_to_map
 
 # Bytes that the largest activation of one batch may take. Measured on a 2-core AVX-512 CPU
@@ -163,10 +158,11 @@ class Classifier:
         self.batch_size = int(batch_size)
 
         self.backend = "eager"
-        self._net: nn.Module = self.model          # what classifies (and explains, see below)
+        # what classifies (a module, or torch.compile's callable)
+        self._net: nn.Module | Callable[..., Any] = self.model
         self._compile_pending = backend == "compile"
         if backend in ("auto", "onednn") and self.device.type == "cpu":
-            net = _onednn_net(self.model, self.in_channels, self.tile_size, self.batch_size)
+            net = onednn_net(self.model, self.in_channels, self.tile_size, self.batch_size)
             if net is not None:
                 self._net, self.backend = net, "onednn"
         if backend == "onednn" and self.backend != "onednn":
@@ -193,7 +189,7 @@ class Classifier:
         net, gradient_net, report = precision_module.select(self, precision, probe)
         self._net = self._fp32_net if net is None else net
         self._gradient_net = gradient_net
-        self._dense_plan = None
+        self._dense_plan: Any = None          # dense.DensePlan, False (cannot), None (not asked)
         self.precision_report = report
         self.precision = report.precision
         return self.precision
@@ -395,242 +391,3 @@ class Classifier:
 
     def predict_field_sync(self, image_cyx: np.ndarray, **kwargs) -> FieldPrediction:
         return drive(self.predict_field(image_cyx, **kwargs))
-
-
-# ---------------------------------------------------------------------------------------------
-# oneDNN fast path (CPU)
-
-def _pack_weight(weight: torch.Tensor, padding: list[int], input_shape) -> torch.Tensor:
-    """Convolution weight reordered once into oneDNN's blocked layout (any batch size works)."""
-    return torch._C._nn.mkldnn_reorder_conv2d_weight(
-        weight.to_mkldnn(), padding, [1, 1], [1, 1], 1, list(input_shape))
-
-
-class _FusedConv:
-    """A stride-1 Conv2d, the ReLU after it when there is one, and the max pool after that when
-    there is one, as one step: the convolution and ReLU are one oneDNN call."""
-
-    def __init__(self, conv: nn.Conv2d, relu: bool, input_shape: tuple[int, ...],
-                 pool: nn.MaxPool2d | None = None, dtype: torch.dtype = torch.float32):
-        weight = conv.weight.detach().to(dtype).contiguous()
-        (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
-        self.relu = relu
-        self.padding = [ph, pw]
-        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype).contiguous()
-        self.weight = _pack_weight(weight, self.padding, input_shape)
-        # The input gradient of a stride-1 convolution is the convolution of the output gradient
-        # with the kernel flipped and its in/out channels swapped, padded by k - 1 - p.
-        self.back_padding = [kh - 1 - ph, kw - 1 - pw]
-        self.back_weight = _pack_weight(weight.transpose(0, 1).flip(2, 3).contiguous(),
-                                        self.back_padding,
-                                        (input_shape[0], conv.out_channels, *input_shape[2:]))
-        self.pool = pool
-        if pool is not None:
-            stride = pool.kernel_size if pool.stride is None else pool.stride
-            self.pool_args = [_pair(pool.kernel_size), _pair(stride), _pair(pool.padding),
-                              _pair(pool.dilation), bool(pool.ceil_mode)]
-
-    def convolve(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self.weight, self.bias, self.padding, [1, 1], [1, 1], 1,
-            "relu" if self.relu else "none", [], "")
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        output = self.convolve(x)
-        return output if self.pool is None else self.pool(output)
-
-    def convolve_back(self, grad: torch.Tensor) -> torch.Tensor:
-        """Gradient with respect to the convolution's input, given the one of its output."""
-        return torch.ops.mkldnn._convolution_pointwise(
-            grad.contiguous(memory_format=torch.channels_last), self.back_weight, None,
-            self.back_padding, [1, 1], [1, 1], 1, "none", [], "")
-
-
-class _FusedConvFunction(torch.autograd.Function):
-    """Autograd for a fused step: the input gradient only (weights stay fixed: attribution)."""
-
-    @staticmethod
-    def forward(ctx, x, step: _FusedConv):
-        ctx.step = step
-        output = step.convolve(x)
-        if step.pool is None:
-            ctx.save_for_backward(output)
-            return output
-        pooled, indices = torch.ops.aten.max_pool2d_with_indices(output, *step.pool_args)
-        ctx.save_for_backward(output, pooled, indices)
-        return pooled
-
-    @staticmethod
-    def backward(ctx, grad):
-        step = ctx.step
-        if step.pool is None:
-            (output,) = ctx.saved_tensors
-            if step.relu:
-                grad = torch.ops.aten.threshold_backward(grad, output, 0)
-        else:
-            output, pooled, indices = ctx.saved_tensors
-            # ReLU's mask is applied before un-pooling, on the smaller pooled gradient: the pool
-            # hands each window's gradient to the window's maximum, which is > 0 exactly when
-            # the pooled value is, so masking before or after un-pooling gives the same result.
-            grad = torch.ops.aten.threshold_backward(grad, pooled, 0)
-            grad = torch.ops.aten.max_pool2d_with_indices_backward(
-                grad, output, *step.pool_args, indices)
-        return step.convolve_back(grad), None
-
-
-class _OneDNNNet(nn.Module):
-    """The model as a sequence of fused oneDNN steps and the model's own other layers."""
-
-    def __init__(self, steps: list):
-        super().__init__()
-        self.steps = steps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        track = torch.is_grad_enabled() and x.requires_grad
-        for step in self.steps:
-            if isinstance(step, _FusedConv):
-                x = _FusedConvFunction.apply(x, step) if track else step(x)
-            else:
-                x = step(x)
-        return x
-
-
-# Layers the oneDNN network runs as they are (besides the convolutions it fuses).
-_PLAIN_LAYERS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                 nn.Flatten, nn.Linear, nn.Dropout, nn.Identity)
-
-
-def _leaf_sequence(module: nn.Module) -> list[nn.Module] | None:
-    """The layers in the order a chain of Sequentials runs them; None for anything else."""
-    children = list(module.children())
-    if not children:
-        return [module]
-    if not isinstance(module, nn.Sequential) and \
-            not all(isinstance(child, nn.Sequential) for child in children):
-        return None
-    layers: list[nn.Module] = []
-    for child in children:
-        sub = _leaf_sequence(child)
-        if sub is None:
-            return None
-        layers += sub
-    return layers
-
-
-def _onednn_net(model: nn.Module, in_channels: int, tile_size: int, batch_size: int,
-                dtype: torch.dtype = torch.float32) -> _OneDNNNet | None:
-    """The oneDNN version of `model`, or None when it does not apply or does not agree with the
-    model (outputs and input gradients are compared on a random probe batch). With dtype
-    torch.bfloat16 the weights are packed in bf16 and the net takes and returns bf16 tensors;
-    it is not compared here (precision.py's probe rule decides whether bf16 may be used)."""
-    if not (torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
-        return None
-    layers = _leaf_sequence(model)
-    if layers is None:
-        return None
-    try:
-        steps: list = []
-        x = torch.zeros(1, in_channels, tile_size, tile_size)
-        with torch.inference_mode():
-            i = 0
-            while i < len(layers):
-                layer = layers[i]
-                if isinstance(layer, nn.Conv2d):
-                    if not _fusable(layer):
-                        return None
-                    relu = _is_layer(layers, i + 1, nn.ReLU)
-                    pool = layers[i + 2] if relu and _is_layer(layers, i + 2, nn.MaxPool2d) \
-                        and not layers[i + 2].return_indices else None
-                    used = layers[i:i + 1 + relu + (pool is not None)]
-                    steps.append(_FusedConv(layer, relu, (batch_size, *x.shape[1:]), pool, dtype))
-                    for module in used:
-                        x = module(x)
-                    i += len(used)
-                elif isinstance(layer, _PLAIN_LAYERS):
-                    if dtype != torch.float32 and next(layer.parameters(), None) is not None:
-                        with torch.inference_mode(False):    # weights autograd may use
-                            steps.append(copy.deepcopy(layer).to(dtype))
-                    else:
-                        steps.append(layer)
-                    x = layer(x)
-                    i += 1
-                else:
-                    return None
-        net = _OneDNNNet(steps)
-        if dtype != torch.float32:
-            return net
-        return net if _agrees(net, model, in_channels, tile_size) else None
-    except (RuntimeError, TypeError, ValueError, AttributeError, NotImplementedError):
-        return None       # a PyTorch build whose oneDNN ops differ: eager is always there
-
-
-def _is_layer(layers: list[nn.Module], i: int, kind: type) -> bool:
-    return i < len(layers) and isinstance(layers[i], kind)
-
-
-def _pair(value) -> list[int]:
-    return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value)] * 2
-
-
-def _fusable(conv: nn.Conv2d) -> bool:
-    return (conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
-            and all(p <= k - 1 for p, k in zip(conv.padding, conv.kernel_size))
-            and conv.weight.dtype == torch.float32)
-
-
-def _agrees(net: nn.Module, model: nn.Module, in_channels: int, tile_size: int) -> bool:
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.randn(3, in_channels, tile_size, tile_size, generator=generator)
-    probe = probe.contiguous(memory_format=torch.channels_last)
-    outputs, gradients = [], []
-    for candidate in (model, net):
-        x = probe.clone().requires_grad_(True)
-        with torch.enable_grad():
-            logits = candidate(x)
-            (gradient,) = torch.autograd.grad(logits[:, 0].sum(), x)
-        outputs.append(logits.detach())
-        gradients.append(gradient)
-
-    def close(fast: torch.Tensor, reference: torch.Tensor) -> bool:
-        scale = float(reference.abs().max())
-        return bool(torch.allclose(fast, reference, rtol=1e-3, atol=1e-4 * scale + 1e-7))
-
-    return close(outputs[1], outputs[0]) and close(gradients[1], gradients[0])
-
-
-def write_predictions_csv(path, table: dict[str, np.ndarray], source: str | None = None) -> None:
-    """CSV with a header; an optional leading `source` column (file name); atomic write.
-
-    A `source` column already in the table also comes first. The file appears complete or not
-    at all: rows go to a temporary file in the same folder, which then replaces `path`."""
-    path = Path(path)
-    columns = {key: np.asarray(values) for key, values in table.items()}
-    lengths = {key: len(values) for key, values in columns.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"table columns differ in length: {lengths}")
-    n_rows = next(iter(lengths.values()), 0)
-    if source is not None:
-        columns.pop("source", None)
-        columns = {"source": np.full(n_rows, str(source), dtype=object), **columns}
-    elif "source" in columns:
-        columns = {"source": columns.pop("source"), **columns}
-
-    def write(binary) -> None:
-        text = io_module.TextIOWrapper(binary, newline="", encoding="utf-8")
-        writer = csv.writer(text)
-        writer.writerow(list(columns))
-        writer.writerows(zip(*(_csv_column(values) for values in columns.values())))
-        text.flush()
-        text.detach()          # the atomic writer closes the file itself
-
-    atomic_write(path, write)
-
-
-def _csv_column(values: np.ndarray) -> list[str]:
-    if values.dtype.kind == "f":
-        return [format(float(v), ".6g") for v in values]
-    if values.dtype.kind == "b":
-        return ["true" if v else "false" for v in values]
-    return [str(v) for v in values.tolist()]

@@ -275,7 +275,7 @@ def select(classifier, precision: str | None = None, probe: torch.Tensor | np.nd
 
 def _cpu_bf16_net(classifier) -> nn.Module:
     """The oneDNN net with bf16 packed weights when the model has its shape, else autocast."""
-    from .inference import _onednn_net
+    from ._onednn import onednn_net as _onednn_net
     if classifier.backend == "onednn":
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
             net = _onednn_net(classifier.model, classifier.in_channels, classifier.tile_size,

@@ -24,7 +24,8 @@ from typing import Generator
 
 import numpy as np
 
-from .inference import InferenceProgress, PreparedField, _csv_column
+from .inference import InferenceProgress, PreparedField
+from .tables import _csv_column
 from .tiling import make_grid
 
 BAND_BUDGET_BYTES = 256 * 2**20     # normalised float32 pixels of one band (plus its halo)

@@ -9,7 +9,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (QComboBox, QGroupBox, QPushButton, QVBoxLayout, QWidget)
 
 from ..attribution import explain_field
-from ..inference import write_predictions_csv
+from ..tables import write_predictions_csv
 from ..modelfile import ModelFileError, load_model, save_model
 from . import _dialogs
 from ._fields import fields_from_layers, model_channels

@@ -47,7 +47,7 @@ def run(args) -> int:
     import numpy as np
 
     from ..evaluation import stored_verdict
-    from ..inference import write_predictions_csv
+    from ..tables import write_predictions_csv
 
     if args.out:  # before any work: never one of the inputs, never a folder/device/FIFO
         check_output(args.out, [args.model, *args.images])
