@@ -95,9 +95,7 @@ class TrainConfig:
     device: str = "auto"
     normalization: str = "dataset"    # "dataset" | "per_tile"
     memorisation_epochs: int = MEMORISATION_WINDOW   # epochs in a row at chance -> warning; 0 = off
-    # Regularised recipe, measured on real cells (MLCP interphase vs mitotic, DNA, 40 px, seeds
-    # 0-2, held-out accuracy): plain Adam, batch 64 0.921 / 0.919 / 0.936 (= crude features 0.919);
-    # this recipe 0.932 / 0.932 / 0.939. See tests/test_training.py (slow test).
+    # Regularised recipe (what it bought on real cells: README "Results measured here").
     lr_schedule: str = "cosine"       # "cosine" (decay to 0 over `epochs`, per batch) | "constant"
     weight_decay: float = 0.05        # decoupled (AdamW); 0 = plain Adam
     label_smoothing: float = 0.1      # soft targets: fewer over-confident memorised tiles
