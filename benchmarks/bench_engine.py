@@ -2,6 +2,7 @@
 
     python benchmarks/bench_engine.py [--tile-size 64] [--arch original] [--seconds 10]
                                       [--rounds 5] [--field 768] [--compile] [--threads N]
+                                      [--device cpu|cuda] [--precision auto|fp32|bf16]
 
 Prints, for one model:
 - the fp32 matmul ceiling of this machine (2048^3 torch.mm, best of several), GFLOP/s;
@@ -18,6 +19,11 @@ Configurations are measured in interleaved rounds (each round runs every configu
 for seconds/rounds), and each rate is the best round: on a small shared machine other processes
 steal cores now and then, and interleaving gives every configuration the same chances. The CPU
 share other processes took during the reported round is printed beside it (Linux only).
+On `--device cuda` the same table runs on the GPU: the Classifier sizes batches by its GPU
+activation budget, copies pinned host tiles with non_blocking transfers, runs under autocast
+(bf16 where the GPU has it, else fp16, unless --precision fp32), the matmul ceiling is a CUDA
+torch.mm, training uses the GPU with its AMP, and peak GPU memory is printed per section
+(torch.cuda.max_memory_allocated; the cache is emptied after each job).
 Not a test; nothing is asserted.
 """
 from __future__ import annotations
@@ -104,15 +110,19 @@ def interleaved(configs: dict, seconds: float, n_rounds: int) -> dict[str, Rate]
     return rates
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 GFLOP/s of an n x n @ n x n product (MKL uses every core)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+def matmul_ceiling(n: int = 2048, repeats: int = 10, device: str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of an n x n @ n x n product (MKL uses every core; cuBLAS on a GPU)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    sync()
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, b, out=out)
+        sync()
         best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
     return best / 1e9
 
@@ -143,7 +153,12 @@ def main(argv=None) -> int:
                              "optimize_for_inference (inference only: frozen graphs have no gradient)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="Classifier precision (default auto: bf16 where the hardware has "
+                             "it and the probe agrees)")
     args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -164,11 +179,14 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"model {args.arch!r}, {tile} px tiles, {len(CHANNELS)} channels: "
           f"{flops / 1e6:.1f} MFLOP per tile forward; field {args.field}x{args.field} px")
-    ceiling = matmul_ceiling()
-    print(f"fp32 matmul ceiling (2048^3 torch.mm, best of 10): {ceiling:.1f} GFLOP/s")
+    ceiling = matmul_ceiling(device=args.device)
+    print(f"fp32 matmul ceiling (2048^3 torch.mm on {args.device}, best of 10): {ceiling:.1f} GFLOP/s")
+    if cuda:
+        print(f"GPU: {torch.cuda.get_device_name(args.device)}; bf16 matmul ceiling "
+              f"{matmul_ceiling(device=args.device, dtype=torch.bfloat16):.1f} GFLOP/s")
 
     # Naive: what a first script does: a plain model, one tile per call, NCHW, autograd on.
-    naive_model = fresh_model().eval()
+    naive_model = fresh_model().eval().to(args.device)
     normalization = Normalization.from_dict(meta.normalization)
     naive_tiles = torch.from_numpy(normalization.apply(
         field[:, :tile * 4, :tile * 4].reshape(2, 4, tile, 4, tile).transpose(1, 3, 0, 2, 4)
@@ -176,11 +194,14 @@ def main(argv=None) -> int:
 
     def naive_once() -> int:
         for n in range(len(naive_tiles)):
-            torch.softmax(naive_model(naive_tiles[n:n + 1]), dim=1)
+            torch.softmax(naive_model(naive_tiles[n:n + 1].to(args.device)), dim=1).cpu()
         return len(naive_tiles)
 
-    ours = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size)
-    eager = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size,
+    ours = Classifier(fresh_model(), meta, device=args.device, batch_size=args.batch_size,
+                      precision=args.precision)
+    print(f"Classifier: {ours.precision_report.summary()}")
+    eager = Classifier(fresh_model(), meta, device=args.device, batch_size=args.batch_size,
+                       precision=args.precision,
                        backend="eager")
     n_tiles = ours.prepare_field(field).indices.size
 
@@ -200,7 +221,7 @@ def main(argv=None) -> int:
                "explain eager": explain(eager), "explain ours": explain(ours)}
     compiled = None
     if args.compile:
-        compiled = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size,
+        compiled = Classifier(fresh_model(), meta, device=args.device, batch_size=args.batch_size,
                               backend="compile")
         start = time.perf_counter()
         compiled.predict_field_sync(field)
@@ -257,6 +278,9 @@ def main(argv=None) -> int:
         show(f"training.train (batch {training.TrainConfig().batch_size})", train_rate,
              3 * flops, ceiling, unit="samples/s")
 
+    if cuda:
+        print(f"peak GPU memory over the run: {torch.cuda.max_memory_allocated(args.device) / 2**20:.0f} MiB")
+        torch.cuda.empty_cache()
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
@@ -274,7 +298,7 @@ def measure_training(args, rng, tile: int) -> Rate:
                                               np.arange(n_samples) % 32], axis=1),
                           class_names=CLASSES, channel_names=CHANNELS)
     config = training.TrainConfig(epochs=min(args.rounds, 3) + 1, val_fraction=0.0, patience=0,
-                                  device="cpu", architecture=args.arch)
+                                  device=args.device, architecture=args.arch)
     epochs: dict[int, list] = {}
     for event in training.train(dataset, config, stop=threading.Event()):
         if isinstance(event, training.BatchProgress) and event.batch < event.n_batches - 1:
