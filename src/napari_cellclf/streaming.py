@@ -28,7 +28,7 @@ from .inference import InferenceProgress, PreparedField
 from .tables import _csv_column
 from .tiling import make_grid
 
-BAND_BUDGET_BYTES = 256 * 2**20     # normalised float32 pixels of one band (plus its halo)
+BAND_BUDGET_BYTES = 64 * 2**20      # normalised float32 pixels of one band (plus its halo)
 
 
 class LazyImage:
