@@ -63,3 +63,18 @@ def test_bands_equal_the_in_memory_path(big_tiff, tmp_path, monkeypatch, stride,
                           encoding="utf-8")
         np.testing.assert_array_equal(a["index"], b["index"])
         np.testing.assert_allclose(a["p_Aggregates"], b["p_Aggregates"], atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [TILE, 8])
+def test_explain_bands_equal_the_in_memory_map(big_tiff, tmp_path, monkeypatch, stride):
+    from napari_cellclf.attribution import explain_field_sync
+    path, image = big_tiff
+    model = classifier()
+    monkeypatch.setattr(streaming, "TIFF_TILE", 32)          # bands of 32 px rows: many
+    monkeypatch.setattr(streaming, "BAND_BUDGET_BYTES", 1)
+    out = tmp_path / "attribution.tif"
+    streaming.explain_file_streaming(model, path, out, stride=stride)
+    streamed = tifffile.imread(out)
+    reference = explain_field_sync(model, image, stride=stride)
+    assert streamed.shape == reference.shape
+    np.testing.assert_allclose(streamed, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())

@@ -176,3 +176,77 @@ def predict_file_streaming(classifier, path: str | Path, out_csv: str | Path,
 
     atomic_write(Path(out_csv), write)
     return count
+
+
+# ------------------------------------------------------------------------------ explain
+
+TIFF_TILE = 256      # side of the output BigTIFF's tiles (px)
+
+
+def explain_streaming(classifier, image, target: int | None = None, stride: int | None = None,
+                      budget: int | None = None, channels: list[int] | None = None
+                      ) -> Generator[np.ndarray, None, None]:
+    """Yields the (H, W) float32 gradient x input map in bands of whole TIFF_TILE rows, each
+    equal to those rows of `attribution.explain_field` on the whole field: a band is explained
+    from every tile that overlaps it (tiles straddling two bands are explained for both), so
+    the overlap averages of `tiling.stitch_tile_maps` see the same tiles."""
+    from .attribution import explain_field
+    from ._generators import drive
+    _, height, width = image.shape
+    size = classifier.tile_size
+    grid = make_grid((height, width), size, stride, border="pad")
+    stride = grid.stride
+    rows_per_band = max(1, band_rows(classifier, width, stride, budget) * stride // TIFF_TILE)
+    band = rows_per_band * TIFF_TILE
+    for y0 in range(0, height, band):
+        y1 = min(height, y0 + band)
+        first = max(0, -(-(y0 - size + 1) // stride))      # first tile row reaching y0
+        last = min(grid.rows - 1, (y1 - 1) // stride)       # last tile row starting before y1
+        region_y0 = first * stride
+        region_y1 = min(height, last * stride + size)
+        pixels = image.rows(region_y0, region_y1)
+        if channels is not None:
+            pixels = pixels[channels]
+        stitched = drive(explain_field(classifier, pixels, target=target, stride=stride))
+        yield stitched[y0 - region_y0:y1 - region_y0]
+
+
+def explain_file_streaming(classifier, path: str | Path, out_tiff: str | Path,
+                           target: int | None = None, stride: int | None = None,
+                           budget: int | None = None, channels: list[int] | None = None) -> None:
+    """Gradient x input of a TIFF of any size into a tiled, zlib-compressed float32 BigTIFF,
+    band by band (atomic: written beside the target, then renamed)."""
+    import tifffile
+    from ._files import atomic_write
+    path = Path(path)
+
+    def write(binary) -> None:
+        with LazyImage(path) as image:
+            _, height, width = image.shape
+
+            def tiles():
+                for band in explain_streaming(classifier, image, target, stride, budget, channels):
+                    for ty in range(0, band.shape[0], TIFF_TILE):
+                        for tx in range(0, width, TIFF_TILE):
+                            tile = np.zeros((TIFF_TILE, TIFF_TILE), dtype=np.float32)
+                            part = band[ty:ty + TIFF_TILE, tx:tx + TIFF_TILE]
+                            tile[:part.shape[0], :part.shape[1]] = part
+                            yield tile
+
+            with tifffile.TiffWriter(_Named(binary, path.name), bigtiff=True) as writer:
+                writer.write(tiles(), shape=(height, width), dtype=np.float32,
+                             tile=(TIFF_TILE, TIFF_TILE), compression="zlib",
+                             photometric="minisblack")
+
+    atomic_write(Path(out_tiff), write)
+
+
+class _Named:
+    """The atomic writer's temporary file handle (named by a descriptor number) with a file
+    name, which tifffile wants for its messages."""
+
+    def __init__(self, handle, name: str):
+        self._handle, self.name = handle, name
+
+    def __getattr__(self, attribute):
+        return getattr(self._handle, attribute)
