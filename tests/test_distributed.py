@@ -135,3 +135,18 @@ def test_loopback_scheduler_and_two_workers_equal_serial(inputs, tmp_path):
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def test_cli_out_dir_resumes_and_merge_joins(inputs, tmp_path, capsys):
+    from napari_cellclf.cli import main
+    model, images = inputs
+    folder = tmp_path / "per_image"
+    assert main(["predict", str(model), *map(str, images), "--out-dir", str(folder),
+                 "--precision", "fp32"]) == 0
+    assert len(list(folder.glob("*.csv"))) == 5
+    assert main(["predict", str(model), *map(str, images), "--out-dir", str(folder)]) == 0
+    assert "0 done, 5 skipped" in capsys.readouterr().out
+    assert main(["merge", str(folder), "--out", str(tmp_path / "all.csv")]) == 0
+    rows = (tmp_path / "all.csv").read_text().splitlines()
+    assert rows[0].startswith("source,") and len(rows) == 1 + sum(
+        len(p.read_text().splitlines()) - 1 for p in folder.glob("*.csv"))

@@ -22,7 +22,7 @@ import warnings
 from typing import Sequence
 
 from .. import __version__
-from . import demo, evaluate, explain, export, import_package, predict, report, train
+from . import demo, evaluate, explain, export, import_package, merge, predict, report, train
 from ._common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, err, one_line
 
 # The registration point: one line per command, in the order `cellclf --help` lists them.
@@ -30,6 +30,7 @@ COMMANDS = (
     train,
     evaluate,
     predict,
+    merge,
     explain,
     demo,
     export,

@@ -208,15 +208,30 @@ def model_channels(meta, names: list[str], explicit: Sequence[int | str] | None,
     return indices
 
 
-def load_classifier(path: Path, device: str):
-    """(inference.Classifier, modelfile.ModelMeta); invalid files raise ModelFileError."""
+def load_classifier(path: Path, device: str, precision: str | None = None):
+    """(inference.Classifier, modelfile.ModelMeta); invalid files raise ModelFileError.
+    `precision` (None: $CELLCLF_PRECISION or auto) is reported when it is not plain fp32."""
     from ..inference import Classifier
     from ..modelfile import load_model
 
     if not path.is_file():
         raise CLIError(f"{path}: no such model file")
     model, meta = load_model(path, device="cpu")
-    return Classifier(model, meta, device=device), meta
+    classifier = Classifier(model, meta, device=device, precision=precision)
+    report = getattr(classifier, "precision_report", None)
+    if report is not None and report.requested != "fp32":
+        out(report.summary())
+    return classifier, meta
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=None,
+        help="number format: auto (default; bf16 where the CPU/GPU has it and a probe batch "
+        "agrees with fp32), fp32, or bf16",
+    )
 
 
 def drive(generator, description: str) -> Any:

@@ -11,6 +11,7 @@ from ._common import (
     add_device,
     add_plane,
     check_output,
+    add_precision,
     drive,
     load_classifier,
     model_channels,
@@ -52,6 +53,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     add_channels(parser, for_model=True)
     add_plane(parser)
     add_device(parser)
+    add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -62,7 +64,7 @@ def run(args) -> int:
     from .. import attribution
 
     check_output(args.out, [args.model, args.image])  # before any work
-    classifier, meta = load_classifier(Path(args.model), args.device)
+    classifier, meta = load_classifier(Path(args.model), args.device, args.precision)
     image_path = Path(args.image)
     image, cyx, names = read_field(image_path, parse_plane(args.plane))
     note_pixel_size(image, meta, image_path)

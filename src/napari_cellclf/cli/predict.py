@@ -11,6 +11,7 @@ from ._common import (
     add_device,
     add_plane,
     check_output,
+    add_precision,
     drive,
     err,
     load_classifier,
@@ -36,9 +37,27 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--stride", type=int, metavar="N", help="step between tiles (default: the model's tile size)"
     )
     parser.add_argument("--foreground", action="store_true", help="skip background-only tiles")
+    parser.add_argument(
+        "--out-dir", metavar="DIR",
+        help="one CSV per image in DIR (<stem>.csv, written atomically); a rerun skips images "
+        "whose CSV exists (join them with `cellclf merge`)",
+    )
+    parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="with --out-dir: N worker processes on a local dask.distributed cluster",
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="with --out-dir: an existing dask.distributed scheduler (tcp://host:port)",
+    )
+    parser.add_argument(
+        "--shard", metavar="I/N",
+        help="with --out-dir: only every N-th image from I (0-based; e.g. $SLURM_ARRAY_TASK_ID/N)",
+    )
     add_channels(parser, for_model=True)
     add_plane(parser)
     add_device(parser)
+    add_precision(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -49,10 +68,12 @@ def run(args) -> int:
     from ..evaluation import stored_verdict
     from ..tables import write_predictions_csv
 
+    if args.out_dir or args.workers or args.scheduler or args.shard:
+        return _run_many(args)
     if args.out:  # before any work: never one of the inputs, never a folder/device/FIFO
         check_output(args.out, [args.model, *args.images])
     plane = parse_plane(args.plane)
-    classifier, meta = load_classifier(Path(args.model), args.device)
+    classifier, meta = load_classifier(Path(args.model), args.device, args.precision)
     verdict = stored_verdict(meta)
     if verdict:
         # Said before the work and again after it, where the counts are read.
@@ -85,3 +106,29 @@ def run(args) -> int:
         err(f"{PROG}: warning: the class counts above come from a model that is not clearly "
             "better than chance; do not rely on them")
     return 0
+
+
+def _run_many(args) -> int:
+    """--out-dir (with --workers / --scheduler / --shard): distributed.predict_files."""
+    from .. import distributed
+    from ._common import CLIError
+
+    if not args.out_dir:
+        raise CLIError("--workers, --scheduler and --shard write one CSV per image: give --out-dir")
+    if args.channels:
+        raise CLIError("--channels is not available with --out-dir (the model's channel rule is used)")
+    try:
+        shard = distributed.parse_shard(args.shard)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    summary = distributed.predict_files(
+        Path(args.model), [Path(p) for p in args.images], Path(args.out_dir),
+        workers=args.workers, scheduler=args.scheduler, shard=shard, stride=args.stride,
+        foreground_only=args.foreground, device=args.device,
+        precision=args.precision or "fp32",
+        on_result=lambda r: out(f"{r.source}: {r.status}"
+                                + (f" ({r.n_tiles} tiles)" if r.status == "done" else "")
+                                + (f" - {r.error}" if r.error else "")),
+    )
+    out(summary.line())
+    return 1 if summary.count("failed") else 0
