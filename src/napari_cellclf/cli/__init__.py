@@ -30,12 +30,12 @@ COMMANDS = (
     train,
     evaluate,
     predict,
-    merge,
     explain,
     demo,
     export,
     import_package,
     report,
+    merge,
 )
 
 __all__ = ["main", "build_parser", "CLIError", "COMMANDS", "PROG"]
