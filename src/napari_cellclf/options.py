@@ -157,8 +157,8 @@ _TRAIN_TEXT: dict[str, dict[str, Any]] = {
     "memorisation_epochs": dict(
         metavar="N",
         label="Memorisation check",
-        help="epochs within which near-perfect training accuracy beside "
-        "chance-level validation is reported as memorisation",
+        help="epochs in a row with chance-level validation (balanced) accuracy before a "
+        "warning that the network memorises or learns nothing (0 = off; see memorisation.py)",
     ),
     "lr_schedule": dict(
         label="Learning-rate schedule", help="cosine: decay to 0 over the epochs; constant: no decay"

@@ -1,5 +1,5 @@
 """`cellclf`: the command-line face of the engine (train, evaluate, predict, explain, report,
-demo, export, import).
+demo, export, import, merge, crosstest, info).
 
 A thin face: argparse, files in and out, progress bars and messages. Every algorithm lives in the
 engine modules and every setting's default, choices and help in `options.py`; labelled folders are
@@ -22,7 +22,9 @@ import warnings
 from typing import Sequence
 
 from .. import __version__
-from . import demo, evaluate, explain, export, import_package, merge, predict, report, train
+from . import (
+    crosstest, demo, evaluate, explain, export, import_package, info, merge, predict, report, train,
+)
 from ._common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, err, one_line
 
 # The registration point: one line per command, in the order `cellclf --help` lists them.
@@ -36,6 +38,8 @@ COMMANDS = (
     import_package,
     report,
     merge,
+    crosstest,
+    info,
 )
 
 __all__ = ["main", "build_parser", "CLIError", "COMMANDS", "PROG"]

@@ -65,6 +65,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
     add_channels(parser, for_model=False)
     add_plane(parser)
     add_train_arguments(parser)  # one option per training.TrainConfig field
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write DIR/runs.csv (one row per run: seed, best epoch, validation accuracy and "
+        "balanced accuracy), DIR/runs.png (box plot, every run a point) and DIR/curves.png",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -75,6 +81,8 @@ def run(args) -> int:
     from ..model import choose_device
     from ..modelfile import model_file_path, save_model
     from ..pixelsize import training_pixel_size_of_files
+    from ..provenance import add_provenance
+    from ..runs_report import write_runs_report
     from ..training import check_config
     from ._common import channel_indices, check_output, read_field
 
@@ -162,7 +170,11 @@ def run(args) -> int:
         out(f"training pixel size {meta.pixel_size['y']:.3g} x {meta.pixel_size['x']:.3g} "
             f"{meta.pixel_size['unit'] or ''} stored in the model (predict warns on other sizes)")
     meta.extra["evaluation"] = validation_report(result, dataset)
+    add_provenance(meta, dataset, config)  # data summary and split in the model file
     saved = save_model(model_path, result.model, meta)
+    if args.report:
+        paths = write_runs_report(result.history, args.report)
+        out(f"run report: {paths['csv']}, {paths['box']}, {paths['curves']}")
     if result.cancelled:
         out(f"training stopped early by Ctrl-C; best model so far saved to {saved}")
         return EXIT_INTERRUPTED
