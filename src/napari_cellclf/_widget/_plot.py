@@ -83,3 +83,40 @@ class TrainingCurves(QWidget):
                 text.set_color(self._fg)
         self.canvas.draw_idle()
         self.n_drawn = len(epochs)
+
+
+class RunsBoxPlot(QWidget):
+    """After a multi-run training (or loading such a model): validation accuracy and balanced
+    accuracy of every run as points over a box plot (runs_report.runs_figure). Hidden otherwise."""
+
+    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"),
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self._colors = colors
+        self.figure = Figure(figsize=(3.6, 2.6), dpi=100, facecolor=colors[0])
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(220)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.n_runs = 0
+        self.setVisible(False)
+
+    def show_history(self, history) -> None:
+        """Draw the runs of a training.History (or its dict); hide for fewer than two runs."""
+        from ..runs_report import runs_figure
+
+        if history is None:
+            runs = []
+        elif isinstance(history, dict):
+            runs = history.get("runs", [])
+        else:
+            runs = history.runs
+        self.n_runs = len(runs)
+        if self.n_runs < 2:
+            self.setVisible(False)
+            return
+        runs_figure(history, figure=self.figure, colors=self._colors)
+        self.canvas.draw_idle()
+        self.setVisible(True)

@@ -8,7 +8,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 from ..options import train_option
 from ..training import TrainConfig, train
 from ._labelling import build_dataset, gather_training_inputs, problems
-from ._plot import TrainingCurves, theme_colors
+from ._plot import RunsBoxPlot, TrainingCurves, theme_colors
 from ._qt import WARNING_STYLE, alive_only, debouncer, note_label, signals_blocked
 from ._session import Session
 
@@ -66,6 +66,7 @@ class TrainPanel(QWidget):
                                      "stays usable. Cancel keeps the best model so far.")
         self.memorisation = note_label(style=WARNING_STYLE)
         self.curves = TrainingCurves(theme_colors(getattr(viewer, "theme", None)))
+        self.runs_plot = RunsBoxPlot(theme_colors(getattr(viewer, "theme", None)))
         self.log = note_label()
 
         layout = QVBoxLayout(self)
@@ -74,6 +75,7 @@ class TrainPanel(QWidget):
         layout.addWidget(self.train_button)
         layout.addWidget(self.memorisation)
         layout.addWidget(self.curves)
+        layout.addWidget(self.runs_plot)
         layout.addWidget(self.log)
         layout.addStretch(1)
 
@@ -88,6 +90,7 @@ class TrainPanel(QWidget):
         session.train.events.connect(self._on_settings_changed)   # another dock on this viewer
         session.counts_changed.connect(self._on_counts_changed)
         session.log_changed.connect(self._on_log_changed)
+        session.model_changed.connect(self._on_model_changed)
         session.jobs.started.connect(self._on_busy)
         session.jobs.finished.connect(self._on_busy)
         self._on_counts_changed()
@@ -161,6 +164,11 @@ class TrainPanel(QWidget):
         self.memorisation.setText("\n".join(log.memorisation))
         self.memorisation.setVisible(bool(log.memorisation))
         self.log.setText("\n".join(log.messages))
+
+    @alive_only
+    def _on_model_changed(self) -> None:
+        trained = self.session.trained
+        self.runs_plot.show_history(trained.history if trained is not None else None)
 
     @alive_only
     def _redraw(self) -> None:
