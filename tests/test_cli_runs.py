@@ -71,6 +71,7 @@ def test_crosstest_writes_the_matrix_and_notes_channel_subsets(tmp_path, capsys)
     assert len(rows) == 9 and {r["train"] for r in rows} == {"a", "b", "b:signal"}
     assert (tmp_path / "x" / "crosstest.png").read_bytes().startswith(PNG_MAGIC)
     assert "median balanced accuracy" in out
+    assert "training 3/3: on b:signal, run 1/1" in out
 
 
 def test_crosstest_needs_two_datasets_and_info_a_model(tmp_path, capsys):

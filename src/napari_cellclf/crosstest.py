@@ -40,6 +40,16 @@ CSV_COLUMNS = ("train", "test", "run", "seed", "split", "n", "accuracy", "balanc
 
 
 @dataclass
+class CrosstestStep:
+    """Yielded before each training: which dataset, which run (1-based) of how many."""
+    train: str
+    run: int
+    n_runs: int
+    index: int          # 1-based count of trainings so far
+    n_trainings: int
+
+
+@dataclass
 class CrosstestResults:
     names: list[str]                               # datasets, in the order given
     rows: list[dict] = field(default_factory=list)  # one per (train, test, run): CSV_COLUMNS
@@ -106,8 +116,8 @@ def _relabel(test: TileDataset, class_names: list[str]) -> tuple[np.ndarray, np.
 
 def crosstest_steps(datasets: dict[str, TileDataset], config, runs: int = 1,
                     stop: threading.Event | None = None):
-    """Generator: yields training's progress events (with `.crosstest = (train name, run)` set on
-    RunFinished ones) and returns CrosstestResults. `crosstest` drives it."""
+    """Generator: yields a CrosstestStep before each training, then that training's progress
+    events; returns CrosstestResults. `crosstest` drives it."""
     from .inference import Classifier
     from .training import check_config, train
 
@@ -141,6 +151,9 @@ def crosstest_steps(datasets: dict[str, TileDataset], config, runs: int = 1,
         for run in range(int(runs)):
             seed = int(config.seed) + run
             run_config = dataclasses.replace(config, seed=seed, runs=1)
+            yield CrosstestStep(train=train_name, run=run + 1, n_runs=int(runs),
+                                index=names.index(train_name) * int(runs) + run + 1,
+                                n_trainings=len(names) * int(runs))
             result = yield from train(source, run_config, stop=stop)
             if result.cancelled:
                 results.cancelled = True

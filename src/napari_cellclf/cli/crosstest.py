@@ -98,10 +98,20 @@ def run(args) -> int:
         )
         datasets[name] = dataset
 
+    from ..crosstest import CrosstestStep
+
     printer = _TrainingPrinter()
+
+    def show(event) -> None:
+        if isinstance(event, CrosstestStep):
+            printer.close()
+            out(f"training {event.index}/{event.n_trainings}: on {event.train}, run {event.run}/{event.n_runs}")
+        else:
+            printer(event)
+
     stop = threading.Event()
     try:
-        results = crosstest(datasets, config, runs=runs, on_progress=printer, stop=stop)
+        results = crosstest(datasets, config, runs=runs, on_progress=show, stop=stop)
     finally:
         printer.close()
     for line in results.notes:
