@@ -30,7 +30,6 @@ NAME = "evaluate"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from ..options import FOLDER_MODE, MIN_FRACTION
 
     parser = commands.add_parser(
         NAME,
@@ -39,11 +38,22 @@ def add_parser(commands) -> argparse.ArgumentParser:
         description=DATA_HELP + "\n\nDATA may hold only some of the model's classes; class "
         "folders are matched to the model's classes by name.",
     )
-    parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
-    parser.add_argument("data", metavar="DATA", help="folder of labelled images (see above)")
+    add_labelled_data_arguments(parser)
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)"
     )
+    parser.set_defaults(handler=run)
+    return parser
+
+
+
+def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """MODEL DATA and how DATA is read: the one set that `evaluate` and `report` share, so that
+    `load_labelled` finds every attribute it reads on both."""
+    from ..options import FOLDER_MODE, MIN_FRACTION
+
+    parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
+    parser.add_argument("data", metavar="DATA", help="folder of labelled images (see above)")
     parser.add_argument(
         FOLDER_MODE.flag,
         dest=FOLDER_MODE.name,
@@ -55,15 +65,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--all-samples",
         action="store_true",
-        help="when DATA is the model's training folder, score every sample (default: only its "
+        help="when DATA is the model's training folder, use every sample (default: only its "
         "validation split, as training tiles would flatter the model)",
     )
     add_channels(parser, for_model=True)
     add_plane(parser)
     add_device(parser)
-    parser.set_defaults(handler=run)
-    return parser
-
 
 def load_labelled(args):
     """(classifier, meta, dataset, layout) for MODEL DATA read the way the model was trained:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import DATA_HELP, PROG, CLIError, add_channels, add_device, err, out
+from ._common import DATA_HELP, PROG, CLIError, err, out
+from .evaluate import add_labelled_data_arguments
 
 NAME = "report"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from ..options import FOLDER_MODE, MIN_FRACTION
-
     parser = commands.add_parser(
         NAME,
         help="evaluation report (HTML, metrics.json, confusion matrix, gallery, attribution checks)",
@@ -26,28 +25,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "rotation/flip agreement, attribution sanity checks and the most confidently right and "
         "wrong samples beside their attribution maps.",
     )
-    parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
-    parser.add_argument("data", metavar="DATA", help="folder of labelled images (see above)")
+    add_labelled_data_arguments(parser)
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="folder to write (made if absent)")
-    parser.add_argument(
-        FOLDER_MODE.flag,
-        dest=FOLDER_MODE.name,
-        choices=FOLDER_MODE.choices,
-        help="class folders: default the mode the model was trained with",
-    )
-    parser.add_argument("--stride", type=int, metavar="N", help="step between tiles (default as in training)")
-    MIN_FRACTION.add_to(parser)
-    parser.add_argument(
-        "--all-samples",
-        action="store_true",
-        help="when DATA is the model's training folder, use every sample (default: its validation split)",
-    )
     parser.add_argument(
         "--smoothgrad", action="store_true", help="gallery maps by SmoothGrad (less noisy, 16x the cost)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the tile samples checked (default 0)")
-    add_channels(parser, for_model=True)
-    add_device(parser)
     parser.set_defaults(handler=run)
     return parser
 
