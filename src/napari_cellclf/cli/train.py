@@ -231,7 +231,7 @@ class _TrainingPrinter:
             out(
                 f"{run}epoch {event.epoch + 1:>3}/{event.n_epochs}  "
                 f"train loss {event.train_loss:.4f} acc {event.train_accuracy:.3f}  {val}"
-                + ("  *best" if event.is_best else "")
+                + ("  *kept" if event.is_best else "")
             )
         elif isinstance(event, training.MemorisationWarning):
             err(f"{PROG}: warning: {event.message}")
