@@ -123,6 +123,7 @@ class EpochEnd:
     is_best: bool
     n_runs: int = 1
     n_epochs: int = 1
+    val_balanced_accuracy: float | None = None   # beside plain accuracy wherever it is shown
 
 
 @dataclass
@@ -572,7 +573,8 @@ def _train_one_run(*, run, seed, config, epochs, device, n_classes, tile_size, i
             record[key].append(_finite_or_none(value))
         record["epochs_completed"] = epoch + 1
         yield EpochEnd(run=run, epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
-                       val_loss=val_loss, val_accuracy=val_accuracy, is_best=is_best, **common)
+                       val_loss=val_loss, val_accuracy=val_accuracy, is_best=is_best,
+                       val_balanced_accuracy=val_balanced, **common)
 
         if val is not None and record["memorisation"] is None:
             val_counts = torch.bincount(y_val, minlength=n_classes).tolist()

@@ -226,7 +226,8 @@ class _TrainingPrinter:
             val = (
                 "val loss -     acc -"
                 if event.val_loss is None
-                else f"val loss {event.val_loss:.4f} acc {format_accuracy(event.val_accuracy)}"
+                else f"val loss {event.val_loss:.4f} acc {format_accuracy(event.val_accuracy)} "
+                f"balanced {format_accuracy(event.val_balanced_accuracy)}"
             )
             out(
                 f"{run}epoch {event.epoch + 1:>3}/{event.n_epochs}  "
