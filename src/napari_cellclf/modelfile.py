@@ -195,7 +195,8 @@ def _check_cli_record(cli) -> None:
         return
     if not isinstance(cli, dict):
         raise ModelFileError(f"extra.cli must be a JSON object, got {type(cli).__name__}")
-    rules = {"layout": (lambda v: v in ("folders", "labels"), "'folders' or 'labels'"),
+    rules = {"layout": (lambda v: v in ("folders", "labels", "objects"),
+                        "'folders', 'labels' or 'objects'"),
              "mode": (lambda v: v in ("resize", "tile"), "'resize' or 'tile'"),
              "stride": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
              "data": (lambda v: v is None or isinstance(v, str), "a string")}

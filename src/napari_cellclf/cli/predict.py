@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ._common import (
     PROG,
+    CLIError,
     add_channels,
     add_device,
     add_plane,
@@ -54,6 +55,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--shard", metavar="I/N",
         help="with --out-dir: only every N-th image from I (0-based; e.g. $SLURM_ARRAY_TASK_ID/N)",
     )
+    parser.add_argument(
+        "--objects",
+        nargs="+",
+        metavar="MASKS",
+        help="instance masks (0 = background, each id one cell), one per IMAGE in the same order: "
+        "classify one tile centred on each cell instead of the tile grid; the CSV has one row per "
+        "cell (label, centroid_y, centroid_x, area, class, confidence, p_<class>)",
+    )
     add_channels(parser, for_model=True)
     add_plane(parser)
     add_device(parser)
@@ -69,6 +78,8 @@ def run(args) -> int:
     from ..tables import write_predictions_csv
 
     if args.out_dir or args.workers or args.scheduler or args.shard:
+        if args.objects:
+            raise CLIError("--objects writes one CSV with --out; --out-dir/--workers/--shard do not apply")
         return _run_many(args)
     if args.out:  # before any work: never one of the inputs, never a folder/device/FIFO
         check_output(args.out, [args.model, *args.images])
@@ -79,20 +90,35 @@ def run(args) -> int:
         # Said before the work and again after it, where the counts are read.
         err(f"{PROG}: warning: this model was judged on its validation data: {verdict}")
     explicit = parse_channels(args.channels)
+    masks_paths = [Path(p) for p in args.objects] if args.objects else None
+    if masks_paths is not None and len(masks_paths) != len(args.images):
+        raise CLIError(
+            f"--objects: {len(masks_paths)} mask file(s) for {len(args.images)} image(s); "
+            "give one instance mask per image, in the same order"
+        )
+    if masks_paths is not None and (args.stride is not None or args.foreground):
+        raise CLIError("--objects classifies one tile per cell; --stride and --foreground do not apply")
+    blank = bool(((meta.extra or {}).get("objects") or {}).get("blank_background", False))
     columns: dict[str, list] = {}
-    for image_path in map(Path, args.images):
+    unit = "cells" if masks_paths is not None else "tiles"
+    for i, image_path in enumerate(map(Path, args.images)):
         image, cyx, names = read_field(image_path, plane)
         note_pixel_size(image, meta, image_path)
         cyx = cyx[model_channels(meta, names, explicit, image_path)]
-        prediction = drive(
-            classifier.predict_field(cyx, stride=args.stride, foreground_only=args.foreground),
-            f"classifying {image_path.name}",
-        )
-        table = prediction.table()
-        n_tiles = len(prediction.indices)
-        counts = np.bincount(prediction.predicted, minlength=len(meta.class_names))
+        if masks_paths is not None:
+            table = _predict_objects(classifier, cyx, masks_paths[i], blank)
+            predicted = np.asarray(table["class"], np.int64) - 1
+        else:
+            prediction = drive(
+                classifier.predict_field(cyx, stride=args.stride, foreground_only=args.foreground),
+                f"classifying {image_path.name}",
+            )
+            table = prediction.table()
+            predicted = prediction.predicted
+        n_tiles = len(predicted)
+        counts = np.bincount(predicted, minlength=len(meta.class_names))
         out(
-            f"{image_path}: {n_tiles} tiles - "
+            f"{image_path}: {n_tiles} {unit} - "
             + ", ".join(f"{name} {int(c)}" for name, c in zip(meta.class_names, counts))
         )
         columns.setdefault("source", []).append(np.full(n_tiles, image_path.name, dtype=object))
@@ -101,7 +127,7 @@ def run(args) -> int:
     if args.out:
         merged = {key: np.concatenate(parts) for key, parts in columns.items()}
         write_predictions_csv(args.out, merged)
-        out(f"predictions of {len(merged['source'])} tiles written to {args.out}")
+        out(f"predictions of {len(merged['source'])} {unit} written to {args.out}")
     if verdict:
         err(f"{PROG}: warning: the class counts above come from a model that is not clearly "
             "better than chance; do not rely on them")
@@ -132,3 +158,13 @@ def _run_many(args) -> int:
     )
     out(summary.line())
     return 1 if summary.count("failed") else 0
+
+
+def _predict_objects(classifier, cyx, masks_path: Path, blank_background: bool) -> dict:
+    from .. import io
+    from ..objects import check_masks, predict_objects
+
+    if not masks_path.is_file():
+        raise CLIError(f"{masks_path}: no such file")
+    masks = check_masks(io.read_image(masks_path).data, cyx.shape[1:], str(masks_path))
+    return predict_objects(classifier, cyx, masks, blank_background)

@@ -62,6 +62,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
         help="label images: names of label values 1, 2, ... (default 'class 1', ...)",
     )
     MIN_FRACTION.add_to(parser)
+    parser.add_argument(
+        "--blank-background",
+        action="store_true",
+        help="objects layout (<stem>_objects.tif): zero the pixels outside each cell in its tile "
+        "(predict --objects does the same for this model)",
+    )
     add_channels(parser, for_model=False)
     add_plane(parser)
     add_train_arguments(parser)  # one option per training.TrainConfig field
@@ -115,6 +121,8 @@ def run(args) -> int:
             "class folders (DATA/<class>/<image>), mode " + args.mode
             if layout == "folders"
             else f"label images (<stem> + <stem>_labels), tiles of {args.tile_size} px"
+            if layout == "labels"
+            else f"objects (<stem> + <stem>_labels + <stem>_objects), one {args.tile_size} px tile per cell"
         )
     )
     if layout == "folders" and class_names is not None:
@@ -140,6 +148,7 @@ def run(args) -> int:
             note=note,
             progress=update,
             plane=plane,
+            blank_background=args.blank_background,
         )
     finally:
         close()
@@ -165,6 +174,8 @@ def run(args) -> int:
         **(meta.extra or {}),
         "cli": {"layout": layout, "mode": args.mode, "stride": args.stride, "data": str(root)},
     }
+    if layout == "objects":
+        meta.extra["objects"] = {"blank_background": bool(args.blank_background)}
     meta.pixel_size = training_pixel_size_of_files(dataset.sources)
     if meta.pixel_size:
         out(f"training pixel size {meta.pixel_size['y']:.3g} x {meta.pixel_size['x']:.3g} "

@@ -16,12 +16,12 @@ Sources (`sources.py`):
 - `WholeImage`: every tile of a field is one class (the original method); optionally only
   foreground tiles.
 - `ClassFolders`: root/<class>/<image>, each image resized to one tile or cut into tiles.
-- objects from instance masks: not built yet. Its place is a new class in `sources.py` with the
-  two methods every source has (`count(spec, class_names)` and `tiles(spec, class_names,
-  channel_names)`), added to `Source`; nothing else changes.
+- `InstanceObjects`: a field with an instance mask and a painted label image; each object is
+  one tile centred on it, of the majority painted class inside it (`objects.py`).
 
 Folder layouts on disk (`folders.py`, used by the CLI): `detect_layout`, `label_pairs` (pairs
-`<stem>.tif` / `<stem>.ome.tif` with `<stem>_labels.tif`), `load_folder`.
+`<stem>.tif` / `<stem>.ome.tif` with `<stem>_labels.tif`; with `<stem>_objects.tif` instance
+masks beside them the layout is "objects"), `load_folder`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .folders import (
 )
 from .sources import (
     ClassFolders,
+    InstanceObjects,
     PaintedLabels,
     Source,
     TileCounts,
@@ -64,6 +65,7 @@ __all__ = [
     "probe_image",
     "read_label_image",
     "ClassFolders",
+    "InstanceObjects",
     "PaintedLabels",
     "Source",
     "TileCounts",

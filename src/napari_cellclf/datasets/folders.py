@@ -4,6 +4,9 @@
   label images    DATA/<stem>.tif beside DATA/<stem>_labels.tif: a label image of the same height
                   and width, 0 = unlabelled, value k = class k. `<stem>` is the file name without
                   its image suffix, `.ome` included (`A01.ome.tif` pairs with `A01_labels.tif`).
+  objects         as label images, plus DATA/<stem>_objects.tif beside each: an instance mask (0 =
+                  background, each id one cell); each cell is one tile centred on it, of the class
+                  painted on most of it (`objects.py`).
 
 Errors are `DatasetError` (a ValueError) with a user-facing message naming the path.
 """
@@ -17,9 +20,10 @@ import numpy as np
 
 from .. import data, io
 from ..data import TileDataset
-from .sources import PaintedLabels, TileSpec, _painted_dataset
+from ..objects import OBJECTS_SUFFIX, check_masks
+from .sources import InstanceObjects, PaintedLabels, TileSpec, _objects_dataset, _painted_dataset
 
-Layout = Literal["folders", "labels"]
+Layout = Literal["folders", "labels", "objects"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 LABELS_SUFFIX = "_labels"  # <stem>.tif is annotated by <stem>_labels.tif
 _IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg")
@@ -45,6 +49,20 @@ def _is_label_image(path: Path) -> bool:
     return field_stem(path).endswith(LABELS_SUFFIX)
 
 
+def _is_objects_image(path: Path) -> bool:
+    return field_stem(path).endswith(OBJECTS_SUFFIX)
+
+
+def objects_path(image_path: Path) -> Path | None:
+    """The `<stem>_objects.<suffix>` instance mask beside an image, if there is one."""
+    image_path = Path(image_path)
+    stem = field_stem(image_path) + OBJECTS_SUFFIX
+    for path in io.list_images(image_path.parent):
+        if field_stem(path) == stem:
+            return path
+    return None
+
+
 def subfolders(root: Path) -> list[Path]:
     return sorted(d for d in Path(root).iterdir() if d.is_dir() and not io.is_ignored(d))
 
@@ -67,7 +85,7 @@ def detect_layout(root: Path) -> Layout:
     if class_dirs:
         return "folders"
     if has_labels:
-        return "labels"
+        return "objects" if any(_is_objects_image(p) for p in loose) else "labels"
     if loose:
         raise DatasetError(
             f"{root}: {len(loose)} image(s) but no <stem>{LABELS_SUFFIX} label images "
@@ -86,7 +104,7 @@ def label_pairs(root: Path, note: Note | None = None) -> list[tuple[Path, Path]]
     an error; images without labels are skipped (and `note`d)."""
     root = Path(root)
     files = io.list_images(root)
-    images = {field_stem(p): p for p in files if not _is_label_image(p)}
+    images = {field_stem(p): p for p in files if not _is_label_image(p) and not _is_objects_image(p)}
     pairs = []
     for label_path in (p for p in files if _is_label_image(p)):
         stem = field_stem(label_path)[: -len(LABELS_SUFFIX)]
@@ -123,7 +141,7 @@ def read_label_image(path: Path) -> np.ndarray:
 
 def probe_image(root: Path, layout: Layout) -> Path:
     """The first image of the folder (to resolve channel names into indices)."""
-    if layout == "labels":
+    if layout in ("labels", "objects"):
         return label_pairs(root)[0][0]
     for folder in subfolders(root):
         images = io.list_images(folder)
@@ -144,6 +162,7 @@ def load_folder(
     note: Note | None = None,
     progress: Progress | None = None,
     plane: dict[str, int] | None = None,
+    blank_background: bool = False,
 ) -> TileDataset:
     """A TileDataset from either layout. `known_classes`: `class_names` are a model's (every class
     found must be one of them; label values above K are errors). Without class names, label values
@@ -163,7 +182,7 @@ def load_folder(
         )
 
     pairs = label_pairs(root, note=note)
-    sources: list[PaintedLabels] = []
+    sources: list = []
     channel_names: list[str] | None = None
     top_label = 0
     for done, (image_path, label_path) in enumerate(pairs, start=1):
@@ -182,7 +201,20 @@ def load_folder(
             )
         channel_names = channel_names or names
         top_label = max(top_label, int(labels.max(initial=0)))
-        sources.append(PaintedLabels(str(image_path), labels, cyx))
+        if layout == "objects":
+            mask_path = objects_path(image_path)
+            if mask_path is None:
+                raise DatasetError(
+                    f"{image_path}: no {field_stem(image_path)}{OBJECTS_SUFFIX}.tif instance mask "
+                    f"beside it (in {root} every labelled image needs one, or none does)"
+                )
+            try:
+                masks = check_masks(io.read_image(mask_path).data, cyx.shape[1:], str(mask_path))
+            except ValueError as error:
+                raise DatasetError(str(error)) from None
+            sources.append(InstanceObjects(str(image_path), masks, labels, cyx, blank_background))
+        else:
+            sources.append(PaintedLabels(str(image_path), labels, cyx))
         if progress is not None:
             progress(done, len(pairs))
     if top_label == 0:
@@ -201,4 +233,6 @@ def load_folder(
             f"{len(class_names)} ({data.short_list(class_names)}) for label values "
             f"1..{len(class_names)}"
         )
+    if layout == "objects":
+        return _objects_dataset(sources, spec, class_names, channel_names or [])
     return _painted_dataset(sources, spec, class_names, channel_names or [])

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import data
 from ..data import Problem, TileDataset
+from ..objects import count_objects, object_classes, object_tiles
 from ..tiling import TileGrid, foreground_tiles, make_grid, tile_labels_from_label_image
 
 _BORDER = "drop"  # training tiles lie wholly inside their field
@@ -141,8 +142,29 @@ class ClassFolders:
         return self.tiles_for(spec.tile_size, self.channels)
 
 
-# Objects from instance masks go here (see the package docstring) and into `Source`.
-Source = Union[PaintedLabels, WholeImage, ClassFolders]
+@dataclass
+class InstanceObjects:
+    """A field with an instance mask (Y, X; 0 = background, each id one cell) and a painted label
+    image: each object is one sample, a tile of `spec.tile_size` centred on its centroid
+    (objects.object_tiles), of the class painted on most of its painted pixels
+    (objects.object_classes; unpainted objects are skipped). `blank_background`: pixels outside
+    the object are zero in its tile. Split positions are the grid cell (tile size) of the centre,
+    so objects whose tiles share pixels with a validation object stay out of training."""
+
+    name: str
+    masks: np.ndarray
+    labels: np.ndarray
+    image: np.ndarray | None = None  # (C, Y, X); only needed to build tiles
+    blank_background: bool = False
+
+    def count(self, spec: TileSpec, class_names: Sequence[str]) -> list[int]:
+        return count_objects(self.masks, self.labels, len(class_names))
+
+    def tiles(self, spec: TileSpec, class_names: Sequence[str], channel_names: Sequence[str]) -> TileDataset:
+        return _objects_dataset([self], spec, class_names, channel_names)
+
+
+Source = Union[PaintedLabels, WholeImage, ClassFolders, InstanceObjects]
 
 
 @dataclass
@@ -224,6 +246,38 @@ def _whole_dataset(whole: Sequence[WholeImage], spec: TileSpec, class_names, cha
     )
 
 
+def _objects_dataset(
+    sources: Sequence[InstanceObjects], spec: TileSpec, class_names, channel_names
+) -> TileDataset:
+    tiles, labels, groups, positions, names = [], [], [], [], []
+    n_channels = None
+    for group, source in enumerate(sources):
+        if source.image is None:
+            raise ValueError(f"{source.name}: no image to cut tiles from")
+        image = np.asarray(source.image)
+        image = image[np.newaxis] if image.ndim == 2 else image
+        if n_channels is not None and image.shape[0] != n_channels:
+            raise ValueError(f"{source.name} has {image.shape[0]} channel(s) but earlier fields have {n_channels}")
+        n_channels = image.shape[0]
+        try:
+            table, classes = object_classes(source.masks, source.labels, len(class_names))
+            chosen = np.flatnonzero(classes)
+            picked = type(table)(table.labels[chosen], table.centroids[chosen], table.areas[chosen])
+            tiles.append(object_tiles(image, source.masks, spec.tile_size, picked, source.blank_background))
+        except ValueError as exc:
+            raise ValueError(f"{source.name}: {exc}") from None
+        labels.append(classes[chosen] - 1)
+        groups.append(np.full(len(chosen), group))
+        positions.append(picked.centres // spec.tile_size)
+        names.append(source.name)
+    n_channels = n_channels or len(channel_names)
+    if channel_names is None or len(channel_names) != n_channels:
+        channel_names = [f"ch{c}" for c in range(n_channels)]
+    return data._dataset(
+        tiles, labels, groups, positions, n_channels, spec.tile_size, class_names, channel_names, names
+    )
+
+
 def build_dataset(
     sources: Sequence[Source], spec: TileSpec, class_names: Sequence[str], channel_names: Sequence[str]
 ) -> TileDataset:
@@ -235,10 +289,13 @@ def build_dataset(
     whole = [s for s in sources if isinstance(s, WholeImage)]
     if whole:
         parts.append(_whole_dataset(whole, spec, class_names, channel_names))
+    objects = [s for s in sources if isinstance(s, InstanceObjects)]
+    if objects:
+        parts.append(_objects_dataset(objects, spec, class_names, channel_names))
     parts += [
         s.tiles(spec, class_names, channel_names)
         for s in sources
-        if not isinstance(s, (PaintedLabels, WholeImage))
+        if not isinstance(s, (PaintedLabels, WholeImage, InstanceObjects))
     ]
     if not parts:
         raise ValueError("Nothing is labelled yet.")

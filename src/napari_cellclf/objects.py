@@ -1,0 +1,166 @@
+"""Object mode: cells from an instance mask instead of a tile grid. No Qt.
+
+An instance mask is a (Y, X) integer image: 0 = background, each other value one object (cell).
+- `measure_objects(masks)`: label, centroid (y, x) and area of every object (one pass, bincount).
+- `object_tiles(image_cyx, masks, tile_size, ...)`: one (C, T, T) tile per object, centred on
+  its centroid (rounded to the nearest pixel); the field is reflect-padded so objects at the
+  edge get whole tiles; `blank_background` zeroes every pixel that is not the object itself.
+- `object_classes(masks, painted, n_classes)`: class of each object = the majority painted label
+  inside it (0 when none of its pixels is painted) — the one counting rule for object labels.
+- `predict_objects(classifier, image_cyx, masks)`: per-object probabilities through the same
+  `Classifier.predict_tiles` as tile mode, as a table (label, centroid, area, class, confidence,
+  p_<class>) usable as napari Labels `features` and as CSV rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+OBJECTS_SUFFIX = "_objects"  # <stem>.tif has its instance mask in <stem>_objects.tif
+
+
+@dataclass
+class ObjectTable:
+    labels: np.ndarray  # (N,) int64 object ids, ascending
+    centroids: np.ndarray  # (N, 2) float64 (y, x) in pixels
+    areas: np.ndarray  # (N,) int64 pixels
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    @property
+    def centres(self) -> np.ndarray:
+        """(N, 2) int64 pixel each tile is centred on (the rounded centroid)."""
+        return np.floor(self.centroids + 0.5).astype(np.int64)
+
+
+def check_masks(masks: np.ndarray, shape: tuple[int, ...] | None = None, source: str = "objects") -> np.ndarray:
+    """A (Y, X) int64 instance mask, or ValueError (not 2-D, fractions, negative ids, wrong shape)."""
+    array = np.squeeze(np.asarray(masks))
+    if array.ndim != 2:
+        raise ValueError(f"{source}: an instance mask must be 2-D (Y, X); got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        if array.dtype == bool or not np.all(np.mod(array, 1) == 0):
+            raise ValueError(f"{source}: an instance mask must hold whole-number object ids")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{source}: object ids must be >= 0 (0 = background)")
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(
+            f"{source}: instance mask is {array.shape[0]}x{array.shape[1]} "
+            f"but the image is {shape[0]}x{shape[1]}"
+        )
+    return array.astype(np.int64, copy=False)
+
+
+def _compact(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids present, mask renumbered 1..N in id order): sparse ids such as 60000 cost nothing."""
+    ids = np.unique(masks)
+    ids = ids[ids != 0]
+    return ids, np.searchsorted(np.concatenate([[0], ids]), masks)
+
+
+def measure_objects(masks: np.ndarray) -> ObjectTable:
+    masks = check_masks(masks)
+    ids, compact = _compact(masks)
+    flat = compact.ravel()
+    n = len(ids) + 1
+    areas = np.bincount(flat, minlength=n)
+    yy, xx = np.indices(masks.shape)
+    sum_y = np.bincount(flat, weights=yy.ravel(), minlength=n)
+    sum_x = np.bincount(flat, weights=xx.ravel(), minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroids = np.stack([sum_y[1:] / areas[1:], sum_x[1:] / areas[1:]], axis=1)
+    return ObjectTable(ids.astype(np.int64), centroids.reshape(-1, 2), areas[1:].astype(np.int64))
+
+
+def object_tiles(
+    image_cyx: np.ndarray,
+    masks: np.ndarray,
+    tile_size: int,
+    table: ObjectTable | None = None,
+    blank_background: bool = False,
+) -> np.ndarray:
+    """(N, C, T, T) tiles (the image's dtype; float32 when blanking), one per object of `table`
+    (default: every object of `masks`), centred on the rounded centroid: with an even T the centre
+    pixel is at T // 2. Pixels beyond the field are the field reflected at its edge."""
+    image = np.asarray(image_cyx)
+    if image.ndim == 2:
+        image = image[np.newaxis]
+    masks = check_masks(masks, image.shape[1:])
+    table = table if table is not None else measure_objects(masks)
+    size = int(tile_size)
+    half = size // 2
+    pad = size  # enough on every side for any centre inside the field
+    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    centres = table.centres
+    out = np.empty((len(table), image.shape[0], size, size), dtype=np.float32 if blank_background else image.dtype)
+    if blank_background:
+        padded_masks = np.pad(masks, pad, mode="constant")
+    for n, (cy, cx) in enumerate(centres):
+        y0, x0 = int(cy) - half + pad, int(cx) - half + pad
+        tile = padded[:, y0 : y0 + size, x0 : x0 + size]
+        if blank_background:
+            keep = padded_masks[y0 : y0 + size, x0 : x0 + size] == table.labels[n]
+            out[n] = tile * keep
+        else:
+            out[n] = tile
+    return out
+
+
+def object_classes(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> tuple[ObjectTable, np.ndarray]:
+    """(objects, class per object 0..n_classes): the painted label (1..K) that covers most of the
+    object's painted pixels (ties: the lower class); 0 = none of its pixels is painted. Painted
+    values above n_classes -> ValueError."""
+    masks = check_masks(masks)
+    painted = np.asarray(painted)
+    if painted.shape != masks.shape:
+        raise ValueError(f"label image {painted.shape} does not match the instance mask {masks.shape}")
+    painted = painted.astype(np.int64, copy=False)
+    top = int(painted.max(initial=0))
+    if top > n_classes:
+        raise ValueError(f"label value {top} is painted but there are only {n_classes} classes")
+    if painted.size and painted.min() < 0:
+        raise ValueError("label values must be >= 0 (0 = unlabelled)")
+    table = measure_objects(masks)
+    _, compact = _compact(masks)
+    k = n_classes + 1
+    joint = np.bincount((compact * k + painted).ravel(), minlength=(len(table) + 1) * k)
+    votes = joint.reshape(len(table) + 1, k)[1:, 1:]  # objects x classes 1..K
+    classes = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1) + 1, 0) if len(table) else np.zeros(0)
+    return table, np.asarray(classes, dtype=np.int64)
+
+
+def count_objects(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> list[int]:
+    """Labelled objects per class (1..n_classes), by `object_classes`' rule."""
+    _, classes = object_classes(masks, painted, n_classes)
+    return [int(v) for v in np.bincount(classes, minlength=n_classes + 1)[1 : n_classes + 1]]
+
+
+def predict_objects(
+    classifier, image_cyx: np.ndarray, masks: np.ndarray, blank_background: bool = False
+) -> dict[str, np.ndarray]:
+    """Columns, one row per object: label, centroid_y, centroid_x, area, class (1-based),
+    class_name, confidence, p_<class name> — through `classifier.predict_tiles` (normalisation,
+    ensembles and TTA as in tile mode)."""
+    table = measure_objects(masks)
+    tiles = object_tiles(image_cyx, masks, classifier.tile_size, table, blank_background)
+    n_classes = len(classifier.class_names)
+    probabilities = (
+        classifier.predict_tiles(tiles) if len(tiles) else np.zeros((0, n_classes), np.float32)
+    )
+    predicted = probabilities.argmax(axis=1) if len(tiles) else np.zeros(0, np.int64)
+    names = np.array(classifier.class_names, dtype=object)
+    columns: dict[str, np.ndarray] = {
+        "label": table.labels,
+        "centroid_y": table.centroids[:, 0],
+        "centroid_x": table.centroids[:, 1],
+        "area": table.areas,
+        "class": predicted.astype(np.int64) + 1,
+        "class_name": names[predicted] if len(predicted) else np.zeros(0, dtype=object),
+        "confidence": probabilities.max(axis=1) if len(tiles) else np.zeros(0, np.float32),
+    }
+    for k, name in enumerate(classifier.class_names):
+        columns[f"p_{name}"] = probabilities[:, k].astype(np.float32)
+    return columns

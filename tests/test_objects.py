@@ -1,0 +1,103 @@
+"""Object mode: one tile per cell of an instance mask (objects.py, datasets.InstanceObjects, the
+`<stem>_objects.tif` layout of `cellclf train` and `cellclf predict --objects`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_cellclf import synthetic
+from napari_cellclf.datasets import (
+    InstanceObjects,
+    TileSpec,
+    build_dataset,
+    count_tiles,
+    detect_layout,
+    load_folder,
+    problem_messages,
+)
+from napari_cellclf.objects import measure_objects, object_classes, object_tiles
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE_SEEDS = {"puncta": 11, "diffuse": 12}  # sample_data/make_sample_data.py
+
+
+def test_tile_is_centred_on_the_rounded_centroid():
+    image = np.arange(40 * 50, dtype=np.float32).reshape(1, 40, 50)
+    masks = np.zeros((40, 50), np.int32)
+    masks[10:15, 20:23] = 7  # centroid (12, 21)
+    masks[30:32, 40:44] = 3  # centroid (30.5, 41.5) -> rounds to (31, 42)
+    table = measure_objects(masks)
+    assert table.labels.tolist() == [3, 7]
+    assert table.areas.tolist() == [8, 15]
+    np.testing.assert_allclose(table.centroids, [[30.5, 41.5], [12, 21]])
+    tiles = object_tiles(image, masks, 8, table)
+    assert tiles.shape == (2, 1, 8, 8)
+    # the centre pixel sits at T // 2 of the tile
+    assert tiles[1, 0, 4, 4] == image[0, 12, 21]
+    assert tiles[0, 0, 4, 4] == image[0, 31, 42]
+    np.testing.assert_array_equal(tiles[1, 0], image[0, 8:16, 17:25])
+
+
+def test_edge_objects_are_reflect_padded_and_background_can_be_blanked():
+    image = np.random.default_rng(0).random((2, 20, 20)).astype(np.float32)
+    masks = np.zeros((20, 20), np.int64)
+    masks[0:3, 0:3] = 1  # corner cell, centroid (1, 1)
+    masks[5:7, 5:7] = 2
+    tiles = object_tiles(image, masks, 8)
+    expected = np.pad(image, ((0, 0), (8, 8), (8, 8)), mode="reflect")[:, 1 - 4 + 8 : 1 + 4 + 8, 1 - 4 + 8 : 1 + 4 + 8]
+    np.testing.assert_array_equal(tiles[0], expected)
+    assert np.isfinite(tiles).all()
+    blanked = object_tiles(image, masks, 8, blank_background=True)
+    keep = np.zeros((8, 8), bool)
+    keep[3:6, 3:6] = True  # the cell's own 3x3 pixels; its mirror images are blanked
+    np.testing.assert_array_equal(blanked[0][:, keep], tiles[0][:, keep])
+    assert not blanked[0][:, ~keep].any()
+
+
+def test_class_of_an_object_is_its_majority_painted_label():
+    masks = np.zeros((10, 10), np.int64)
+    masks[0:4, 0:4] = 5  # 16 px: 3 px class 1, 5 px class 2 -> 2
+    masks[5:10, 5:10] = 9  # painted only with 1 on a single pixel -> 1
+    masks[0:3, 6:9] = 2  # unpainted -> 0
+    masks[6:8, 0:2] = 4  # tie 2 vs 2 -> the lower class
+    painted = np.zeros((10, 10), np.int64)
+    painted[0, 0:3] = 1
+    painted[1, 0:4] = 2
+    painted[2, 0] = 2
+    painted[9, 9] = 1
+    painted[6, 0:2] = 2
+    painted[7, 0:2] = 1
+    table, classes = object_classes(masks, painted, 2)
+    assert dict(zip(table.labels.tolist(), classes.tolist())) == {2: 0, 4: 1, 5: 2, 9: 1}
+    source = InstanceObjects("f", masks, painted, np.ones((1, 10, 10), np.float32))
+    counts = count_tiles([source], TileSpec(8), ["A", "B"])
+    assert counts.per_class == [2, 1]
+    dataset = build_dataset([source], TileSpec(8), ["A", "B"], ["ch0"])
+    assert len(dataset) == 3 and sorted(dataset.labels.tolist()) == [0, 0, 1]  # the count is what trains
+    assert any("B" in m for m in problem_messages(counts, ["A", "B"]))  # one B object: the usual problem
+
+
+def _sample_fields():
+    fields = {}
+    for phenotype, seed in SAMPLE_SEEDS.items():
+        image = tifffile.imread(SAMPLE / f"{phenotype}_field.ome.tif")
+        labels = tifffile.imread(SAMPLE / f"{phenotype}_field_labels.tif")
+        # The sample files keep the class labels; their instance masks come from the same seeds.
+        truth = synthetic.make_field(phenotype, labels.shape, seed=seed)
+        assert np.array_equal(truth.labels, labels)
+        fields[phenotype] = (image, labels, truth.cells)
+    return fields
+
+
+def test_objects_layout_loads_one_sample_per_labelled_cell(tmp_path):
+    field = synthetic.make_field("puncta", shape=(128, 128), seed=3, cell_radius=8)
+    tifffile.imwrite(tmp_path / "a.tif", field.image, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "a_labels.tif", field.labels)
+    tifffile.imwrite(tmp_path / "a_objects.tif", field.cells)
+    assert detect_layout(tmp_path) == "objects"
+    dataset = load_folder(tmp_path, "objects", TileSpec(16), class_names=["Control", "Aggregates"])
+    assert len(dataset) == len(np.unique(field.cells)) - 1
+    assert dataset.tiles.shape[1:] == (2, 16, 16)
