@@ -101,3 +101,33 @@ def test_objects_layout_loads_one_sample_per_labelled_cell(tmp_path):
     dataset = load_folder(tmp_path, "objects", TileSpec(16), class_names=["Control", "Aggregates"])
     assert len(dataset) == len(np.unique(field.cells)) - 1
     assert dataset.tiles.shape[1:] == (2, 16, 16)
+
+
+def test_cli_trains_on_objects_and_predicts_one_row_per_cell(tmp_path, capsys):
+    import csv
+
+    from napari_cellclf.cli import main
+
+    for seed, phenotype in ((3, "puncta"), (4, "diffuse")):
+        field = synthetic.make_field(phenotype, shape=(128, 128), seed=seed, cell_radius=8)
+        tifffile.imwrite(tmp_path / f"{phenotype}.tif", field.image, metadata={"axes": "CYX"})
+        tifffile.imwrite(tmp_path / f"{phenotype}_labels.tif", field.labels)
+        tifffile.imwrite(tmp_path / f"{phenotype}_objects.tif", field.cells)
+    model = tmp_path / "m.safetensors"
+    status = main(["train", str(tmp_path), "--out", str(model), "--tile-size", "16", "--classes",
+                   "Control,Aggregates", "--arch", "fast", "--epochs", "1", "--no-compare-baseline",
+                   "--no-tta", "--blank-background", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "objects" in out
+    status = main(["predict", str(model), str(tmp_path / "puncta.tif"), "--objects",
+                   str(tmp_path / "puncta_objects.tif"), "--out", str(tmp_path / "p.csv"), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    with open(tmp_path / "p.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    cells = tifffile.imread(tmp_path / "puncta_objects.tif")
+    assert [int(r["label"]) for r in rows] == measure_objects(cells).labels.tolist()
+    assert {"source", "centroid_y", "centroid_x", "area", "class", "class_name", "confidence",
+            "p_Control", "p_Aggregates"} <= set(rows[0])
+    assert f"{len(rows)} cells" in out
