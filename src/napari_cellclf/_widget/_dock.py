@@ -1,8 +1,9 @@
-"""The dock widget: four panels (Fields, Classes, Train, Results) over one per-viewer session, and
-a job bar (progress, Cancel) that every background job reports to."""
+"""The dock widget: five panels (Fields, Classes, Train, Results, Report) over one per-viewer
+session, and a job bar (progress, Cancel) that every background job reports to."""
 from __future__ import annotations
 
 from napari.layers import Labels
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (QFrame, QLabel, QProgressBar, QPushButton, QScrollArea, QTabWidget,
                             QVBoxLayout, QWidget)
 
@@ -12,7 +13,9 @@ from ._data_panel import FieldsPanel
 from ._fields import ROLE_LABELS, fields_from_layers, role_of
 from ._jobs import FieldStep
 from ._labelling import ForegroundCache, PaintedCountCache, TileCounts, count_tiles
+from ._plot import theme_colors
 from ._qt import alive_only, debouncer, row
+from ._report_tab import ReportTab
 from ._results_panel import ResultsPanel
 from ._session import Session, real_viewer, session_for
 from ._train_panel import TrainPanel
@@ -115,11 +118,13 @@ class CellClassifierWidget(QWidget):
         self.classes_panel = ClassesPanel(napari_viewer, self.session)
         self.train_panel = TrainPanel(napari_viewer, self.session, self.fields)
         self.results_panel = ResultsPanel(napari_viewer, self.session, self.fields, self.current_field)
+        self.report_tab = ReportTab(self.session, theme_colors(getattr(napari_viewer, "theme", None)))
         self.job_bar = JobBar(self.session)
 
         self.tabs = QTabWidget()
         for panel, title in ((self.fields_panel, "1 Fields"), (self.classes_panel, "2 Classes"),
-                             (self.train_panel, "3 Train"), (self.results_panel, "4 Results")):
+                             (self.train_panel, "3 Train"), (self.results_panel, "4 Results"),
+                             (self.report_tab, "5 Report")):
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
             scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -140,6 +145,17 @@ class CellClassifierWidget(QWidget):
         for layer in napari_viewer.layers:
             self._watch(layer)
         self.recount()
+
+    # -- closing ---------------------------------------------------------------------------------
+    def event(self, event) -> bool:
+        # napari closes a dock by taking its widget out (setParent(None)): the session lives
+        # on, so the views that draw on canvases stop listening to it now.
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.shut_down()
+        return super().event(event)
+
+    def shut_down(self) -> None:
+        self.report_tab.disconnect_session()
 
     # -- providers for the panels ----------------------------------------------------------------
     def fields(self):

@@ -9,14 +9,17 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (QComboBox, QGroupBox, QPushButton, QVBoxLayout, QWidget)
 
 from ..attribution import explain_field
+from ..summaries import fractions_csv_text
 from ..tables import write_predictions_csv
 from ..modelfile import ModelFileError, load_model, save_model
 from . import _dialogs
 from ._fields import fields_from_layers, model_channels
 from ._jobs import tagged
 from ._layers import show_attribution, show_prediction
-from ._qt import alive_only, note_label, row
+from ._qt import WARNING_STYLE, alive_only, note_label, row
+from ._report_tab import session_fractions
 from ._session import Session
+from ._trust import model_verdict
 
 MODEL_FILTER = "napari-cellclf model (*.safetensors)"
 CSV_FILTER = "CSV table (*.csv)"
@@ -42,10 +45,14 @@ class ResultsPanel(QWidget):
         self.classify_all_button = QPushButton("Classify all fields")
         self.classify_note = note_label("Each tile is filled with its predicted class; hover a "
                                         "tile to see its class and confidence in the status bar.")
+        # The model's verdict (evaluation.py, stored in the model), beside the buttons it is about.
+        self.verdict = note_label(style=WARNING_STYLE)
+        self.verdict.setVisible(False)
         classify_box = QGroupBox("Classify")
         box = QVBoxLayout(classify_box)
         box.addWidget(self.field_note)
         box.addLayout(row(self.classify_button, self.classify_all_button))
+        box.addWidget(self.verdict)
         box.addWidget(self.classify_note)
 
         self.target = QComboBox()
@@ -87,6 +94,9 @@ class ResultsPanel(QWidget):
     @alive_only
     def _on_model_changed(self) -> None:
         trained = self.session.trained
+        verdict = model_verdict(trained.meta) if trained is not None else None
+        self.verdict.setText(f"Do not trust this model's classes: {verdict}" if verdict else "")
+        self.verdict.setVisible(bool(verdict))
         self.target.clear()
         self.target.addItem("predicted class of each tile", None)
         if trained is None:
@@ -152,6 +162,7 @@ class ResultsPanel(QWidget):
             return
         stride, foreground_only = self._stride(), session.data.skip_background
         colors = self._class_colors()
+        verdict = model_verdict(session.trained.meta)
 
         def work(stop):
             done = []
@@ -173,6 +184,8 @@ class ResultsPanel(QWidget):
                 session.set_prediction(fid, name, prediction)
                 if fid in by_id:
                     show_prediction(viewer, by_id[fid], prediction, colors)
+                if verdict:
+                    show_warning(f"{name} classified by a model that cannot be trusted: {verdict}")
 
         session.jobs.start("classify", work, show, title="Classification")
 
@@ -222,11 +235,14 @@ class ResultsPanel(QWidget):
                 write_predictions_csv(path, prediction.table(), source=name)
             else:
                 write_predictions_csv(path, _merged_table(items))
+            fractions_path = fractions_path_for(path)
+            Path(fractions_path).write_text(fractions_csv_text(session_fractions(self.session)))
         except (OSError, ValueError) as exc:
             show_error(f"Could not write {path}: {exc}")
             return
         n = sum(len(p.indices) for _, p in items)
-        show_info(f"Wrote {n} tiles from {len(items)} field(s) to {path}")
+        show_info(f"Wrote {n} tiles from {len(items)} field(s) to {path}, class fractions per "
+                  f"field to {Path(fractions_path).name}")
 
     def save_model(self) -> None:
         trained = self.session.trained
@@ -254,6 +270,12 @@ class ResultsPanel(QWidget):
             return
         self.session.adopt_model_file(model, meta, path)
         show_info(f"Loaded {Path(path).name}: classes {', '.join(meta.class_names)}")
+
+
+def fractions_path_for(csv_path: str) -> str:
+    """Where Export writes the per-field class fractions: beside the tile table."""
+    path = Path(csv_path)
+    return str(path.with_name(f"{path.stem}-fractions.csv"))
 
 
 def _accuracy_text(history) -> str:

@@ -238,8 +238,9 @@ class Session:
         self.predictions[field_id] = (field_name, prediction)
         self.predictions_changed.emit(field_id)
 
-    def adopt_training(self, result, channel_indices: list[int]) -> bool:
-        """Keep a finished (or cancelled) training's best model, with the classes' colours.
+    def adopt_training(self, result, channel_indices: list[int], extra: dict | None = None) -> bool:
+        """Keep a finished (or cancelled) training's best model, with the classes' colours;
+        `extra` (what the worker computed: "evaluation", "baseline") goes into meta.extra.
         A training cancelled before any epoch ended has no model worth keeping: False, and the
         previous model (if any) stays."""
         if result.cancelled and not any(run.get("epochs_completed", 0) > 0
@@ -250,6 +251,8 @@ class Session:
         colors = [self.color_of(name, c) for name, c in
                   zip(result.class_names, _fallback_colors(len(result.class_names)))]
         meta = result.meta(class_colors=colors, channel_indices=list(channel_indices) or None)
+        if extra:
+            meta.extra = {**(meta.extra or {}), **extra}
         self.set_model(TrainedModel(result.model, meta, result.history, "trained", result.cancelled))
         self.log.messages.append(_summary_text(result.history, result.cancelled))
         news = [w for w in result.history.warnings if w not in self.log.memorisation]

@@ -11,6 +11,7 @@ from ._labelling import build_dataset, gather_training_inputs, problems
 from ._plot import RunsBoxPlot, TrainingCurves, theme_colors
 from ._qt import WARNING_STYLE, alive_only, debouncer, note_label, signals_blocked
 from ._session import Session
+from ._trust import baseline_sentence, training_extras
 
 DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
 PLOT_INTERVAL_MS = 500   # epochs of small datasets end many times a second: redraw at most 2/s
@@ -68,6 +69,9 @@ class TrainPanel(QWidget):
         self.curves = TrainingCurves(theme_colors(getattr(viewer, "theme", None)))
         self.runs_plot = RunsBoxPlot(theme_colors(getattr(viewer, "theme", None)))
         self.log = note_label()
+        self.baseline = note_label()
+        self.baseline.setToolTip("CNN vs classical features (intensity, shape, texture; logistic "
+                                 "regression / random forest) on the same validation split.")
 
         layout = QVBoxLayout(self)
         layout.addWidget(settings_box)
@@ -77,6 +81,7 @@ class TrainPanel(QWidget):
         layout.addWidget(self.curves)
         layout.addWidget(self.runs_plot)
         layout.addWidget(self.log)
+        layout.addWidget(self.baseline)
         layout.addStretch(1)
 
         self._redraw_later = debouncer(self, PLOT_INTERVAL_MS, self._redraw)
@@ -94,6 +99,7 @@ class TrainPanel(QWidget):
         session.jobs.started.connect(self._on_busy)
         session.jobs.finished.connect(self._on_busy)
         self._on_counts_changed()
+        self._on_model_changed()
         self._on_log_changed()
         self._on_busy()
 
@@ -140,10 +146,14 @@ class TrainPanel(QWidget):
         def work(stop):
             # Worker thread: tiles are cut here, from copies made above.
             dataset = build_dataset(inputs)
-            return (yield from train(dataset, config, stop=stop))
+            result = yield from train(dataset, config, stop=stop)
+            # Still in the worker: the kept model's validation metrics and the classical
+            # features on the same split, stored in the model as `cellclf train` stores them.
+            return result, training_extras(result, dataset)
 
-        def adopt(result, cancelled):
-            session.adopt_training(result, inputs.channel_indices)
+        def adopt(outcome, cancelled):
+            result, extra = outcome
+            session.adopt_training(result, inputs.channel_indices, extra)
 
         session.reset_log()
         session.jobs.start("train", work, adopt, title="Training")
@@ -169,6 +179,9 @@ class TrainPanel(QWidget):
     def _on_model_changed(self) -> None:
         trained = self.session.trained
         self.runs_plot.show_history(trained.history if trained is not None else None)
+        text = baseline_sentence(trained.meta) if trained is not None else ""
+        self.baseline.setText(text)
+        self.baseline.setVisible(bool(text))
 
     @alive_only
     def _redraw(self) -> None:

@@ -1,0 +1,148 @@
+"""The trust views in the dock, driven through its own controls on small synthetic fields: the
+Report tab shows the kept model's validation metrics (evaluation.validation_metrics), the
+classical-features comparison sits in the Train panel, a model trained on noise labels carries
+its 'not better than chance' verdict beside Classify and says so each time it classifies, class
+fractions per field match the exported CSV, and closing the dock leaves no traceback."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from widget_support import (Notifications, add_field, open_widget, paint_tiles, synthetic_field,
+                            tile_truth, wait_idle)
+
+from napari_cellclf._widget import _dialogs, _train_panel
+from napari_cellclf.evaluation import validation_metrics
+
+TILE = 32
+SIZE = 192
+FIELDS = {"puncta": ("puncta", 1, 2), "diffuse": ("diffuse", 2, 1)}
+
+
+def _capture_training(monkeypatch) -> dict:
+    """Keep what the training worker hands the engine, to recompute its numbers here."""
+    seen: dict = {}
+    real = _train_panel.training_extras
+
+    def spy(result, dataset):
+        seen["result"], seen["dataset"] = result, dataset
+        return real(result, dataset)
+
+    monkeypatch.setattr(_train_panel, "training_extras", spy)
+    return seen
+
+
+def _train(qtbot, widget, epochs: int) -> None:
+    train = widget.train_panel
+    train.epochs.setValue(epochs)
+    train.learning_rate.setValue(3e-3)
+    train.architecture.setCurrentIndex(train.architecture.findData("fast"))
+    train.train_button.click()
+    wait_idle(qtbot, widget, 120)
+    assert widget.session.trained is not None
+
+
+def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qtbot, monkeypatch,
+                                                         tmp_path):
+    viewer = make_napari_viewer()
+    truths = {}
+    for i, (name, (phenotype, seed, _)) in enumerate(FIELDS.items()):
+        truths[name] = synthetic_field(phenotype, SIZE, seed)
+        add_field(viewer, name, truths[name].image, translate=(0.0, i * (SIZE + 16)))
+    dock, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: len(panel.fields) == 2, timeout=3000)
+    panel.tile_size.setValue(TILE)
+    for name, (_, _, value) in FIELDS.items():
+        truth = tile_truth(truths[name].labels, TILE)
+        panel.select_field(name)
+        panel.paint_button.click()
+        paint_tiles(viewer.layers[f"{name} labels"], list(zip(*np.nonzero(truth == value))), TILE, value)
+    seen = _capture_training(monkeypatch)
+    _train(qtbot, widget, 6)
+
+    # the Report tab shows exactly the engine's metrics of the kept model on its validation split
+    expected = validation_metrics(seen["result"], seen["dataset"]).metrics.to_dict()
+    report = widget.report_tab.panel
+    assert report.metrics is not None
+    assert report.metrics["confusion"] == expected["confusion"]
+    for key in ("accuracy", "balanced_accuracy", "chance", "n"):
+        assert report.metrics[key] == pytest.approx(expected[key])
+    assert f"balanced accuracy {expected['balanced_accuracy']:.1%}" in report.summary.text()
+    assert report.verdict.isVisibleTo(widget.report_tab) and report.verdict.text()
+    assert widget.session.trained.meta.extra["evaluation"]["confusion"] == expected["confusion"]
+    # CNN vs classical features on the same split, in the Train panel
+    baseline = widget.train_panel.baseline.text()
+    assert widget.session.trained.meta.extra.get("baseline")
+    assert "classical" in baseline or "No comparison" in baseline
+
+    # classify both fields: per-field class fractions in the Report tab equal the exported CSV's
+    widget.results_panel.classify_all_button.click()
+    wait_idle(qtbot, widget, 60)
+    csv_path = tmp_path / "tiles.csv"
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda *a, **k: str(csv_path))
+    widget.results_panel.export_button.click()
+    with open(csv_path, newline="") as handle:
+        tiles = list(csv.DictReader(handle))
+    with open(tmp_path / "tiles-fractions.csv", newline="") as handle:
+        exported = list(csv.DictReader(handle))
+    table = widget.report_tab.fractions
+    shown = [[table.item(r, c).text() for c in range(table.columnCount())]
+             for r in range(table.rowCount())]
+    assert len(shown) == len(exported) == 2 * 2
+    for cells, row in zip(shown, exported):
+        of_field = [t for t in tiles if t["source"] == row["source"]]
+        mine = [t for t in of_field if t["class_name"] == row["class_name"]]
+        share = len(mine) / len(of_field)
+        assert int(row["tiles"]) == len(mine) and float(row["share"]) == pytest.approx(share)
+        assert cells[:4] == [row["source"], row["class_name"], str(len(mine)), f"{share:.1%}"]
+        if mine:
+            confidence = np.mean([float(t["confidence"]) for t in mine])
+            assert float(row["mean_confidence"]) == pytest.approx(confidence, abs=1e-5)
+
+
+def test_noise_labels_warn_beside_classify_and_close_cleanly(make_napari_viewer, qtbot, capfd):
+    viewer = make_napari_viewer()
+    field = synthetic_field("puncta", SIZE, 3)
+    add_field(viewer, "noise", field.image)
+    dock, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: len(panel.fields) == 1, timeout=3000)
+    panel.tile_size.setValue(TILE)
+    panel.select_field("noise")
+    panel.paint_button.click()
+    # every tile of one field, labelled by coin flips: nothing to learn
+    rng = np.random.default_rng(0)
+    n = SIZE // TILE
+    for r in range(n):
+        for c in range(n):
+            paint_tiles(viewer.layers["noise labels"], [(r, c)], TILE, int(rng.integers(1, 3)))
+    _train(qtbot, widget, 4)
+
+    results = widget.results_panel
+    verdict = widget.session.trained.meta.extra["evaluation"]["verdict"]
+    assert verdict and "chance" in verdict
+    assert results.verdict.isVisibleTo(results) and verdict in results.verdict.text()
+    assert widget.report_tab.panel.verdict.text() == verdict
+
+    notes = Notifications()
+    try:
+        for _ in range(2):
+            results.classify_button.click()
+            wait_idle(qtbot, widget, 60)
+        qtbot.waitUntil(lambda: sum(verdict in m for _, m in notes.messages) == 2, timeout=3000)
+    finally:
+        notes.close()
+
+    # closing the dock: the session lives on, the report tab no longer listens to it
+    session = widget.session
+    listening = len(session.model_changed), len(session.predictions_changed)
+    viewer.window.remove_dock_widget(dock)
+    assert (len(session.model_changed), len(session.predictions_changed)) == \
+        (listening[0] - 1, listening[1] - 1)
+    session.set_model(session.trained)
+    session.predictions_changed.emit("noise")
+    qtbot.wait(50)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "has been deleted" not in captured.err
