@@ -28,6 +28,7 @@ fitting); the table shows mean +- sd over seeds. Results are appended as JSON li
 the table can be built from runs made in parts. Threads: torch uses 2 (`--threads`).
 Not a test; nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,15 @@ ROWS = ("mitotic_3ch", "mitotic_dna", "phases_7", "few_25", "few_50", "few_100",
 METHODS = ("majority", "logistic_5", "logistic", "random_forest", "cnn", "cnn_tta", "cnn_ens3")
 DEFAULT_METHODS = ("majority", "logistic_5", "logistic", "random_forest", "cnn", "cnn_tta")
 TEST_FRACTION = 0.3
-LABELS = {"majority": "majority class", "logistic_5": "5-feature logistic regression",
-          "logistic": "classical features + logistic regression",
-          "random_forest": "classical features + random forest", "cnn": "CNN, defaults",
-          "cnn_tta": "CNN, defaults + TTA", "cnn_ens3": "CNN, defaults, ensemble of 3 runs"}
+LABELS = {
+    "majority": "majority class",
+    "logistic_5": "5-feature logistic regression",
+    "logistic": "classical features + logistic regression",
+    "random_forest": "classical features + random forest",
+    "cnn": "CNN, defaults",
+    "cnn_tta": "CNN, defaults + TTA",
+    "cnn_ens3": "CNN, defaults, ensemble of 3 runs",
+}
 
 
 # ----------------------------------------------------------------------------------- data
@@ -73,13 +79,19 @@ def _mlcp(channels) -> data.TileDataset:
 def _sample() -> data.TileDataset:
     if "sample" not in _CACHE:
         from napari_cellclf import _sample_data
+
         fields, truths = [], []
         for layers in (_sample_data.puncta_field(), _sample_data.diffuse_field()):
             fields.append(np.stack([layers[0][0], layers[1][0]]))
             truths.append(layers[2][0])
-        _CACHE["sample"] = data.from_label_images(fields, truths, ["Control", "Aggregates"], tile_size=48,
-                                                  channel_names=["nuclei", "protein"],
-                                                  sources=["sample:puncta", "sample:diffuse"])
+        _CACHE["sample"] = data.from_label_images(
+            fields,
+            truths,
+            ["Control", "Aggregates"],
+            tile_size=48,
+            channel_names=["nuclei", "protein"],
+            sources=["sample:puncta", "sample:diffuse"],
+        )
     return _CACHE["sample"]
 
 
@@ -107,15 +119,23 @@ def split(row: str, dataset: data.TileDataset, strata: np.ndarray, seed: int):
     pool = np.flatnonzero(~test)
     if row.startswith("few_"):
         n = int(row.split("_")[1])
-        pool = np.sort(np.concatenate([rng.choice(pool[dataset.labels[pool] == k], n, replace=False)
-                                       for k in range(len(dataset.class_names))]))
+        pool = np.sort(
+            np.concatenate(
+                [
+                    rng.choice(pool[dataset.labels[pool] == k], n, replace=False)
+                    for k in range(len(dataset.class_names))
+                ]
+            )
+        )
     return pool, np.flatnonzero(test)
 
 
 def scores(predicted: np.ndarray, truth: np.ndarray) -> dict:
     present = np.unique(truth)
-    return {"accuracy": float(np.mean(predicted == truth)),
-            "balanced_accuracy": float(np.mean([np.mean(predicted[truth == k] == k) for k in present]))}
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "balanced_accuracy": float(np.mean([np.mean(predicted[truth == k] == k) for k in present])),
+    }
 
 
 # -------------------------------------------------------------------------------- methods
@@ -126,6 +146,7 @@ _FEATURES: dict = {}
 def _features(row: str, dataset: data.TileDataset, feature_set: str):
     """Features of every tile of the row, and the extraction seconds per tile."""
     from napari_cellclf import baseline
+
     key = (row if row == "sample" else ("mlcp", dataset.channel_names.__repr__()), feature_set)
     if key not in _FEATURES:
         start = time.perf_counter()
@@ -136,6 +157,7 @@ def _features(row: str, dataset: data.TileDataset, feature_set: str):
 
 def classical(method: str, row, dataset, pool, test, seed) -> dict:
     from napari_cellclf import baseline
+
     feature_set, kind = {name: (f, k) for name, f, k in baseline.METHODS}[method]
     values, per_tile = _features(row, dataset, feature_set)
     start = time.perf_counter()
@@ -152,20 +174,27 @@ def predict(model, normalization, tiles: np.ndarray) -> tuple[np.ndarray, float]
     start = time.perf_counter()
     out = []
     for i in range(0, len(tiles), 256):
-        x = torch.from_numpy(normalization.apply(tiles[i:i + 256])).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(normalization.apply(tiles[i : i + 256])).contiguous(
+            memory_format=torch.channels_last
+        )
         out.append(net(x).argmax(1).numpy())
     return np.concatenate(out), time.perf_counter() - start
 
 
 def cnn(dataset, pool, test, seed, overrides: dict, runs: int = 1) -> tuple[dict, training.TrainingResult]:
-    config = dataclasses.replace(training.TrainConfig(), device="cpu", seed=seed, runs=runs,
-                                 compare_baseline=False, **overrides)
+    config = dataclasses.replace(
+        training.TrainConfig(), device="cpu", seed=seed, runs=runs, compare_baseline=False, **overrides
+    )
     start = time.perf_counter()
     result = training.run_training(dataset.subset(pool), config)
     seconds = time.perf_counter() - start
     predicted, infer = predict(result.model, result.normalization, dataset.tiles[test])
-    info = {"train_seconds": seconds, "infer_seconds": infer, "epochs": result.epochs,
-            "val_balanced_accuracy": result.history.delivered.get("val_balanced_accuracy")}
+    info = {
+        "train_seconds": seconds,
+        "infer_seconds": infer,
+        "epochs": result.epochs,
+        "val_balanced_accuracy": result.history.delivered.get("val_balanced_accuracy"),
+    }
     return {**scores(predicted, dataset.labels[test]), **info}, result
 
 
@@ -173,8 +202,14 @@ def run_row(row: str, seeds, methods, overrides: dict, out, tag: str) -> None:
     dataset, strata = task(row)
     for seed in seeds:
         pool, test = split(row, dataset, strata, seed)
-        base = {"row": row, "seed": seed, "n_train": int(len(pool)), "n_test": int(len(test)),
-                "tag": tag, "overrides": overrides}
+        base = {
+            "row": row,
+            "seed": seed,
+            "n_train": int(len(pool)),
+            "n_test": int(len(test)),
+            "tag": tag,
+            "overrides": overrides,
+        }
         truth = dataset.labels[test]
         trained = None
         for method in methods:
@@ -188,23 +223,37 @@ def run_row(row: str, seeds, methods, overrides: dict, out, tag: str) -> None:
             elif method == "cnn_tta":
                 if trained is None:
                     _, trained = cnn(dataset, pool, test, seed, overrides)
-                predicted, infer = predict(DihedralTTA(trained.model), trained.normalization, dataset.tiles[test])
-                line = {**scores(predicted, truth), "infer_seconds": infer,
-                        "train_seconds": None}   # the cnn row's training, reused
+                predicted, infer = predict(
+                    DihedralTTA(trained.model), trained.normalization, dataset.tiles[test]
+                )
+                line = {
+                    **scores(predicted, truth),
+                    "infer_seconds": infer,
+                    "train_seconds": None,
+                }  # the cnn row's training, reused
             elif method == "cnn_ens3":
                 line, _ = cnn(dataset, pool, test, seed, overrides, runs=3)
             else:
                 raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-            record = {**base, "method": method, **line, "threads": torch.get_num_threads(),
-                      "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+            record = {
+                **base,
+                "method": method,
+                **line,
+                "threads": torch.get_num_threads(),
+                "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            }
             out.write(json.dumps(record) + "\n")
             out.flush()
-            print(f"{row:12s} seed {seed} {method:14s} acc {record['accuracy']:.3f} "
-                  f"bal {record['balanced_accuracy']:.3f} train {record.get('train_seconds') or 0:.1f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{row:12s} seed {seed} {method:14s} acc {record['accuracy']:.3f} "
+                f"bal {record['balanced_accuracy']:.3f} train {record.get('train_seconds') or 0:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 # ---------------------------------------------------------------------------------- table
+
 
 def table(lines: list[dict]) -> str:
     groups: dict = {}
@@ -212,27 +261,34 @@ def table(lines: list[dict]) -> str:
         name = line["method"] + (f" [{line['tag']}]" if line.get("tag") else "")
         groups.setdefault((line["row"], name), []).append(line)
     order = {row: i for i, row in enumerate(ROWS)}
-    rows = ["| data | n train / test | method | accuracy | balanced accuracy | training s | seeds |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| data | n train / test | method | accuracy | balanced accuracy | training s | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def stat(values) -> str:
         values = [v for v in values if v is not None]
         if not values:
             return "—"
-        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+        return (
+            f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+        )
 
-    for (row, name), items in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99),
-                                     METHODS.index(kv[1][0]["method"]), kv[0][1])):
+    for (row, name), items in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], 99), METHODS.index(kv[1][0]["method"]), kv[0][1])
+    ):
         seconds = [i["train_seconds"] for i in items if i.get("train_seconds") is not None]
         method = items[0]["method"]
-        label = LABELS.get(method, method) + name[len(method):]
-        rows.append(f"| {row} | {items[0]['n_train']} / {items[0]['n_test']} | {label} | "
-                    f"{stat([i['accuracy'] for i in items])} | {stat([i['balanced_accuracy'] for i in items])} | "
-                    f"{np.mean(seconds):.0f} | {','.join(str(i['seed']) for i in items)} |"
-                    if seconds else
-                    f"| {row} | {items[0]['n_train']} / {items[0]['n_test']} | {label} | "
-                    f"{stat([i['accuracy'] for i in items])} | {stat([i['balanced_accuracy'] for i in items])} | "
-                    f"(as above) | {','.join(str(i['seed']) for i in items)} |")
+        label = LABELS.get(method, method) + name[len(method) :]
+        rows.append(
+            f"| {row} | {items[0]['n_train']} / {items[0]['n_test']} | {label} | "
+            f"{stat([i['accuracy'] for i in items])} | {stat([i['balanced_accuracy'] for i in items])} | "
+            f"{np.mean(seconds):.0f} | {','.join(str(i['seed']) for i in items)} |"
+            if seconds
+            else f"| {row} | {items[0]['n_train']} / {items[0]['n_test']} | {label} | "
+            f"{stat([i['accuracy'] for i in items])} | {stat([i['balanced_accuracy'] for i in items])} | "
+            f"(as above) | {','.join(str(i['seed']) for i in items)} |"
+        )
     return "\n".join(rows)
 
 
@@ -250,11 +306,18 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a TrainConfig default for the CNN (an ablation; tagged in the table)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a TrainConfig default for the CNN (an ablation; tagged in the table)",
+    )
     parser.add_argument("--tag", default=None, help="label for this configuration in the table")
     parser.add_argument("--out", default="bench_accuracy.jsonl")
-    parser.add_argument("--table", default=None, metavar="JSONL", help="only print the table of a results file")
+    parser.add_argument(
+        "--table", default=None, metavar="JSONL", help="only print the table of a results file"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", default=str(DATA), help=f"the shared data folder (default {DATA})")
     args = parser.parse_args(argv)

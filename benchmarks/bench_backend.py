@@ -9,6 +9,7 @@ For one model, `Classifier.predict_field` (per-tile) and `attribution.explain_fi
 bf16 rows only where precision.py offers bf16 on this CPU. Rates are the best of interleaved
 rounds (bench_engine.interleaved); the ratio that decides is oneDNN / best public, per precision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,14 @@ def main(argv=None) -> int:
     tile = args.tile_size
     rng = np.random.default_rng(0)
     field = rng.integers(0, 4096, (len(CHANNELS), args.field, args.field)).astype(np.uint16)
-    meta = ModelMeta(class_names=CLASSES, class_colors=default_class_colors(len(CLASSES)),
-                     channel_names=CHANNELS, tile_size=tile, architecture=args.arch,
-                     normalization=Normalization(low=[100.0] * 2, high=[4000.0] * 2).to_dict())
+    meta = ModelMeta(
+        class_names=CLASSES,
+        class_colors=default_class_colors(len(CLASSES)),
+        channel_names=CHANNELS,
+        tile_size=tile,
+        architecture=args.arch,
+        normalization=Normalization(low=[100.0] * 2, high=[4000.0] * 2).to_dict(),
+    )
 
     def model():
         torch.manual_seed(0)
@@ -55,7 +61,8 @@ def main(argv=None) -> int:
     }
     jit = Classifier(model(), meta, device="cpu", backend="eager", precision="fp32")
     probe = torch.zeros(jit.batch_size, len(CHANNELS), tile, tile).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     jit_name = None
     with torch.no_grad():
         try:
@@ -66,12 +73,12 @@ def main(argv=None) -> int:
         if frozen is not None:
             try:
                 jit._net, jit_name = torch.jit.optimize_for_inference(frozen), "jit fp32"
-            except RuntimeError as error:     # an op oneDNN cannot do: freeze alone
+            except RuntimeError as error:  # an op oneDNN cannot do: freeze alone
                 print(f"optimize_for_inference fails: {str(error).splitlines()[0]}; freeze only")
                 jit._net, jit_name = frozen, "jit(freeze) fp32"
     if jit_name is not None:
         try:
-            jit.predict_field_sync(field[:, :2 * tile, :2 * tile])
+            jit.predict_field_sync(field[:, : 2 * tile, : 2 * tile])
             classifiers[jit_name] = jit
         except RuntimeError as error:
             print(f"{jit_name} fails when run on this model: {str(error).splitlines()[-1]}")
@@ -83,15 +90,17 @@ def main(argv=None) -> int:
     n_tiles = classifiers["eager fp32"].prepare_field(field).indices.size
     configs = {}
     for name, classifier in classifiers.items():
-        configs[f"predict {name}"] = (lambda c: lambda: (c.predict_field_sync(field), n_tiles)[1])(
-            classifier)
+        configs[f"predict {name}"] = (lambda c: lambda: (c.predict_field_sync(field), n_tiles)[1])(classifier)
         if not args.no_explain and not name.startswith("jit"):
             configs[f"explain {name}"] = (
-                lambda c: lambda: (attribution.explain_field_sync(c, field), n_tiles)[1])(classifier)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}; {args.arch!r}, {tile} px, field {args.field}^2 "
-          f"({n_tiles} tiles); default Classifier here: backend "
-          f"{Classifier(model(), meta, device='cpu').backend}, precision {bf16_onednn.precision}")
+                lambda c: lambda: (attribution.explain_field_sync(c, field), n_tiles)[1]
+            )(classifier)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}; {args.arch!r}, {tile} px, field {args.field}^2 "
+        f"({n_tiles} tiles); default Classifier here: backend "
+        f"{Classifier(model(), meta, device='cpu').backend}, precision {bf16_onednn.precision}"
+    )
     rates = interleaved(configs, args.seconds, args.rounds)
     for name, rate in rates.items():
         others = "" if rate.others is None else f"  [others {rate.others:4.0%} CPU]"
@@ -99,14 +108,15 @@ def main(argv=None) -> int:
     for task in ("predict", "explain"):
         for precision in ("fp32", "bf16"):
             ours = rates.get(f"{task} onednn {precision}")
-            public = [rates[k] for k in rates if k.startswith(task) and precision in k
-                      and "onednn" not in k]
+            public = [rates[k] for k in rates if k.startswith(task) and precision in k and "onednn" not in k]
             if ours is None or not public:
                 continue
             best = max(public, key=lambda r: r.best)
             median = max(public, key=lambda r: r.median)
-            print(f"{task} {precision}: oneDNN / best public = {ours.best / best.best:.3f} (best rounds), "
-                  f"{ours.median / median.median:.3f} (medians)")
+            print(
+                f"{task} {precision}: oneDNN / best public = {ours.best / best.best:.3f} (best rounds), "
+                f"{ours.median / median.median:.3f} (medians)"
+            )
     return 0
 
 

@@ -26,6 +26,7 @@ torch.mm, training uses the GPU with its AMP, and peak GPU memory is printed per
 (torch.cuda.max_memory_allocated; the cache is emptied after each job).
 Not a test; nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,7 @@ class CpuMeter:
                 fields = [int(v) for v in stat.readline().split()[1:]]
         except OSError:
             return None
-        busy = sum(fields) - fields[3] - fields[4]          # all but idle and iowait
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
         own = os.times()
         return busy / self.ticks, own.user + own.system, time.perf_counter()
 
@@ -82,9 +83,9 @@ METER = CpuMeter()
 
 @dataclass
 class Rate:
-    best: float             # items/s of the best round
+    best: float  # items/s of the best round
     median: float
-    others: float | None    # CPU share other processes took during the best round
+    others: float | None  # CPU share other processes took during the best round
 
 
 def interleaved(configs: dict, seconds: float, n_rounds: int) -> dict[str, Rate]:
@@ -93,7 +94,7 @@ def interleaved(configs: dict, seconds: float, n_rounds: int) -> dict[str, Rate]
     per_round = seconds / n_rounds
     results: dict[str, list[tuple[float, float | None]]] = {name: [] for name in configs}
     for run_once in configs.values():
-        run_once()                                   # warm-up: allocations, oneDNN primitives
+        run_once()  # warm-up: allocations, oneDNN primitives
     for _ in range(n_rounds):
         for name, run_once in configs.items():
             meter, start, items = METER.start(), time.perf_counter(), 0
@@ -110,8 +111,9 @@ def interleaved(configs: dict, seconds: float, n_rounds: int) -> dict[str, Rate]
     return rates
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = 10, device: str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> float:
+def matmul_ceiling(
+    n: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
     """Best GFLOP/s of an n x n @ n x n product (MKL uses every core; cuBLAS on a GPU)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
@@ -123,40 +125,62 @@ def matmul_ceiling(n: int = 2048, repeats: int = 10, device: str = "cpu",
         start = time.perf_counter()
         torch.mm(a, b, out=out)
         sync()
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
     return best / 1e9
 
 
-def show(name: str, rate: Rate, flops_per_item: float, ceiling: float,
-         unit: str = "tiles/s") -> None:
+def show(name: str, rate: Rate, flops_per_item: float, ceiling: float, unit: str = "tiles/s") -> None:
     gflops = rate.best * flops_per_item / 1e9
     others = "" if rate.others is None else f"  [others {rate.others:4.0%} CPU]"
-    print(f"  {name:<40} {rate.best:8.1f} {unit} (median {rate.median:7.1f})  "
-          f"{gflops:6.1f} GFLOP/s = {gflops / ceiling:5.1%} of ceiling{others}")
+    print(
+        f"  {name:<40} {rate.best:8.1f} {unit} (median {rate.median:7.1f})  "
+        f"{gflops:6.1f} GFLOP/s = {gflops / ceiling:5.1%} of ceiling{others}"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tile-size", type=int, default=64)
-    parser.add_argument("--arch", default=training.TrainConfig().architecture, choices=ARCHITECTURES,
-                        help="default: training.TrainConfig's")
-    parser.add_argument("--seconds", type=float, default=10.0,
-                        help="time per measured configuration, over all rounds (default 10)")
+    parser.add_argument(
+        "--arch",
+        default=training.TrainConfig().architecture,
+        choices=ARCHITECTURES,
+        help="default: training.TrainConfig's",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="time per measured configuration, over all rounds (default 10)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--field", type=int, default=768, help="side of the square test field")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="inference batch (default: the Classifier's memory-based choice)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also measure Classifier(backend='compile'), compile time included")
-    parser.add_argument("--jit", action="store_true",
-                        help="also measure the public-API alternative torch.jit.trace + freeze + "
-                             "optimize_for_inference (inference only: frozen graphs have no gradient)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="inference batch (default: the Classifier's memory-based choice)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure Classifier(backend='compile'), compile time included",
+    )
+    parser.add_argument(
+        "--jit",
+        action="store_true",
+        help="also measure the public-API alternative torch.jit.trace + freeze + "
+        "optimize_for_inference (inference only: frozen graphs have no gradient)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="Classifier precision (default auto: bf16 where the hardware has "
-                             "it and the probe agrees)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="Classifier precision (default auto: bf16 where the hardware has it and the probe agrees)",
+    )
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if args.threads:
@@ -166,43 +190,65 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     # Speed does not depend on pixel values (dense kernels); a random 12-bit field will do.
     field = rng.integers(0, 4096, (len(CHANNELS), args.field, args.field)).astype(np.uint16)
-    meta = ModelMeta(class_names=CLASSES, class_colors=default_class_colors(len(CLASSES)),
-                     channel_names=CHANNELS, tile_size=tile, architecture=args.arch,
-                     normalization=Normalization(low=[100.0] * 2, high=[4000.0] * 2).to_dict())
+    meta = ModelMeta(
+        class_names=CLASSES,
+        class_colors=default_class_colors(len(CLASSES)),
+        channel_names=CHANNELS,
+        tile_size=tile,
+        architecture=args.arch,
+        normalization=Normalization(low=[100.0] * 2, high=[4000.0] * 2).to_dict(),
+    )
 
     def fresh_model():
         torch.manual_seed(0)
         return build_model(args.arch, len(CHANNELS), len(CLASSES), tile)
 
     flops = forward_flops(fresh_model(), len(CHANNELS), tile)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"model {args.arch!r}, {tile} px tiles, {len(CHANNELS)} channels: "
-          f"{flops / 1e6:.1f} MFLOP per tile forward; field {args.field}x{args.field} px")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"model {args.arch!r}, {tile} px tiles, {len(CHANNELS)} channels: "
+        f"{flops / 1e6:.1f} MFLOP per tile forward; field {args.field}x{args.field} px"
+    )
     ceiling = matmul_ceiling(device=args.device)
     print(f"fp32 matmul ceiling (2048^3 torch.mm on {args.device}, best of 10): {ceiling:.1f} GFLOP/s")
     if cuda:
-        print(f"GPU: {torch.cuda.get_device_name(args.device)}; bf16 matmul ceiling "
-              f"{matmul_ceiling(device=args.device, dtype=torch.bfloat16):.1f} GFLOP/s")
+        print(
+            f"GPU: {torch.cuda.get_device_name(args.device)}; bf16 matmul ceiling "
+            f"{matmul_ceiling(device=args.device, dtype=torch.bfloat16):.1f} GFLOP/s"
+        )
 
     # Naive: what a first script does: a plain model, one tile per call, NCHW, autograd on.
     naive_model = fresh_model().eval().to(args.device)
     normalization = Normalization.from_dict(meta.normalization)
-    naive_tiles = torch.from_numpy(normalization.apply(
-        field[:, :tile * 4, :tile * 4].reshape(2, 4, tile, 4, tile).transpose(1, 3, 0, 2, 4)
-        .reshape(16, 2, tile, tile)))
+    naive_tiles = torch.from_numpy(
+        normalization.apply(
+            field[:, : tile * 4, : tile * 4]
+            .reshape(2, 4, tile, 4, tile)
+            .transpose(1, 3, 0, 2, 4)
+            .reshape(16, 2, tile, tile)
+        )
+    )
 
     def naive_once() -> int:
         for n in range(len(naive_tiles)):
-            torch.softmax(naive_model(naive_tiles[n:n + 1].to(args.device)), dim=1).cpu()
+            torch.softmax(naive_model(naive_tiles[n : n + 1].to(args.device)), dim=1).cpu()
         return len(naive_tiles)
 
-    ours = Classifier(fresh_model(), meta, device=args.device, batch_size=args.batch_size,
-                      precision=args.precision)
+    ours = Classifier(
+        fresh_model(), meta, device=args.device, batch_size=args.batch_size, precision=args.precision
+    )
     print(f"Classifier: {ours.precision_report.summary()}")
-    eager = Classifier(fresh_model(), meta, device=args.device, batch_size=args.batch_size,
-                       precision=args.precision,
-                       backend="eager")
+    eager = Classifier(
+        fresh_model(),
+        meta,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        backend="eager",
+    )
     n_tiles = ours.prepare_field(field).indices.size
 
     def predict(classifier: Classifier):
@@ -211,72 +257,93 @@ def main(argv=None) -> int:
     def explain(classifier: Classifier):
         return lambda: (attribution.explain_field_sync(classifier, field), n_tiles)[1]
 
-    def prepare_once() -> int:     # the engine's own overhead: normalise, cut tiles, no model
+    def prepare_once() -> int:  # the engine's own overhead: normalise, cut tiles, no model
         prepared = ours.prepare_field(field)
         for start in range(0, n_tiles, ours.batch_size):
-            prepared.tiles(prepared.indices[start:start + ours.batch_size])
+            prepared.tiles(prepared.indices[start : start + ours.batch_size])
         return n_tiles
 
-    configs = {"naive": naive_once, "eager": predict(eager), "ours": predict(ours),
-               "explain eager": explain(eager), "explain ours": explain(ours)}
+    configs = {
+        "naive": naive_once,
+        "eager": predict(eager),
+        "ours": predict(ours),
+        "explain eager": explain(eager),
+        "explain ours": explain(ours),
+    }
     compiled = None
     if args.compile:
-        compiled = Classifier(fresh_model(), meta, device=args.device, batch_size=args.batch_size,
-                              backend="compile")
+        compiled = Classifier(
+            fresh_model(), meta, device=args.device, batch_size=args.batch_size, backend="compile"
+        )
         start = time.perf_counter()
         compiled.predict_field_sync(field)
         first_call = time.perf_counter() - start
         configs["compiled"] = predict(compiled)
     jitted = None
     if args.jit:
-        jitted = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size,
-                            backend="eager")
+        jitted = Classifier(fresh_model(), meta, device="cpu", batch_size=args.batch_size, backend="eager")
         probe = torch.zeros(jitted.batch_size, len(CHANNELS), tile, tile).contiguous(
-            memory_format=torch.channels_last)
+            memory_format=torch.channels_last
+        )
         with torch.no_grad():
             traced = torch.jit.trace(jitted.model, probe)
             jitted._net = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
         configs["jit"] = predict(jitted)
-    print(f"measuring {len(configs)} configurations in {args.rounds} interleaved rounds of "
-          f"{args.seconds / args.rounds:.1f} s each...\n")
+    print(
+        f"measuring {len(configs)} configurations in {args.rounds} interleaved rounds of "
+        f"{args.seconds / args.rounds:.1f} s each...\n"
+    )
     rates = interleaved(configs, args.seconds, args.rounds)
     prepare = interleaved({"prepare": prepare_once}, args.seconds / 4, 2)["prepare"]
 
     print("inference")
     show("naive (1 tile/call, NCHW, autograd on)", rates["naive"], flops, ceiling)
     show(f"Classifier, eager (batch {eager.batch_size})", rates["eager"], flops, ceiling)
-    show(f"Classifier, default: {ours.backend} (batch {ours.batch_size})", rates["ours"],
-         flops, ceiling)
-    print(f"  speed-up over naive: {rates['ours'].best / rates['naive'].best:.2f}x "
-          f"(eager backend {rates['eager'].best / rates['naive'].best:.2f}x); normalising the "
-          f"field and cutting tiles alone runs at {prepare.best:.0f} tiles/s, "
-          f"{rates['ours'].best / prepare.best:.1%} of the Classifier's time")
+    show(f"Classifier, default: {ours.backend} (batch {ours.batch_size})", rates["ours"], flops, ceiling)
+    print(
+        f"  speed-up over naive: {rates['ours'].best / rates['naive'].best:.2f}x "
+        f"(eager backend {rates['eager'].best / rates['naive'].best:.2f}x); normalising the "
+        f"field and cutting tiles alone runs at {prepare.best:.0f} tiles/s, "
+        f"{rates['ours'].best / prepare.best:.1%} of the Classifier's time"
+    )
     if compiled is not None:
-        show(f"Classifier, backend='compile' -> {compiled.backend}", rates["compiled"], flops,
-             ceiling)
-        print(f"  first call {first_call:.1f} s, i.e. ~{first_call - n_tiles / rates['compiled'].best:.1f} s "
-              f"of compilation; {rates['compiled'].best / rates['ours'].best:.2f}x the default")
+        show(f"Classifier, backend='compile' -> {compiled.backend}", rates["compiled"], flops, ceiling)
+        print(
+            f"  first call {first_call:.1f} s, i.e. ~{first_call - n_tiles / rates['compiled'].best:.1f} s "
+            f"of compilation; {rates['compiled'].best / rates['ours'].best:.2f}x the default"
+        )
 
     if jitted is not None:
         show("Classifier, jit trace+freeze+optimize", rates["jit"], flops, ceiling)
-        print(f"  default / jit: {rates['ours'].best / rates['jit'].best:.3f}x; "
-              f"default / eager: {rates['ours'].best / rates['eager'].best:.3f}x (best rounds); "
-              f"medians {rates['ours'].median / rates['jit'].median:.3f}x, "
-              f"{rates['ours'].median / rates['eager'].median:.3f}x")
+        print(
+            f"  default / jit: {rates['ours'].best / rates['jit'].best:.3f}x; "
+            f"default / eager: {rates['ours'].best / rates['eager'].best:.3f}x (best rounds); "
+            f"medians {rates['ours'].median / rates['jit'].median:.3f}x, "
+            f"{rates['ours'].median / rates['eager'].median:.3f}x"
+        )
 
     print("\nattribution (gradient x input of each tile's predicted class)")
     show("explain_field, eager", rates["explain eager"], flops, ceiling)
     show(f"explain_field, default: {ours.backend}", rates["explain ours"], flops, ceiling)
-    print(f"  default / eager: {rates['explain ours'].best / rates['explain eager'].best:.3f}x (best), "
-          f"{rates['explain ours'].median / rates['explain eager'].median:.3f}x (medians)")
-    print(f"  cost relative to inference: {rates['ours'].best / rates['explain ours'].best:.2f}x"
-          f" (eager: {rates['eager'].best / rates['explain eager'].best:.2f}x)")
+    print(
+        f"  default / eager: {rates['explain ours'].best / rates['explain eager'].best:.3f}x (best), "
+        f"{rates['explain ours'].median / rates['explain eager'].median:.3f}x (medians)"
+    )
+    print(
+        f"  cost relative to inference: {rates['ours'].best / rates['explain ours'].best:.2f}x"
+        f" (eager: {rates['eager'].best / rates['explain eager'].best:.2f}x)"
+    )
 
     if not args.skip_training:
         train_rate = measure_training(args, rng, tile)
         print("\ntraining (training.train: augmentation, weighted loss, optimiser step)")
-        show(f"training.train (batch {training.TrainConfig().batch_size})", train_rate,
-             3 * flops, ceiling, unit="samples/s")
+        show(
+            f"training.train (batch {training.TrainConfig().batch_size})",
+            train_rate,
+            3 * flops,
+            ceiling,
+            unit="samples/s",
+        )
 
     if cuda:
         print(f"peak GPU memory over the run: {torch.cuda.max_memory_allocated(args.device) / 2**20:.0f} MiB")
@@ -290,22 +357,30 @@ def measure_training(args, rng, tile: int) -> Rate:
     end of their first batch, which carries the epoch's setup, to the end of their last full
     batch)."""
     batch = training.TrainConfig().batch_size
-    n_samples = batch * 8 + 1           # +1: the short last batch is the one left out
+    n_samples = batch * 8 + 1  # +1: the short last batch is the one left out
     tiles = rng.integers(0, 4096, (n_samples, len(CHANNELS), tile, tile)).astype(np.float32)
-    dataset = TileDataset(tiles=tiles, labels=np.arange(n_samples) % 2,
-                          groups=np.zeros(n_samples, dtype=np.int64),
-                          positions=np.stack([np.arange(n_samples) // 32,
-                                              np.arange(n_samples) % 32], axis=1),
-                          class_names=CLASSES, channel_names=CHANNELS)
-    config = training.TrainConfig(epochs=min(args.rounds, 3) + 1, val_fraction=0.0, patience=0,
-                                  device=args.device, architecture=args.arch)
+    dataset = TileDataset(
+        tiles=tiles,
+        labels=np.arange(n_samples) % 2,
+        groups=np.zeros(n_samples, dtype=np.int64),
+        positions=np.stack([np.arange(n_samples) // 32, np.arange(n_samples) % 32], axis=1),
+        class_names=CLASSES,
+        channel_names=CHANNELS,
+    )
+    config = training.TrainConfig(
+        epochs=min(args.rounds, 3) + 1,
+        val_fraction=0.0,
+        patience=0,
+        device=args.device,
+        architecture=args.arch,
+    )
     epochs: dict[int, list] = {}
     for event in training.train(dataset, config, stop=threading.Event()):
         if isinstance(event, training.BatchProgress) and event.batch < event.n_batches - 1:
             epochs.setdefault(event.epoch, []).append((time.perf_counter(), METER.start()))
     values = []
     for epoch, marks in sorted(epochs.items()):
-        if epoch == 0 or len(marks) < 2:          # epoch 0 warms up
+        if epoch == 0 or len(marks) < 2:  # epoch 0 warms up
             continue
         (t0, first), (t1, last) = marks[0], marks[-1]
         values.append(((len(marks) - 1) * batch / (t1 - t0), METER.others_share(first, last)))

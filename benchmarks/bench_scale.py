@@ -10,6 +10,7 @@ processes on a shared machine hit every configuration alike; the load average is
 Peak RSS of the big-image runs is measured in fresh subprocesses (ru_maxrss of the child).
 Not a test; nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,14 @@ CLASSES = ["Control", "Aggregates"]
 
 
 def meta_for(tile: int, arch: str) -> ModelMeta:
-    return ModelMeta(class_names=CLASSES, class_colors=default_class_colors(2),
-                     channel_names=CHANNELS, tile_size=tile, architecture=arch,
-                     normalization=Normalization(low=[100.0] * 2, high=[4000.0] * 2).to_dict())
+    return ModelMeta(
+        class_names=CLASSES,
+        class_colors=default_class_colors(2),
+        channel_names=CHANNELS,
+        tile_size=tile,
+        architecture=arch,
+        normalization=Normalization(low=[100.0] * 2, high=[4000.0] * 2).to_dict(),
+    )
 
 
 def interleaved(configs: dict, seconds: float, rounds: int) -> dict[str, float]:
@@ -65,7 +71,7 @@ def matmul_ceiling(dtype: torch.dtype, n: int = 2048) -> float:
     for _ in range(6):
         start = time.perf_counter()
         torch.mm(a, b)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
     return best / 1e9
 
 
@@ -87,11 +93,16 @@ def section_precision_dense(args, model_factory, meta, field) -> dict:
 
     configs = {"predict fp32": predict(fp32), "explain fp32": explain(fp32)}
     if auto.precision != "fp32":
-        configs.update({f"predict {auto.precision}": predict(auto),
-                        f"explain {auto.precision}": explain(auto)})
+        configs.update(
+            {f"predict {auto.precision}": predict(auto), f"explain {auto.precision}": explain(auto)}
+        )
     best = auto if auto.precision != "fp32" else fp32
-    configs.update({"stride tile (per-tile)": predict(best, tile, n=n64),
-                    "stride tile/4 dense": predict(best, tile // 4, n=n16)})
+    configs.update(
+        {
+            "stride tile (per-tile)": predict(best, tile, n=n64),
+            "stride tile/4 dense": predict(best, tile // 4, n=n16),
+        }
+    )
     print(f"measuring {len(configs)} configurations, {args.rounds} interleaved rounds...")
     rates = interleaved(configs, args.seconds, args.rounds)
     # Per-tile at stride tile/4 costs ~16x: one timed pass is enough.
@@ -103,12 +114,15 @@ def section_precision_dense(args, model_factory, meta, field) -> dict:
     for name, rate in rates.items():
         print(f"  {name:<28} {rate:8.1f} tiles/s  ({rate * flops / 1e9:6.1f} GFLOP/s per-tile equiv.)")
     out["rates"] = rates
-    r = {"bf16_over_fp32": rates.get(f"predict {auto.precision}", rates["predict fp32"])
-         / rates["predict fp32"],
-         "explain_cost_fp32": rates["predict fp32"] / rates["explain fp32"]}
+    r = {
+        "bf16_over_fp32": rates.get(f"predict {auto.precision}", rates["predict fp32"])
+        / rates["predict fp32"],
+        "explain_cost_fp32": rates["predict fp32"] / rates["explain fp32"],
+    }
     if auto.precision != "fp32":
-        r["explain_cost_" + auto.precision] = (rates[f"predict {auto.precision}"]
-                                               / rates[f"explain {auto.precision}"])
+        r["explain_cost_" + auto.precision] = (
+            rates[f"predict {auto.precision}"] / rates[f"explain {auto.precision}"]
+        )
         r["explain_precision"] = auto.precision_report.explain_precision
     # Time for the field: stride tile/4 dense vs stride tile.
     t64 = n64 / rates["stride tile (per-tile)"]
@@ -120,9 +134,12 @@ def section_precision_dense(args, model_factory, meta, field) -> dict:
     r["dense_vs_per_tile"] = {
         "same_class": float((dense.predicted == per_tile.predicted).mean()),
         "same_class_confident": float((dense.predicted == per_tile.predicted)[confident].mean())
-        if confident.any() else None,
+        if confident.any()
+        else None,
         "confident_share": float(confident.mean()),
-        "mean_abs_dp": float(difference.mean()), "max_abs_dp": float(difference.max())}
+        "mean_abs_dp": float(difference.mean()),
+        "max_abs_dp": float(difference.max()),
+    }
     out["ratios"] = r
     print(json.dumps(r, indent=1))
     return out
@@ -152,6 +169,7 @@ print(json.dumps({"tiles": n, "seconds": seconds, "precision": classifier.precis
 
 def section_big(args, model_path: Path, workdir: Path) -> dict:
     import tifffile
+
     results = {}
     sizes = sorted({max(1024, args.big // 4), args.big})
     for size in sizes:
@@ -160,11 +178,25 @@ def section_big(args, model_path: Path, workdir: Path) -> dict:
             rng = np.random.default_rng(0)
             with tifffile.TiffWriter(tif, bigtiff=True) as writer:
                 # Written tile by tile: the benchmark itself stays in bounded memory too.
-                writer.write(_tiles(size, rng), shape=(2, size, size), dtype=np.uint16,
-                             tile=(512, 512), photometric="minisblack", metadata={"axes": "CYX"})
-        for mode in (("stream", "memory") if size <= args.in_memory_max else ("stream",)):
-            command = [sys.executable, "-c", CHILD, mode, str(model_path), str(tif),
-                       str(workdir / f"out_{size}_{mode}.csv"), "none"]
+                writer.write(
+                    _tiles(size, rng),
+                    shape=(2, size, size),
+                    dtype=np.uint16,
+                    tile=(512, 512),
+                    photometric="minisblack",
+                    metadata={"axes": "CYX"},
+                )
+        for mode in ("stream", "memory") if size <= args.in_memory_max else ("stream",):
+            command = [
+                sys.executable,
+                "-c",
+                CHILD,
+                mode,
+                str(model_path),
+                str(tif),
+                str(workdir / f"out_{size}_{mode}.csv"),
+                "none",
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr[-2000:])
@@ -172,8 +204,10 @@ def section_big(args, model_path: Path, workdir: Path) -> dict:
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["tiles_per_s"] = row["tiles"] / row["seconds"]
             results[f"{size} {mode}"] = row
-            print(f"  {size}x{size} {mode:<6}: {row['tiles']} tiles, {row['seconds']:.1f} s "
-                  f"({row['tiles_per_s']:.0f} tiles/s), peak RSS {row['peak_rss_mb']:.0f} MB")
+            print(
+                f"  {size}x{size} {mode:<6}: {row['tiles']} tiles, {row['seconds']:.1f} s "
+                f"({row['tiles_per_s']:.0f} tiles/s), peak RSS {row['peak_rss_mb']:.0f} MB"
+            )
     return results
 
 
@@ -187,27 +221,35 @@ def _tiles(size: int, rng):
 
 # ------------------------------------------------------------------------------ dask
 
+
 def section_dask(args, model_path: Path, workdir: Path) -> dict:
     import tifffile
+
     from napari_cellclf import distributed
+
     files = []
     rng = np.random.default_rng(1)
     for i in range(args.files):
         path = workdir / "files" / f"field_{i:03d}.tif"
         path.parent.mkdir(exist_ok=True)
-        tifffile.imwrite(path, rng.integers(0, 4096, (2, 1024, 1024)).astype(np.uint16),
-                         photometric="minisblack", metadata={"axes": "CYX"})
+        tifffile.imwrite(
+            path,
+            rng.integers(0, 4096, (2, 1024, 1024)).astype(np.uint16),
+            photometric="minisblack",
+            metadata={"axes": "CYX"},
+        )
         files.append(path)
     results, outputs = {}, {}
-    for label, kwargs in (("serial", {}), ("1 worker", {"workers": 1}),
-                          ("2 workers", {"workers": 2})):
+    for label, kwargs in (("serial", {}), ("1 worker", {"workers": 1}), ("2 workers", {"workers": 2})):
         out = workdir / f"dask_{label.replace(' ', '_')}"
         threads = max(1, (os.cpu_count() or 1) // max(1, kwargs.get("workers", 1)))
-        summary = distributed.predict_files(model_path, files, out, threads_per_worker=threads,
-                                            **kwargs)
+        summary = distributed.predict_files(model_path, files, out, threads_per_worker=threads, **kwargs)
         outputs[label] = {p.name: p.read_bytes() for p in sorted(out.glob("*.csv"))}
-        results[label] = {"seconds": summary.seconds, "tiles_per_s": summary.n_tiles / summary.seconds,
-                          "done": summary.count("done")}
+        results[label] = {
+            "seconds": summary.seconds,
+            "tiles_per_s": summary.n_tiles / summary.seconds,
+            "done": summary.count("done"),
+        }
         print(f"  {label:<10} {summary.line()}  (torch threads per worker {threads})")
     same = all(outputs[k] == outputs["serial"] for k in outputs)
     results["identical_csvs"] = same
@@ -224,17 +266,20 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--big", type=int, default=4096, help="side of the big TIFF (px)")
-    parser.add_argument("--in-memory-max", type=int, default=8192,
-                        help="largest side also run in memory (RSS comparison)")
+    parser.add_argument(
+        "--in-memory-max", type=int, default=8192, help="largest side also run in memory (RSS comparison)"
+    )
     parser.add_argument("--files", type=int, default=6, help="files for the dask section")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dense", "big", "dask"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     native, why = precision.cpu_bf16_support()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels "
-          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native} ({why}); "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native} ({why}); "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     report: dict = {"native_bf16": native}
     ceilings = {"fp32": matmul_ceiling(torch.float32)}
     if native:
@@ -249,10 +294,10 @@ def main(argv=None) -> int:
             state = {k: v.clone() for k, v in model.state_dict().items()}
 
             def factory():
-                fresh = build_model(meta.architecture, meta.in_channels, meta.n_classes,
-                                    meta.tile_size)
+                fresh = build_model(meta.architecture, meta.in_channels, meta.n_classes, meta.tile_size)
                 fresh.load_state_dict(state)
                 return fresh.eval()
+
             model_path = args.model
         else:
             meta = meta_for(args.tile_size, args.arch)
@@ -260,12 +305,14 @@ def main(argv=None) -> int:
             def factory():
                 torch.manual_seed(0)
                 return build_model(args.arch, 2, 2, args.tile_size).eval()
+
             model_path = workdir / "model.safetensors"
             save_model(model_path, factory(), meta)
         rng = np.random.default_rng(0)
         field = rng.integers(0, 4096, (2, args.field, args.field)).astype(np.uint16)
         if args.model is not None:
             from napari_cellclf.synthetic import make_field
+
             field = make_field("puncta", (args.field, args.field), seed=11).image
         if "dense" not in args.skip:
             print("\n== precision, dense maps, attribution ==")

@@ -6,6 +6,7 @@ LABELS: "true" or "shuffled"; RECIPE: "default" (TrainConfig()) or "plain" (no a
 label smoothing, no weight decay, constant learning rate: the recipe that memorises fastest).
 TASK: "7class" (all three channels, seven phases) or "mitotic" (DNA channel, interphase vs mitotic).
 """
+
 import json
 import sys
 import time
@@ -40,17 +41,34 @@ def main(task, shuffle, seed, out, recipe="default", epochs=20):
     if shuffle == "shuffled":
         ds.labels = np.random.default_rng(seed + 100).permutation(ds.labels)
     start = time.time()
-    result = training.run_training(ds, training.TrainConfig(
-        seed=seed, device="cpu", epochs=epochs, **(PLAIN if recipe == "plain" else {})))
+    result = training.run_training(
+        ds,
+        training.TrainConfig(seed=seed, device="cpu", epochs=epochs, **(PLAIN if recipe == "plain" else {})),
+    )
     run = result.history.runs[0]
     counts = np.bincount(ds.labels)
-    Path(out).write_text(json.dumps({
-        "task": task, "labels": shuffle, "recipe": recipe, "seed": seed, "seconds": time.time() - start,
-        "majority": float(counts.max() / counts.sum()), "n_classes": len(ds.class_names),
-        "train_accuracy": run["train_accuracy"], "val_accuracy": run["val_accuracy"],
-        "val_balanced_accuracy": run["val_balanced_accuracy"], "train_loss": run["train_loss"],
-        "val_loss": run["val_loss"], "best_epoch": run["best_epoch"],
-        "epochs_completed": run["epochs_completed"], "old_rule": run["memorisation"]}, indent=1))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "task": task,
+                "labels": shuffle,
+                "recipe": recipe,
+                "seed": seed,
+                "seconds": time.time() - start,
+                "majority": float(counts.max() / counts.sum()),
+                "n_classes": len(ds.class_names),
+                "train_accuracy": run["train_accuracy"],
+                "val_accuracy": run["val_accuracy"],
+                "val_balanced_accuracy": run["val_balanced_accuracy"],
+                "train_loss": run["train_loss"],
+                "val_loss": run["val_loss"],
+                "best_epoch": run["best_epoch"],
+                "epochs_completed": run["epochs_completed"],
+                "old_rule": run["memorisation"],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Deterministic: the same seeds give byte-identical images. Two 1024x1024 fields, 
 (nuclei, protein), 16-bit OME-TIFF with channel names and pixel size, plus class label images
 (0 background, 1 Control, 2 Aggregates) — the ground truth for demos and tests.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from napari_cellclf.synthetic import CHANNEL_NAMES, make_field  # noqa: E402
 
 SHAPE = (1024, 1024)
-FIELDS = {"puncta": 11, "diffuse": 12}   # phenotype -> seed
+FIELDS = {"puncta": 11, "diffuse": 12}  # phenotype -> seed
 
 
 def write_field(phenotype: str, seed: int, folder: Path = HERE) -> tuple[Path, Path]:
@@ -28,12 +29,23 @@ def write_field(phenotype: str, seed: int, folder: Path = HERE) -> tuple[Path, P
     # A fixed OME UUID (tifffile would draw a random one) keeps the files byte-identical.
     file_id = uuid.uuid5(uuid.NAMESPACE_URL, f"napari-cellclf/sample_data/{phenotype}/{seed}")
     tifffile.imwrite(
-        image_path, field.image, ome=True, photometric="minisblack", compression="zlib",
-        predictor=True, resolution=(1 / field.pixel_size, 1 / field.pixel_size),
-        metadata={"axes": "CYX", "UUID": f"urn:uuid:{file_id}",
-                  "Channel": {"Name": list(CHANNEL_NAMES)},
-                  "PhysicalSizeX": field.pixel_size, "PhysicalSizeXUnit": "µm",
-                  "PhysicalSizeY": field.pixel_size, "PhysicalSizeYUnit": "µm"})
+        image_path,
+        field.image,
+        ome=True,
+        photometric="minisblack",
+        compression="zlib",
+        predictor=True,
+        resolution=(1 / field.pixel_size, 1 / field.pixel_size),
+        metadata={
+            "axes": "CYX",
+            "UUID": f"urn:uuid:{file_id}",
+            "Channel": {"Name": list(CHANNEL_NAMES)},
+            "PhysicalSizeX": field.pixel_size,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": field.pixel_size,
+            "PhysicalSizeYUnit": "µm",
+        },
+    )
     tifffile.imwrite(labels_path, field.labels.astype(np.uint8), compression="zlib")
     return image_path, labels_path
 

@@ -1,5 +1,6 @@
 """Tiles where the answer is known, and small models trained on them once per test session:
 blurred blobs (cells) on a dark background with Poisson noise, 32 px, one channel."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -13,7 +14,7 @@ from napari_cellclf.training import TrainConfig, run_training
 
 TILE = 32
 EPOCHS = {"cells": 8, "noise": 6, "artefact": 20}
-MARK = 400.0          # brightness of the planted corner mark (cells peak near 220)
+MARK = 400.0  # brightness of the planted corner mark (cells peak near 220)
 
 
 def blob_tiles(rng: np.random.Generator, n: int, spots: bool = False) -> np.ndarray:
@@ -36,10 +37,14 @@ def blob_tiles(rng: np.random.Generator, n: int, spots: bool = False) -> np.ndar
 
 def dataset(tiles: np.ndarray, labels: np.ndarray, class_names=("diffuse", "puncta")) -> TileDataset:
     n = len(labels)
-    return TileDataset(tiles=np.asarray(tiles, np.float32), labels=np.asarray(labels, np.int64),
-                       groups=np.arange(n) % 8, positions=np.stack([np.arange(n) // 8,
-                                                                    np.zeros(n, int)], 1),
-                       class_names=list(class_names), channel_names=["protein"])
+    return TileDataset(
+        tiles=np.asarray(tiles, np.float32),
+        labels=np.asarray(labels, np.int64),
+        groups=np.arange(n) % 8,
+        positions=np.stack([np.arange(n) // 8, np.zeros(n, int)], 1),
+        class_names=list(class_names),
+        channel_names=["protein"],
+    )
 
 
 def kind_tiles(kind: str, n: int, seed: int) -> TileDataset:
@@ -70,8 +75,9 @@ def trained(kind: str) -> Classifier:
 def training_result(kind: str):
     """A 'fast' CNN trained on 240 tiles of `kind` (a few seconds on a CPU; the corner mark
     takes ~20 epochs to be learnt fully, the cells and the noise far fewer)."""
-    config = TrainConfig(epochs=EPOCHS[kind], architecture="fast", device="cpu", patience=0,
-                         batch_size=32, seed=0)
+    config = TrainConfig(
+        epochs=EPOCHS[kind], architecture="fast", device="cpu", patience=0, batch_size=32, seed=0
+    )
     # One thread: on a shared 2-core machine the default thread pool makes this tiny net ~40x
     # slower (threads waiting on each other); restored afterwards for the other tests.
     threads = torch.get_num_threads()

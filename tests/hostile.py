@@ -3,6 +3,7 @@
 Each function writes one small file into a folder and returns its path. The bombs are tiny on
 disk and declare huge images; the rest are truncations, lies in metadata and odd values.
 """
+
 from __future__ import annotations
 
 import struct
@@ -18,8 +19,9 @@ _TILE_WIDTH, _TILE_LENGTH, _TILE_OFFSETS, _TILE_BYTES = 322, 323, 324, 325
 _SHORT, _LONG = 3, 4
 
 
-def _tiff(path: Path, tags: dict[int, tuple[int, list[int]]], payload: bytes,
-          offset_tags: tuple[int, ...]) -> Path:
+def _tiff(
+    path: Path, tags: dict[int, tuple[int, list[int]]], payload: bytes, offset_tags: tuple[int, ...]
+) -> Path:
     """A little-endian classic TIFF with one IFD. `offset_tags` hold offsets into `payload`
     (which is stored right after the header) and are shifted to file offsets here."""
     header = 8
@@ -47,10 +49,17 @@ def _tiff(path: Path, tags: dict[int, tuple[int, list[int]]], payload: bytes,
 def deflate_bomb_tiff(folder: Path, side: int = 100_000) -> Path:
     """~200 bytes, one deflate strip, declares side x side uint16 (20 GB for 100,000)."""
     strip = zlib.compress(b"\0" * 4096, 9)
-    tags = {_WIDTH: (_LONG, [side]), _LENGTH: (_LONG, [side]), _BITS: (_SHORT, [16]),
-            _COMPRESSION: (_SHORT, [8]), _PHOTOMETRIC: (_SHORT, [1]),
-            _STRIP_OFFSETS: (_LONG, [0]), _ROWS_PER_STRIP: (_LONG, [side]),
-            _STRIP_BYTES: (_LONG, [len(strip)]), _SAMPLES: (_SHORT, [1])}
+    tags = {
+        _WIDTH: (_LONG, [side]),
+        _LENGTH: (_LONG, [side]),
+        _BITS: (_SHORT, [16]),
+        _COMPRESSION: (_SHORT, [8]),
+        _PHOTOMETRIC: (_SHORT, [1]),
+        _STRIP_OFFSETS: (_LONG, [0]),
+        _ROWS_PER_STRIP: (_LONG, [side]),
+        _STRIP_BYTES: (_LONG, [len(strip)]),
+        _SAMPLES: (_SHORT, [1]),
+    }
     return _tiff(folder / "deflate_bomb.tif", tags, strip, (_STRIP_OFFSETS,))
 
 
@@ -59,11 +68,18 @@ def tiled_bomb_tiff(folder: Path, side: int = 100_000, tile: int = 50_000) -> Pa
     uint16 (18.6 GiB for 100,000)."""
     stream = zlib.compress(b"\0" * 4096, 9)
     n = (-(-side // tile)) ** 2
-    tags = {_WIDTH: (_LONG, [side]), _LENGTH: (_LONG, [side]), _BITS: (_SHORT, [16]),
-            _COMPRESSION: (_SHORT, [8]), _PHOTOMETRIC: (_SHORT, [1]),
-            _TILE_WIDTH: (_LONG, [tile]), _TILE_LENGTH: (_LONG, [tile]),
-            _TILE_OFFSETS: (_LONG, [0] * n), _TILE_BYTES: (_LONG, [len(stream)] * n),
-            _SAMPLES: (_SHORT, [1])}
+    tags = {
+        _WIDTH: (_LONG, [side]),
+        _LENGTH: (_LONG, [side]),
+        _BITS: (_SHORT, [16]),
+        _COMPRESSION: (_SHORT, [8]),
+        _PHOTOMETRIC: (_SHORT, [1]),
+        _TILE_WIDTH: (_LONG, [tile]),
+        _TILE_LENGTH: (_LONG, [tile]),
+        _TILE_OFFSETS: (_LONG, [0] * n),
+        _TILE_BYTES: (_LONG, [len(stream)] * n),
+        _SAMPLES: (_SHORT, [1]),
+    }
     return _tiff(folder / "tiled_bomb.tif", tags, stream, (_TILE_OFFSETS,))
 
 
@@ -79,9 +95,9 @@ def jpeg_bomb(folder: Path, height: int = 65_500, width: int = 65_500) -> Path:
     raw = bytearray(_jpeg_bytes((16, 16)))
     i = 2
     while i < len(raw):
-        marker, length = raw[i + 1], struct.unpack(">H", raw[i + 2:i + 4])[0]
+        marker, length = raw[i + 1], struct.unpack(">H", raw[i + 2 : i + 4])[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            raw[i + 5:i + 9] = struct.pack(">HH", height, width)
+            raw[i + 5 : i + 9] = struct.pack(">HH", height, width)
             break
         i += 2 + length
     path = folder / "jpeg_bomb.jpg"
@@ -107,7 +123,7 @@ def png_bomb(folder: Path, side: int = 100_000) -> Path:
     import imagecodecs
 
     raw = bytearray(imagecodecs.png_encode(np.zeros((4, 4, 3), np.uint8)))
-    ihdr = raw[12:29]             # b"IHDR" + 13 bytes of header data
+    ihdr = raw[12:29]  # b"IHDR" + 13 bytes of header data
     ihdr[4:12] = struct.pack(">II", side, side)
     raw[12:29] = ihdr
     raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
@@ -143,15 +159,14 @@ def nan_tiff(folder: Path, shape=(64, 64)) -> Path:
 # model files
 
 
-def edit_model_header(path: Path, change=None, meta_text: str | None = None, out: Path | None = None
-                      ) -> Path:
+def edit_model_header(path: Path, change=None, meta_text: str | None = None, out: Path | None = None) -> Path:
     """Rewrite the cellclf metadata of a saved model as a tamperer would, keeping its weights and
     checksum: `change(meta_dict)` edits the parsed metadata in place, or `meta_text` replaces it."""
     import json
 
     raw = path.read_bytes()
     length = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + length])
+    header = json.loads(raw[8 : 8 + length])
     if meta_text is None:
         meta = json.loads(header["__metadata__"]["cellclf"])
         change(meta)
@@ -160,7 +175,7 @@ def edit_model_header(path: Path, change=None, meta_text: str | None = None, out
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
     out = out or path
-    out.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
+    out.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length :])
     return out
 
 
@@ -180,6 +195,6 @@ def deeply_nested_header(path: Path, depth: int = 100_000, out: Path | None = No
 
     raw = path.read_bytes()
     length = struct.unpack("<Q", raw[:8])[0]
-    meta_text = json.loads(raw[8:8 + length])["__metadata__"]["cellclf"]
+    meta_text = json.loads(raw[8 : 8 + length])["__metadata__"]["cellclf"]
     nested = meta_text[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}"
     return edit_model_header(path, meta_text=nested, out=out)

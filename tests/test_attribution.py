@@ -1,4 +1,5 @@
 """Gradient x input: where a model looks, with which sign, stitched over the original pixels."""
+
 from __future__ import annotations
 
 import threading
@@ -6,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 import torch
-from evaluation_support import kind_tiles, trained
 from torch import nn
 
+from evaluation_support import kind_tiles, trained
 from napari_cellclf.attribution import (
     attribute,
     attribution_checks,
@@ -42,10 +43,14 @@ class TopLeftQuadrant(nn.Module):
 
 
 def meta_for(n_classes=2, high=100.0):
-    return ModelMeta(class_names=[f"class {k}" for k in range(n_classes)],
-                     class_colors=default_class_colors(n_classes),
-                     channel_names=["nuclei", "protein"], tile_size=TILE, architecture="original",
-                     normalization=Normalization(low=[0.0, 0.0], high=[high, high]).to_dict())
+    return ModelMeta(
+        class_names=[f"class {k}" for k in range(n_classes)],
+        class_colors=default_class_colors(n_classes),
+        channel_names=["nuclei", "protein"],
+        tile_size=TILE,
+        architecture="original",
+        normalization=Normalization(low=[0.0, 0.0], high=[high, high]).to_dict(),
+    )
 
 
 def uniform_field(height=45, width=61, value=60):
@@ -62,7 +67,7 @@ def test_attribution_lies_where_the_model_looks():
     in_quadrant = np.zeros((45, 61), dtype=bool)
     for y0 in range(0, 45, TILE):
         for x0 in range(0, 61, TILE):
-            in_quadrant[y0:y0 + HALF, x0:x0 + HALF] = True
+            in_quadrant[y0 : y0 + HALF, x0 : x0 + HALF] = True
     # d logit_1 / dx = sharpness / (C * HALF^2) inside the quadrant; x = 0.6 normalised;
     # summed over both channels.
     expected = 2 * 4.0 / (2 * HALF * HALF) * 0.6
@@ -76,8 +81,8 @@ def test_attribution_lies_where_the_model_looks():
 
 def test_target_class_sets_the_sign_and_default_is_the_prediction():
     classifier = Classifier(TopLeftQuadrant(), meta_for(), device="cpu")
-    field = uniform_field(48, 48, value=10)              # dim everywhere: predicted class 0
-    field[:, :TILE, :TILE] = 90                          # except the first tile: class 1
+    field = uniform_field(48, 48, value=10)  # dim everywhere: predicted class 0
+    field[:, :TILE, :TILE] = 90  # except the first tile: class 1
     for_bright = explain_field_sync(classifier, field, target=1)
     for_dim = explain_field_sync(classifier, field, target=0)
     np.testing.assert_allclose(for_dim, -for_bright, rtol=1e-6)
@@ -105,7 +110,7 @@ def test_one_bright_patch_draws_the_attribution_of_a_trained_like_network():
                 module.bias.zero_()
     rng = np.random.default_rng(0)
     field = rng.integers(0, 10, (2, 48, 64)).astype(np.uint16)
-    field[:, 20:28, 36:44] = 95                          # one bright patch
+    field[:, 20:28, 36:44] = 95  # one bright patch
     classifier = Classifier(model, meta_for(n_classes=3), device="cpu", batch_size=4)
 
     prepared = classifier.prepare_field(field)
@@ -113,8 +118,9 @@ def test_one_bright_patch_draws_the_attribution_of_a_trained_like_network():
     with torch.no_grad():
         logits = classifier.model(inputs)
     attributions = gradient_x_input(classifier.model, inputs, target=2)
-    np.testing.assert_allclose(attributions.sum(dim=(1, 2, 3)).numpy(), logits[:, 2].numpy(),
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        attributions.sum(dim=(1, 2, 3)).numpy(), logits[:, 2].numpy(), rtol=1e-3, atol=1e-4
+    )
 
     stitched = explain_field_sync(classifier, field, target=2)
     per_tile = stitched.reshape(3, TILE, 4, TILE).sum(axis=(1, 3)).ravel()
@@ -124,34 +130,35 @@ def test_one_bright_patch_draws_the_attribution_of_a_trained_like_network():
 
     # The oneDNN network's hand-written input gradient equals autograd's through the plain model.
     plain = Classifier(model, meta_for(n_classes=3), device="cpu", backend="eager")
-    np.testing.assert_allclose(explain_field_sync(plain, field, target=2), stitched,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(explain_field_sync(plain, field, target=2), stitched, rtol=1e-4, atol=1e-6)
 
     # Batched like inference: the batch size does not change the result.
     one_by_one = Classifier(model, meta_for(n_classes=3), device="cpu", batch_size=1)
-    np.testing.assert_allclose(explain_field_sync(one_by_one, field, target=2), stitched,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        explain_field_sync(one_by_one, field, target=2), stitched, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_gradient_x_input_leaves_the_model_and_inputs_alone():
     model = build_model("fast", 2, 2, TILE).eval()
     inputs = torch.rand(3, 2, TILE, TILE)
     with torch.inference_mode():
-        frozen = inputs.clone()                           # an inference tensor
+        frozen = inputs.clone()  # an inference tensor
     per_tile_target = torch.tensor([0, 1, 0])
     result = gradient_x_input(model, frozen, per_tile_target)
     assert result.shape == inputs.shape and not result.requires_grad
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
     assert not model.training
-    np.testing.assert_allclose(result[1].numpy(),
-                               gradient_x_input(model, inputs[1:2], 1)[0].numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        result[1].numpy(), gradient_x_input(model, inputs[1:2], 1)[0].numpy(), rtol=1e-4, atol=1e-7
+    )
     with pytest.raises(ValueError, match="3 tiles"):
         gradient_x_input(model, inputs, torch.tensor([0, 1]))
 
 
 def test_stop_between_batches():
     classifier = Classifier(TopLeftQuadrant(), meta_for(), device="cpu", batch_size=4)
-    field = uniform_field(64, 64)                         # 16 tiles, 4 batches
+    field = uniform_field(64, 64)  # 16 tiles, 4 batches
     stop = threading.Event()
     generator = explain_field(classifier, field, target=1, stop=stop)
     stages = []
@@ -165,26 +172,37 @@ def test_stop_between_batches():
         partial = finished.value
     assert stages == [("explain", 0, 16), ("explain", 4, 16)]
     assert partial.shape == (64, 64)
-    assert partial[:HALF, :HALF].min() > 0                # first row of tiles explained
-    assert (partial[TILE:] == 0).all()                    # the rest never computed
+    assert partial[:HALF, :HALF].min() > 0  # first row of tiles explained
+    assert (partial[TILE:] == 0).all()  # the rest never computed
 
 
 def test_onednn_gradient_matches_autograd_with_overlapping_pools():
     """The fused steps apply each ReLU's mask on the pooled gradient; that must hold for any
     max pool, overlapping and padded windows included (a plain Sequential, not our CNN)."""
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-                          nn.Conv2d(8, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 2))
+    model = nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(8, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 4, 3),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 2),
+    )
     classifier = Classifier(model, meta_for(), device="cpu", batch_size=3)
     if not torch.backends.mkldnn.is_available():
         pytest.skip("PyTorch built without oneDNN")
     assert classifier.backend == "onednn"
     inputs = torch.randn(5, 2, TILE, TILE).contiguous(memory_format=torch.channels_last)
     for target in (None, 0, 1):
-        np.testing.assert_allclose(gradient_x_input(classifier.gradient_model, inputs, target),
-                                   gradient_x_input(model, inputs, target),
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            gradient_x_input(classifier.gradient_model, inputs, target),
+            gradient_x_input(model, inputs, target),
+            rtol=1e-4,
+            atol=1e-6,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,15 +220,20 @@ def test_planted_corner_artefact_is_flagged():
     marked = checks.border_share_by_class["puncta"]
     assert marked > 2 * checks.border_share_by_class["diffuse"]
     document = checks.to_dict()
-    for key in ("randomisation_similarity", "gradient_randomisation_similarity",
-                "foreground_share", "border_share", "warnings"):
+    for key in (
+        "randomisation_similarity",
+        "gradient_randomisation_similarity",
+        "foreground_share",
+        "border_share",
+        "warnings",
+    ):
         assert key in document
 
 
 def test_model_that_learnt_the_cells_gets_no_location_warning():
     checks = attribution_checks(trained("cells"), kind_tiles("cells", 128, seed=4).tiles)
     assert not [w for w in checks.warnings if "border" in w or "same" in w], checks.warnings
-    assert checks.foreground_share > checks.foreground_pixel_share   # it looks at the cells
+    assert checks.foreground_share > checks.foreground_pixel_share  # it looks at the cells
     assert -1 <= checks.randomisation_similarity <= 1
     assert -1 <= checks.gradient_randomisation_similarity <= 1
     # x input makes the map look like the image whatever the weights (Adebayo et al. 2018):
@@ -230,8 +253,7 @@ def test_reinitialised_copy_is_fresh_and_leaves_the_model_alone():
 
 def test_spearman_per_tile():
     a = np.arange(10.0).reshape(1, 10)
-    np.testing.assert_allclose(spearman_per_tile(np.vstack([a, a]), np.vstack([a ** 3, -a])),
-                               [1.0, -1.0])
+    np.testing.assert_allclose(spearman_per_tile(np.vstack([a, a]), np.vstack([a**3, -a])), [1.0, -1.0])
     assert np.isnan(spearman_per_tile(a, np.zeros_like(a))[0])
 
 

@@ -1,5 +1,6 @@
 """The classical baseline: features on real pixels, models that travel without pickle, and the
 comparison on a split (synthetic puncta-vs-diffuse fields; real cells when ../shared/data is there)."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,15 @@ def _cell_dataset(seeds=(0, 1, 2)) -> data.TileDataset:
             images.append(field.image)
             labels.append(field.labels)
             sources.append(f"{phenotype}{seed}")
-    return data.from_label_images(images, labels, list(synthetic.CLASS_NAMES), tile_size=TILE,
-                                  min_fraction=0.3, channel_names=list(synthetic.CHANNEL_NAMES),
-                                  sources=sources)
+    return data.from_label_images(
+        images,
+        labels,
+        list(synthetic.CLASS_NAMES),
+        tile_size=TILE,
+        min_fraction=0.3,
+        channel_names=list(synthetic.CHANNEL_NAMES),
+        sources=sources,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +64,22 @@ def test_classical_baseline_beats_chance_on_puncta_vs_diffuse(cells):
     # protein is drawn from the same distribution in both, so crude intensity features do worse.
     assert result["logistic"]["balanced_accuracy"] >= 0.8
     assert result["random_forest"]["balanced_accuracy"] >= 0.8
-    json.dumps(result)        # goes into ModelMeta.history as it is
+    json.dumps(result)  # goes into ModelMeta.history as it is
 
 
 @pytest.mark.parametrize("kind", baseline.KINDS)
 def test_to_from_tensors_round_trip_gives_identical_probabilities(cells, kind):
     train_idx, val_idx = _split_by_field(cells)
-    model = FeatureModel(kind=kind, n_estimators=20).fit(cells.tiles[train_idx],
-                                                         cells.labels[train_idx], n_classes=2,
-                                                         channel_names=cells.channel_names)
+    model = FeatureModel(kind=kind, n_estimators=20).fit(
+        cells.tiles[train_idx], cells.labels[train_idx], n_classes=2, channel_names=cells.channel_names
+    )
     before = model.predict_proba(cells.tiles[val_idx])
     tensors, spec = model.to_tensors()
-    spec = json.loads(json.dumps(spec))                      # travels as JSON
+    spec = json.loads(json.dumps(spec))  # travels as JSON
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
     assert spec["feature_names"][0] == "nuclei:mean"
     import torch
+
     rebuilt = FeatureModel.from_tensors({k: torch.from_numpy(v) for k, v in tensors.items()}, spec)
     after = rebuilt.predict_proba(cells.tiles[val_idx])
     np.testing.assert_array_equal(before, after)
@@ -86,26 +94,34 @@ def test_numpy_predictor_matches_scikit_learn(kind):
     features = rng.normal(size=(150, 6))
     labels = np.where(features[:, 0] + 0.3 * rng.normal(size=150) > 0, 3, 0)
     labels[features[:, 1] > 1] = 1
-    model = FeatureModel(kind=kind, n_estimators=15, seed=3).fit_features(features, labels,
-                                                                          n_classes=4)
+    model = FeatureModel(kind=kind, n_estimators=15, seed=3).fit_features(features, labels, n_classes=4)
     probabilities = model.predict_proba_features(features)
     assert probabilities.shape == (150, 4) and np.all(probabilities[:, 2] == 0)
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
+
         scaler = StandardScaler().fit(features)
-        ref = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=3).fit(
-            scaler.transform(features), labels).predict_proba(scaler.transform(features))
+        ref = (
+            LogisticRegression(class_weight="balanced", max_iter=2000, random_state=3)
+            .fit(scaler.transform(features), labels)
+            .predict_proba(scaler.transform(features))
+        )
     else:
         from sklearn.ensemble import RandomForestClassifier
-        ref = RandomForestClassifier(n_estimators=15, class_weight="balanced", random_state=3,
-                                     n_jobs=1).fit(features, labels).predict_proba(features)
+
+        ref = (
+            RandomForestClassifier(n_estimators=15, class_weight="balanced", random_state=3, n_jobs=1)
+            .fit(features, labels)
+            .predict_proba(features)
+        )
     np.testing.assert_allclose(probabilities[:, [0, 1, 3]], ref, atol=1e-9)
 
 
 def test_from_tensors_refuses_inconsistent_arrays(cells):
-    model = FeatureModel(kind="random_forest", n_estimators=3).fit(cells.tiles[:60],
-                                                                  cells.labels[:60], n_classes=2)
+    model = FeatureModel(kind="random_forest", n_estimators=3).fit(
+        cells.tiles[:60], cells.labels[:60], n_classes=2
+    )
     tensors, spec = model.to_tensors()
     broken = dict(tensors, feature=np.full_like(tensors["feature"], 10_000))
     with pytest.raises(ValueError, match="inconsistent"):
@@ -113,13 +129,18 @@ def test_from_tensors_refuses_inconsistent_arrays(cells):
     with pytest.raises(ValueError, match="lacks arrays"):
         FeatureModel.from_tensors({k: v for k, v in tensors.items() if k != "value"}, spec)
     with pytest.raises(ValueError, match="expects .* features"):
-        model.predict_proba(cells.tiles[:2, :1])          # one channel instead of two
+        model.predict_proba(cells.tiles[:2, :1])  # one channel instead of two
 
 
 def test_features_finite_on_constant_empty_and_odd_tiles():
-    tiles = np.stack([np.zeros((2, 16, 16)), np.full((2, 16, 16), 7.0),
-                      np.pad(np.ones((2, 1, 1)) * 1000, ((0, 0), (8, 7), (8, 7))),
-                      np.full((2, 16, 16), 65535.0)]).astype(np.float32)
+    tiles = np.stack(
+        [
+            np.zeros((2, 16, 16)),
+            np.full((2, 16, 16), 7.0),
+            np.pad(np.ones((2, 1, 1)) * 1000, ((0, 0), (8, 7), (8, 7))),
+            np.full((2, 16, 16), 65535.0),
+        ]
+    ).astype(np.float32)
     features, names = extract_features(tiles, ["a", "b"])
     assert features.shape == (4, len(names)) and np.isfinite(features).all()
     assert len(set(names)) == len(names) and "a~b:correlation" in names
@@ -142,27 +163,42 @@ def test_features_agree_with_scikit_image():
     quantised = rng.integers(0, 16, (4, 20, 23))
     glcm = baseline.glcm_features(quantised)
     for i in range(4):
-        matrix = graycomatrix(quantised[i].astype(np.uint8), [1, 2], list(baseline._GLCM_ANGLES),
-                              levels=16, symmetric=True, normed=True)
+        matrix = graycomatrix(
+            quantised[i].astype(np.uint8),
+            [1, 2],
+            list(baseline._GLCM_ANGLES),
+            levels=16,
+            symmetric=True,
+            normed=True,
+        )
         ref = np.stack([graycoprops(matrix, p).mean(axis=1) for p in baseline._GLCM_PROPS], 1)
         np.testing.assert_allclose(glcm[i], ref.ravel())
     images = rng.integers(0, 256, (3, 17, 19)).astype(np.uint8)
-    ref = [np.bincount(local_binary_pattern(im, 8, 1, method="uniform").astype(int).ravel(),
-                       minlength=10) / im.size for im in images]
+    ref = [
+        np.bincount(local_binary_pattern(im, 8, 1, method="uniform").astype(int).ravel(), minlength=10)
+        / im.size
+        for im in images
+    ]
     np.testing.assert_array_equal(baseline.lbp_histograms(images), np.stack(ref))
 
     yy, xx = np.mgrid[0:30, 0:30]
-    masks = np.stack([((yy - 12) / 8) ** 2 + ((xx - 15) / 5) ** 2 < 1,
-                      (((yy - 8) / 4) ** 2 + ((xx - 8) / 4) ** 2 < 1) | ((yy > 20) & (xx > 3))])
+    masks = np.stack(
+        [
+            ((yy - 12) / 8) ** 2 + ((xx - 15) / 5) ** 2 < 1,
+            (((yy - 8) / 4) ** 2 + ((xx - 8) / 4) ** 2 < 1) | ((yy > 20) & (xx > 3)),
+        ]
+    )
     n_objects, objects = baseline._largest_objects(masks)
     shape = baseline._shape_features(objects)
     for i, mask in enumerate(masks):
         regions = regionprops(label(mask, connectivity=2))
         assert n_objects[i] == len(regions)
         r = max(regions, key=lambda region: region.area)
-        np.testing.assert_allclose(shape[i, [0, 1, 2, 4, 5, 6]],
-                                   [r.area, r.perimeter, r.eccentricity, r.extent,
-                                    r.axis_major_length, r.axis_minor_length], rtol=1e-9)
+        np.testing.assert_allclose(
+            shape[i, [0, 1, 2, 4, 5, 6]],
+            [r.area, r.perimeter, r.eccentricity, r.extent, r.axis_major_length, r.axis_minor_length],
+            rtol=1e-9,
+        )
         # Solidity: hull of the pixel squares, a little larger than skimage's rasterised hull.
         assert r.solidity - 0.05 < shape[i, 3] <= r.solidity + 1e-9
 
@@ -197,9 +233,14 @@ def test_real_cells_interphase_vs_mitotic_near_known_numbers():
         members = np.flatnonzero(original == k)
         held_out[rng.choice(members, round(0.3 * len(members)), replace=False)] = True
     result = compare_on_split(cells, np.flatnonzero(~held_out), np.flatnonzero(held_out))
-    print("\n" + "\n".join(f"{name}: accuracy {s['accuracy']:.3f} balanced "
-                           f"{s['balanced_accuracy']:.3f} ({s['seconds']:.1f} s)"
-                           for name, s in result["methods"].items()))
+    print(
+        "\n"
+        + "\n".join(
+            f"{name}: accuracy {s['accuracy']:.3f} balanced "
+            f"{s['balanced_accuracy']:.3f} ({s['seconds']:.1f} s)"
+            for name, s in result["methods"].items()
+        )
+    )
     assert 0.78 < result["majority"] < 0.80
     # Measured (seed 0): 5-feature 0.902 / 0.910, logistic 0.912 / 0.914, forest 0.919 / 0.908.
     for name in ("logistic", "random_forest"):
@@ -210,15 +251,15 @@ def test_real_cells_interphase_vs_mitotic_near_known_numbers():
 
 # ------------------------------------------------------------------- a model of its own
 
+
 def test_features_model_trains_saves_loads_and_classifies_like_a_cnn(cells, tmp_path):
     from napari_cellclf import attribution, modelfile
+    from napari_cellclf._generators import drive
     from napari_cellclf.inference import Classifier
     from napari_cellclf.training import EpochEnd, RunFinished, TrainConfig
-    from napari_cellclf._generators import drive
 
     events = []
-    result = drive(baseline.train_features(cells, TrainConfig(val_fraction=0.25, seed=0)),
-                   events.append)
+    result = drive(baseline.train_features(cells, TrainConfig(val_fraction=0.25, seed=0)), events.append)
     assert [type(e) for e in events] == [EpochEnd, RunFinished]
     run = result.history.runs[0]
     assert run["features"]["kind"] in baseline.KINDS
@@ -227,6 +268,7 @@ def test_features_model_trains_saves_loads_and_classifies_like_a_cnn(cells, tmp_
 
     # evaluation scores it on the same validation split through the Classifier, as a CNN.
     from napari_cellclf import evaluation
+
     scored = evaluation.validation_metrics(result, cells)
     assert abs(scored.metrics.accuracy - run["best_val_accuracy"]) <= 1.0 / scored.metrics.n
 
@@ -253,11 +295,12 @@ def test_features_model_trains_saves_loads_and_classifies_like_a_cnn(cells, tmp_
 
 def test_features_model_file_refuses_tampered_trees(cells, tmp_path):
     import torch
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
     from napari_cellclf import modelfile
-    from napari_cellclf.training import TrainConfig
     from napari_cellclf._generators import drive
+    from napari_cellclf.training import TrainConfig
 
     result = drive(baseline.train_features(cells, TrainConfig(seed=0), kind="random_forest"))
     path = modelfile.save_model(tmp_path / "forest.safetensors", result.model, result.meta())
@@ -275,14 +318,24 @@ def test_features_model_file_refuses_tampered_trees(cells, tmp_path):
         modelfile.load_model(tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="classical-features model"):
         from napari_cellclf.model import build_model
+
         cnn = build_model("original", 2, 2, TILE)
         modelfile.save_model(tmp_path / "cnn", cnn, result.meta())
 
 
 def test_comparison_sentence_says_which_is_better():
-    comparison = {"methods": {"logistic": {"accuracy": 0.9, "balanced_accuracy": 0.85,
-                                           "label": "classical features, logistic regression"}},
-                  "best": "logistic", "chance": 0.5, "majority": 0.7}
+    comparison = {
+        "methods": {
+            "logistic": {
+                "accuracy": 0.9,
+                "balanced_accuracy": 0.85,
+                "label": "classical features, logistic regression",
+            }
+        },
+        "best": "logistic",
+        "chance": 0.5,
+        "majority": 0.7,
+    }
     assert "the CNN is better" in baseline.comparison_sentence(0.95, 0.93, comparison)
     worse = baseline.comparison_sentence(0.8, 0.7, comparison)
     assert "classical features are better" in worse and "chance 0.500" in worse
@@ -306,7 +359,7 @@ def test_cli_predicts_with_a_features_model_and_explain_refuses_it(cells, tmp_pa
     tifffile.imwrite(image_path, field.image, imagej=True, metadata={"axes": "CYX"})
     status = main(["predict", str(model_path), str(image_path), "--out", str(tmp_path / "p.csv")])
     assert status == 0, capsys.readouterr().err
-    assert (tmp_path / "p.csv").read_text().count("\n") == 1 + 16        # header + 4 x 4 tiles
+    assert (tmp_path / "p.csv").read_text().count("\n") == 1 + 16  # header + 4 x 4 tiles
     capsys.readouterr()
     status = main(["explain", str(model_path), str(image_path), "--out", str(tmp_path / "e.tif")])
     err = capsys.readouterr().err
@@ -341,10 +394,15 @@ def test_cli_trains_a_features_model_with_arch_features(cells, tmp_path, capsys)
     for k, name in enumerate(cells.class_names):
         (root / name).mkdir(parents=True)
         for i in np.flatnonzero(cells.labels == k)[:40]:
-            tifffile.imwrite(root / name / f"{cells.sources[cells.groups[i]]}_{i:04d}.tif",
-                             cells.tiles[i].astype(np.uint16), imagej=True, metadata={"axes": "CYX"})
-    status = main(["train", str(root), "--arch", "features", "--tile-size", str(TILE),
-                   "--out", str(tmp_path / "model")])
+            tifffile.imwrite(
+                root / name / f"{cells.sources[cells.groups[i]]}_{i:04d}.tif",
+                cells.tiles[i].astype(np.uint16),
+                imagej=True,
+                metadata={"axes": "CYX"},
+            )
+    status = main(
+        ["train", str(root), "--arch", "features", "--tile-size", str(TILE), "--out", str(tmp_path / "model")]
+    )
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "best validation accuracy" in captured.out

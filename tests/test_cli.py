@@ -3,6 +3,7 @@
 One model is trained (module fixture) on 32 px tiles cut from synthetic puncta/diffuse fields and
 reused by evaluate/predict/explain; bad input must end as one `cellclf: error:` line, exit 2.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,13 @@ def write_cyx(path: Path, image: np.ndarray, pixel_size: float | None = None) ->
     kwargs = {}
     if pixel_size:
         kwargs = {"resolution": (1 / pixel_size, 1 / pixel_size)}
-    tifffile.imwrite(path, image, imagej=True,
-                     metadata={"axes": "CYX" if image.ndim == 3 else "YX",
-                               **({"unit": "um"} if pixel_size else {})}, **kwargs)
+    tifffile.imwrite(
+        path,
+        image,
+        imagej=True,
+        metadata={"axes": "CYX" if image.ndim == 3 else "YX", **({"unit": "um"} if pixel_size else {})},
+        **kwargs,
+    )
     return path
 
 
@@ -49,11 +54,11 @@ def cell_tiles(field: synthetic.SyntheticField, min_cover: float = 0.25):
     h, w = field.labels.shape
     for y in range(0, h - TILE + 1, TILE):
         for x in range(0, w - TILE + 1, TILE):
-            labels = field.labels[y:y + TILE, x:x + TILE]
+            labels = field.labels[y : y + TILE, x : x + TILE]
             counts = np.bincount(labels.ravel(), minlength=3)
             if counts[1:].sum() < min_cover * TILE * TILE:
                 continue
-            yield field.image[:, y:y + TILE, x:x + TILE], CLASS_OF_VALUE[int(counts[1:].argmax()) + 1]
+            yield field.image[:, y : y + TILE, x : x + TILE], CLASS_OF_VALUE[int(counts[1:].argmax()) + 1]
 
 
 def write_class_folders(root: Path, seeds, classes=("Control", "Aggregates")) -> Path:
@@ -97,13 +102,34 @@ def train_dir(workdir) -> Path:
 @pytest.fixture(scope="module")
 def trained(workdir, train_dir):
     """Train once with the CLI (2 runs, fast net): (model path, stdout)."""
-    out = workdir / "model"            # the suffix is added by the engine
+    out = workdir / "model"  # the suffix is added by the engine
     # capsys is function-scoped, so a module fixture captures by hand.
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = main(["train", str(train_dir), "--out", str(out), "--tile-size", str(TILE),
-                       "--arch", "fast", "--epochs", "8", "--runs", "2", "--seed", "3", "--lr", "3e-3",
-                       "--batch-size", "32", "--device", "cpu"])
+        status = main(
+            [
+                "train",
+                str(train_dir),
+                "--out",
+                str(out),
+                "--tile-size",
+                str(TILE),
+                "--arch",
+                "fast",
+                "--epochs",
+                "8",
+                "--runs",
+                "2",
+                "--seed",
+                "3",
+                "--lr",
+                "3e-3",
+                "--batch-size",
+                "32",
+                "--device",
+                "cpu",
+            ]
+        )
     assert status == 0, stderr.getvalue()
     return out.with_suffix(".safetensors"), stdout.getvalue()
 
@@ -115,11 +141,11 @@ def test_train_reports_epochs_runs_and_saves_a_loadable_model(trained, train_dir
     assert sorted(meta.class_names) == ["Aggregates", "Control"]
     assert meta.tile_size == TILE and meta.in_channels == 2 and meta.architecture == "fast"
     assert meta.channel_indices == [0, 1]
-    assert "class folders" in out                            # the detected layout is said
+    assert "class folders" in out  # the detected layout is said
     epoch_lines = [line for line in out.splitlines() if "epoch" in line and "train loss" in line]
-    assert len(epoch_lines) >= 2 * 2                          # two runs, at least 2 epochs each
+    assert len(epoch_lines) >= 2 * 2  # two runs, at least 2 epochs each
     assert all("val loss" in line for line in epoch_lines)
-    assert "over 2 runs" in out and "±" in out               # the multi-run summary
+    assert "over 2 runs" in out and "±" in out  # the multi-run summary
     assert "(seed 3)" in out and "(seed 4)" in out
     assert f"model saved to {path}" in out
 
@@ -133,7 +159,7 @@ def test_evaluate_json_is_one_object_with_consistent_counts(trained, test_dir, c
     path, _ = trained
     status, out, err = run(capsys, "evaluate", path, test_dir, "--json", "--device", "cpu")
     assert status == 0, err
-    report = json.loads(out)                                  # the whole of stdout is one object
+    report = json.loads(out)  # the whole of stdout is one object
     n_files = sum(len(list((test_dir / c).glob("*.tif"))) for c in ("Aggregates", "Control"))
     assert report["n"] == n_files
     confusion = np.array(report["confusion"])
@@ -157,7 +183,7 @@ def test_evaluate_on_part_of_the_classes(trained, workdir, capsys):
     control = report["classes"].index("Control")
     aggregates = report["classes"].index("Aggregates")
     confusion = np.array(report["confusion"])
-    assert confusion[control].sum() == 0                       # no Control samples in DATA
+    assert confusion[control].sum() == 0  # no Control samples in DATA
     assert report["per_class"]["Control"]["recall"] is None
     assert confusion[aggregates].sum() == report["n"] > 0
     assert report["accuracy"] > 0.7
@@ -188,12 +214,20 @@ def test_predict_writes_one_row_per_tile_and_finds_the_phenotypes(trained, workd
     path, _ = trained
     fields = {}
     for phenotype in ("puncta", "diffuse"):
-        fields[phenotype] = synthetic.make_field(phenotype, shape=FIELD, seed=11,
-                                                 cell_radius=CELL_RADIUS)
+        fields[phenotype] = synthetic.make_field(phenotype, shape=FIELD, seed=11, cell_radius=CELL_RADIUS)
         write_cyx(workdir / f"{phenotype}_field.tif", fields[phenotype].image)
     csv_path = workdir / "predictions.csv"
-    status, out, err = run(capsys, "predict", path, workdir / "puncta_field.tif",
-                           workdir / "diffuse_field.tif", "--out", csv_path, "--device", "cpu")
+    status, out, err = run(
+        capsys,
+        "predict",
+        path,
+        workdir / "puncta_field.tif",
+        workdir / "diffuse_field.tif",
+        "--out",
+        csv_path,
+        "--device",
+        "cpu",
+    )
     assert status == 0, err
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -207,7 +241,7 @@ def test_predict_writes_one_row_per_tile_and_finds_the_phenotypes(trained, workd
         right = total = 0
         for r in (r for r in rows if r["source"] == f"{phenotype}_field.tif"):
             y, x = int(r["y"]), int(r["x"])
-            labels = field.labels[y:y + TILE, x:x + TILE]
+            labels = field.labels[y : y + TILE, x : x + TILE]
             counts = np.bincount(labels.ravel(), minlength=3)
             if counts[1:].sum() >= 0.4 * TILE * TILE:
                 total += 1
@@ -220,8 +254,9 @@ def test_explain_writes_a_calibrated_map_brightest_on_cells(trained, workdir, ca
     field = synthetic.make_field("puncta", shape=FIELD, seed=12, cell_radius=CELL_RADIUS)
     image = write_cyx(workdir / "explain_in.tif", field.image, pixel_size=PIXEL_SIZE)
     out_tif = workdir / "explain_out.tif"
-    status, out, err = run(capsys, "explain", path, image, "--out", out_tif,
-                           "--target", "Aggregates", "--device", "cpu")
+    status, out, err = run(
+        capsys, "explain", path, image, "--out", out_tif, "--target", "Aggregates", "--device", "cpu"
+    )
     assert status == 0, err
     with tifffile.TiffFile(out_tif) as tif:
         assert tif.is_imagej
@@ -230,14 +265,14 @@ def test_explain_writes_a_calibrated_map_brightest_on_cells(trained, workdir, ca
     assert attributions.dtype == np.float32 and attributions.shape == FIELD
     assert np.isfinite(attributions).all() and attributions.std() > 0
     assert x_resolution[0] / x_resolution[1] == pytest.approx(1 / PIXEL_SIZE)
-    reread = read_image(out_tif)                              # calibration survives the round trip
+    reread = read_image(out_tif)  # calibration survives the round trip
     assert reread.pixel_size == pytest.approx((PIXEL_SIZE, PIXEL_SIZE))
     assert reread.unit in ("µm", "micron", "um")
     # Gradient x input is near zero where there is nothing to see.
     on_cells = np.abs(attributions[field.cells > 0]).mean()
     background = np.abs(attributions[field.cells == 0]).mean()
     assert on_cells > 2 * background
-    assert not list(workdir.glob(".explain_out.tif.*"))       # no temporary file left behind
+    assert not list(workdir.glob(".explain_out.tif.*"))  # no temporary file left behind
 
 
 def test_train_on_label_images_with_named_classes_and_a_channel_by_name(workdir, capsys):
@@ -248,18 +283,34 @@ def test_train_on_label_images_with_named_classes_and_a_channel_by_name(workdir,
     for seed, phenotype in ((1, "puncta"), (2, "diffuse")):
         field = synthetic.make_field(phenotype, shape=(128, 128), seed=seed, cell_radius=CELL_RADIUS)
         write_cyx(root / f"{phenotype}.tif", field.image)
-        tifffile.imwrite(root / f"{phenotype}_labels.tif", field.labels)   # 1 Control, 2 Aggregates
-    status, out, err = run(capsys, "train", root, "--out", workdir / "labels_model",
-                           "--tile-size", TILE, "--classes", "Control,Aggregates",
-                           "--channels", "ch1", "--arch", "fast", "--epochs", "2",
-                           "--device", "cpu")
+        tifffile.imwrite(root / f"{phenotype}_labels.tif", field.labels)  # 1 Control, 2 Aggregates
+    status, out, err = run(
+        capsys,
+        "train",
+        root,
+        "--out",
+        workdir / "labels_model",
+        "--tile-size",
+        TILE,
+        "--classes",
+        "Control,Aggregates",
+        "--channels",
+        "ch1",
+        "--arch",
+        "fast",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert status == 0, err
     assert "label images" in out
     _, meta = load_model(workdir / "labels_model.safetensors")
     assert meta.class_names == ["Control", "Aggregates"]
     assert meta.channel_names == ["ch1"] and meta.channel_indices == [1]
-    status, out, err = run(capsys, "predict", workdir / "labels_model.safetensors",
-                           root / "puncta.tif", "--device", "cpu")
+    status, out, err = run(
+        capsys, "predict", workdir / "labels_model.safetensors", root / "puncta.tif", "--device", "cpu"
+    )
     assert status == 0, err
     assert f"{(128 // TILE) ** 2} tiles" in out
 
@@ -267,7 +318,7 @@ def test_train_on_label_images_with_named_classes_and_a_channel_by_name(workdir,
 def test_version_and_demo_delegation(capsys):
     status, out, _ = run(capsys, "--version")
     assert status == 0 and out.strip() == f"cellclf {napari_cellclf.__version__}"
-    status, out, _ = run(capsys, "demo", "--help")              # the demo's own options
+    status, out, _ = run(capsys, "demo", "--help")  # the demo's own options
     assert status == 0 and "--auto" in out and "--screenshot" in out
 
 
@@ -299,8 +350,7 @@ def test_empty_folder(workdir, capsys):
 
 def test_one_class_only(workdir, capsys):
     root = write_class_folders(workdir / "one_class", seeds=(14,), classes=("Control",))
-    status, _, err = run(capsys, "train", root, "--out", workdir / "m1", "--tile-size", TILE,
-                         "--epochs", "1")
+    status, _, err = run(capsys, "train", root, "--out", workdir / "m1", "--tile-size", TILE, "--epochs", "1")
     assert_one_line_error(status, err)
     assert not (workdir / "m1.safetensors").exists()
 
@@ -324,8 +374,16 @@ def test_missing_files_and_bad_target(trained, workdir, capsys):
     path, _ = trained
     status, _, err = run(capsys, "predict", path, workdir / "nope.tif")
     assert_one_line_error(status, err, "nope.tif")
-    status, _, err = run(capsys, "explain", path, workdir / "puncta_field.tif", "--out",
-                         workdir / "x.tif", "--target", "Nothing")
+    status, _, err = run(
+        capsys,
+        "explain",
+        path,
+        workdir / "puncta_field.tif",
+        "--out",
+        workdir / "x.tif",
+        "--target",
+        "Nothing",
+    )
     assert_one_line_error(status, err, "Nothing")
 
 
@@ -340,14 +398,32 @@ def test_console_script_ctrl_c_saves_the_best_model(train_dir, workdir):
         pytest.skip("console script not installed here (or no SIGINT on this platform)")
     out = workdir / "interrupted.safetensors"
     process = subprocess.Popen(
-        [str(script), "train", str(train_dir), "--out", str(out), "--tile-size", str(TILE),
-         "--arch", "fast", "--epochs", "1000", "--patience", "0", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            str(script),
+            "train",
+            str(train_dir),
+            "--out",
+            str(out),
+            "--tile-size",
+            str(TILE),
+            "--arch",
+            "fast",
+            "--epochs",
+            "1000",
+            "--patience",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = []
         for line in process.stdout:
             lines.append(line)
-            if "train loss" in line:                          # one epoch done: interrupt
+            if "train loss" in line:  # one epoch done: interrupt
                 process.send_signal(signal.SIGINT)
                 break
         stdout, stderr = process.communicate(timeout=60)

@@ -1,5 +1,6 @@
 """`cellclf report`, and the CLI's metrics printouts from evaluation.py (accuracy beside balanced
 accuracy and chance, the verdict, repeated when a not-better-than-chance model classifies)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from evaluation_support import kind_tiles, training_result
 
+from evaluation_support import kind_tiles, training_result
 from napari_cellclf.cli import main
 from napari_cellclf.modelfile import save_model
 
@@ -64,8 +65,21 @@ def test_evaluate_and_predict_say_when_a_model_is_not_better_than_chance(tmp_pat
 def test_train_records_the_verdict_and_predict_repeats_it(tmp_path, capsys):
     data = write_folders(tmp_path / "data", "noise", 160, seed=13)
     model = tmp_path / "noise.safetensors"
-    status, out, err = run(capsys, "train", data, "--out", model, "--tile-size", "32", "--epochs", "2",
-                           "--arch", "fast", "--device", "cpu")
+    status, out, err = run(
+        capsys,
+        "train",
+        data,
+        "--out",
+        model,
+        "--tile-size",
+        "32",
+        "--epochs",
+        "2",
+        "--arch",
+        "fast",
+        "--device",
+        "cpu",
+    )
     assert status == 0, err
     assert "balanced accuracy" in out and "chance" in out
     from napari_cellclf.modelfile import read_meta

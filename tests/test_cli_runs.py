@@ -1,4 +1,5 @@
 """`cellclf train --runs N --report DIR`, `cellclf info MODEL [--json]`, `cellclf crosstest`."""
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,12 @@ def write_folders(root: Path, seed: int, gain: float = 1.0, n: int = 16) -> Path
         (root / name).mkdir(parents=True)
         for i in range(n):
             image = np.stack([rng.poisson(gain * (20 + level * blob)), rng.poisson(20 + 0 * blob)])
-            tifffile.imwrite(root / name / f"{i:02d}.tif", image.astype(np.uint16), imagej=True,
-                             metadata={"axes": "CYX", "Labels": ["signal", "other"]})
+            tifffile.imwrite(
+                root / name / f"{i:02d}.tif",
+                image.astype(np.uint16),
+                imagej=True,
+                metadata={"axes": "CYX", "Labels": ["signal", "other"]},
+            )
     return root
 
 
@@ -39,8 +44,9 @@ FAST = ["--tile-size", 16, "--arch", "fast", "--epochs", 2, "--device", "cpu", "
 def test_train_with_runs_and_report_then_info(tmp_path, capsys):
     data = write_folders(tmp_path / "data", 0)
     model = tmp_path / "m.safetensors"
-    status, out, err = run(capsys, "train", data, "--out", model, "--runs", 3, "--report",
-                           tmp_path / "report", *FAST)
+    status, out, err = run(
+        capsys, "train", data, "--out", model, "--runs", 3, "--report", tmp_path / "report", *FAST
+    )
     assert status == 0, err
     with open(tmp_path / "report" / "runs.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -62,8 +68,9 @@ def test_train_with_runs_and_report_then_info(tmp_path, capsys):
 def test_crosstest_writes_the_matrix_and_notes_channel_subsets(tmp_path, capsys):
     a = write_folders(tmp_path / "a", 1)
     b = write_folders(tmp_path / "b", 2, gain=3.0)
-    status, out, err = run(capsys, "crosstest", a, b, f"{b}:signal", "--out", tmp_path / "x",
-                           "--channels", "signal", *FAST)
+    status, out, err = run(
+        capsys, "crosstest", a, b, f"{b}:signal", "--out", tmp_path / "x", "--channels", "signal", *FAST
+    )
     assert status == 0, err
     with open(tmp_path / "x" / "crosstest.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -1,4 +1,5 @@
 """Cross-dataset test on generated data where the answer is known, and the files it writes."""
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,15 @@ from napari_cellclf.training import TrainConfig
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def spot_tiles(n_per_class: int, seed: int, gain: float = 1.0, offset: float = 0.0,
-               tile: int = 16, classes=("diffuse", "puncta")) -> TileDataset:
-    """"diffuse": a smooth blob; "puncta": the same light gathered into 3-5 bright spots. `gain`
+def spot_tiles(
+    n_per_class: int,
+    seed: int,
+    gain: float = 1.0,
+    offset: float = 0.0,
+    tile: int = 16,
+    classes=("diffuse", "puncta"),
+) -> TileDataset:
+    """ "diffuse": a smooth blob; "puncta": the same light gathered into 3-5 bright spots. `gain`
     and `offset` are the nuisance: the microscope's brightness and background, not the biology."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:tile, 0:tile].astype(np.float32)
@@ -34,10 +41,15 @@ def spot_tiles(n_per_class: int, seed: int, gain: float = 1.0, offset: float = 0
             tiles.append(rng.poisson(gain * 200 * image + 20 + offset)[None])
             labels.append(label)
     n = len(labels)
-    return TileDataset(tiles=np.stack(tiles).astype(np.float32), labels=np.asarray(labels),
-                       groups=np.arange(n) % 8, positions=np.zeros((n, 2), np.int64),
-                       class_names=list(classes), channel_names=["protein"],
-                       sources=[f"field {g}" for g in range(8)])
+    return TileDataset(
+        tiles=np.stack(tiles).astype(np.float32),
+        labels=np.asarray(labels),
+        groups=np.arange(n) % 8,
+        positions=np.zeros((n, 2), np.int64),
+        class_names=list(classes),
+        channel_names=["protein"],
+        sources=[f"field {g}" for g in range(8)],
+    )
 
 
 CONFIG = TrainConfig(epochs=6, architecture="fast", device="cpu", seed=0, batch_size=16)
@@ -46,7 +58,7 @@ CONFIG = TrainConfig(epochs=6, architecture="fast", device="cpu", seed=0, batch_
 def test_a_brightness_change_drops_accuracy_off_the_diagonal(tmp_path):
     datasets = {"dim": spot_tiles(60, seed=0), "bright": spot_tiles(60, seed=1, gain=4.0, offset=300)}
     results = crosstest(datasets, CONFIG, runs=2)
-    assert len(results.rows) == 2 * 2 * 2          # train x test x runs
+    assert len(results.rows) == 2 * 2 * 2  # train x test x runs
     matrix = results.matrix()
     assert results.names == ["dim", "bright"] and results.chance() == pytest.approx(0.5)
     held_out = [r for r in results.rows if r["train"] == r["test"]]

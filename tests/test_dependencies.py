@@ -1,5 +1,6 @@
 """Dependencies are declared exactly: every third-party package the code imports is declared in
 pyproject.toml (core or an extra), and every core dependency is imported somewhere."""
+
 from __future__ import annotations
 
 import ast
@@ -14,12 +15,16 @@ tomllib = pytest.importorskip("tomllib")
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "napari_cellclf"
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"skimage": "scikit-image", "sklearn": "scikit-learn", "yaml": "pyyaml",
-                "bioimageio": "bioimageio.core"}
+DISTRIBUTION = {
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+    "bioimageio": "bioimageio.core",
+}
 
 
 def _names(requirement: str) -> set[str]:
-    """"dask[distributed]>=2024" -> {"dask", "distributed"} (an extra that names a package)."""
+    """ "dask[distributed]>=2024" -> {"dask", "distributed"} (an extra that names a package)."""
     name = re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].strip().lower()
     extras = re.search(r"\[([^\]]*)\]", requirement)
     return {name} | ({e.strip().lower() for e in extras.group(1).split(",")} if extras else set())

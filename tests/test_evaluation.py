@@ -1,5 +1,6 @@
 """Honest metrics: accuracy beside balanced accuracy and chance, an interval, a verdict; rotation
 and flip consistency; evaluating a labelled dataset through the Classifier."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from evaluation_support import TILE, kind_tiles, trained
 from torch import nn
 
+from evaluation_support import TILE, kind_tiles, trained
 from napari_cellclf import model as model_module
 from napari_cellclf.data import Normalization
 from napari_cellclf.evaluation import (
@@ -32,15 +33,29 @@ def test_metrics_of_a_known_confusion():
     assert m.chance == pytest.approx(1 / 3)
     assert m.majority == pytest.approx(4 / 8)
     np.testing.assert_array_equal(m.confusion, [[3, 1, 0], [0, 2, 0], [0, 2, 0]])
-    assert m.per_class["a"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7),
-                                "support": 4, "predicted": 3}
+    assert m.per_class["a"] == {
+        "precision": 1.0,
+        "recall": 0.75,
+        "f1": pytest.approx(6 / 7),
+        "support": 4,
+        "predicted": 3,
+    }
     assert m.per_class["b"]["precision"] == pytest.approx(2 / 5)
     assert m.per_class["c"]["precision"] is None and m.per_class["c"]["recall"] == 0.0
     low, high = m.balanced_accuracy_interval
     assert low <= m.balanced_accuracy <= high
     document = json.loads(json.dumps(m.to_dict()))
-    for key in ("accuracy", "balanced_accuracy", "chance", "majority", "better_than_chance",
-                "confusion", "per_class", "verdict", "balanced_accuracy_interval"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "chance",
+        "majority",
+        "better_than_chance",
+        "confusion",
+        "per_class",
+        "verdict",
+        "balanced_accuracy_interval",
+    ):
         assert key in document
 
 
@@ -121,6 +136,7 @@ def test_evaluate_matches_classes_by_name():
 
 # ----------------------------------------------------------------------------- dihedral checks
 
+
 class TopLeftBright(nn.Module):
     """Orientation-sensitive on purpose: class 1 when the top-left quadrant is bright."""
 
@@ -161,9 +177,14 @@ def tta(inner):
 
 
 def classifier_for(net):
-    meta = ModelMeta(class_names=["a", "b"], class_colors=default_class_colors(2),
-                     channel_names=["protein"], tile_size=TILE, architecture="fast",
-                     normalization=Normalization(low=[0.0], high=[400.0]).to_dict())
+    meta = ModelMeta(
+        class_names=["a", "b"],
+        class_colors=default_class_colors(2),
+        channel_names=["protein"],
+        tile_size=TILE,
+        architecture="fast",
+        normalization=Normalization(low=[0.0], high=[400.0]).to_dict(),
+    )
     return Classifier(net, meta, device="cpu")
 
 
@@ -185,12 +206,11 @@ def test_dihedral_agreement_tells_orientation_sensitive_models_apart():
 
 def test_validation_metrics_score_the_training_split_and_travel_in_the_model_file():
     from evaluation_support import training_result
-
     from napari_cellclf.data import split_train_val
     from napari_cellclf.evaluation import stored_verdict, validation_metrics
 
     result = training_result("noise")
-    data = kind_tiles("noise", 240, seed=0)          # the very tiles it was trained on
+    data = kind_tiles("noise", 240, seed=0)  # the very tiles it was trained on
     evaluation = validation_metrics(result, data)
     _, val_idx = split_train_val(data, result.config.val_fraction, seed=result.config.seed)
     assert evaluation.metrics.n == len(val_idx)
@@ -203,8 +223,9 @@ def test_validation_metrics_score_the_training_split_and_travel_in_the_model_fil
 def test_format_metrics_prints_accuracy_beside_balanced_accuracy_chance_and_verdict():
     from napari_cellclf.evaluation import format_metrics
 
-    lines = format_metrics(classification_metrics([0] * 45 + [1] * 5, [0] * 50,
-                                                  ["control", "treated"]).to_dict())
+    lines = format_metrics(
+        classification_metrics([0] * 45 + [1] * 5, [0] * 50, ["control", "treated"]).to_dict()
+    )
     assert lines[0].startswith("accuracy 0.900 (majority class 0.900), balanced accuracy 0.500")
     assert "chance 0.500" in lines[0]
     assert lines[1].startswith("verdict: Not clearly better than chance")

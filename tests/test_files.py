@@ -1,4 +1,5 @@
 """The output-path guard and the atomic writer (issue 11: outputs that overwrite inputs)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,7 @@ def test_an_input_is_never_an_output_through_links(tmp_path):
     image.write_bytes(b"pixels")
     (tmp_path / "link.tif").symlink_to(image)
     os.link(image, tmp_path / "hard.tif")
-    for out in (image, tmp_path / "link.tif", tmp_path / "hard.tif",
-                tmp_path / "sub" / ".." / "img.tif"):
+    for out in (image, tmp_path / "link.tif", tmp_path / "hard.tif", tmp_path / "sub" / ".." / "img.tif"):
         (tmp_path / "sub").mkdir(exist_ok=True)
         with pytest.raises(OutputPathError, match="is an input of this command") as info:
             check_output_path(out, [tmp_path / "model.safetensors", image])
@@ -49,11 +49,11 @@ def test_only_regular_files_are_replaced(tmp_path, kind):
     word = {"fifo": "a FIFO", "device": "a device", "folder": "a folder"}[kind]
     with pytest.raises(OutputPathError, match=word):
         check_output_path(out)
-    with pytest.raises(OutputPathError, match=word):      # the writer itself refuses too
+    with pytest.raises(OutputPathError, match=word):  # the writer itself refuses too
         atomic_write(out, _write(b"data"))
     mode = os.stat(out).st_mode
     assert not stat.S_ISREG(mode)
-    assert os.listdir(tmp_path) == [out.name]              # no temporary file left
+    assert os.listdir(tmp_path) == [out.name]  # no temporary file left
 
 
 def test_missing_folder_and_read_only_targets(tmp_path):
@@ -72,7 +72,7 @@ def test_missing_folder_and_read_only_targets(tmp_path):
     try:
         with pytest.raises(OutputPathError, match="not writable"):
             check_output_path(locked / "m.safetensors")
-        with pytest.raises(OSError) as info:            # the writer's own error: no temp name
+        with pytest.raises(OSError) as info:  # the writer's own error: no temp name
             atomic_write(locked / "m.safetensors", _write(b"x"))
         assert ".tmp" not in str(info.value) and "m.safetensors" in str(info.value)
     finally:
@@ -82,7 +82,7 @@ def test_missing_folder_and_read_only_targets(tmp_path):
 def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
     target = tmp_path / "m.safetensors"
     stale = tmp_path / ".m.safetensors.ab12cd_9.tmp"
-    fresh = tmp_path / ".m.safetensors.zz99yy00.tmp"       # a save in progress right now
+    fresh = tmp_path / ".m.safetensors.zz99yy00.tmp"  # a save in progress right now
     other = tmp_path / ".other.safetensors.ab12cd_9.tmp"
     for path in (stale, fresh, other):
         path.write_bytes(b"half")
@@ -91,5 +91,4 @@ def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
     os.utime(other, (old, old))
     atomic_write(target, _write(b"whole"))
     assert target.read_bytes() == b"whole"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [target.name, fresh.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, fresh.name, other.name])

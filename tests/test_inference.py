@@ -1,4 +1,5 @@
 """Inference over whole fields: known answers from a hand-built model, batching, cancelling, CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,13 @@ import torch
 from torch import nn
 
 from napari_cellclf.data import Normalization
-from napari_cellclf.inference import (CPU_ACTIVATION_BUDGET, Classifier, FieldPrediction,
-                                      InferenceProgress, write_predictions_csv)
+from napari_cellclf.inference import (
+    CPU_ACTIVATION_BUDGET,
+    Classifier,
+    FieldPrediction,
+    InferenceProgress,
+    write_predictions_csv,
+)
 from napari_cellclf.model import build_model
 from napari_cellclf.modelfile import ModelMeta, default_class_colors, save_model
 
@@ -32,11 +38,14 @@ class MeanBrightness(nn.Module):
 
 def make_meta(n_classes=2, tile_size=TILE, architecture="original", high=100.0, mode="dataset"):
     names = ["dim", "bright"] if n_classes == 2 else [f"class {k}" for k in range(n_classes)]
-    return ModelMeta(class_names=names, class_colors=default_class_colors(n_classes),
-                     channel_names=["nuclei", "protein"], tile_size=tile_size,
-                     architecture=architecture,
-                     normalization=Normalization(low=[0.0, 0.0], high=[high, high],
-                                                 mode=mode).to_dict())
+    return ModelMeta(
+        class_names=names,
+        class_colors=default_class_colors(n_classes),
+        channel_names=["nuclei", "protein"],
+        tile_size=tile_size,
+        architecture=architecture,
+        normalization=Normalization(low=[0.0, 0.0], high=[high, high], mode=mode).to_dict(),
+    )
 
 
 def brightness_classifier(**kwargs) -> Classifier:
@@ -70,14 +79,14 @@ def test_class_map_matches_known_regions_on_odd_field():
 
     assert isinstance(prediction, FieldPrediction) and not prediction.cancelled
     grid = prediction.grid
-    assert (grid.rows, grid.cols) == (5, 7)           # 75/16 and 101/16 rounded up: padded
+    assert (grid.rows, grid.cols) == (5, 7)  # 75/16 and 101/16 rounded up: padded
     class_map = prediction.class_map()
     assert class_map.shape == (75, 101) and class_map.dtype == np.uint8
     expected = np.where(np.arange(101) < 48, 2, 1)[None, :].repeat(75, axis=0)
-    np.testing.assert_array_equal(class_map, expected)    # every pixel covered, none 0
+    np.testing.assert_array_equal(class_map, expected)  # every pixel covered, none 0
     confidence = prediction.confidence_map()
     assert confidence.shape == (75, 101) and confidence.dtype == np.float32
-    assert confidence.min() > 0.99                    # 0.8/0.2 are far from the 0.5 boundary
+    assert confidence.min() > 0.99  # 0.8/0.2 are far from the 0.5 boundary
 
     assert all(isinstance(e, InferenceProgress) for e in events)
     assert [e.done for e in events] == [0, 4, 8, 12, 16, 20, 24, 28, 32, 35]
@@ -87,8 +96,18 @@ def test_class_map_matches_known_regions_on_odd_field():
 def test_table_columns_and_lengths():
     prediction = brightness_classifier().predict_field_sync(half_bright_field())
     table = prediction.table()
-    assert list(table) == ["index", "row", "col", "y", "x", "class", "class_name", "confidence",
-                           "p_dim", "p_bright"]
+    assert list(table) == [
+        "index",
+        "row",
+        "col",
+        "y",
+        "x",
+        "class",
+        "class_name",
+        "confidence",
+        "p_dim",
+        "p_bright",
+    ]
     assert {len(v) for v in table.values()} == {35}
     np.testing.assert_array_equal(table["index"], np.arange(35))
     np.testing.assert_array_equal(table["row"], np.arange(35) // 7)
@@ -102,17 +121,17 @@ def test_table_columns_and_lengths():
 
 
 def test_foreground_only_skips_empty_tiles():
-    field = np.zeros((2, 64, 80), dtype=np.uint16)        # 4 x 5 tiles, all background...
-    field[0, 16:32, 16:32] = 90                          # ...but tile (1, 1)
-    field[0, 48:64, 64:70] = 90                          # ...and tile (3, 4): bright nuclei
-                                                         # on 6/16 of it, a dim mean
+    field = np.zeros((2, 64, 80), dtype=np.uint16)  # 4 x 5 tiles, all background...
+    field[0, 16:32, 16:32] = 90  # ...but tile (1, 1)
+    field[0, 48:64, 64:70] = 90  # ...and tile (3, 4): bright nuclei
+    # on 6/16 of it, a dim mean
     prediction = brightness_classifier().predict_field_sync(field, foreground_only=True)
     np.testing.assert_array_equal(prediction.indices, [1 * 5 + 1, 3 * 5 + 4])
     np.testing.assert_array_equal(prediction.predicted, [1, 0])
     class_map = prediction.class_map()
     assert (class_map[16:32, 16:32] == 2).all() and (class_map[48:64, 64:80] == 1).all()
     assert prediction.grid.n_tiles == 20
-    assert (class_map > 0).sum() == 2 * TILE * TILE    # skipped tiles stay unclassified (0)
+    assert (class_map > 0).sum() == 2 * TILE * TILE  # skipped tiles stay unclassified (0)
     assert prediction.confidence_map()[0, 0] == 0
     assert len(prediction.table()["index"]) == 2
 
@@ -130,11 +149,11 @@ def test_stop_between_batches_returns_partial_result():
                 stop.set()
     except StopIteration as finished:
         prediction = finished.value
-    assert seen == [0, 4, 8]                        # no batch ran after the stop
+    assert seen == [0, 4, 8]  # no batch ran after the stop
     assert prediction.cancelled
     np.testing.assert_array_equal(prediction.indices, np.arange(8))
     assert prediction.probabilities.shape == (8, 2)
-    assert (prediction.class_map()[32:] == 0).all()    # rows 2.. never classified
+    assert (prediction.class_map()[32:] == 0).all()  # rows 2.. never classified
 
 
 def test_channel_mismatch_is_a_clear_error():
@@ -159,31 +178,32 @@ def test_batched_equals_one_at_a_time_with_the_real_network():
     single = one_by_one.predict_field_sync(field, stride=12)
     np.testing.assert_array_equal(many.indices, single.indices)
     np.testing.assert_allclose(many.probabilities, single.probabilities, rtol=1e-4, atol=1e-6)
-    assert not np.allclose(many.probabilities, many.probabilities[0])   # a real, varied answer
+    assert not np.allclose(many.probabilities, many.probabilities[0])  # a real, varied answer
 
     # The default CPU backend (fused oneDNN convolutions) gives the plain model's answer.
     assert batched.backend == ("onednn" if torch.backends.mkldnn.is_available() else "eager")
     plain = Classifier(model, meta, device="cpu", batch_size=7, backend="eager")
     assert plain.backend == "eager"
-    np.testing.assert_allclose(plain.predict_field_sync(field, stride=12).probabilities,
-                               many.probabilities, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        plain.predict_field_sync(field, stride=12).probabilities, many.probabilities, rtol=1e-4, atol=1e-6
+    )
 
     # The tile path agrees with the field path (normalisation applied in both).
     from napari_cellclf.tiling import extract_tiles
+
     tiles = extract_tiles(field, many.grid)
-    np.testing.assert_allclose(batched.predict_tiles(tiles), many.probabilities,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(batched.predict_tiles(tiles), many.probabilities, rtol=1e-4, atol=1e-6)
 
 
 def test_default_batch_size_is_bounded_by_activation_bytes():
     model = build_model("original", 2, 2, 64)
     classifier = Classifier(model, make_meta(tile_size=64), device="cpu")
     per_tile = classifier.activation_bytes_per_tile()
-    assert per_tile == 16 * 64 * 64 * 4                # the first conv block's output
+    assert per_tile == 16 * 64 * 64 * 4  # the first conv block's output
     budget = CPU_ACTIVATION_BUDGET
     assert classifier.batch_size * per_tile <= budget < (classifier.batch_size + 1) * per_tile
     small = Classifier(build_model("original", 2, 2, 16), make_meta(), device="cpu")
-    assert small.batch_size > classifier.batch_size    # smaller tiles, more per batch
+    assert small.batch_size > classifier.batch_size  # smaller tiles, more per batch
 
 
 def test_saved_model_classifies_like_the_in_memory_one(tmp_path):
@@ -203,7 +223,7 @@ def test_csv_written_atomically_and_parsed_back(tmp_path):
     out = tmp_path / "predictions.csv"
     out.write_text("old content\n")
     write_predictions_csv(out, table, source="field 1.tif")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]   # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # no temp left
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 35
@@ -217,7 +237,7 @@ def test_csv_written_atomically_and_parsed_back(tmp_path):
         write_predictions_csv(out, {"a": np.arange(3), "b": np.arange(2)})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_predictions_csv(tmp_path / "missing" / "p.csv", table)
-    assert out.read_text().startswith("source,index,")        # the old file survived
+    assert out.read_text().startswith("source,index,")  # the old file survived
 
 
 class Residual(nn.Module):
@@ -238,9 +258,14 @@ def test_backends_fall_back_to_the_plain_model_when_they_do_not_apply(monkeypatc
     torch.manual_seed(0)
     residual = Residual()
     with torch.inference_mode():
-        reference = torch.softmax(residual(torch.from_numpy(field.reshape(2, 2, 16, 2, 16)
-                                  .transpose(1, 3, 0, 2, 4).reshape(4, 2, 16, 16) / 100.0)
-                                  .float()), dim=1).numpy()
+        reference = torch.softmax(
+            residual(
+                torch.from_numpy(
+                    field.reshape(2, 2, 16, 2, 16).transpose(1, 3, 0, 2, 4).reshape(4, 2, 16, 16) / 100.0
+                ).float()
+            ),
+            dim=1,
+        ).numpy()
     auto = Classifier(residual, make_meta(), device="cpu")
     assert auto.backend == "eager"
     np.testing.assert_allclose(auto.predict_field_sync(field).probabilities, reference, atol=1e-5)
@@ -264,6 +289,7 @@ def test_nan_fields_are_refused_for_prediction_explanation_and_training():
     """NaN spreads through normalisation and convolutions: refused, not classified silently."""
     from napari_cellclf import attribution
     from napari_cellclf.data import from_label_images
+
     classifier = brightness_classifier()
     field = half_bright_field().astype(np.float32)
     field[0, 10, 20] = np.nan

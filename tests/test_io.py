@@ -1,6 +1,7 @@
 """io: files -> ImageData -> (C, Y, X). Files are written here with tifffile/imagecodecs; the real
 files in ../shared/data are checked against their SOURCE.md tables (values verified with
 tifffile before they were written down here)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_12bit_in_uint16_is_recognised_and_not_displayed_black(tmp_path):
     image = io.read_image(path)
     assert image.significant_bits == 12
     lo, hi = io.contrast_limits(image)
-    assert 100 <= lo < 200 and 3900 < hi <= 4095       # not 0..65535, which renders black
+    assert 100 <= lo < 200 and 3900 < hi <= 4095  # not 0..65535, which renders black
 
 
 @pytest.mark.parametrize("axes", ["ZYX", "CYX", "TYX", "ZCYX", "TCYX", "TZYX", "TZCYX"])
@@ -60,9 +61,13 @@ def test_imagej_hyperstack_axes(tmp_path, axes):
 def test_imagej_labels_unit_resolution_and_spacing(tmp_path):
     data = _ramp((3, 2, 16, 20), np.uint16, 4095)
     path = tmp_path / "calibrated.tif"
-    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
-                     metadata={"axes": "ZCYX", "unit": "um", "spacing": 0.8,
-                               "Labels": ["Hoechst", "GFP"]})
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "ZCYX", "unit": "um", "spacing": 0.8, "Labels": ["Hoechst", "GFP"]},
+    )
     image = io.read_image(path)
     assert image.axes == "ZCYX"
     assert image.channel_names == ["Hoechst", "GFP"]
@@ -72,17 +77,24 @@ def test_imagej_labels_unit_resolution_and_spacing(tmp_path):
 
 def test_imagej_uncalibrated_has_no_pixel_size(tmp_path):
     path = tmp_path / "raw.tif"
-    tifffile.imwrite(path, _ramp((2, 8, 8), np.uint16, 100), imagej=True,
-                     metadata={"axes": "CYX"})
+    tifffile.imwrite(path, _ramp((2, 8, 8), np.uint16, 100), imagej=True, metadata={"axes": "CYX"})
     assert io.read_image(path).pixel_size is None
 
 
 def test_ome_tiff_axes_channel_names_pixel_size(tmp_path):
     data = _ramp((3, 30, 40), np.uint16, 4095)
     path = tmp_path / "cells.ome.tif"
-    tifffile.imwrite(path, data, ome=True,
-                     metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "GFP", "RFP"]},
-                               "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.3})
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={
+            "axes": "CYX",
+            "Channel": {"Name": ["DAPI", "GFP", "RFP"]},
+            "PhysicalSizeX": 0.2,
+            "PhysicalSizeY": 0.3,
+        },
+    )
     image = io.read_image(path)
     assert image.metadata["flavour"] == "ome"
     assert image.axes == "CYX" and image.channel_names == ["DAPI", "GFP", "RFP"]
@@ -142,15 +154,19 @@ def test_8bit_rgb_tiff_is_a_photo(tmp_path):
     assert io.contrast_limits(image) == (0.0, 255.0)
 
 
-@pytest.mark.parametrize("unit, resolution, expected", [
-    ("CENTIMETER", 1e4 / 0.65, 0.65),      # 0.65 µm pixels written in pixels per cm
-    ("MICROMETER", 1 / 0.5, 0.5),
-    ("INCH", 300.0, None),                 # print dpi, not a microscope pixel
-])
+@pytest.mark.parametrize(
+    "unit, resolution, expected",
+    [
+        ("CENTIMETER", 1e4 / 0.65, 0.65),  # 0.65 µm pixels written in pixels per cm
+        ("MICROMETER", 1 / 0.5, 0.5),
+        ("INCH", 300.0, None),  # print dpi, not a microscope pixel
+    ],
+)
 def test_plain_tiff_resolution_tags(tmp_path, unit, resolution, expected):
     path = tmp_path / "res.tif"
-    tifffile.imwrite(path, np.zeros((8, 8), np.uint16), resolution=(resolution, resolution),
-                     resolutionunit=unit)
+    tifffile.imwrite(
+        path, np.zeros((8, 8), np.uint16), resolution=(resolution, resolution), resolutionunit=unit
+    )
     image = io.read_image(path)
     if expected is None:
         assert image.pixel_size is None
@@ -164,16 +180,20 @@ def test_plain_tiff_resolution_tags(tmp_path, unit, resolution, expected):
 
 def _write_png(path, data):
     import imagecodecs
+
     path.write_bytes(imagecodecs.png_encode(data))
 
 
-@pytest.mark.parametrize("shape, dtype, axes, rgb", [
-    ((20, 30), np.uint8, "YX", False),
-    ((20, 30), np.uint16, "YX", False),
-    ((20, 30, 3), np.uint8, "YXS", True),
-    ((20, 30, 3), np.uint16, "YXS", True),     # 16-bit RGB PNG stays 16-bit
-    ((20, 30, 4), np.uint8, "YXS", True),
-])
+@pytest.mark.parametrize(
+    "shape, dtype, axes, rgb",
+    [
+        ((20, 30), np.uint8, "YX", False),
+        ((20, 30), np.uint16, "YX", False),
+        ((20, 30, 3), np.uint8, "YXS", True),
+        ((20, 30, 3), np.uint16, "YXS", True),  # 16-bit RGB PNG stays 16-bit
+        ((20, 30, 4), np.uint8, "YXS", True),
+    ],
+)
 def test_png_grey_rgb_rgba_keep_bit_depth(tmp_path, shape, dtype, axes, rgb):
     data = RNG.integers(0, np.iinfo(dtype).max, shape).astype(dtype)
     path = tmp_path / "img.png"
@@ -185,7 +205,7 @@ def test_png_grey_rgb_rgba_keep_bit_depth(tmp_path, shape, dtype, axes, rgb):
     expected_c = 3 if rgb else 1
     assert cyx.shape == (expected_c, 20, 30) and cyx.dtype == np.float32
     if rgb:
-        assert names == ["red", "green", "blue"]          # alpha is not a channel
+        assert names == ["red", "green", "blue"]  # alpha is not a channel
         np.testing.assert_array_equal(cyx, np.moveaxis(data[..., :3], -1, 0))
 
 
@@ -200,8 +220,9 @@ def test_png_grey_with_alpha_drops_alpha(tmp_path):
 
 def test_jpeg_rgb_and_grey(tmp_path):
     import imagecodecs
+
     rgb = np.zeros((32, 40, 3), np.uint8)
-    rgb[..., 0] = 200                                  # flat red: survives JPEG almost exactly
+    rgb[..., 0] = 200  # flat red: survives JPEG almost exactly
     (tmp_path / "photo.JPG").write_bytes(imagecodecs.jpeg8_encode(rgb, level=95))
     image = io.read_image(tmp_path / "photo.JPG")
     assert image.rgb and image.data.shape == (32, 40, 3)
@@ -236,10 +257,10 @@ def test_large_compressed_tiff_is_a_zarr_store_and_subsampled(tmp_path, monkeypa
     monkeypatch.setattr(io, "LAZY_BYTES", 1024)
     monkeypatch.setattr(io, "SUBSAMPLE_SIDE", 64)
     image = io.read_image(path)
-    assert image.lazy and not isinstance(image.data, np.ndarray)   # nothing read yet
+    assert image.lazy and not isinstance(image.data, np.ndarray)  # nothing read yet
     assert tuple(image.data.shape) == data.shape and image.axes == "TCYX"
     sample = io.subsample(image, channel=1)
-    assert sample.size < data[:, 1].size / 10          # 3 planes strided to ~64 px per side
+    assert sample.size < data[:, 1].size / 10  # 3 planes strided to ~64 px per side
     lo, hi = io.contrast_limits(image, channel=1)
     assert 0 <= lo < 100 and 3900 < hi < 4096
     cyx, _ = io.to_cyx(image, plane={"T": 2})
@@ -263,14 +284,13 @@ def _bad_files(tmp_path):
     raw = full.read_bytes()
     (tmp_path / "truncated.tif").write_bytes(raw[: len(raw) // 2])
     stack = tmp_path / "stack.tif"
-    tifffile.imwrite(stack, _ramp((4, 3, 40, 50), np.uint16, 100), imagej=True,
-                     metadata={"axes": "ZCYX"})
+    tifffile.imwrite(stack, _ramp((4, 3, 40, 50), np.uint16, 100), imagej=True, metadata={"axes": "ZCYX"})
     (tmp_path / "truncated_stack.tif").write_bytes(stack.read_bytes()[:3000])
     (tmp_path / "empty.tif").write_bytes(b"")
     (tmp_path / "random.tif").write_bytes(RNG.bytes(2000))
     (tmp_path / "notes.png").write_text("this is not a PNG image\n")
     (tmp_path / "notes.jpg").write_text("nor a JPEG\n")
-    with pytest.warns(UserWarning):      # tifffile: "writing zero-size array"
+    with pytest.warns(UserWarning):  # tifffile: "writing zero-size array"
         tifffile.imwrite(tmp_path / "zero.tif", np.zeros((0, 0), np.uint8))
     tifffile.imwrite(tmp_path / "six_d.tif", np.zeros((2, 2, 2, 2, 8, 8), np.uint8))
     (tmp_path / "folder.tif").mkdir()
@@ -320,20 +340,19 @@ def test_to_cyx_needs_a_plane_for_stacks(tmp_path):
     cyx, names = io.to_cyx(image, plane={"t": 1, "z": 2})
     np.testing.assert_array_equal(cyx, data[1, 2].astype(np.float32))
     assert cyx.dtype == np.float32 and cyx.flags.c_contiguous
-    assert names == ["a", "b"]      # per-plane ImageJ labels repeating once per channel
+    assert names == ["a", "b"]  # per-plane ImageJ labels repeating once per channel
 
 
 def test_to_cyx_of_2d_and_channel_selection(tmp_path):
     data = _ramp((3, 8, 9), np.uint16, 500)
     path = tmp_path / "cyx.tif"
-    tifffile.imwrite(path, data, imagej=True,
-                     metadata={"axes": "CYX", "Labels": ["DAPI", "GFP", "RFP"]})
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "CYX", "Labels": ["DAPI", "GFP", "RFP"]})
     image = io.read_image(path)
     cyx, names = io.to_cyx(image, channels=["RFP", 0])
     assert names == ["RFP", "DAPI"]
     np.testing.assert_array_equal(cyx, data[[2, 0]].astype(np.float32))
-    assert io.to_cyx(image, channels=["gfp"])[1] == ["GFP"]        # case-insensitive
-    assert io.to_cyx(image, channels=["2"])[1] == ["RFP"]          # index typed on a CLI
+    assert io.to_cyx(image, channels=["gfp"])[1] == ["GFP"]  # case-insensitive
+    assert io.to_cyx(image, channels=["2"])[1] == ["RFP"]  # index typed on a CLI
     with pytest.raises(ValueError, match=r"no channel named 'CY5' \(0=DAPI, 1=GFP, 2=RFP\)"):
         io.to_cyx(image, channels=["CY5"])
     with pytest.raises(ValueError, match="index 3 is out of range: there are 3"):
@@ -360,12 +379,22 @@ def test_select_channels_errors():
 
 
 def test_list_images_skips_hidden_system_and_other_files(tmp_path):
-    for name in ["b.tif", "a.PNG", "c.ome.tiff", "d.jpeg", "._a.tif", ".hidden.tif",
-                 ".DS_Store", "Thumbs.db", "desktop.ini", "notes.txt", "model.safetensors"]:
+    for name in [
+        "b.tif",
+        "a.PNG",
+        "c.ome.tiff",
+        "d.jpeg",
+        "._a.tif",
+        ".hidden.tif",
+        ".DS_Store",
+        "Thumbs.db",
+        "desktop.ini",
+        "notes.txt",
+        "model.safetensors",
+    ]:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub.tif").mkdir()
-    assert [p.name for p in io.list_images(tmp_path)] == ["a.PNG", "b.tif", "c.ome.tiff",
-                                                          "d.jpeg"]
+    assert [p.name for p in io.list_images(tmp_path)] == ["a.PNG", "b.tif", "c.ome.tiff", "d.jpeg"]
     assert io.is_ignored(tmp_path / "._a.tif") and io.is_ignored("thumbs.db")
     assert not io.is_ignored("cells.tif")
     assert io.is_supported("x.OME.TIF") and not io.is_supported("x.czi")
@@ -386,8 +415,7 @@ NEUBIAS = [
     ("xyc_16bit__nup_nuclei.tif", (2, 420, 476), "CYX", "uint16", None),
     ("xyc_8bit__tub_h2b_cecog_battery.tif", (2, 1040, 1392), "CYX", "uint8", None),
     ("xyzc_16bit__dna_conf_wf.tif", (45, 2, 130, 133), "ZCYX", "uint16", 1 / 1.953591),
-    ("xyt_calibrated_16bit__golgi_bfa_sum_projection.tif", (30, 137, 147), "TYX", "float32",
-     1 / 2.845474),
+    ("xyt_calibrated_16bit__golgi_bfa_sum_projection.tif", (30, 137, 147), "TYX", "float32", 1 / 2.845474),
     ("xy_16bit__rat_hippocampal_neuron.tif", (512, 512), "YX", "uint16", 0.16),
 ]
 
@@ -422,24 +450,32 @@ def test_neubias_zstack_and_time_series(shared_data):
     folder = shared_data / "neubias" / "image_data"
     stack = io.read_image(folder / "xyzc_16bit__dna_conf_wf.tif")
     assert stack.metadata["z_spacing"] == pytest.approx(0.4994126, rel=1e-5)
-    assert stack.metadata["channel_colors"] == ["magenta", "green"]   # the file's ImageJ LUTs
+    assert stack.metadata["channel_colors"] == ["magenta", "green"]  # the file's ImageJ LUTs
     with pytest.raises(ValueError, match="45 Z planes"):
         io.to_cyx(stack)
     cyx, _ = io.to_cyx(stack, plane={"Z": 22})
     assert cyx.shape == (2, 130, 133)
     np.testing.assert_array_equal(cyx, np.asarray(stack.data[22], np.float32))
     movie = io.read_image(folder / "xyt_calibrated_16bit__golgi_bfa_sum_projection.tif")
-    assert movie.significant_bits is None                       # float data
+    assert movie.significant_bits is None  # float data
     assert io.to_cyx(movie, plane={"T": 29})[0].shape == (1, 137, 147)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, shape, axes, names, pixel", [
-    ("neocortex-3Ch.tiff", (3, 1112, 402), "CYX", ["CTIP2", "BRN2", "ROR"], 1.0),
-    ("neuron-4Ch.tiff", (4, 623, 502), "CYX", ["AF647", "AF568", "AF488", "DAPI"], 0.1241),
-    ("scratch-assay-labeled-10T-2Ch.tiff", (4, 10, 210, 576), "CTYX",
-     ["H3342", "oblique", "nuclei", "cyto"], 0.619),
-])
+@pytest.mark.parametrize(
+    "name, shape, axes, names, pixel",
+    [
+        ("neocortex-3Ch.tiff", (3, 1112, 402), "CYX", ["CTIP2", "BRN2", "ROR"], 1.0),
+        ("neuron-4Ch.tiff", (4, 623, 502), "CYX", ["AF647", "AF568", "AF488", "DAPI"], 0.1241),
+        (
+            "scratch-assay-labeled-10T-2Ch.tiff",
+            (4, 10, 210, 576),
+            "CTYX",
+            ["H3342", "oblique", "nuclei", "cyto"],
+            0.619,
+        ),
+    ],
+)
 def test_ndev_ome_tiffs(shared_data, name, shape, axes, names, pixel):
     image = io.read_image(shared_data / "ndev_ometiff" / "samples" / name)
     assert image.metadata["flavour"] == "ome"
@@ -453,14 +489,14 @@ def test_ndev_ome_tiffs(shared_data, name, shape, axes, names, pixel):
 
 @pytest.mark.slow
 def test_cellprofiler_fields(shared_data):
-    fly = io.read_image(shared_data / "cellprofiler_examples" / "ExampleFly" / "images"
-                        / "01_POS002_D.TIF")
+    fly = io.read_image(shared_data / "cellprofiler_examples" / "ExampleFly" / "images" / "01_POS002_D.TIF")
     assert fly.data.shape == (1006, 1000) and fly.data.dtype == np.uint8 and fly.axes == "YX"
-    assert fly.pixel_size is None          # its 150 dpi tag is not a microscope pixel size
-    speckles = io.read_image(shared_data / "cellprofiler_examples" / "ExampleSpeckles" / "images"
-                             / "1-162hrh2ax2.tif")
+    assert fly.pixel_size is None  # its 150 dpi tag is not a microscope pixel size
+    speckles = io.read_image(
+        shared_data / "cellprofiler_examples" / "ExampleSpeckles" / "images" / "1-162hrh2ax2.tif"
+    )
     assert speckles.data.shape == (1000, 1200) and speckles.data.dtype == np.uint16
-    assert speckles.significant_bits == 12       # "uint16 (12-bit data)"
+    assert speckles.significant_bits == 12  # "uint16 (12-bit data)"
     lo, hi = io.contrast_limits(speckles)
     assert lo < hi < 4096
 
@@ -493,12 +529,15 @@ def memory_cap():
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-@pytest.mark.parametrize("make, declared", [
-    (hostile.deflate_bomb_tiff, "100000 x 100000 uint16 (18.6 GiB)"),
-    (hostile.tiled_bomb_tiff, "100000 x 100000 uint16 (18.6 GiB)"),
-    (hostile.jpeg_bomb, "65500 x 65500 uint8 (4.0 GiB)"),
-    (hostile.png_bomb, "100000 x 100000 x 3 uint8 (27.9 GiB)"),
-])
+@pytest.mark.parametrize(
+    "make, declared",
+    [
+        (hostile.deflate_bomb_tiff, "100000 x 100000 uint16 (18.6 GiB)"),
+        (hostile.tiled_bomb_tiff, "100000 x 100000 uint16 (18.6 GiB)"),
+        (hostile.jpeg_bomb, "65500 x 65500 uint8 (4.0 GiB)"),
+        (hostile.png_bomb, "100000 x 100000 x 3 uint8 (27.9 GiB)"),
+    ],
+)
 def test_decompression_bombs_are_refused_before_allocation(tmp_path, memory_cap, make, declared):
     path = make(tmp_path)
     assert path.stat().st_size < 1000
@@ -509,7 +548,7 @@ def test_decompression_bombs_are_refused_before_allocation(tmp_path, memory_cap,
 
 
 def test_jpeg_bomb_under_the_pixel_limit_is_refused_by_its_compression_ratio(tmp_path, memory_cap):
-    path = hostile.jpeg_bomb(tmp_path, height=16000, width=16000)     # under MAX_PHOTO_PIXELS
+    path = hostile.jpeg_bomb(tmp_path, height=16000, width=16000)  # under MAX_PHOTO_PIXELS
     with pytest.raises(io.ImageReadError, match="decompression bomb"):
         io.read_image(path)
 
@@ -528,10 +567,10 @@ def test_ome_declaring_more_planes_than_stored_is_refused_not_zero_filled(tmp_pa
 
 
 def test_large_compressed_tiff_goes_lazy_by_its_decoded_size(tmp_path, monkeypatch):
-    data = RNG.integers(0, 4000, (256, 512), dtype=np.uint16)   # 256 KiB decoded, real pixels
+    data = RNG.integers(0, 4000, (256, 512), dtype=np.uint16)  # 256 KiB decoded, real pixels
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, data, compression="zlib", tile=(64, 64))
-    monkeypatch.setattr(io, "LAZY_BYTES", 100_000)               # file < limit < decoded size
+    monkeypatch.setattr(io, "LAZY_BYTES", 100_000)  # file < limit < decoded size
     assert path.stat().st_size > 100_000 / io.MAX_COMPRESSION_RATIO
     image = io.read_image(path)
     assert image.lazy and not isinstance(image.data, np.ndarray)
@@ -551,17 +590,18 @@ def test_field_larger_than_the_engine_limit_is_refused_before_reading(tmp_path, 
 
 def test_nan_pixels_are_refused_with_their_place(tmp_path):
     path = hostile.nan_tiff(tmp_path)
-    image = io.read_image(path)                  # napari may show it: NaN is drawn transparent
+    image = io.read_image(path)  # napari may show it: NaN is drawn transparent
     with pytest.raises(io.ImageReadError, match=r"nan.tif: 8 pixel\(s\) are NaN .* y 5, x 10"):
         io.to_cyx(image)
 
 
 def test_float64_beyond_float32_is_refused_without_a_numpy_warning(tmp_path):
     import warnings
+
     path = tmp_path / "f64.tif"
     tifffile.imwrite(path, np.full((16, 16), 1e300))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                   # the old cast warned "overflow"
+        warnings.simplefilter("error")  # the old cast warned "overflow"
         with pytest.raises(io.ImageReadError, match="f64.tif: pixel values up to 1e.300 are beyond"):
             io.to_cyx(io.read_image(path))
 

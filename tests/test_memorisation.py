@@ -1,5 +1,6 @@
 """Memorisation detector: the rule on hand-made curves, then real training runs with true and
 shuffled labels on generated fields (fast) and on real cells (slow, skips without the data)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,9 @@ def test_validation_at_chance_for_the_window_fires_once_the_window_is_full():
     train = [0.3] * WINDOW
     assert message(train[:-1], val[:-1]) is None
     text = message(train, val)
-    assert text.startswith(f"run 1 (seed 3): validation accuracy (class-balanced) stayed at chance "
-                           f"level in epochs 1-{WINDOW}")
+    assert text.startswith(
+        f"run 1 (seed 3): validation accuracy (class-balanced) stayed at chance level in epochs 1-{WINDOW}"
+    )
     assert "learning nothing" in text and "50%" in text
 
 
@@ -63,7 +65,7 @@ def test_one_epoch_above_the_margin_restarts_the_window_and_unknowns_never_fire(
 def test_small_validation_sets_widen_the_margin():
     assert guess_spread([540, 145]) == pytest.approx(0.0234, abs=1e-3)
     assert guess_spread([5, 0]) == 0.0
-    val = [0.5, 0.62, 0.55, 0.6, 0.58, 0.61]           # noise of a guess on 20 + 20 tiles
+    val = [0.5, 0.62, 0.55, 0.6, 0.58, 0.61]  # noise of a guess on 20 + 20 tiles
     assert message([0.5] * 6, val) is None
     assert "learning nothing" in message([0.5] * 6, val, val_counts=[20, 20])
     assert message([0.5] * 6, val, val_counts=[2000, 2000]) is None

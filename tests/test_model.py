@@ -1,12 +1,12 @@
 """The CNNs: shapes for every tile size and channel count, argument checks, FLOP count, devices."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from napari_cellclf.model import (ARCHITECTURES, build_model, choose_device, forward_flops,
-                                  prepare_for_device)
+from napari_cellclf.model import ARCHITECTURES, build_model, choose_device, forward_flops, prepare_for_device
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -35,7 +35,7 @@ def test_original_keeps_the_method_layout():
 def test_large_tiles_keep_the_dense_head_small():
     small = sum(p.numel() for p in build_model("original", 1, 2, 64).parameters())
     large = sum(p.numel() for p in build_model("original", 1, 2, 256).parameters())
-    assert small == large   # the adaptive pool fixes the head's input, whatever the tile
+    assert small == large  # the adaptive pool fixes the head's input, whatever the tile
 
 
 def test_fast_is_much_cheaper_than_original():
@@ -44,13 +44,16 @@ def test_fast_is_much_cheaper_than_original():
     assert fast < original / 4
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    (dict(architecture="resnet", in_channels=1, n_classes=2, tile_size=32), "architecture"),
-    (dict(architecture="original", in_channels=1, n_classes=2, tile_size=8), "tile_size"),
-    (dict(architecture="fast", in_channels=1, n_classes=2, tile_size=15), "tile_size"),
-    (dict(architecture="fast", in_channels=0, n_classes=2, tile_size=16), "in_channels"),
-    (dict(architecture="fast", in_channels=1, n_classes=1, tile_size=16), "n_classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(architecture="resnet", in_channels=1, n_classes=2, tile_size=32), "architecture"),
+        (dict(architecture="original", in_channels=1, n_classes=2, tile_size=8), "tile_size"),
+        (dict(architecture="fast", in_channels=1, n_classes=2, tile_size=15), "tile_size"),
+        (dict(architecture="fast", in_channels=0, n_classes=2, tile_size=16), "in_channels"),
+        (dict(architecture="fast", in_channels=1, n_classes=1, tile_size=16), "n_classes"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_the_parameter(kwargs, word):
     with pytest.raises(ValueError, match=word):
         build_model(**kwargs)
@@ -59,8 +62,7 @@ def test_bad_arguments_raise_value_error_naming_the_parameter(kwargs, word):
 def test_forward_flops_matches_a_hand_count():
     # fast, 1 channel, 16 px: conv 1->16 at 16x16, pool, 16->32 at 8x8, pool, 32->64 at 4x4, pool
     # to 2x2 (below the 3x3 head grid, so no adaptive pool), dense 256->64, 64->2.
-    hand_mac = (16 * 16 * 16 * 1 * 9 + 8 * 8 * 32 * 16 * 9 + 4 * 4 * 64 * 32 * 9
-                + 64 * 2 * 2 * 64 + 64 * 2)
+    hand_mac = 16 * 16 * 16 * 1 * 9 + 8 * 8 * 32 * 16 * 9 + 4 * 4 * 64 * 32 * 9 + 64 * 2 * 2 * 64 + 64 * 2
     model = build_model("fast", 1, 2, 16)
     assert forward_flops(model, 1, 16) == 2 * hand_mac
     # FLOPs grow with the area for the convolutions: a 3-channel 40 px original is tens of MFLOPs.
@@ -89,5 +91,6 @@ def test_prepare_for_device_uses_channels_last_and_keeps_outputs():
     conv = next(m for m in prepared.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not prepared.training
-    torch.testing.assert_close(prepared(x.contiguous(memory_format=torch.channels_last)), before,
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        prepared(x.contiguous(memory_format=torch.channels_last)), before, rtol=1e-4, atol=1e-5
+    )

@@ -1,4 +1,5 @@
 """The model file: round trip, refusal of pickles and damaged files, atomic saving."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,14 @@ from safetensors.torch import save as serialize
 
 from napari_cellclf import _files, modelfile
 from napari_cellclf.model import build_model
-from napari_cellclf.modelfile import (ModelFileError, ModelMeta, default_class_colors, load_model,
-                                      read_meta, save_model)
+from napari_cellclf.modelfile import (
+    ModelFileError,
+    ModelMeta,
+    default_class_colors,
+    load_model,
+    read_meta,
+    save_model,
+)
 
 
 def make_meta(**changes) -> ModelMeta:
@@ -23,8 +30,12 @@ def make_meta(**changes) -> ModelMeta:
         channel_names=["nuclei", "protein"],
         tile_size=24,
         architecture="fast",
-        normalization={"low": [100.0, 120.5], "high": [4000.0, 3000.0], "mode": "dataset",
-                       "percentiles": [1.0, 99.8]},
+        normalization={
+            "low": [100.0, 120.5],
+            "high": [4000.0, 3000.0],
+            "mode": "dataset",
+            "percentiles": [1.0, 99.8],
+        },
         channel_indices=[0, 2],
         history={"runs": [{"seed": 3, "val_accuracy": [0.5, 0.75]}], "warnings": []},
         seed=3,
@@ -76,7 +87,7 @@ def test_saving_a_channels_last_model_works(tmp_path):
 
 def test_save_refuses_weights_that_do_not_match_the_metadata(tmp_path):
     meta = make_meta()
-    wrong = build_model("fast", 2, 4, 24)   # 4 classes, metadata says 3
+    wrong = build_model("fast", 2, 4, 24)  # 4 classes, metadata says 3
     with pytest.raises(ValueError, match="do not match"):
         save_model(tmp_path / "m", wrong, meta)
     with pytest.raises(ValueError, match="class_colors"):
@@ -133,7 +144,7 @@ def test_header_tampering_refused(tmp_path):
         load_model(bad_json)
     assert "bad_json.safetensors" in str(info.value)
 
-    other_net = tmp_path / "shape.safetensors"   # weights of a 4-class net under 3-class metadata
+    other_net = tmp_path / "shape.safetensors"  # weights of a 4-class net under 3-class metadata
     write_raw(other_net, state(build_model("fast", 2, 4, 24)), meta.to_dict())
     with pytest.raises(ModelFileError, match=r"shape \[4, 64\].*\[3, 64\]"):
         load_model(other_net)
@@ -142,7 +153,9 @@ def test_header_tampering_refused(tmp_path):
     renamed["evil.weight"] = renamed.pop("classifier.1.weight")
     wrong_names = tmp_path / "names.safetensors"
     write_raw(wrong_names, renamed, meta.to_dict())
-    with pytest.raises(ModelFileError, match="missing tensors classifier.1.weight.*unexpected tensors evil.weight"):
+    with pytest.raises(
+        ModelFileError, match="missing tensors classifier.1.weight.*unexpected tensors evil.weight"
+    ):
         load_model(wrong_names)
 
     d = meta.to_dict()
@@ -157,10 +170,13 @@ def test_header_tampering_refused(tmp_path):
     with pytest.raises(ModelFileError, match="no napari-cellclf metadata"):
         load_model(no_meta)
 
-    for change, word in ((dict(tile_size=8), "tile_size"), (dict(architecture="vgg"), "architecture"),
-                         (dict(format_version=99), "newer"),
-                         (dict(normalization={"low": [0.0], "high": [1.0]}), "normalization low"),
-                         (dict(channel_indices=[0]), "channel_indices")):
+    for change, word in (
+        (dict(tile_size=8), "tile_size"),
+        (dict(architecture="vgg"), "architecture"),
+        (dict(format_version=99), "newer"),
+        (dict(normalization={"low": [0.0], "high": [1.0]}), "normalization low"),
+        (dict(channel_indices=[0]), "channel_indices"),
+    ):
         path = tmp_path / "changed.safetensors"
         write_raw(path, tensors, {**meta.to_dict(), **change})
         with pytest.raises(ModelFileError, match=word):
@@ -180,10 +196,10 @@ def test_byte_level_header_edit_refused(tmp_path):
     path = save_model(tmp_path / "m", make_model(meta), meta)
     data = bytearray(path.read_bytes())
     (header_length,) = struct.unpack("<Q", data[:8])
-    header = data[8:8 + header_length].decode()
+    header = data[8 : 8 + header_length].decode()
     entry = json.loads(header)["classifier.3.weight"]
     assert entry["shape"] == [3, 64]
-    data[8:8 + header_length] = header.replace('"shape":[3,64]', '"shape":[2,64]').encode()
+    data[8 : 8 + header_length] = header.replace('"shape":[3,64]', '"shape":[2,64]').encode()
     path.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match=str(path.name)):
         load_model(path)
@@ -243,7 +259,7 @@ def test_default_colors_distinct_and_valid():
         assert len(colors) == n == len(set(colors))
         assert all(len(c) == 7 and c.startswith("#") for c in colors)
         int("".join(c[1:] for c in colors), 16)
-    assert default_class_colors(2) == ["#e69f00", "#56b4e9"]   # Okabe-Ito first
+    assert default_class_colors(2) == ["#e69f00", "#56b4e9"]  # Okabe-Ito first
 
 
 def test_saved_model_is_readable_by_others_like_any_new_file(tmp_path):
@@ -279,7 +295,7 @@ def test_tile_size_above_the_limit_is_refused(tmp_path, tile):
 def test_tile_size_edit_that_keeps_the_weight_shapes_is_caught_by_the_checksum(tmp_path):
     # "fast" at 24 px and at 256 px have identical weight shapes (adaptive pool to 3x3).
     path = hostile.edit_model_header(_saved(tmp_path), lambda m: m.update(tile_size=256))
-    assert read_meta(path).tile_size == 256            # the header alone looks fine
+    assert read_meta(path).tile_size == 256  # the header alone looks fine
     with pytest.raises(ModelFileError, match="do not match the checksum") as info:
         load_model(path)
     assert str(path) in str(info.value)
@@ -295,22 +311,26 @@ def test_files_without_a_checksum_still_load(tmp_path):
     meta = make_meta()
     model = make_model(meta)
     path = tmp_path / "old.safetensors"
-    write_raw(path, state(model), meta.to_dict())          # no checksum key: an older file
+    write_raw(path, state(model), meta.to_dict())  # no checksum key: an older file
     loaded, _ = load_model(path)
     x = torch.randn(2, 2, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
 
 
-@pytest.mark.parametrize("low, high, word", [
-    ([4000.0, 120.5], [100.0, 3000.0], "must be below"),      # low > high
-    ([100.0, 120.5], [100.0, 3000.0], "must be below"),       # low == high
-    ([-1e308, 120.5], [1e308, 3000.0], "beyond"),             # span overflows
-    ([1e6, 120.5], [1e6 + 1e-4, 3000.0], "must be below"),    # equal in float32
-])
+@pytest.mark.parametrize(
+    "low, high, word",
+    [
+        ([4000.0, 120.5], [100.0, 3000.0], "must be below"),  # low > high
+        ([100.0, 120.5], [100.0, 3000.0], "must be below"),  # low == high
+        ([-1e308, 120.5], [1e308, 3000.0], "beyond"),  # span overflows
+        ([1e6, 120.5], [1e6 + 1e-4, 3000.0], "must be below"),  # equal in float32
+    ],
+)
 def test_normalisation_that_maps_every_pixel_to_one_value_is_refused(tmp_path, low, high, word):
     path = hostile.edit_model_header(
-        _saved(tmp_path), lambda m: m["normalization"].update(low=low, high=high))
+        _saved(tmp_path), lambda m: m["normalization"].update(low=low, high=high)
+    )
     with pytest.raises(ModelFileError, match=f"channel 0: .*{word}"):
         read_meta(path)
 
@@ -322,15 +342,24 @@ def test_deeply_nested_header_is_an_error_not_a_recursion_error(tmp_path):
         with pytest.raises(ModelFileError, match="nested"):
             load_model(path)
     nested_extra = hostile.edit_model_header(
-        saved, lambda m: m.update(extra={"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
-        out=tmp_path / "extra.safetensors")
+        saved,
+        lambda m: m.update(
+            extra={"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}
+        ),
+        out=tmp_path / "extra.safetensors",
+    )
     with pytest.raises(ModelFileError, match="nested more than"):
         read_meta(nested_extra)
 
 
-@pytest.mark.parametrize("cli, word", [("x", "extra.cli must be a JSON object"),
-                                       ({"mode": 3}, "extra.cli.mode"),
-                                       ({"stride": -4}, "extra.cli.stride")])
+@pytest.mark.parametrize(
+    "cli, word",
+    [
+        ("x", "extra.cli must be a JSON object"),
+        ({"mode": 3}, "extra.cli.mode"),
+        ({"stride": -4}, "extra.cli.stride"),
+    ],
+)
 def test_extra_cli_record_is_validated(tmp_path, cli, word):
     path = hostile.edit_model_header(_saved(tmp_path), lambda m: m.update(extra={"cli": cli}))
     with pytest.raises(ModelFileError, match=word):
@@ -340,8 +369,9 @@ def test_extra_cli_record_is_validated(tmp_path, cli, word):
 def test_class_count_is_bounded():
     names = [f"c{i}" for i in range(MAX_CLASSES + 1)]
     with pytest.raises(ModelFileError, match=f"at most {MAX_CLASSES}"):
-        ModelMeta.from_dict({**make_meta().to_dict(), "class_names": names,
-                             "class_colors": default_class_colors(len(names))})
+        ModelMeta.from_dict(
+            {**make_meta().to_dict(), "class_names": names, "class_colors": default_class_colors(len(names))}
+        )
 
 
 def test_default_colors_return_for_thousands_of_classes():

@@ -50,7 +50,9 @@ def test_edge_objects_are_reflect_padded_and_background_can_be_blanked():
     masks[0:3, 0:3] = 1  # corner cell, centroid (1, 1)
     masks[5:7, 5:7] = 2
     tiles = object_tiles(image, masks, 8)
-    expected = np.pad(image, ((0, 0), (8, 8), (8, 8)), mode="reflect")[:, 1 - 4 + 8 : 1 + 4 + 8, 1 - 4 + 8 : 1 + 4 + 8]
+    expected = np.pad(image, ((0, 0), (8, 8), (8, 8)), mode="reflect")[
+        :, 1 - 4 + 8 : 1 + 4 + 8, 1 - 4 + 8 : 1 + 4 + 8
+    ]
     np.testing.assert_array_equal(tiles[0], expected)
     assert np.isfinite(tiles).all()
     blanked = object_tiles(image, masks, 8, blank_background=True)
@@ -116,26 +118,67 @@ def test_object_mode_on_the_sample_fields_gets_held_out_cells_right(tmp_path, ca
         held_out[phenotype] = truth
     assert detect_layout(train_dir) == "objects"
     model = tmp_path / "model.safetensors"
-    status = main(["train", str(train_dir), "--out", str(model), "--tile-size", "48",
-                   "--classes", "Control,Aggregates", "--arch", "fast", "--epochs", "20",
-                   "--batch-size", "16", "--lr", "3e-3", "--seed", "0", "--no-compare-baseline", "--no-tta", "--device", "cpu"])
+    status = main(
+        [
+            "train",
+            str(train_dir),
+            "--out",
+            str(model),
+            "--tile-size",
+            "48",
+            "--classes",
+            "Control,Aggregates",
+            "--arch",
+            "fast",
+            "--epochs",
+            "20",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--seed",
+            "0",
+            "--no-compare-baseline",
+            "--no-tta",
+            "--device",
+            "cpu",
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == 0, err
     assert "objects" in out
     right_total = n_right = 0
     for phenotype in fields:
         csv_path = tmp_path / f"{phenotype}.csv"
-        status = main(["predict", str(model), str(train_dir / f"{phenotype}.ome.tif"), "--objects",
-                       str(tmp_path / f"{phenotype}_test_objects.tif"), "--out", str(csv_path),
-                       "--device", "cpu"])
+        status = main(
+            [
+                "predict",
+                str(model),
+                str(train_dir / f"{phenotype}.ome.tif"),
+                "--objects",
+                str(tmp_path / f"{phenotype}_test_objects.tif"),
+                "--out",
+                str(csv_path),
+                "--device",
+                "cpu",
+            ]
+        )
         out, err = capsys.readouterr()
         assert status == 0, err
         with open(csv_path, newline="") as handle:
             rows = list(csv.DictReader(handle))
         truth = held_out[phenotype]
         assert len(rows) == len(truth) > 100
-        assert {"label", "centroid_y", "centroid_x", "area", "class", "confidence",
-                "p_Control", "p_Aggregates"} <= set(rows[0])
+        assert {
+            "label",
+            "centroid_y",
+            "centroid_x",
+            "area",
+            "class",
+            "confidence",
+            "p_Control",
+            "p_Aggregates",
+        } <= set(rows[0])
         predicted = np.array([int(r["class"]) for r in rows])
         right_total += len(rows)
         n_right += int((predicted == truth).sum())
@@ -162,20 +205,58 @@ def test_cli_trains_on_objects_and_predicts_one_row_per_cell(tmp_path, capsys):
         tifffile.imwrite(tmp_path / f"{phenotype}_labels.tif", field.labels)
         tifffile.imwrite(tmp_path / f"{phenotype}_objects.tif", field.cells)
     model = tmp_path / "m.safetensors"
-    status = main(["train", str(tmp_path), "--out", str(model), "--tile-size", "16", "--classes",
-                   "Control,Aggregates", "--arch", "fast", "--epochs", "1", "--no-compare-baseline",
-                   "--no-tta", "--blank-background", "--device", "cpu"])
+    status = main(
+        [
+            "train",
+            str(tmp_path),
+            "--out",
+            str(model),
+            "--tile-size",
+            "16",
+            "--classes",
+            "Control,Aggregates",
+            "--arch",
+            "fast",
+            "--epochs",
+            "1",
+            "--no-compare-baseline",
+            "--no-tta",
+            "--blank-background",
+            "--device",
+            "cpu",
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == 0, err
     assert "objects" in out
-    status = main(["predict", str(model), str(tmp_path / "puncta.tif"), "--objects",
-                   str(tmp_path / "puncta_objects.tif"), "--out", str(tmp_path / "p.csv"), "--device", "cpu"])
+    status = main(
+        [
+            "predict",
+            str(model),
+            str(tmp_path / "puncta.tif"),
+            "--objects",
+            str(tmp_path / "puncta_objects.tif"),
+            "--out",
+            str(tmp_path / "p.csv"),
+            "--device",
+            "cpu",
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == 0, err
     with open(tmp_path / "p.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     cells = tifffile.imread(tmp_path / "puncta_objects.tif")
     assert [int(r["label"]) for r in rows] == measure_objects(cells).labels.tolist()
-    assert {"source", "centroid_y", "centroid_x", "area", "class", "class_name", "confidence",
-            "p_Control", "p_Aggregates"} <= set(rows[0])
+    assert {
+        "source",
+        "centroid_y",
+        "centroid_x",
+        "area",
+        "class",
+        "class_name",
+        "confidence",
+        "p_Control",
+        "p_Aggregates",
+    } <= set(rows[0])
     assert f"{len(rows)} cells" in out

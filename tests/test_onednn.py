@@ -3,6 +3,7 @@
 At run time a broken backend only makes the Classifier fall back to eager PyTorch (slower, still
 right); these tests make the breakage visible instead: port _onednn.py to the new torch, or measure
 again (benchmarks/bench_backend.py) and delete it if it no longer pays (benchmarks/README.md)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,10 +17,14 @@ from napari_cellclf.model import ARCHITECTURES, build_model, prepare_for_device
 from napari_cellclf.modelfile import ModelMeta, default_class_colors
 from napari_cellclf.precision import cpu_bf16_support
 
-pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
-                                reason="this torch build has no oneDNN (not a CPU build for x86/ARM)")
-BROKEN = (f"torch {torch.__version__}: the oneDNN backend no longer applies; port _onednn.py or "
-          "re-measure with benchmarks/bench_backend.py and delete it")
+pytestmark = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(),
+    reason="this torch build has no oneDNN (not a CPU build for x86/ARM)",
+)
+BROKEN = (
+    f"torch {torch.__version__}: the oneDNN backend no longer applies; port _onednn.py or "
+    "re-measure with benchmarks/bench_backend.py and delete it"
+)
 
 
 def _model(architecture: str, tile: int = 32):
@@ -49,12 +54,20 @@ def test_bf16_weights_pack():
 
 
 def test_the_default_cpu_classifier_uses_it():
-    meta = ModelMeta(class_names=["a", "b", "c"], class_colors=default_class_colors(3),
-                     channel_names=["x", "y"], tile_size=32, architecture="original",
-                     normalization=Normalization(low=[0.0, 0.0], high=[1.0, 1.0]).to_dict())
+    meta = ModelMeta(
+        class_names=["a", "b", "c"],
+        class_colors=default_class_colors(3),
+        channel_names=["x", "y"],
+        tile_size=32,
+        architecture="original",
+        normalization=Normalization(low=[0.0, 0.0], high=[1.0, 1.0]).to_dict(),
+    )
     classifier = Classifier(_model("original"), meta, device="cpu", precision="fp32")
     assert classifier.backend == "onednn", BROKEN
     field = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
     eager = Classifier(_model("original"), meta, device="cpu", backend="eager", precision="fp32")
-    np.testing.assert_allclose(classifier.predict_field_sync(field).probabilities,
-                               eager.predict_field_sync(field).probabilities, atol=1e-4)
+    np.testing.assert_allclose(
+        classifier.predict_field_sync(field).probabilities,
+        eager.predict_field_sync(field).probabilities,
+        atol=1e-4,
+    )

@@ -1,4 +1,5 @@
 """bf16 inference: chosen when the hardware has it and a probe agrees with fp32, refused otherwise."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,14 @@ needs_bf16 = pytest.mark.skipif(not NATIVE, reason=f"no native bf16 here: {WHY}"
 
 
 def meta(tile=TILE) -> ModelMeta:
-    return ModelMeta(class_names=["Control", "Aggregates"], class_colors=default_class_colors(2),
-                     channel_names=["nuclei", "protein"], tile_size=tile, architecture="original",
-                     normalization=Normalization(low=[20.0, 20.0], high=[1500.0, 600.0]).to_dict())
+    return ModelMeta(
+        class_names=["Control", "Aggregates"],
+        class_colors=default_class_colors(2),
+        channel_names=["nuclei", "protein"],
+        tile_size=tile,
+        architecture="original",
+        normalization=Normalization(low=[20.0, 20.0], high=[1500.0, 600.0]).to_dict(),
+    )
 
 
 def model(seed=0, arch="original", tile=TILE):
@@ -58,7 +64,7 @@ def test_requested_precision_parses_and_rejects(monkeypatch):
 def test_cpu_detection_reads_flags_and_kernel_level():
     assert precision.cpu_bf16_support(flags={"avx512f", "avx2"}, capability="AVX512")[0] is False
     ok, why = precision.cpu_bf16_support(flags={"avx512_bf16"}, capability="AVX2")
-    assert not ok and "AVX2" in why                     # PyTorch would not use the bf16 units
+    assert not ok and "AVX2" in why  # PyTorch would not use the bf16 units
     if torch.backends.mkldnn.is_available():
         assert precision.cpu_bf16_support(flags={"amx_bf16"}, capability="AVX512")[0]
 
@@ -100,21 +106,24 @@ def test_auto_refuses_bf16_when_the_probe_disagrees():
 
 @needs_bf16
 def test_attribution_precision_follows_the_rank_rule(monkeypatch):
-    monkeypatch.setattr(precision, "RANK_CORRELATION", -1.0)      # any map passes
+    monkeypatch.setattr(precision, "RANK_CORRELATION", -1.0)  # any map passes
     lenient = Classifier(model(), meta(), device="cpu", precision="auto")
     assert lenient.precision_report.explain_precision == "bf16"
-    monkeypatch.setattr(precision, "RANK_CORRELATION", 1.01)      # no map can pass
+    monkeypatch.setattr(precision, "RANK_CORRELATION", 1.01)  # no map can pass
     strict = Classifier(model(), meta(), device="cpu", precision="auto")
     assert strict.precision == "bf16" and strict.precision_report.explain_precision == "fp32"
     field = make_field("puncta", (96, 96), seed=1).image
     exact = Classifier(model(), meta(), device="cpu", precision="fp32")
     # fp32 attribution when the rule refused bf16: the same maps as a pure fp32 Classifier.
-    np.testing.assert_allclose(explain_field_sync(strict, field), explain_field_sync(exact, field),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        explain_field_sync(strict, field), explain_field_sync(exact, field), rtol=1e-4, atol=1e-6
+    )
     approximate = explain_field_sync(lenient, field)
     reference = explain_field_sync(exact, field)
-    assert precision.rank_correlation(torch.from_numpy(reference)[None],
-                                      torch.from_numpy(approximate)[None]) > 0.9
+    assert (
+        precision.rank_correlation(torch.from_numpy(reference)[None], torch.from_numpy(approximate)[None])
+        > 0.9
+    )
 
 
 def test_rank_correlation_and_probability_comparison():

@@ -1,4 +1,5 @@
 """The npe2 reader: which paths it takes, the layers it makes, and napari opening real files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,13 @@ RNG = np.random.default_rng(3)
 
 
 def _imagej(path, data, axes, **metadata):
-    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
-                     metadata={"axes": axes, "unit": "um", **metadata})
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / 0.5, 1 / 0.5),
+        metadata={"axes": axes, "unit": "um", **metadata},
+    )
     return path
 
 
@@ -20,8 +26,7 @@ def _imagej(path, data, axes, **metadata):
 # get_reader: None for what it does not take, so napari asks other plugins
 
 
-@pytest.mark.parametrize("name", ["a.tif", "a.TIFF", "a.ome.tif", "a.ome.tiff", "a.png",
-                                  "a.jpg", "a.JPEG"])
+@pytest.mark.parametrize("name", ["a.tif", "a.TIFF", "a.ome.tif", "a.ome.tiff", "a.png", "a.jpg", "a.JPEG"])
 def test_get_reader_takes_supported_files(tmp_path, name):
     assert _reader.get_reader(str(tmp_path / name)) is _reader.read_layers
     assert _reader.get_reader([str(tmp_path / name)]) is _reader.read_layers
@@ -54,7 +59,7 @@ def test_multichannel_file_gives_one_layer_per_channel(tmp_path):
         assert kw["scale"] == pytest.approx((0.5, 0.5))
         assert kw["blending"] == "additive"
         lo, hi = kw["contrast_limits"]
-        assert 0 <= lo < 100 and 3900 < hi < 4096       # from the data, not 0..65535
+        assert 0 <= lo < 100 and 3900 < hi < 4096  # from the data, not 0..65535
         meta = kw["metadata"]["cellclf"]
         assert meta["source"] == meta["field"] == str(path.resolve())
         assert meta["channel_index"] == i and meta["n_channels"] == 3
@@ -76,6 +81,7 @@ def test_single_channel_is_gray_and_named_after_the_file(tmp_path):
 
 def test_rgb_photo_is_one_rgb_layer(tmp_path):
     import imagecodecs
+
     photo = RNG.integers(0, 256, (24, 32, 4)).astype(np.uint8)
     path = tmp_path / "photo.png"
     path.write_bytes(imagecodecs.png_encode(photo))
@@ -93,15 +99,14 @@ def test_stacks_keep_leading_dims_with_one_scale_per_dim(tmp_path):
     for i, (layer_data, kw, _) in enumerate(layers):
         assert layer_data.shape == (2, 4, 16, 18)
         np.testing.assert_array_equal(layer_data, data[:, :, i])
-        assert kw["scale"] == pytest.approx((1.0, 1.5, 0.5, 0.5))    # T, Z (spacing), Y, X
+        assert kw["scale"] == pytest.approx((1.0, 1.5, 0.5, 0.5))  # T, Z (spacing), Y, X
         assert kw["metadata"]["cellclf"]["layer_axes"] == "TZYX"
 
 
 def test_channel_colormaps():
     assert _reader.channel_colormaps(["x"]) == ["gray"]
     assert _reader.channel_colormaps(["a", "b"]) == ["green", "magenta"]
-    assert _reader.channel_colormaps(["Hoechst 33342", "Cy5", "GFP"]) == ["blue", "green",
-                                                                          "magenta"]
+    assert _reader.channel_colormaps(["Hoechst 33342", "Cy5", "GFP"]) == ["blue", "green", "magenta"]
     assert _reader.channel_colormaps(["a", "b"], ["cyan", "yellow"]) == ["cyan", "yellow"]
 
 
@@ -137,6 +142,7 @@ def test_bad_file_raises_a_value_error_naming_it(tmp_path):
 
 def test_plugin_manifest_offers_the_reader():
     from npe2 import PluginManager
+
     pm = PluginManager.instance()
     pm.discover()
     assert "napari-cellclf" in {m.name for m in pm.iter_manifests()}
@@ -147,7 +153,7 @@ def test_plugin_manifest_offers_the_reader():
 @pytest.mark.slow
 def test_viewer_opens_hela_as_three_visible_channels(make_napari_viewer, shared_data):
     path = shared_data / "neubias" / "image_data" / "xyc_16bit__hela-cells.tif"
-    viewer = make_napari_viewer(show=True)          # shown: the screenshot needs a real canvas
+    viewer = make_napari_viewer(show=True)  # shown: the screenshot needs a real canvas
     layers = viewer.open(path, plugin="napari-cellclf")
     assert [layer.name for layer in layers] == [f"xyc_16bit__hela-cells [ch{i}]" for i in range(3)]
     assert [layer.colormap.name for layer in layers] == ["red", "green", "blue"]
@@ -157,11 +163,11 @@ def test_viewer_opens_hela_as_three_visible_channels(make_napari_viewer, shared_
         meta = layer.metadata["cellclf"]
         assert meta["field"] == str(path.resolve()) and meta["channel_index"] == i
         assert meta["axes"] == "YXS" and meta["n_channels"] == 3
-        assert layer.contrast_limits[1] < 4096          # 12-bit data: not black on 0..65535
+        assert layer.contrast_limits[1] < 4096  # 12-bit data: not black on 0..65535
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
     lit = (shot.max(axis=-1) > 64).mean()
     assert lit > 0.2, f"only {lit:.0%} of the canvas is visibly lit"
-    assert all(shot[..., c].max() > 200 for c in range(3))    # red, green and blue all show
+    assert all(shot[..., c].max() > 200 for c in range(3))  # red, green and blue all show
 
 
 @pytest.mark.slow
@@ -170,7 +176,11 @@ def test_viewer_opens_ome_tiff_with_channel_names(make_napari_viewer, shared_dat
     viewer = make_napari_viewer()
     layers = viewer.open(path, plugin="napari-cellclf")
     assert [layer.metadata["cellclf"]["channel_name"] for layer in layers] == [
-        "AF647", "AF568", "AF488", "DAPI"]
+        "AF647",
+        "AF568",
+        "AF488",
+        "DAPI",
+    ]
     assert layers[3].colormap.name == "blue"
     for layer in layers:
         np.testing.assert_allclose(layer.scale, [0.1241, 0.1241])
@@ -197,10 +207,15 @@ def test_viewer_reports_corrupt_file_by_name(make_napari_viewer, tmp_path):
 
 def test_the_napari_reader_refuses_bombs_and_truncations_without_a_layer(tmp_path):
     import hostile  # tests/hostile.py
-
     from napari_cellclf import _reader, io
-    for make in (hostile.jpeg_bomb, hostile.png_bomb, hostile.tiled_bomb_tiff,
-                 hostile.truncated_jpeg, hostile.ome_more_planes_than_stored):
+
+    for make in (
+        hostile.jpeg_bomb,
+        hostile.png_bomb,
+        hostile.tiled_bomb_tiff,
+        hostile.truncated_jpeg,
+        hostile.ome_more_planes_than_stored,
+    ):
         path = make(tmp_path)
         assert _reader.get_reader(str(path)) is _reader.read_layers
         with pytest.raises(io.ImageReadError, match=path.name):

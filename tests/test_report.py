@@ -1,5 +1,6 @@
 """The evaluation report: one self-contained HTML page that parses and holds its figures,
 metrics.json with the agreed keys, confusion.png and gallery.png."""
+
 from __future__ import annotations
 
 import base64
@@ -7,8 +8,8 @@ import json
 from html.parser import HTMLParser
 
 import numpy as np
-from evaluation_support import kind_tiles, trained
 
+from evaluation_support import kind_tiles, trained
 from napari_cellclf.evaluation import classification_metrics
 from napari_cellclf.report import gallery_indices, make_report, write_report
 
@@ -42,14 +43,18 @@ def parse(path) -> _Page:
 
 def test_report_opens_holds_its_figures_and_writes_the_metrics(tmp_path):
     out = tmp_path / "report"
-    document = make_report(trained("cells"), kind_tiles("cells", 96, seed=9), out,
-                           details={"model": "cells.safetensors", "data": "synthetic"})
+    document = make_report(
+        trained("cells"),
+        kind_tiles("cells", 96, seed=9),
+        out,
+        details={"model": "cells.safetensors", "data": "synthetic"},
+    )
     for name in ("report.html", "metrics.json", "confusion.png", "gallery.png"):
         assert (out / name).is_file(), name
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary files left
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
     page = parse(out / "report.html")
-    assert page.scripts == 0 and not page.links          # nothing fetched from anywhere
+    assert page.scripts == 0 and not page.links  # nothing fetched from anywhere
     assert len(page.images) == 2
     embedded = []
     for src in page.images:
@@ -64,19 +69,33 @@ def test_report_opens_holds_its_figures_and_writes_the_metrics(tmp_path):
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(document))
-    for key in ("accuracy", "balanced_accuracy", "chance", "better_than_chance", "confusion",
-                "per_class", "dihedral_agreement", "attribution"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "chance",
+        "better_than_chance",
+        "confusion",
+        "per_class",
+        "dihedral_agreement",
+        "attribution",
+    ):
         assert key in metrics, key
     assert isinstance(metrics["better_than_chance"], bool)
-    for key in ("randomisation_similarity", "gradient_randomisation_similarity",
-                "foreground_share", "border_share", "warnings"):
+    for key in (
+        "randomisation_similarity",
+        "gradient_randomisation_similarity",
+        "foreground_share",
+        "border_share",
+        "warnings",
+    ):
         assert key in metrics["attribution"], key
     assert metrics["better_than_chance"] and metrics["verdict"] is None
     assert 0 <= metrics["dihedral_agreement"] <= 1
     assert np.asarray(metrics["confusion"]).sum() == 96
     assert metrics["model"] == "cells.safetensors"
-    assert metrics["gallery"] and all(set(g) >= {"true", "predicted", "confidence", "correct"}
-                                      for g in metrics["gallery"])
+    assert metrics["gallery"] and all(
+        set(g) >= {"true", "predicted", "confidence", "correct"} for g in metrics["gallery"]
+    )
 
 
 def test_report_of_a_chance_model_shows_the_verdict(tmp_path):
@@ -96,8 +115,7 @@ def test_write_report_without_tiles_still_writes_the_confusion(tmp_path):
 
 def test_gallery_takes_the_most_confident_of_each_class():
     truth = np.array([0, 0, 0, 1, 1, 1])
-    probabilities = np.array([[0.99, 0.01], [0.7, 0.3], [0.2, 0.8],
-                              [0.4, 0.6], [0.1, 0.9], [0.95, 0.05]])
+    probabilities = np.array([[0.99, 0.01], [0.7, 0.3], [0.2, 0.8], [0.4, 0.6], [0.1, 0.9], [0.95, 0.05]])
     right, wrong = gallery_indices(truth, probabilities, each=2)
     assert list(right) == [0, 4]
     assert list(wrong) == [5, 2]

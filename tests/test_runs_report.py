@@ -1,5 +1,6 @@
 """Run-to-run variance report and model provenance: N runs give N rows, plots are real PNGs,
 `model_info` carries per-run memorisation and the data/split summary."""
+
 from __future__ import annotations
 
 import csv
@@ -25,10 +26,15 @@ def blob_tiles(n_per_class=24, tile=16, seed=0) -> TileDataset:
     blob = np.exp(-((yy - tile / 2) ** 2 + (xx - tile / 2) ** 2) / (2 * (tile / 5) ** 2))
     tiles = [rng.poisson(20 + (60 if k else 200) * blob)[None] for k in (0, 1) for _ in range(n_per_class)]
     n = 2 * n_per_class
-    return TileDataset(tiles=np.stack(tiles).astype(np.float32), labels=np.repeat([0, 1], n_per_class),
-                       groups=np.arange(n) % 6, positions=np.zeros((n, 2), np.int64),
-                       class_names=["dim", "bright"], channel_names=["ch0"],
-                       sources=[f"field {g}" for g in range(6)])
+    return TileDataset(
+        tiles=np.stack(tiles).astype(np.float32),
+        labels=np.repeat([0, 1], n_per_class),
+        groups=np.arange(n) % 6,
+        positions=np.zeros((n, 2), np.int64),
+        class_names=["dim", "bright"],
+        channel_names=["ch0"],
+        sources=[f"field {g}" for g in range(6)],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +55,9 @@ def test_n_runs_give_n_rows_and_both_plots(trained, tmp_path):
         best = run["best_epoch"]
         assert int(row["best_epoch"]) == best + 1
         assert float(row["val_accuracy"]) == pytest.approx(run["val_accuracy"][best], abs=1e-5)
-        assert float(row["val_balanced_accuracy"]) == pytest.approx(run["val_balanced_accuracy"][best],
-                                                                    abs=1e-5)
+        assert float(row["val_balanced_accuracy"]) == pytest.approx(
+            run["val_balanced_accuracy"][best], abs=1e-5
+        )
         assert float(row["chance"]) == pytest.approx(0.5)
     for key in ("box", "curves"):
         assert paths[key].read_bytes().startswith(PNG_MAGIC) and paths[key].stat().st_size > 5000
@@ -64,7 +71,7 @@ def test_box_plot_draws_into_a_given_figure_with_one_point_per_run(trained):
     figure = Figure()
     assert runs_figure(result.history, figure=figure, colors=("#000000", "#ffffff")) is figure
     points = [c for c in figure.axes[0].collections if len(c.get_offsets())]
-    assert sum(len(c.get_offsets()) for c in points) == 2 * 3      # accuracy and balanced, 3 runs
+    assert sum(len(c.get_offsets()) for c in points) == 2 * 3  # accuracy and balanced, 3 runs
 
 
 def test_empty_history_still_writes_files(tmp_path):
@@ -75,12 +82,16 @@ def test_empty_history_still_writes_files(tmp_path):
 
 def test_model_file_records_data_split_runs_and_memorisation(trained, tmp_path):
     dataset, config, result = trained
-    meta = add_provenance(result.meta(), dataset, config,
-                          crosstest={"names": ["a", "b"], "median_balanced_accuracy": [[1.0, 0.5], [0.6, 0.9]]})
+    meta = add_provenance(
+        result.meta(),
+        dataset,
+        config,
+        crosstest={"names": ["a", "b"], "median_balanced_accuracy": [[1.0, 0.5], [0.6, 0.9]]},
+    )
     path = save_model(tmp_path / "m.safetensors", result.model, meta)
     _, loaded = load_model(path)
     info = model_info(loaded)
-    json.dumps(info)                                   # JSON-ready
+    json.dumps(info)  # JSON-ready
     assert info["data"]["classes"] == {"dim": 24, "bright": 24} and info["data"]["tile_size"] == 16
     assert info["data"]["n_sources"] == 6
     split = info["split"]

@@ -1,6 +1,7 @@
 """The bundled sample data: small files equal to what the generator makes, napari layer tuples with
 the reader's metadata, a regenerated fallback when the files are gone, and napari opens them.
 (The generator itself is tested in test_synthetic.py.)"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,7 @@ def test_bundled_files_match_the_generator_and_stay_small():
 
 def test_missing_files_are_regenerated_identically(tmp_path, monkeypatch):
     shipped = _sample_data.diffuse_field()
-    monkeypatch.setattr(_sample_data, "SAMPLE_DIR", tmp_path)     # a stripped install: no files
+    monkeypatch.setattr(_sample_data, "SAMPLE_DIR", tmp_path)  # a stripped install: no files
     regenerated = _sample_data.diffuse_field()
     assert [(k["name"], t) for _, k, t in regenerated] == [(k["name"], t) for _, k, t in shipped]
     for (new, new_kwargs, _), (old, old_kwargs, _) in zip(regenerated, shipped):
@@ -42,9 +43,15 @@ def test_samples_open_in_napari(make_napari_viewer):
     viewer.open_sample("napari-cellclf", "puncta")
     viewer.open_sample("napari-cellclf", "diffuse")
     names = [layer.name for layer in viewer.layers]
-    assert names == ["puncta [nuclei]", "puncta [protein]", "puncta ground truth",
-                     "diffuse [nuclei]", "diffuse [protein]", "diffuse ground truth"]
+    assert names == [
+        "puncta [nuclei]",
+        "puncta [protein]",
+        "puncta ground truth",
+        "diffuse [nuclei]",
+        "diffuse [protein]",
+        "diffuse ground truth",
+    ]
     protein = viewer.layers["puncta [protein]"]
     assert tuple(protein.scale) == (0.325, 0.325)
-    assert protein.contrast_limits[1] < 20000      # from the data, not the uint16 range
+    assert protein.contrast_limits[1] < 20000  # from the data, not the uint16 range
     assert viewer.layers["diffuse ground truth"].data.max() == 1

@@ -1,4 +1,5 @@
 """A large tiled TIFF predicted band by band equals the in-memory path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,10 +19,14 @@ TILE = 16
 
 def classifier(mode="dataset") -> Classifier:
     torch.manual_seed(0)
-    meta = ModelMeta(class_names=["Control", "Aggregates"], class_colors=default_class_colors(2),
-                     channel_names=["nuclei", "protein"], tile_size=TILE, architecture="original",
-                     normalization=Normalization(low=[20.0, 20.0], high=[1500.0, 600.0],
-                                                 mode=mode).to_dict())
+    meta = ModelMeta(
+        class_names=["Control", "Aggregates"],
+        class_colors=default_class_colors(2),
+        channel_names=["nuclei", "protein"],
+        tile_size=TILE,
+        architecture="original",
+        normalization=Normalization(low=[20.0, 20.0], high=[1500.0, 600.0], mode=mode).to_dict(),
+    )
     return Classifier(build_model("original", 2, 2, TILE), meta, device="cpu", precision="fp32")
 
 
@@ -30,8 +35,9 @@ def big_tiff(tmp_path_factory):
     """A 'large' (here 300 x 212 px: not a multiple of the tile) tiled, compressed TIFF."""
     path = tmp_path_factory.mktemp("big") / "big.tif"
     image = make_field("puncta", (300, 212), seed=4).image
-    tifffile.imwrite(path, image, tile=(64, 64), compression="zlib", photometric="minisblack",
-                     metadata={"axes": "CYX"})
+    tifffile.imwrite(
+        path, image, tile=(64, 64), compression="zlib", photometric="minisblack", metadata={"axes": "CYX"}
+    )
     return path, image
 
 
@@ -55,12 +61,11 @@ def test_bands_equal_the_in_memory_path(big_tiff, tmp_path, monkeypatch, stride,
     assert n == reference.grid.n_tiles
     write_predictions_csv(tmp_path / "memory.csv", reference.table(), source=path.name)
     assert len(rows_read) > 4 and max(rows_read) < image.shape[1] / 2
-    if stride == TILE or mode == "per_tile":        # the same computation, bit for bit
+    if stride == TILE or mode == "per_tile":  # the same computation, bit for bit
         assert streamed.read_text() == (tmp_path / "memory.csv").read_text()
-    else:                                            # dense blocks: float rounding only
+    else:  # dense blocks: float rounding only
         a = np.genfromtxt(streamed, delimiter=",", names=True, dtype=None, encoding="utf-8")
-        b = np.genfromtxt(tmp_path / "memory.csv", delimiter=",", names=True, dtype=None,
-                          encoding="utf-8")
+        b = np.genfromtxt(tmp_path / "memory.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
         np.testing.assert_array_equal(a["index"], b["index"])
         np.testing.assert_allclose(a["p_Aggregates"], b["p_Aggregates"], atol=1e-5)
 
@@ -68,9 +73,10 @@ def test_bands_equal_the_in_memory_path(big_tiff, tmp_path, monkeypatch, stride,
 @pytest.mark.parametrize("stride", [TILE, 8])
 def test_explain_bands_equal_the_in_memory_map(big_tiff, tmp_path, monkeypatch, stride):
     from napari_cellclf.attribution import explain_field_sync
+
     path, image = big_tiff
     model = classifier()
-    monkeypatch.setattr(streaming, "TIFF_TILE", 32)          # bands of 32 px rows: many
+    monkeypatch.setattr(streaming, "TIFF_TILE", 32)  # bands of 32 px rows: many
     monkeypatch.setattr(streaming, "BAND_BUDGET_BYTES", 1)
     out = tmp_path / "attribution.tif"
     streaming.explain_file_streaming(model, path, out, stride=stride)

@@ -1,5 +1,6 @@
 """Synthetic fields: camera-like, deterministic, fast, and the two phenotypes differ by the protein
 pattern (puncta vs diffuse) rather than by brightness."""
+
 from __future__ import annotations
 
 import time
@@ -44,7 +45,7 @@ def test_labels_coincide_with_cells_one_class_per_cell():
     lowest = _per_cell(field.labels, field.cells, ndimage.minimum)
     highest = _per_cell(field.labels, field.cells, ndimage.maximum)
     present = _per_cell(np.ones_like(field.cells), field.cells) > 0
-    np.testing.assert_array_equal(lowest[present], highest[present])   # no cell is half Aggregates
+    np.testing.assert_array_equal(lowest[present], highest[present])  # no cell is half Aggregates
     # the nuclear stain is in the cells, far above the background
     nuclei = field.image[0].astype(float)
     assert np.percentile(nuclei[field.cells > 0], 90) > 3 * np.median(nuclei[field.cells == 0])
@@ -61,8 +62,8 @@ def test_noise_is_shot_noise_plus_read_noise():
         image = field.image[channel].astype(float)
         half_variance = (image[:, 1:] - image[:, :-1])[pairs].var() / 2
         photons = ((image[:, 1:] + image[:, :-1]) / 2)[pairs].mean() - synthetic.CAMERA_OFFSET
-        assert photons > 5                                     # some background, above the offset
-        assert 0.8 < half_variance / (photons + synthetic.READ_NOISE**2) < 1.25   # measured 0.97-1.05
+        assert photons > 5  # some background, above the offset
+        assert 0.8 < half_variance / (photons + synthetic.READ_NOISE**2) < 1.25  # measured 0.97-1.05
 
 
 def test_puncta_differ_by_pattern_not_by_brightness():
@@ -72,12 +73,14 @@ def test_puncta_differ_by_pattern_not_by_brightness():
     np.testing.assert_array_equal(puncta.cells, diffuse.cells)
     inside = puncta.cells > 0
     sharpness = [laplace(f.image[1].astype(float))[inside].var() for f in (puncta, diffuse)]
-    assert sharpness[0] > 3 * sharpness[1]                    # measured 8-17x over seeds 0-3
-    assert _spottiness(puncta) > 2 * _spottiness(diffuse)      # measured about 3x
+    assert sharpness[0] > 3 * sharpness[1]  # measured 8-17x over seeds 0-3
+    assert _spottiness(puncta) > 2 * _spottiness(diffuse)  # measured about 3x
     # the protein per cell is the same: mean brightness alone does not tell the classes apart
-    totals = [np.median(_per_cell(f.image[1].astype(float) - synthetic.CAMERA_OFFSET, f.cells))
-              for f in (puncta, diffuse)]
-    assert abs(totals[0] / totals[1] - 1) < 0.15                # measured within 5 %
+    totals = [
+        np.median(_per_cell(f.image[1].astype(float) - synthetic.CAMERA_OFFSET, f.cells))
+        for f in (puncta, diffuse)
+    ]
+    assert abs(totals[0] / totals[1] - 1) < 0.15  # measured within 5 %
     # most (not all) cells of the puncta field aggregate; none of the diffuse field do
     per_cell = _per_cell(puncta.labels, puncta.cells, ndimage.maximum)
     assert 0.6 < np.mean(per_cell == 2) < 1.0
@@ -94,13 +97,16 @@ def test_density_and_radius_shape_the_population():
     assert median_area[1] < 0.5 * median_area[0]
 
 
-@pytest.mark.parametrize("kwargs, parameter", [
-    ({"phenotype": "spotty"}, "phenotype"),
-    ({"shape": (8, 256)}, "shape"),
-    ({"cell_radius": 0.5}, "cell_radius"),
-    ({"density": 0}, "density"),
-    ({"pixel_size": -1}, "pixel_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, parameter",
+    [
+        ({"phenotype": "spotty"}, "phenotype"),
+        ({"shape": (8, 256)}, "shape"),
+        ({"cell_radius": 0.5}, "cell_radius"),
+        ({"density": 0}, "density"),
+        ({"pixel_size": -1}, "pixel_size"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(kwargs, parameter):
     with pytest.raises(ValueError, match=parameter):
         synthetic.make_field(**{"shape": (64, 64), **kwargs})
@@ -108,9 +114,9 @@ def test_bad_arguments_name_the_parameter(kwargs, parameter):
 
 def test_small_fields_are_fast():
     """Other tests generate small fields all the time: a 256x256 field must stay far below 0.5 s."""
-    synthetic.make_field("puncta", (256, 256), seed=0)      # warm up imports and caches
+    synthetic.make_field("puncta", (256, 256), seed=0)  # warm up imports and caches
     best = min(_timed(lambda: synthetic.make_field("puncta", (256, 256), seed=s)) for s in range(3))  # noqa: B023
-    assert best < 0.5                                        # measured ~0.04 s on 2 cores
+    assert best < 0.5  # measured ~0.04 s on 2 cores
 
 
 def _timed(func) -> float:

@@ -1,12 +1,19 @@
 """Tiling on real pixel arrays: grids, extraction, label images -> tile labels, stitching."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_cellclf.tiling import (extract_tiles, foreground_tiles, make_grid,
-                                   stitch_probabilities, stitch_tile_maps,
-                                   tile_labels_from_label_image, tile_values_to_map)
+from napari_cellclf.tiling import (
+    extract_tiles,
+    foreground_tiles,
+    make_grid,
+    stitch_probabilities,
+    stitch_tile_maps,
+    tile_labels_from_label_image,
+    tile_values_to_map,
+)
 
 
 def _field(shape=(37, 53), channels=3, seed=0) -> np.ndarray:
@@ -20,7 +27,7 @@ def _brute_cover(grid, indices=None):
     count = np.zeros(grid._padded_shape())
     for n in indices:
         y0, x0 = grid.origins()[n]
-        count[y0:y0 + grid.tile_size, x0:x0 + grid.tile_size] += 1
+        count[y0 : y0 + grid.tile_size, x0 : x0 + grid.tile_size] += 1
     return count[:height, :width]
 
 
@@ -36,17 +43,17 @@ def test_tiles_stitch_back_to_the_image_on_odd_sizes(border, stride):
         y0, x0 = grid.origins()[n]
         row, col = grid.row_col(n)
         assert (y0, x0) == (row * grid.stride, col * grid.stride)
-        crop = image[:, y0:y0 + 8, x0:x0 + 8]
-        np.testing.assert_array_equal(tiles[n][:, :crop.shape[1], :crop.shape[2]], crop)
+        crop = image[:, y0 : y0 + 8, x0 : x0 + 8]
+        np.testing.assert_array_equal(tiles[n][:, : crop.shape[1], : crop.shape[2]], crop)
     stitched = stitch_tile_maps(tiles, grid)
     covered = _brute_cover(grid) > 0
     np.testing.assert_allclose(stitched[:, covered], image[:, covered], rtol=1e-6)
     assert np.all(stitched[:, ~covered] == 0)
     if border == "pad":
         assert covered.all()
-    else:   # drop: exactly the whole tiles, nothing past the last one
+    else:  # drop: exactly the whole tiles, nothing past the last one
         reach = ((grid.rows - 1) * grid.stride + 8, (grid.cols - 1) * grid.stride + 8)
-        assert covered[:reach[0], :reach[1]].all() and not covered[reach[0]:].any()
+        assert covered[: reach[0], : reach[1]].all() and not covered[reach[0] :].any()
         assert reach[0] > 37 - grid.stride and reach[1] > 53 - grid.stride
 
 
@@ -55,13 +62,13 @@ def test_pad_border_tiles_reflect_like_np_pad(shape):
     image = _field(shape, channels=2)
     grid = make_grid(shape, 8, 6, "pad")
     padded_h, padded_w = grid._padded_shape()
-    reference = np.pad(image, ((0, 0), (0, padded_h - shape[0]), (0, padded_w - shape[1])),
-                       mode="reflect")
-    expected = np.stack([reference[:, y:y + 8, x:x + 8] for y, x in grid.origins()])
+    reference = np.pad(image, ((0, 0), (0, padded_h - shape[0]), (0, padded_w - shape[1])), mode="reflect")
+    expected = np.stack([reference[:, y : y + 8, x : x + 8] for y, x in grid.origins()])
     np.testing.assert_array_equal(extract_tiles(image, grid), expected)
     # a chosen subset, in the order given
-    np.testing.assert_array_equal(extract_tiles(image, grid, [grid.n_tiles - 1, 0]),
-                                  expected[[grid.n_tiles - 1, 0]])
+    np.testing.assert_array_equal(
+        extract_tiles(image, grid, [grid.n_tiles - 1, 0]), expected[[grid.n_tiles - 1, 0]]
+    )
 
 
 def test_grid_counts_and_errors():
@@ -73,8 +80,7 @@ def test_grid_counts_and_errors():
     assert (grid.rows, grid.cols) == (8, 12)
     with pytest.raises(ValueError, match="smaller than one tile"):
         make_grid((5, 50), 8)
-    for bad in (dict(tile_size=0), dict(tile_size=8, stride=0),
-                dict(tile_size=8, border="wrap")):
+    for bad in (dict(tile_size=0), dict(tile_size=8, stride=0), dict(tile_size=8, border="wrap")):
         with pytest.raises(ValueError):
             make_grid((37, 53), **bad)
     with pytest.raises(ValueError, match="grid was made for"):
@@ -93,10 +99,10 @@ def test_overlapping_maps_and_probabilities_are_averaged():
     total_m = np.zeros((2, *grid._padded_shape()))
     for p, m, n in zip(probabilities, maps, chosen):
         y0, x0 = grid.origins()[n]
-        total_p[:, y0:y0 + 8, x0:x0 + 8] += p[:, None, None]
-        total_m[:, y0:y0 + 8, x0:x0 + 8] += m
+        total_p[:, y0 : y0 + 8, x0 : x0 + 8] += p[:, None, None]
+        total_m[:, y0 : y0 + 8, x0 : x0 + 8] += m
     count = _brute_cover(grid, chosen)
-    assert count.max() >= 4        # real overlap: up to ceil(8/3)**2 tiles per pixel
+    assert count.max() >= 4  # real overlap: up to ceil(8/3)**2 tiles per pixel
     with np.errstate(invalid="ignore"):
         mean_p = total_p[:, :37, :53] / count
         mean_m = total_m[:, :37, :53] / count
@@ -115,19 +121,16 @@ def test_overlapping_maps_and_probabilities_are_averaged():
 
 def test_label_image_to_tile_labels_majority_and_minimum_fraction():
     labels = np.zeros((20, 40), dtype=np.uint8)
-    labels[0:10, 0:6] = 1        # tile 0: 60 % class 1 ...
-    labels[0:10, 6:8] = 2        # ... 20 % class 2 -> class 1
-    labels[0:3, 10:20] = 3       # tile 1: 30 % painted -> 0 unless min_fraction <= 0.3
-    labels[0:10, 21:22] = 2      # tile 2: 10 % class 2, 10 % class 1 -> tie goes to 1
+    labels[0:10, 0:6] = 1  # tile 0: 60 % class 1 ...
+    labels[0:10, 6:8] = 2  # ... 20 % class 2 -> class 1
+    labels[0:3, 10:20] = 3  # tile 1: 30 % painted -> 0 unless min_fraction <= 0.3
+    labels[0:10, 21:22] = 2  # tile 2: 10 % class 2, 10 % class 1 -> tie goes to 1
     labels[0:10, 22:23] = 1
-    labels[10:20, 0:10] = 2      # tile 4: fully class 2; tile 3, 5.. unpainted
+    labels[10:20, 0:10] = 2  # tile 4: fully class 2; tile 3, 5.. unpainted
     grid = make_grid(labels.shape, 10)
-    np.testing.assert_array_equal(tile_labels_from_label_image(labels, grid, 0.5),
-                                  [1, 0, 0, 0, 2, 0, 0, 0])
-    np.testing.assert_array_equal(tile_labels_from_label_image(labels, grid, 0.3),
-                                  [1, 3, 0, 0, 2, 0, 0, 0])
-    np.testing.assert_array_equal(tile_labels_from_label_image(labels, grid, 0.0),
-                                  [1, 3, 1, 0, 2, 0, 0, 0])
+    np.testing.assert_array_equal(tile_labels_from_label_image(labels, grid, 0.5), [1, 0, 0, 0, 2, 0, 0, 0])
+    np.testing.assert_array_equal(tile_labels_from_label_image(labels, grid, 0.3), [1, 3, 0, 0, 2, 0, 0, 0])
+    np.testing.assert_array_equal(tile_labels_from_label_image(labels, grid, 0.0), [1, 3, 1, 0, 2, 0, 0, 0])
     # Sparse label values cost nothing special and come back unchanged.
     sparse = np.where(labels == 3, 60000, labels.astype(np.int32))
     assert tile_labels_from_label_image(sparse, grid, 0.3)[1] == 60000
@@ -143,7 +146,7 @@ def test_label_image_matches_a_per_tile_reference_with_overlap_and_padding():
     grid = make_grid(labels.shape, 9, 4, "pad")
     expected = []
     for y0, x0 in grid.origins():
-        tile = labels[y0:y0 + 9, x0:x0 + 9]        # the in-image part of the tile
+        tile = labels[y0 : y0 + 9, x0 : x0 + 9]  # the in-image part of the tile
         painted = tile[tile > 0]
         if painted.size == 0 or painted.size < 0.4 * tile.size:
             expected.append(0)
@@ -154,9 +157,9 @@ def test_label_image_matches_a_per_tile_reference_with_overlap_and_padding():
 
 def test_foreground_skips_the_empty_half():
     rng = np.random.default_rng(2)
-    image = rng.normal(100, 3, (2, 64, 128)).astype(np.float32)   # camera background everywhere
+    image = rng.normal(100, 3, (2, 64, 128)).astype(np.float32)  # camera background everywhere
     yy, xx = np.mgrid[:64, :64]
-    for cy in (8, 24, 40, 56):            # one cell per 16 px tile of the left half
+    for cy in (8, 24, 40, 56):  # one cell per 16 px tile of the left half
         for cx in (8, 24, 40, 56):
             image[1, :, :64] += 900 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 40.0)
     grid = make_grid(image.shape[1:], 16)
@@ -165,11 +168,12 @@ def test_foreground_skips_the_empty_half():
     # flat channel: nothing stands out
     assert not foreground_tiles(np.ones((1, 64, 128)), grid).any()
     # explicit threshold and fraction, against a per-tile count
-    above = np.array([(image[1, y:y + 16, x:x + 16] > 500).mean() for y, x in grid.origins()])
+    above = np.array([(image[1, y : y + 16, x : x + 16] > 500).mean() for y, x in grid.origins()])
     assert 0.3 < above.max() < 0.6
     for fraction in (0.1, 0.45, 0.6):
-        np.testing.assert_array_equal(foreground_tiles(image, grid, 1, fraction, threshold=500),
-                                      above >= fraction)
+        np.testing.assert_array_equal(
+            foreground_tiles(image, grid, 1, fraction, threshold=500), above >= fraction
+        )
     assert not foreground_tiles(image, grid, 1, 0.6, threshold=500).any()
     with pytest.raises(ValueError, match="channel 5"):
         foreground_tiles(image, grid, channel=5)
@@ -181,7 +185,7 @@ def test_values_map_paints_nearest_tile_cells():
     painted = tile_values_to_map(values, grid)
     expected = np.kron(values.reshape(grid.rows, grid.cols), np.ones((8, 8), int))
     np.testing.assert_array_equal(painted[:32, :48], expected)
-    assert not painted[32:].any() and not painted[:, 48:].any()   # beyond the dropped border
+    assert not painted[32:].any() and not painted[:, 48:].any()  # beyond the dropped border
     # subset + fill, float values
     part = tile_values_to_map(np.array([0.5]), grid, [7], fill=np.nan)
     assert np.isnan(part).sum() == 37 * 53 - 64 and (part[8:16, 8:16] == 0.5).all()
@@ -206,6 +210,7 @@ def test_values_map_paints_nearest_tile_cells():
 
 def test_limits_agree_with_the_model():
     from napari_cellclf import model, tiling
+
     assert tiling.MIN_TILE_SIZE == model.MIN_TILE_SIZE
     assert tiling.MIN_TILE_SIZE < tiling.MAX_TILE_SIZE and tiling.MAX_CLASSES >= 2
 
@@ -214,6 +219,7 @@ def test_foreground_of_a_field_spanning_the_float32_range_has_no_warning():
     import warnings
 
     from napari_cellclf.tiling import foreground_tiles, make_grid
+
     field = np.full((1, 32, 32), -3e38, np.float32)
     field[0, :16] = 3e38
     with warnings.catch_warnings():

@@ -1,4 +1,5 @@
 """Training: real (small, fast) training runs on generated tiles, and one on real cells (slow)."""
+
 from __future__ import annotations
 
 import threading
@@ -11,12 +12,27 @@ import torch
 from napari_cellclf import __version__, data
 from napari_cellclf.data import TileDataset
 from napari_cellclf.modelfile import load_model, save_model
-from napari_cellclf.training import (BatchProgress, EpochEnd, MemorisationWarning, RunFinished,
-                                     TrainConfig, _random_dihedral, _rotate, run_training, train)
+from napari_cellclf.training import (
+    BatchProgress,
+    EpochEnd,
+    MemorisationWarning,
+    RunFinished,
+    TrainConfig,
+    _random_dihedral,
+    _rotate,
+    run_training,
+    train,
+)
 
 
-def make_tiles(n_per_class: int = 100, tile: int = 20, seed: int = 0, n_groups: int = 6,
-               channels: int = 1, classes: tuple[int, ...] = (0, 1)) -> TileDataset:
+def make_tiles(
+    n_per_class: int = 100,
+    tile: int = 20,
+    seed: int = 0,
+    n_groups: int = 6,
+    channels: int = 1,
+    classes: tuple[int, ...] = (0, 1),
+) -> TileDataset:
     """Class 0 "diffuse": one smooth blob of light. Class 1 "puncta": a dimmer blob carrying 3-6
     small bright spots, rescaled to the same total light as the diffuse cell would have had, so
     only the texture tells the classes apart. Poisson noise on a background of 20 counts."""
@@ -27,7 +43,7 @@ def make_tiles(n_per_class: int = 100, tile: int = 20, seed: int = 0, n_groups: 
         for _ in range(n_per_class):
             cy, cx = rng.uniform(tile * 0.35, tile * 0.65, 2)
             radius = rng.uniform(tile * 0.2, tile * 0.3)
-            cell = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
+            cell = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
             brightness = rng.uniform(150, 300)
             image = brightness * cell
             if label == 1:
@@ -35,20 +51,27 @@ def make_tiles(n_per_class: int = 100, tile: int = 20, seed: int = 0, n_groups: 
                 for _ in range(rng.integers(3, 7)):
                     py, px = cy + rng.normal(0, radius * 0.6), cx + rng.normal(0, radius * 0.6)
                     sigma = rng.uniform(0.7, 1.1)
-                    image += brightness * rng.uniform(0.8, 1.6) * np.exp(
-                        -((yy - py) ** 2 + (xx - px) ** 2) / (2 * sigma ** 2))
+                    image += (
+                        brightness
+                        * rng.uniform(0.8, 1.6)
+                        * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * sigma**2))
+                    )
                 image *= brightness * cell.sum() / image.sum()
-            stack = [rng.poisson(image + 20)] + [rng.poisson(brightness * 0.5 * cell + 20)
-                                                 for _ in range(channels - 1)]
+            stack = [rng.poisson(image + 20)] + [
+                rng.poisson(brightness * 0.5 * cell + 20) for _ in range(channels - 1)
+            ]
             tiles.append(np.stack(stack))
             labels.append(label)
     n = len(labels)
-    return TileDataset(tiles=np.stack(tiles).astype(np.float32), labels=np.asarray(labels, np.int64),
-                       groups=rng.integers(0, n_groups, n).astype(np.int64),
-                       positions=np.stack([np.arange(n), np.zeros(n, int)], 1).astype(np.int64),
-                       class_names=["diffuse", "puncta"],
-                       channel_names=[f"ch{c}" for c in range(channels)],
-                       sources=[f"field{g}" for g in range(n_groups)])
+    return TileDataset(
+        tiles=np.stack(tiles).astype(np.float32),
+        labels=np.asarray(labels, np.int64),
+        groups=rng.integers(0, n_groups, n).astype(np.int64),
+        positions=np.stack([np.arange(n), np.zeros(n, int)], 1).astype(np.int64),
+        class_names=["diffuse", "puncta"],
+        channel_names=[f"ch{c}" for c in range(channels)],
+        sources=[f"field{g}" for g in range(n_groups)],
+    )
 
 
 def accuracy(result, dataset: TileDataset) -> float:
@@ -67,8 +90,15 @@ def collect(dataset, config, stop=None):
 def test_learns_puncta_vs_diffuse_and_reports_progress():
     dataset, held_out = make_tiles(120, seed=0), make_tiles(100, seed=1)
     # select="best": the kept weights are the epoch with the lowest validation loss.
-    config = TrainConfig(epochs=6, batch_size=32, architecture="original", device="cpu", seed=0,
-                         select="best", compare_baseline=False)
+    config = TrainConfig(
+        epochs=6,
+        batch_size=32,
+        architecture="original",
+        device="cpu",
+        seed=0,
+        select="best",
+        compare_baseline=False,
+    )
     result, events = collect(dataset, config)
 
     assert accuracy(result, held_out) >= 0.9
@@ -94,8 +124,9 @@ def test_learns_puncta_vs_diffuse_and_reports_progress():
 
 
 def test_result_saves_as_a_model_file(tmp_path):
-    result = run_training(make_tiles(30, tile=16, channels=2),
-                          TrainConfig(epochs=2, architecture="fast", device="cpu", seed=4))
+    result = run_training(
+        make_tiles(30, tile=16, channels=2), TrainConfig(epochs=2, architecture="fast", device="cpu", seed=4)
+    )
     meta = result.meta(channel_indices=[1, 0])
     assert meta.package_version == __version__ and meta.seed == 4 and meta.tile_size == 16
     assert meta.class_names == ["diffuse", "puncta"] and len(meta.class_colors) == 2
@@ -107,9 +138,14 @@ def test_result_saves_as_a_model_file(tmp_path):
         torch.testing.assert_close(model(x), result.model(x))
 
 
-@pytest.mark.parametrize("options", [dict(rotate_degrees=15.0, architecture="fast"),
-                                     dict(balance="sampler", augment=False, architecture="fast"),
-                                     dict(shift_fraction=0.1, intensity_jitter=0.2)])   # default arch
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(rotate_degrees=15.0, architecture="fast"),
+        dict(balance="sampler", augment=False, architecture="fast"),
+        dict(shift_fraction=0.1, intensity_jitter=0.2),
+    ],
+)  # default arch
 def test_same_seed_gives_identical_weights(options):
     dataset = make_tiles(40, tile=16)
     config = dict(epochs=2, batch_size=16, device="cpu", compare_baseline=False, **options)
@@ -128,8 +164,17 @@ def test_random_labels_trip_the_memorisation_warning():
     rng = np.random.default_rng(0)
     dataset.labels = np.concatenate([rng.permutation(np.arange(32) % 2) for _ in range(2)])
     dataset.class_names = ["A", "B"]
-    config = TrainConfig(epochs=30, batch_size=8, architecture="original", augment=False, patience=0,
-                         val_fraction=0.5, memorisation_epochs=30, device="cpu", seed=0)
+    config = TrainConfig(
+        epochs=30,
+        batch_size=8,
+        architecture="original",
+        augment=False,
+        patience=0,
+        val_fraction=0.5,
+        memorisation_epochs=30,
+        device="cpu",
+        seed=0,
+    )
     result, events = collect(dataset, config)
     warnings = [e for e in events if isinstance(e, MemorisationWarning)]
     assert len(warnings) == 1
@@ -169,7 +214,7 @@ def test_cancel_from_another_thread_returns_quickly_with_a_usable_model():
     result = outcome["result"]
     run = result.history.runs[0]
     assert result.cancelled and run["cancelled"] and 2 <= run["epochs_completed"] < 200
-    assert accuracy(result, held_out) >= 0.8   # the best of the finished epochs, not noise
+    assert accuracy(result, held_out) >= 0.8  # the best of the finished epochs, not noise
 
 
 def test_cancel_before_the_first_epoch_still_returns_a_model():
@@ -181,8 +226,12 @@ def test_cancel_before_the_first_epoch_still_returns_a_model():
             stop.set()
 
     result, events = None, []
-    result = run_training(dataset, TrainConfig(epochs=3, batch_size=8, architecture="fast", device="cpu"),
-                          on_progress=lambda e: (events.append(e), stop_after_first_batch(e)), stop=stop)
+    result = run_training(
+        dataset,
+        TrainConfig(epochs=3, batch_size=8, architecture="fast", device="cpu"),
+        on_progress=lambda e: (events.append(e), stop_after_first_batch(e)),
+        stop=stop,
+    )
     assert [type(e) for e in events] == [BatchProgress, RunFinished]
     assert result.cancelled and events[-1].cancelled and events[-1].best_epoch == -1
     run = result.history.runs[0]
@@ -192,7 +241,7 @@ def test_cancel_before_the_first_epoch_still_returns_a_model():
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
 
     stop = threading.Event()
-    stop.set()   # cancelled before it even started
+    stop.set()  # cancelled before it even started
     result = run_training(dataset, TrainConfig(epochs=3, architecture="fast", device="cpu"), stop=stop)
     assert result.cancelled and result.history.runs[0]["epochs_completed"] == 0
 
@@ -205,8 +254,14 @@ def test_untrainable_data_and_bad_config_fail_before_any_work():
         with pytest.raises(ValueError):
             next(generator)
     fine = make_tiles(10, tile=16)
-    for field_name, value in (("epochs", -1), ("balance", "oversample"), ("architecture", "vgg"),
-                              ("val_fraction", 1.0), ("runs", 0), ("normalization", "zscore")):
+    for field_name, value in (
+        ("epochs", -1),
+        ("balance", "oversample"),
+        ("architecture", "vgg"),
+        ("val_fraction", 1.0),
+        ("runs", 0),
+        ("normalization", "zscore"),
+    ):
         with pytest.raises(ValueError, match=field_name):
             next(train(fine, TrainConfig(device="cpu", **{field_name: value})))
 
@@ -224,7 +279,10 @@ def test_several_runs_are_summarised_and_the_best_one_is_kept():
     assert summary["n_runs"] == 3
     assert summary["best_val_accuracy"]["mean"] == pytest.approx(best.mean())
     assert summary["best_val_accuracy"]["std"] == pytest.approx(best.std(ddof=1))
-    assert summary["best_val_accuracy"]["min"] == best.min() and summary["best_val_accuracy"]["max"] == best.max()
+    assert (
+        summary["best_val_accuracy"]["min"] == best.min()
+        and summary["best_val_accuracy"]["max"] == best.max()
+    )
     assert best[summary["best_run"]] == best.max()
     # The returned model is the best run's best epoch: recompute its validation accuracy.
     _, val_idx = data.split_train_val(dataset, config.val_fraction, seed=config.seed)
@@ -287,8 +345,10 @@ def logistic_regression(features: np.ndarray, labels: np.ndarray):
 
 def scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(accuracy, balanced accuracy)."""
-    return (float((predicted == truth).mean()),
-            float(np.mean([(predicted[truth == k] == k).mean() for k in np.unique(truth)])))
+    return (
+        float((predicted == truth).mean()),
+        float(np.mean([(predicted[truth == k] == k).mean() for k in np.unique(truth)])),
+    )
 
 
 def _interphase_vs_mitotic(shared_data, seed: int = 0):
@@ -301,9 +361,15 @@ def _interphase_vs_mitotic(shared_data, seed: int = 0):
     for k in np.unique(cells.labels):
         members = np.flatnonzero(cells.labels == k)
         held_out[rng.choice(members, round(0.3 * len(members)), replace=False)] = True
-    binary = data.TileDataset(tiles=cells.tiles, labels=mitotic, groups=cells.groups,
-                              positions=cells.positions, class_names=["interphase", "mitotic"],
-                              channel_names=cells.channel_names, sources=cells.sources)
+    binary = data.TileDataset(
+        tiles=cells.tiles,
+        labels=mitotic,
+        groups=cells.groups,
+        positions=cells.positions,
+        class_names=["interphase", "mitotic"],
+        channel_names=cells.channel_names,
+        sources=cells.sources,
+    )
     return binary, np.flatnonzero(~held_out), np.flatnonzero(held_out), rng
 
 
@@ -319,16 +385,19 @@ def test_real_cells_few_labels_default_recipe_beats_five_feature_logistic_regres
     # (TrainConfig() as the CLI and widget use it) against the classic 5-feature baseline.
     baseline = pytest.importorskip("napari_cellclf.baseline")
     cells, pool, test, rng = _interphase_vs_mitotic(shared_data, seed=0)
-    chosen = np.sort(np.concatenate([rng.choice(pool[cells.labels[pool] == k], 100, replace=False)
-                                     for k in (0, 1)]))
+    chosen = np.sort(
+        np.concatenate([rng.choice(pool[cells.labels[pool] == k], 100, replace=False) for k in (0, 1)])
+    )
     truth = cells.labels[test]
     crude = baseline.FeatureModel(kind="logistic", feature_set="crude", seed=0)
     crude.fit(cells.tiles[chosen], cells.labels[chosen], 2, cells.channel_names)
     base_acc, base_bal = scores(crude.predict(cells.tiles[test]), truth)
     result = run_training(cells.subset(chosen), TrainConfig(device="cpu", seed=0, compare_baseline=False))
     cnn_acc, cnn_bal = scores(_cnn_predict(result, cells.tiles[test]), truth)
-    print(f"\nMLCP interphase vs mitotic, 100 cells per class: 5-feature logistic regression acc "
-          f"{base_acc:.3f} balanced {base_bal:.3f}; CNN defaults acc {cnn_acc:.3f} balanced {cnn_bal:.3f}")
+    print(
+        f"\nMLCP interphase vs mitotic, 100 cells per class: 5-feature logistic regression acc "
+        f"{base_acc:.3f} balanced {base_bal:.3f}; CNN defaults acc {cnn_acc:.3f} balanced {cnn_bal:.3f}"
+    )
     assert cnn_bal > base_bal + 0.01
 
 
@@ -347,9 +416,11 @@ def test_real_cells_interphase_vs_mitotic_default_recipe_beats_majority_and_crud
     seconds = time.perf_counter() - start
     predicted = _cnn_predict(result, cells.tiles[test])
     cnn_acc, cnn_bal = scores(predicted, truth)
-    print(f"\nMLCP interphase vs mitotic, {len(test)} held-out cells: majority {majority:.3f}; "
-          f"crude features acc {base_acc:.3f} balanced {base_bal:.3f}; CNN acc {cnn_acc:.3f} "
-          f"balanced {cnn_bal:.3f} ({result.epochs} epochs, {seconds:.0f} s)")
+    print(
+        f"\nMLCP interphase vs mitotic, {len(test)} held-out cells: majority {majority:.3f}; "
+        f"crude features acc {base_acc:.3f} balanced {base_bal:.3f}; CNN acc {cnn_acc:.3f} "
+        f"balanced {cnn_bal:.3f} ({result.epochs} epochs, {seconds:.0f} s)"
+    )
     assert 0.78 < majority < 0.80
     assert cnn_acc >= majority + 0.1
     # Measured (seed 0, 1 thread on a loaded machine): CNN 0.913 accuracy / 0.935 balanced;

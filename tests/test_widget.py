@@ -1,20 +1,20 @@
 """The user's whole path through the dock, on two small synthetic fields with ground truth:
 paint a few tiles per field, train, classify, re-classify, hover, explain, export, save, close and
 re-open the widget, load the model back. Driven through the widget's own controls."""
+
 from __future__ import annotations
 
 import csv
 
 import numpy as np
-from widget_support import (add_field, open_widget, paint_tiles, synthetic_field, tile_truth,
-                            wait_idle)
 
 from napari_cellclf._widget import _dialogs
+from widget_support import add_field, open_widget, paint_tiles, synthetic_field, tile_truth, wait_idle
 
 TILE = 32
 SIZE = 256
 GAP = 16
-PAINTED = 30      # of ~40 cell tiles per field (fewer made runs unstable from seed to seed)
+PAINTED = 30  # of ~40 cell tiles per field (fewer made runs unstable from seed to seed)
 FIELDS = {  # field name -> (phenotype, seed, label value painted on it)
     "puncta": ("puncta", 1, 2),
     "diffuse": ("diffuse", 2, 1),
@@ -41,12 +41,11 @@ def _tile_classes(class_ids: np.ndarray, layer) -> np.ndarray:
     features = layer.features
     by_value = dict(zip(features["index"], features["class"]))
     names = ["Control", "Treated"]
-    centres = class_ids[TILE // 2::TILE, TILE // 2::TILE]
+    centres = class_ids[TILE // 2 :: TILE, TILE // 2 :: TILE]
     return np.vectorize(lambda v: names.index(by_value[v]) + 1 if v in by_value else 0)(centres)
 
 
-def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtbot, monkeypatch,
-                                                          tmp_path):
+def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     viewer = make_napari_viewer(show=True)
     fields = _open_fields(viewer)
     dock, widget = open_widget(viewer)
@@ -61,8 +60,7 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
         panel.paint_button.click()
         paint_tiles(viewer.layers[f"{name} labels"], _tiles_to_paint(truth, value), TILE, value)
     table = widget.classes_panel.table
-    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(2)] == [str(PAINTED)] * 2,
-                    timeout=3000)
+    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(2)] == [str(PAINTED)] * 2, timeout=3000)
     assert viewer.layers["diffuse labels"].translate[1] == SIZE + GAP
 
     # 4. train (fast network; 60 labelled tiles make two batches, so epochs are cheap)
@@ -106,8 +104,11 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
     value_at = int(puncta.data[TILE // 2, TILE // 2])
     row = puncta.features[puncta.features["index"] == value_at].iloc[0]
     expected = widget.session.color_of(row["class"], "#000000")
-    np.testing.assert_allclose(puncta.colormap.map(np.array([value_at]))[0][:3],
-                               [int(expected[i:i + 2], 16) / 255 for i in (1, 3, 5)], atol=1e-2)
+    np.testing.assert_allclose(
+        puncta.colormap.map(np.array([value_at]))[0][:3],
+        [int(expected[i : i + 2], 16) / 255 for i in (1, 3, 5)],
+        atol=1e-2,
+    )
     # hovering a tile shows its class and confidence (napari's status of the value under the cursor)
     status = puncta.get_status((TILE // 2, TILE // 2), world=True)
     text = status["coordinates"] if isinstance(status, dict) else str(status)
@@ -122,7 +123,7 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
 
     # 6. explain the puncta field: a map over the original pixels, strongest on the cells
     panel.select_field("puncta")
-    results.target.setCurrentIndex(0)          # each tile's predicted class
+    results.target.setCurrentIndex(0)  # each tile's predicted class
     results.explain_button.click()
     wait_idle(qtbot, widget, 60)
     attribution = viewer.layers["puncta attribution"]

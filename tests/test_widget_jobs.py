@@ -1,11 +1,13 @@
 """Background jobs seen from the dock: the viewer stays responsive, Cancel stops within a batch and
 keeps the best model, errors arrive as notifications, a closed dock does not lose a training."""
+
 from __future__ import annotations
 
 import threading
 import time
 
 from qtpy.QtCore import QTimer
+
 from widget_support import Notifications, add_field, open_widget, paint_tiles, synthetic_field, wait_idle
 
 TILE = 32
@@ -14,8 +16,12 @@ TILE = 32
 def _two_whole_fields(viewer, widget, size=256):
     """Two fields, each declared one class as a whole (the original method's labelling)."""
     for i, (phenotype, seed) in enumerate((("diffuse", 2), ("puncta", 1))):
-        add_field(viewer, phenotype, synthetic_field(phenotype, size, seed).image,
-                  translate=(0.0, i * (size + 16.0)))
+        add_field(
+            viewer,
+            phenotype,
+            synthetic_field(phenotype, size, seed).image,
+            translate=(0.0, i * (size + 16.0)),
+        )
     panel = widget.fields_panel
     qtbot_wait_fields(panel, 2)
     panel.tile_size.setValue(TILE)
@@ -25,7 +31,7 @@ def _two_whole_fields(viewer, widget, size=256):
 
 
 def qtbot_wait_fields(panel, n):
-    panel.refresh_fields()   # the layer-list debounce has not fired yet inside one test step
+    panel.refresh_fields()  # the layer-list debounce has not fired yet inside one test step
     assert len(panel.fields) == n
 
 
@@ -54,11 +60,12 @@ def test_viewer_stays_responsive_and_cancel_keeps_the_best_model(make_napari_vie
     _, widget = open_widget(viewer)
     _two_whole_fields(viewer, widget)
     train = widget.train_panel
-    train.epochs.setValue(1000)            # far longer than the test waits
+    train.epochs.setValue(1000)  # far longer than the test waits
     train.architecture.setCurrentIndex(train.architecture.findData("original"))
     progress_threads = set()
     widget.session.jobs.progress.connect(
-        lambda kind, event: progress_threads.add(threading.current_thread() is threading.main_thread()))
+        lambda kind, event: progress_threads.add(threading.current_thread() is threading.main_thread())
+    )
 
     train.train_button.click()
     qtbot.waitUntil(lambda: len(widget.session.log.epochs) >= 1, timeout=60000)
@@ -66,7 +73,7 @@ def test_viewer_stays_responsive_and_cancel_keeps_the_best_model(make_napari_vie
     assert widget.session.jobs.busy
     # a UI-thread training would give ~0; under a loaded CI machine tens are normal
     assert ticks >= 10, f"only {ticks} of ~100 timer ticks in 1 s: the event loop is starved"
-    assert progress_threads == {True}      # progress is applied on the main thread
+    assert progress_threads == {True}  # progress is applied on the main thread
     assert "Training: epoch" in widget.job_bar.status.text()
     assert 0 < widget.job_bar.progress.value() < 1000
 
@@ -114,8 +121,7 @@ def test_training_on_one_class_reports_an_error_and_stays_usable(make_napari_vie
     # the user fixes the labels and trains again from the same widget
     paint_tiles(viewer.layers["A01 labels"], [(7, c) for c in range(8)], TILE, 2)
     widget.train_panel.epochs.setValue(2)
-    widget.train_panel.architecture.setCurrentIndex(
-        widget.train_panel.architecture.findData("fast"))
+    widget.train_panel.architecture.setCurrentIndex(widget.train_panel.architecture.findData("fast"))
     widget.train_panel.train_button.click()
     wait_idle(qtbot, widget, 60)
     assert widget.session.trained is not None
@@ -126,8 +132,7 @@ def test_training_survives_closing_the_dock(make_napari_viewer, qtbot):
     dock, widget = open_widget(viewer)
     _two_whole_fields(viewer, widget, size=128)
     widget.train_panel.epochs.setValue(3)
-    widget.train_panel.architecture.setCurrentIndex(
-        widget.train_panel.architecture.findData("fast"))
+    widget.train_panel.architecture.setCurrentIndex(widget.train_panel.architecture.findData("fast"))
     session = widget.session
     widget.train_panel.train_button.click()
     viewer.window.remove_dock_widget(dock)
@@ -153,8 +158,13 @@ def test_memorisation_warning_is_shown_in_the_dock_and_as_a_notification(make_na
     try:
         # what the worker's `yielded` signal delivers on the main thread when training fires it
         widget.session.jobs.progress.emit(
-            "train", MemorisationWarning(run=0, epoch=1, message="Training accuracy 100% by epoch "
-                                         "2 while validation stays at chance: memorising."))
+            "train",
+            MemorisationWarning(
+                run=0,
+                epoch=1,
+                message="Training accuracy 100% by epoch 2 while validation stays at chance: memorising.",
+            ),
+        )
     finally:
         notes.close()
     assert "memorising" in widget.train_panel.memorisation.text()

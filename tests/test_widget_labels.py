@@ -1,4 +1,5 @@
 """Widget, before any training: fields from layers, tile grid, classes, and the three ways to label."""
+
 from __future__ import annotations
 
 import time
@@ -6,9 +7,9 @@ import time
 import numpy as np
 import pytest
 import tifffile
-from widget_support import Notifications, add_field, open_widget, paint_tiles, wait_idle
 
 from napari_cellclf._widget import _dialogs
+from widget_support import Notifications, add_field, open_widget, paint_tiles, wait_idle
 
 
 def _field(seed: int, shape=(2, 128, 160)) -> np.ndarray:
@@ -19,12 +20,12 @@ def _field(seed: int, shape=(2, 128, 160)) -> np.ndarray:
 def test_fields_regroup_channels_and_derived_layers_sit_on_the_field(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image = _field(0)
-    image[1] += 1000   # tell the channels apart
+    image[1] += 1000  # tell the channels apart
     # channels added in reverse order, with a physical scale and an offset
     add_field(viewer, "A01", image, order=[1, 0], scale=(0.5, 0.5), translate=(10.0, 20.0))
     viewer.add_image(_field(1, (1, 96, 96))[0], name="plain")
     viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
-    viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")   # 3-D: not a field
+    viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")  # 3-D: not a field
     _, widget = open_widget(viewer)
     panel = widget.fields_panel
 
@@ -33,8 +34,8 @@ def test_fields_regroup_channels_and_derived_layers_sit_on_the_field(make_napari
     assert a01.channel_names == ["nuclei", "protein"]
     stacked = a01.stack()
     assert stacked.dtype == np.float32 and stacked.shape == (2, 128, 160)
-    np.testing.assert_array_equal(stacked, image)      # channel_index order, not layer order
-    assert panel.fields[2].n_channels == 3              # an RGB photo gives three channels
+    np.testing.assert_array_equal(stacked, image)  # channel_index order, not layer order
+    assert panel.fields[2].n_channels == 3  # an RGB photo gives three channels
     assert panel.channel_list.count() == 2
 
     panel.select_field("A01")
@@ -83,7 +84,7 @@ def test_painted_tiles_are_counted_per_class_and_warned_about(make_napari_viewer
 def test_whole_image_labels_and_background_skipping(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image = np.full((2, 128, 128), 10.0, np.float32)
-    image[0, :64, :] = 500.0                     # foreground in the top half of channel 0 only
+    image[0, :64, :] = 500.0  # foreground in the top half of channel 0 only
     add_field(viewer, "A01", image)
     _, widget = open_widget(viewer)
     panel = widget.fields_panel
@@ -97,8 +98,8 @@ def test_whole_image_labels_and_background_skipping(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: table.item(1, 2).text() == "8", timeout=3000)
     grid = viewer.layers["tile grid"]
     qtbot.waitUntil(lambda: (np.asarray(grid.data)[64:, :] == 2).all(), timeout=3000)
-    assert (np.asarray(grid.data)[1:31, 1:31] == 0).all()       # inside a used tile: clear
-    assert (np.asarray(grid.data)[0, :128] == 1).all()           # a tile border
+    assert (np.asarray(grid.data)[1:31, 1:31] == 0).all()  # inside a used tile: clear
+    assert (np.asarray(grid.data)[0, :128] == 1).all()  # a tile border
     panel.show_grid.setChecked(False)
     qtbot.waitUntil(lambda: not grid.visible, timeout=3000)
     panel.show_grid.setChecked(True)
@@ -124,14 +125,15 @@ def test_classes_add_rename_recolour_remove(make_napari_viewer, qtbot, monkeypat
     assert panel.table.rowCount() == 3
     panel.table.item(2, 1).setText("Dead")
     assert widget.session.class_names[2] == "Dead"
-    panel.table.item(2, 1).setText("Control")           # duplicate: refused, name restored
+    panel.table.item(2, 1).setText("Control")  # duplicate: refused, name restored
     assert widget.session.class_names[2] == "Dead" and panel.table.item(2, 1).text() == "Dead"
 
     monkeypatch.setattr(_dialogs, "ask_color", lambda parent, current: "#123456")
     panel.table.cellWidget(2, 0).click()
     assert widget.session.class_colors[2] == "#123456"
-    np.testing.assert_allclose(labels.colormap.map(np.array([3]))[0][:3],
-                               [0x12 / 255, 0x34 / 255, 0x56 / 255], atol=1e-3)
+    np.testing.assert_allclose(
+        labels.colormap.map(np.array([3]))[0][:3], [0x12 / 255, 0x34 / 255, 0x56 / 255], atol=1e-3
+    )
 
     # selecting a class row makes the labels layer paint that value
     viewer.layers.selection.active = labels
@@ -146,8 +148,8 @@ def test_classes_add_rename_recolour_remove(make_napari_viewer, qtbot, monkeypat
     assert widget.session.class_names == ["Control", "Dead"]
     data = np.asarray(labels.data)
     assert (data[:32, :32] == 1).all() and (data[32:64, 32:64] == 0).all()
-    assert (data[64:96, 64:96] == 2).all()              # "Dead" moved from 3 to 2
-    assert not panel.remove_button.isEnabled()          # two classes is the minimum
+    assert (data[64:96, 64:96] == 2).all()  # "Dead" moved from 3 to 2
+    assert not panel.remove_button.isEnabled()  # two classes is the minimum
 
 
 def test_tile_grid_stays_fast_on_a_2048_field(make_napari_viewer, qtbot):
@@ -171,9 +173,12 @@ def test_import_class_folders_adds_classes_and_tiles(make_napari_viewer, qtbot, 
     for name, n in (("Control", 3), ("Treated", 2), ("Mitotic", 4)):
         (tmp_path / name).mkdir()
         for i in range(n):
-            tifffile.imwrite(tmp_path / name / f"{i}.tif",
-                             rng.integers(0, 4000, (2, 40, 40), dtype=np.uint16),
-                             imagej=True, metadata={"axes": "CYX"})
+            tifffile.imwrite(
+                tmp_path / name / f"{i}.tif",
+                rng.integers(0, 4000, (2, 40, 40), dtype=np.uint16),
+                imagej=True,
+                metadata={"axes": "CYX"},
+            )
     (tmp_path / ".DS_Store").write_text("litter")
     viewer = make_napari_viewer()
     add_field(viewer, "A01", _field(0))
@@ -185,8 +190,7 @@ def test_import_class_folders_adds_classes_and_tiles(make_napari_viewer, qtbot, 
 
     assert widget.session.class_names == ["Control", "Treated", "Mitotic"]
     table = widget.classes_panel.table
-    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(3)] == ["3", "2", "4"],
-                    timeout=3000)
+    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(3)] == ["3", "2", "4"], timeout=3000)
     assert "9 tiles" in widget.classes_panel.import_note.text()
     widget.classes_panel.forget_button.click()
     qtbot.waitUntil(lambda: table.item(2, 2).text() == "0", timeout=3000)
@@ -198,7 +202,7 @@ def test_import_of_a_bad_folder_is_an_error_message(make_napari_viewer, qtbot, m
     notes = Notifications()
     try:
         monkeypatch.setattr(_dialogs, "ask_directory", lambda parent, caption: str(tmp_path))
-        widget.classes_panel.import_button.click()        # an empty folder
+        widget.classes_panel.import_button.click()  # an empty folder
         wait_idle(qtbot, widget, 30)
         qtbot.waitUntil(lambda: bool(notes.errors()), timeout=3000)
     finally:
@@ -207,11 +211,14 @@ def test_import_of_a_bad_folder_is_an_error_message(make_napari_viewer, qtbot, m
     assert widget.session.imported is None and widget.classes_panel.import_button.isEnabled()
 
 
-@pytest.mark.parametrize("names, indices, field_names, expected", [
-    (["nuclei", "protein"], [0, 1], ["protein", "nuclei"], [1, 0]),   # by name when possible
-    (["ch0", "ch1"], [1, 2], ["a", "b", "c"], [1, 2]),                   # else by index
-    (["x"], None, ["only"], [0]),                                        # else by count
-])
+@pytest.mark.parametrize(
+    "names, indices, field_names, expected",
+    [
+        (["nuclei", "protein"], [0, 1], ["protein", "nuclei"], [1, 0]),  # by name when possible
+        (["ch0", "ch1"], [1, 2], ["a", "b", "c"], [1, 2]),  # else by index
+        (["x"], None, ["only"], [0]),  # else by count
+    ],
+)
 def test_model_channels_match_by_name_then_index_then_count(names, indices, field_names, expected):
     from napari_cellclf._widget._fields import Channel, Field, model_channels
 
@@ -237,11 +244,14 @@ def test_imported_folders_reread_at_a_new_tile_size_keep_only_their_classes(tmp_
     for name in ("Mitotic", "Interphase"):
         (tmp_path / name).mkdir()
         for i in range(3):
-            tifffile.imwrite(tmp_path / name / f"{i}.tif",
-                             rng.integers(0, 4000, (2, 40, 40), dtype=np.uint16),
-                             imagej=True, metadata={"axes": "CYX"})
+            tifffile.imwrite(
+                tmp_path / name / f"{i}.tif",
+                rng.integers(0, 4000, (2, 40, 40), dtype=np.uint16),
+                imagej=True,
+                metadata={"axes": "CYX"},
+            )
     imported = import_class_folders(str(tmp_path), 40, (0, 1), mode="tile")
     reread = imported_dataset(imported, 20, (0, 1))
     assert reread.class_names == imported.dataset.class_names == ["Interphase", "Mitotic"]
-    assert reread.class_counts() == {"Interphase": 12, "Mitotic": 12}     # 4 tiles of 20 px each
+    assert reread.class_counts() == {"Interphase": 12, "Mitotic": 12}  # 4 tiles of 20 px each
     cdata.check_trainable(reread)

@@ -1,8 +1,10 @@
 """The dock on real files opened by our reader (slow: real fields of 1192² and 512x672 pixels)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from widget_support import open_widget, wait_idle
 
 NEUBIAS = "neubias/image_data"
@@ -13,8 +15,7 @@ def test_real_control_and_treated_fields_train_and_classify(make_napari_viewer, 
     viewer = make_napari_viewer()
     folder = shared_data / NEUBIAS
     for condition in ("control", "treated"):
-        viewer.open(folder / f"xy_calibrated_16bit__nuclear_protein_{condition}.tif",
-                    plugin="napari-cellclf")
+        viewer.open(folder / f"xy_calibrated_16bit__nuclear_protein_{condition}.tif", plugin="napari-cellclf")
     viewer.open(folder / "xyc_16bit__hela-cells.tif", plugin="napari-cellclf")
     _, widget = open_widget(viewer)
     panel = widget.fields_panel
@@ -26,7 +27,7 @@ def test_real_control_and_treated_fields_train_and_classify(make_napari_viewer, 
     assert hela.n_channels == 3 and hela.shape == (512, 672)
     assert hela.stack().shape == (3, 512, 672)
     pixel = control.scale[0]
-    assert pixel == pytest.approx(0.11321, rel=1e-3)        # µm per pixel, from the file
+    assert pixel == pytest.approx(0.11321, rel=1e-3)  # µm per pixel, from the file
 
     panel.tile_size.setValue(64)
     panel.skip_background.setChecked(True)
@@ -34,9 +35,12 @@ def test_real_control_and_treated_fields_train_and_classify(make_napari_viewer, 
         combo = panel.labels_combo(f"xy_calibrated_16bit__nuclear_protein_{name}")
         combo.setCurrentIndex(combo.findText(choice))
     panel.labels_combo("xyc_16bit__hela-cells").setCurrentIndex(
-        panel.labels_combo("xyc_16bit__hela-cells").findText("not used"))
-    qtbot.waitUntil(lambda: widget.session.counts is not None
-                    and all(n > 10 for n in widget.session.counts.per_class), timeout=10000)
+        panel.labels_combo("xyc_16bit__hela-cells").findText("not used")
+    )
+    qtbot.waitUntil(
+        lambda: widget.session.counts is not None and all(n > 10 for n in widget.session.counts.per_class),
+        timeout=10000,
+    )
     train = widget.train_panel
     train.epochs.setValue(15)
     train.learning_rate.setValue(3e-3)

@@ -3,17 +3,25 @@ Report tab shows the kept model's validation metrics (evaluation.validation_metr
 classical-features comparison sits in the Train panel, a model trained on noise labels carries
 its 'not better than chance' verdict beside Classify and says so each time it classifies, class
 fractions per field match the exported CSV, and closing the dock leaves no traceback."""
+
 from __future__ import annotations
 
 import csv
 
 import numpy as np
 import pytest
-from widget_support import (Notifications, add_field, open_widget, paint_tiles, synthetic_field,
-                            tile_truth, wait_idle)
 
 from napari_cellclf._widget import _dialogs, _train_panel
 from napari_cellclf.evaluation import validation_metrics
+from widget_support import (
+    Notifications,
+    add_field,
+    open_widget,
+    paint_tiles,
+    synthetic_field,
+    tile_truth,
+    wait_idle,
+)
 
 TILE = 32
 SIZE = 192
@@ -43,8 +51,7 @@ def _train(qtbot, widget, epochs: int) -> None:
     assert widget.session.trained is not None
 
 
-def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qtbot, monkeypatch,
-                                                         tmp_path):
+def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     viewer = make_napari_viewer()
     truths = {}
     for i, (name, (phenotype, seed, _)) in enumerate(FIELDS.items()):
@@ -88,8 +95,7 @@ def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qt
     with open(tmp_path / "tiles-fractions.csv", newline="") as handle:
         exported = list(csv.DictReader(handle))
     table = widget.report_tab.fractions
-    shown = [[table.item(r, c).text() for c in range(table.columnCount())]
-             for r in range(table.rowCount())]
+    shown = [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())]
     assert len(shown) == len(exported) == 2 * 2
     for cells, row in zip(shown, exported):
         of_field = [t for t in tiles if t["source"] == row["source"]]
@@ -139,8 +145,10 @@ def test_noise_labels_warn_beside_classify_and_close_cleanly(make_napari_viewer,
     session = widget.session
     listening = len(session.model_changed), len(session.predictions_changed)
     viewer.window.remove_dock_widget(dock)
-    assert (len(session.model_changed), len(session.predictions_changed)) == \
-        (listening[0] - 1, listening[1] - 1)
+    assert (len(session.model_changed), len(session.predictions_changed)) == (
+        listening[0] - 1,
+        listening[1] - 1,
+    )
     session.set_model(session.trained)
     session.predictions_changed.emit("noise")
     qtbot.wait(50)

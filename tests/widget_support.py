@@ -1,5 +1,6 @@
 """Helpers shared by the widget tests: fields as our reader makes them, painting as the brush does,
 waiting on the widget's job runner with a timeout (never on a bare event loop)."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -10,17 +11,30 @@ PLUGIN, WIDGET = "napari-cellclf", "Cell classifier"
 CHANNELS = ("nuclei", "protein")
 
 
-def add_field(viewer, name: str, image_cyx: np.ndarray, channel_names=CHANNELS,
-              order=None, **layer_kwargs) -> list:
+def add_field(
+    viewer, name: str, image_cyx: np.ndarray, channel_names=CHANNELS, order=None, **layer_kwargs
+) -> list:
     """One image layer per channel with the reader's `metadata["cellclf"]` contract."""
     layers = []
-    for c in (order or range(len(image_cyx))):
-        meta = {"source": f"/data/{name}.tif", "field": f"/data/{name}.tif", "channel_index": c,
-                "channel_name": channel_names[c], "n_channels": len(image_cyx), "axes": "CYX"}
-        layers.append(viewer.add_image(
-            image_cyx[c], name=f"{name} [{channel_names[c]}]", blending="additive",
-            colormap=("blue", "green", "magenta")[c % 3], metadata={"cellclf": meta},
-            **layer_kwargs))
+    for c in order or range(len(image_cyx)):
+        meta = {
+            "source": f"/data/{name}.tif",
+            "field": f"/data/{name}.tif",
+            "channel_index": c,
+            "channel_name": channel_names[c],
+            "n_channels": len(image_cyx),
+            "axes": "CYX",
+        }
+        layers.append(
+            viewer.add_image(
+                image_cyx[c],
+                name=f"{name} [{channel_names[c]}]",
+                blending="additive",
+                colormap=("blue", "green", "magenta")[c % 3],
+                metadata={"cellclf": meta},
+                **layer_kwargs,
+            )
+        )
     return layers
 
 
@@ -37,7 +51,7 @@ def paint_tiles(layer, tiles, tile_size: int, value: int) -> None:
     """Paint whole tiles (row, col) with `value` through Labels.data_setitem, the call napari's
     brush and fill tools end in (it records undo history and emits `paint`)."""
     for row, col in tiles:
-        yy, xx = np.mgrid[row * tile_size:(row + 1) * tile_size, col * tile_size:(col + 1) * tile_size]
+        yy, xx = np.mgrid[row * tile_size : (row + 1) * tile_size, col * tile_size : (col + 1) * tile_size]
         layer.data_setitem((yy.ravel(), xx.ravel()), value)
 
 
@@ -48,7 +62,7 @@ def tile_truth(labels: np.ndarray, tile_size: int, min_cell_fraction: float = 0.
     truth = np.zeros((rows, cols), np.int64)
     for r in range(rows):
         for c in range(cols):
-            block = labels[r * tile_size:(r + 1) * tile_size, c * tile_size:(c + 1) * tile_size]
+            block = labels[r * tile_size : (r + 1) * tile_size, c * tile_size : (c + 1) * tile_size]
             cells = block[block > 0]
             if cells.size >= min_cell_fraction * block.size:
                 truth[r, c] = np.bincount(cells).argmax()

@@ -7,6 +7,7 @@
 The scripted run uses only the widget's own controls (as a user would), on the bundled synthetic
 samples: nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,21 +17,31 @@ from typing import Callable
 PLUGIN = "napari-cellclf"
 WIDGET = "Cell classifier"
 SAMPLES = ("puncta", "diffuse")
-GAP = 64   # pixels between the two fields, placed side by side so both are seen at once
+GAP = 64  # pixels between the two fields, placed side by side so both are seen at once
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="cellclf demo",
-        description="napari with both synthetic sample fields and the Cell classifier dock.")
-    parser.add_argument("--auto", action="store_true",
-                        help="run the scripted demo (label, train, classify, explain)")
-    parser.add_argument("--screenshot", type=Path, metavar="PATH",
-                        help="after the scripted demo, save a screenshot of the window and quit "
-                             "(implies --auto)")
+        description="napari with both synthetic sample fields and the Cell classifier dock.",
+    )
+    parser.add_argument(
+        "--auto", action="store_true", help="run the scripted demo (label, train, classify, explain)"
+    )
+    parser.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="PATH",
+        help="after the scripted demo, save a screenshot of the window and quit (implies --auto)",
+    )
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
-    parser.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
-                        help="with --screenshot: give up (exit 1) after this long (default 600)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="with --screenshot: give up (exit 1) after this long (default 600)",
+    )
     args = parser.parse_args(argv)
     if args.screenshot is not None:
         args.auto = True
@@ -48,7 +59,7 @@ def open_demo_viewer(show: bool = True):
     second = viewer.open_sample(PLUGIN, SAMPLES[1])
     image_layers = [ly for ly in first if ly.ndim == 2] or first
     width = float(image_layers[0].data.shape[-1] * image_layers[0].scale[-1])
-    for layer in second:   # side by side: a field's derived layers follow its translate
+    for layer in second:  # side by side: a field's derived layers follow its translate
         translate = list(layer.translate)
         translate[-1] += width + GAP * float(layer.scale[-1])
         layer.translate = translate
@@ -60,8 +71,7 @@ def open_demo_viewer(show: bool = True):
 class ScriptedDemo:
     """Drives the widget through its controls, one step per finished background job."""
 
-    def __init__(self, viewer, widget, epochs: int, screenshot: Path | None,
-                 on_done: Callable[[int], None]):
+    def __init__(self, viewer, widget, epochs: int, screenshot: Path | None, on_done: Callable[[int], None]):
         self.viewer, self.widget, self.epochs = viewer, widget, epochs
         self.screenshot, self.on_done = screenshot, on_done
         self.steps = iter([self.label, self.train, self.classify, self.explain, self.finish])
@@ -84,12 +94,12 @@ class ScriptedDemo:
             print(f"demo stopped: {kind} did not finish")
             self.on_done(1)
             return
-        QTimer.singleShot(200, self._next)   # let the layers draw before the next step
+        QTimer.singleShot(200, self._next)  # let the layers draw before the next step
 
     def label(self) -> None:
         w = self.widget
         classes = w.classes_panel.table
-        classes.item(1, 1).setText("Aggregates")          # rename class 2, as a user would
+        classes.item(1, 1).setText("Aggregates")  # rename class 2, as a user would
         fields = w.fields_panel
         fields.tile_size.setValue(64)
         fields.skip_background.setChecked(True)
@@ -104,8 +114,9 @@ class ScriptedDemo:
         lines = []
         for name, prediction in self.widget.session.predictions.values():
             classes = [prediction.class_names[k] for k in prediction.predicted]
-            shares = ", ".join(f"{classes.count(c) / max(len(classes), 1):.0%} {c}"
-                               for c in prediction.class_names)
+            shares = ", ".join(
+                f"{classes.count(c) / max(len(classes), 1):.0%} {c}" for c in prediction.class_names
+            )
             lines.append(f"{name}: {len(classes)} tiles classified: {shares}")
         return lines
 
@@ -113,7 +124,7 @@ class ScriptedDemo:
         """Zoom in on where the two fields meet: cells, tile colours and attributions readable."""
         viewer = self.viewer
         viewer.reset_view()
-        extent = viewer.layers.extent.world     # [[y0, x0], [y1, x1]]
+        extent = viewer.layers.extent.world  # [[y0, x0], [y1, x1]]
         (y0, x0), (y1, x1) = extent[0][-2:], extent[1][-2:]
         viewer.camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
         viewer.camera.zoom *= 2.2
@@ -137,12 +148,12 @@ class ScriptedDemo:
         self.widget.results_panel.explain_button.click()
 
     def finish(self) -> None:
-        self.widget.tabs.setCurrentIndex(2)   # the training curves make the best picture
+        self.widget.tabs.setCurrentIndex(2)  # the training curves make the best picture
         fields = self.widget.fields_panel
         fields.show_grid.setChecked(False)
-        fields.update_grid()                  # now, not after the settings debounce
+        fields.update_grid()  # now, not after the settings debounce
         attribution = [ly for ly in self.viewer.layers if ly.name.endswith("attribution")]
-        if attribution:                       # its controls show the diverging colormap
+        if attribution:  # its controls show the diverging colormap
             self.viewer.layers.selection.active = attribution[0]
         self._frame_both_fields()
         for line in self.summary():
@@ -164,6 +175,7 @@ def main(argv=None) -> int:
     viewer.window.resize(1600, 1000)
     exit_code = {"code": 0}
     if args.auto:
+
         def done(code: int) -> None:
             exit_code["code"] = code
             if args.screenshot is not None:
@@ -173,7 +185,8 @@ def main(argv=None) -> int:
 
         demo = ScriptedDemo(viewer, widget, args.epochs, args.screenshot, done)
         QTimer.singleShot(500, demo.start)
-        if args.screenshot is not None:   # unattended: never hang, whatever goes wrong
+        if args.screenshot is not None:  # unattended: never hang, whatever goes wrong
+
             def give_up() -> None:
                 print(f"demo timed out after {args.timeout:g} s")
                 done(1)

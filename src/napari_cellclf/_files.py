@@ -13,6 +13,7 @@ file (mkstemp's would be 0600, which makes a model file unreadable to colleagues
 storage). Errors name the target, never the hidden temporary file; temporary files that a
 killed save left behind (older than STALE_TEMP_SECONDS) are removed by the next save.
 """
+
 from __future__ import annotations
 
 import errno
@@ -44,13 +45,12 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_output_path(out: str | Path, inputs: Iterable[str | Path] = (), *,
-                      option: str = "--out") -> Path:
+def check_output_path(out: str | Path, inputs: Iterable[str | Path] = (), *, option: str = "--out") -> Path:
     """`out` as a Path when a command may write it; OutputPathError otherwise (see module doc).
     `inputs`: the files (or folders) the same command reads."""
     out = Path(out).expanduser()
     try:
-        info = os.stat(out)              # follows a symlink: what would really be replaced
+        info = os.stat(out)  # follows a symlink: what would really be replaced
     except FileNotFoundError:
         info = None
     except OSError as exc:
@@ -63,12 +63,15 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path] = (), *,
                 continue
             if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
                 same = "" if Path(source) == out else f" (the same file as {source})"
-                raise OutputPathError(f"{option} {out}: is an input of this command{same}; "
-                                      "writing it would destroy that input - choose another name")
+                raise OutputPathError(
+                    f"{option} {out}: is an input of this command{same}; "
+                    "writing it would destroy that input - choose another name"
+                )
         if not stat.S_ISREG(info.st_mode):
-            raise OutputPathError(f"{option} {out}: is {_kind(info.st_mode)}; only a regular file "
-                                  "(or a new name) is written")
-        if not os.access(out, os.W_OK) or not info.st_mode & 0o222:   # root too: no w bit
+            raise OutputPathError(
+                f"{option} {out}: is {_kind(info.st_mode)}; only a regular file (or a new name) is written"
+            )
+        if not os.access(out, os.W_OK) or not info.st_mode & 0o222:  # root too: no w bit
             raise OutputPathError(f"{option} {out}: the file is read-only; it is not replaced")
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.exists():
@@ -81,7 +84,7 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path] = (), *,
 
 
 def _default_mode() -> int:
-    mask = os.umask(0)      # the only portable way to read the umask is to set it
+    mask = os.umask(0)  # the only portable way to read the umask is to set it
     os.umask(mask)
     return 0o666 & ~mask
 
@@ -126,11 +129,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise FileNotFoundError(errno.ENOENT, f"cannot write {path}: folder {folder} does not "
-                                "exist", str(path))
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot write {path}: folder {folder} does not exist", str(path)
+        )
     if path.exists() and not path.is_file():
-        raise OutputPathError(f"cannot write {path}: it is {_kind(os.stat(path).st_mode)}; only "
-                              "a regular file (or a new name) is replaced")
+        raise OutputPathError(
+            f"cannot write {path}: it is {_kind(os.stat(path).st_mode)}; only "
+            "a regular file (or a new name) is replaced"
+        )
     remove_stale_temporaries(path)
     try:
         fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")

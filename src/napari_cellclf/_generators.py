@@ -1,5 +1,6 @@
 """The engine's long jobs are generators of progress events whose return value is the result
 (napari's thread_worker delivers it through `returned`). Scripts and the CLI drive them here."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Generator, TypeVar
@@ -7,8 +8,7 @@ from typing import Any, Callable, Generator, TypeVar
 Result = TypeVar("Result")
 
 
-def drive(generator: Generator[Any, None, Result],
-          on_event: Callable[[Any], None] | None = None) -> Result:
+def drive(generator: Generator[Any, None, Result], on_event: Callable[[Any], None] | None = None) -> Result:
     """Run `generator` to its end, handing each event to `on_event`; return its return value."""
     while True:
         try:

@@ -8,6 +8,7 @@ Kept because it measures faster than the public alternatives on the default mode
 convolution-backward ops — so a torch upgrade may break it: `onednn_net` then returns None and the
 Classifier runs eager PyTorch, and tests/test_onednn.py fails loudly so the breakage is seen.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,15 +20,22 @@ from torch import nn
 def _pack_weight(weight: torch.Tensor, padding: list[int], input_shape) -> torch.Tensor:
     """Convolution weight reordered once into oneDNN's blocked layout (any batch size works)."""
     return torch._C._nn.mkldnn_reorder_conv2d_weight(
-        weight.to_mkldnn(), padding, [1, 1], [1, 1], 1, list(input_shape))
+        weight.to_mkldnn(), padding, [1, 1], [1, 1], 1, list(input_shape)
+    )
 
 
 class _FusedConv:
     """A stride-1 Conv2d, the ReLU after it when there is one, and the max pool after that when
     there is one, as one step: the convolution and ReLU are one oneDNN call."""
 
-    def __init__(self, conv: nn.Conv2d, relu: bool, input_shape: tuple[int, ...],
-                 pool: nn.MaxPool2d | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        relu: bool,
+        input_shape: tuple[int, ...],
+        pool: nn.MaxPool2d | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         weight = conv.weight.detach().to(dtype).contiguous()
         (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
         self.relu = relu
@@ -37,19 +45,35 @@ class _FusedConv:
         # The input gradient of a stride-1 convolution is the convolution of the output gradient
         # with the kernel flipped and its in/out channels swapped, padded by k - 1 - p.
         self.back_padding = [kh - 1 - ph, kw - 1 - pw]
-        self.back_weight = _pack_weight(weight.transpose(0, 1).flip(2, 3).contiguous(),
-                                        self.back_padding,
-                                        (input_shape[0], conv.out_channels, *input_shape[2:]))
+        self.back_weight = _pack_weight(
+            weight.transpose(0, 1).flip(2, 3).contiguous(),
+            self.back_padding,
+            (input_shape[0], conv.out_channels, *input_shape[2:]),
+        )
         self.pool = pool
         if pool is not None:
             stride = pool.kernel_size if pool.stride is None else pool.stride
-            self.pool_args = [_pair(pool.kernel_size), _pair(stride), _pair(pool.padding),
-                              _pair(pool.dilation), bool(pool.ceil_mode)]
+            self.pool_args = [
+                _pair(pool.kernel_size),
+                _pair(stride),
+                _pair(pool.padding),
+                _pair(pool.dilation),
+                bool(pool.ceil_mode),
+            ]
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._convolution_pointwise(
-            x, self.weight, self.bias, self.padding, [1, 1], [1, 1], 1,
-            "relu" if self.relu else "none", [], "")
+            x,
+            self.weight,
+            self.bias,
+            self.padding,
+            [1, 1],
+            [1, 1],
+            1,
+            "relu" if self.relu else "none",
+            [],
+            "",
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         output = self.convolve(x)
@@ -58,8 +82,17 @@ class _FusedConv:
     def convolve_back(self, grad: torch.Tensor) -> torch.Tensor:
         """Gradient with respect to the convolution's input, given the one of its output."""
         return torch.ops.mkldnn._convolution_pointwise(
-            grad.contiguous(memory_format=torch.channels_last), self.back_weight, None,
-            self.back_padding, [1, 1], [1, 1], 1, "none", [], "")
+            grad.contiguous(memory_format=torch.channels_last),
+            self.back_weight,
+            None,
+            self.back_padding,
+            [1, 1],
+            [1, 1],
+            1,
+            "none",
+            [],
+            "",
+        )
 
 
 class _FusedConvFunction(torch.autograd.Function):
@@ -89,8 +122,7 @@ class _FusedConvFunction(torch.autograd.Function):
             # hands each window's gradient to the window's maximum, which is > 0 exactly when
             # the pooled value is, so masking before or after un-pooling gives the same result.
             grad = torch.ops.aten.threshold_backward(grad, pooled, 0)
-            grad = torch.ops.aten.max_pool2d_with_indices_backward(
-                grad, output, *step.pool_args, indices)
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, output, *step.pool_args, indices)
         return step.convolve_back(grad), None
 
 
@@ -112,8 +144,17 @@ class _OneDNNNet(nn.Module):
 
 
 # Layers the oneDNN network runs as they are (besides the convolutions it fuses).
-_PLAIN_LAYERS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                 nn.Flatten, nn.Linear, nn.Dropout, nn.Identity)
+_PLAIN_LAYERS = (
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+    nn.Linear,
+    nn.Dropout,
+    nn.Identity,
+)
 
 
 def _leaf_sequence(module: nn.Module) -> list[nn.Module] | None:
@@ -121,8 +162,9 @@ def _leaf_sequence(module: nn.Module) -> list[nn.Module] | None:
     children = list(module.children())
     if not children:
         return [module]
-    if not isinstance(module, nn.Sequential) and \
-            not all(isinstance(child, nn.Sequential) for child in children):
+    if not isinstance(module, nn.Sequential) and not all(
+        isinstance(child, nn.Sequential) for child in children
+    ):
         return None
     layers: list[nn.Module] = []
     for child in children:
@@ -133,14 +175,14 @@ def _leaf_sequence(module: nn.Module) -> list[nn.Module] | None:
     return layers
 
 
-def onednn_net(model: nn.Module, in_channels: int, tile_size: int, batch_size: int,
-                dtype: torch.dtype = torch.float32) -> _OneDNNNet | None:
+def onednn_net(
+    model: nn.Module, in_channels: int, tile_size: int, batch_size: int, dtype: torch.dtype = torch.float32
+) -> _OneDNNNet | None:
     """The oneDNN version of `model`, or None when it does not apply or does not agree with the
     model (outputs and input gradients are compared on a random probe batch). With dtype
     torch.bfloat16 the weights are packed in bf16 and the net takes and returns bf16 tensors;
     it is not compared here (precision.py's probe rule decides whether bf16 may be used)."""
-    if not (torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
         return None
     layers = _leaf_sequence(model)
     if layers is None:
@@ -156,16 +198,21 @@ def onednn_net(model: nn.Module, in_channels: int, tile_size: int, batch_size: i
                     if not _fusable(layer):
                         return None
                     relu = _is_layer(layers, i + 1, nn.ReLU)
-                    pool = layers[i + 2] if relu and _is_layer(layers, i + 2, nn.MaxPool2d) \
-                        and not layers[i + 2].return_indices else None
-                    used = layers[i:i + 1 + relu + (pool is not None)]
+                    pool = (
+                        layers[i + 2]
+                        if relu
+                        and _is_layer(layers, i + 2, nn.MaxPool2d)
+                        and not layers[i + 2].return_indices
+                        else None
+                    )
+                    used = layers[i : i + 1 + relu + (pool is not None)]
                     steps.append(_FusedConv(layer, relu, (batch_size, *x.shape[1:]), pool, dtype))
                     for module in used:
                         x = module(x)
                     i += len(used)
                 elif isinstance(layer, _PLAIN_LAYERS):
                     if dtype != torch.float32 and next(layer.parameters(), None) is not None:
-                        with torch.inference_mode(False):    # weights autograd may use
+                        with torch.inference_mode(False):  # weights autograd may use
                             steps.append(copy.deepcopy(layer).to(dtype))
                     else:
                         steps.append(layer)
@@ -178,7 +225,7 @@ def onednn_net(model: nn.Module, in_channels: int, tile_size: int, batch_size: i
             return net
         return net if _agrees(net, model, in_channels, tile_size) else None
     except (RuntimeError, TypeError, ValueError, AttributeError, NotImplementedError):
-        return None       # a PyTorch build whose oneDNN ops differ: eager is always there
+        return None  # a PyTorch build whose oneDNN ops differ: eager is always there
 
 
 def _is_layer(layers: list[nn.Module], i: int, kind: type) -> bool:
@@ -190,10 +237,15 @@ def _pair(value) -> list[int]:
 
 
 def _fusable(conv: nn.Conv2d) -> bool:
-    return (conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
-            and all(p <= k - 1 for p, k in zip(conv.padding, conv.kernel_size))
-            and conv.weight.dtype == torch.float32)
+    return (
+        conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and all(p <= k - 1 for p, k in zip(conv.padding, conv.kernel_size))
+        and conv.weight.dtype == torch.float32
+    )
 
 
 def _agrees(net: nn.Module, model: nn.Module, in_channels: int, tile_size: int) -> bool:
@@ -218,6 +270,8 @@ def _agrees(net: nn.Module, model: nn.Module, in_channels: int, tile_size: int) 
 
 def available() -> bool:
     """The private ops this backend needs exist in this torch build."""
-    return bool(torch.backends.mkldnn.is_available()
-                and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-                and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
+    return bool(
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+        and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
+    )

@@ -15,6 +15,7 @@ The split into channels is done here rather than with napari's `channel_axis` ke
 each layer gets its own metadata dict; the layers are the same (a view per channel, additive
 blending, one colormap each).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -61,41 +62,51 @@ def image_layers(image: io.ImageData, source: str | None = None) -> list[tuple]:
     stem = display_stem(image.path)
     data, axes = image.data, image.axes
     if image.lazy and not _is_numpy(data):
-        import dask.array as da     # napari needs dask to slice a zarr array per channel
+        import dask.array as da  # napari needs dask to slice a zarr array per channel
 
         data = da.from_zarr(data)
-    common = {"source": source, "field": source, "axes": image.axes,
-              "pixel_size": list(image.pixel_size) if image.pixel_size else None,
-              "unit": image.unit, "rgb": image.rgb, "lazy": image.lazy,
-              "significant_bits": image.significant_bits}
+    common = {
+        "source": source,
+        "field": source,
+        "axes": image.axes,
+        "pixel_size": list(image.pixel_size) if image.pixel_size else None,
+        "unit": image.unit,
+        "rgb": image.rgb,
+        "lazy": image.lazy,
+        "significant_bits": image.significant_bits,
+    }
 
     if image.rgb:
         s = axes.index("S")
         data = _moveaxis(data, s, -1)
         layer_axes = axes.replace("S", "")
-        meta = dict(common, channel_index=0, channel_name="RGB", n_channels=1,
-                    layer_axes=layer_axes)
-        kwargs = {"name": stem, "rgb": True, "contrast_limits": io.contrast_limits(image),
-                  "metadata": {"cellclf": meta, "source_path": source},
-                  **_geometry(image, layer_axes)}
+        meta = dict(common, channel_index=0, channel_name="RGB", n_channels=1, layer_axes=layer_axes)
+        kwargs = {
+            "name": stem,
+            "rgb": True,
+            "contrast_limits": io.contrast_limits(image),
+            "metadata": {"cellclf": meta, "source_path": source},
+            **_geometry(image, layer_axes),
+        }
         return [(data, kwargs, "image")]
 
     axis = image.channel_axis
     n = 1 if axis is None else int(data.shape[axis])
     names = channel_names(image)
     colors = channel_colormaps(names, image.metadata.get("channel_colors"))
-    layer_axes = axes if axis is None else axes[:axis] + axes[axis + 1:]
+    layer_axes = axes if axis is None else axes[:axis] + axes[axis + 1 :]
     layers = []
     for i in range(n):
         channel_data = data if axis is None else data[(slice(None),) * axis + (i,)]
-        meta = dict(common, channel_index=i, channel_name=names[i], n_channels=n,
-                    layer_axes=layer_axes)
-        kwargs = {"name": stem if n == 1 else f"{stem} [{names[i]}]",
-                  "colormap": colors[i],
-                  "contrast_limits": io.contrast_limits(image, None if axis is None else i),
-                  "blending": "additive" if n > 1 else "translucent",
-                  "metadata": {"cellclf": meta, "source_path": source},
-                  **_geometry(image, layer_axes)}
+        meta = dict(common, channel_index=i, channel_name=names[i], n_channels=n, layer_axes=layer_axes)
+        kwargs = {
+            "name": stem if n == 1 else f"{stem} [{names[i]}]",
+            "colormap": colors[i],
+            "contrast_limits": io.contrast_limits(image, None if axis is None else i),
+            "blending": "additive" if n > 1 else "translucent",
+            "metadata": {"cellclf": meta, "source_path": source},
+            **_geometry(image, layer_axes),
+        }
         layers.append((channel_data, kwargs, "image"))
     return layers
 

@@ -4,6 +4,7 @@ The files ship inside the package (src/napari_cellclf/sample_data is a link to t
 sample_data/, copied into wheels as package data). Should they be missing — a stripped install —
 the same fields are generated again from their seeds, so the samples always open.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from . import io, synthetic
 from ._reader import image_layers
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
-SEEDS = {"puncta": 11, "diffuse": 12}      # must match sample_data/make_sample_data.py
+SEEDS = {"puncta": 11, "diffuse": 12}  # must match sample_data/make_sample_data.py
 SHAPE = (1024, 1024)
 
 
@@ -26,9 +27,14 @@ def _sample_image(phenotype: str) -> tuple[io.ImageData, np.ndarray]:
         labels = np.asarray(io.read_image(labels_path).data)
         return image, labels
     field = synthetic.make_field(phenotype, SHAPE, seed=SEEDS[phenotype])
-    image = io.ImageData(data=field.image, axes="CYX", path=str(image_path),
-                         channel_names=list(synthetic.CHANNEL_NAMES),
-                         pixel_size=(field.pixel_size, field.pixel_size), unit="µm")
+    image = io.ImageData(
+        data=field.image,
+        axes="CYX",
+        path=str(image_path),
+        channel_names=list(synthetic.CHANNEL_NAMES),
+        pixel_size=(field.pixel_size, field.pixel_size),
+        unit="µm",
+    )
     return image, field.labels
 
 
@@ -39,9 +45,14 @@ def _sample_layers(phenotype: str) -> list[tuple]:
     for _data, kwargs, _ in layers:
         kwargs["name"] = f"{phenotype} [{kwargs['metadata']['cellclf']['channel_name']}]"
     scale = layers[0][1].get("scale")
-    truth = {"name": f"{phenotype} ground truth", "opacity": 0.35, "visible": False,
-             "metadata": {"cellclf": {"source": source, "ground_truth": True,
-                                      "class_names": list(synthetic.CLASS_NAMES)}}}
+    truth = {
+        "name": f"{phenotype} ground truth",
+        "opacity": 0.35,
+        "visible": False,
+        "metadata": {
+            "cellclf": {"source": source, "ground_truth": True, "class_names": list(synthetic.CLASS_NAMES)}
+        },
+    }
     if scale is not None:
         truth["scale"] = scale
     return [*layers, (labels, truth, "labels")]

@@ -13,6 +13,7 @@ convolutions (the backward of a convolution is a convolution with the flipped ke
 ReLU's mask is applied on the 4x smaller pooled gradient where a max pool follows), so
 explaining costs ~2.5x classifying (2-core AVX-512 CPU, 64 px tiles; benchmarks/README.md).
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,7 +31,7 @@ from .tiling import stitch_tile_maps
 
 METHODS = ("gradient_x_input", "smoothgrad", "gradient")
 SMOOTHGRAD_SAMPLES = 16
-SMOOTHGRAD_NOISE = 0.15      # noise std as a share of each tile's intensity range (Smilkov et al.)
+SMOOTHGRAD_NOISE = 0.15  # noise std as a share of each tile's intensity range (Smilkov et al.)
 
 
 def _chosen_classes(logits: torch.Tensor, target) -> torch.Tensor:
@@ -42,8 +43,9 @@ def _chosen_classes(logits: torch.Tensor, target) -> torch.Tensor:
         if chosen.numel() != len(logits):
             raise ValueError(f"target has {chosen.numel()} entries for {len(logits)} tiles")
     else:
-        chosen = torch.full((len(logits),), _check_class(target, n_classes), dtype=torch.long,
-                            device=logits.device)
+        chosen = torch.full(
+            (len(logits),), _check_class(target, n_classes), dtype=torch.long, device=logits.device
+        )
     if chosen.numel() and (int(chosen.min()) < 0 or int(chosen.max()) >= n_classes):
         raise ValueError(f"target classes must be in 0..{n_classes - 1}")
     return chosen
@@ -63,16 +65,18 @@ def predicted_classes(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs).argmax(dim=1)
 
 
-def input_gradient(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor | None = None
-                   ) -> torch.Tensor:
+def input_gradient(
+    model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor | None = None
+) -> torch.Tensor:
     """(N, C, T, T) d(logit of target class)/d(input) on normalised inputs (target None: argmax).
 
     For a model with `.members` (model.Ensemble) the mean of the members' gradients, each for the
     ensemble's target class (the agreed contract: an ensemble's map is the mean of its members')."""
     if hasattr(model, "members"):
         if target is None:
-            target = predicted_classes(model, inputs.detach() if not inputs.is_inference()
-                                       else inputs.clone())
+            target = predicted_classes(
+                model, inputs.detach() if not inputs.is_inference() else inputs.clone()
+            )
         maps = [input_gradient(member, inputs, target) for member in model.members]
         return torch.stack(maps).mean(dim=0)
     x = _as_leaf(inputs)
@@ -84,8 +88,9 @@ def input_gradient(model: nn.Module, inputs: torch.Tensor, target: int | torch.T
     return gradient.detach()
 
 
-def gradient_x_input(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor | None = None
-                     ) -> torch.Tensor:
+def gradient_x_input(
+    model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor | None = None
+) -> torch.Tensor:
     """(N, C, T, T) normalised inputs -> (N, C, T, T) attributions for `target` (None: argmax).
 
     `target` is one class index for every tile, or an (N,) tensor of per-tile indices. The
@@ -95,9 +100,14 @@ def gradient_x_input(model: nn.Module, inputs: torch.Tensor, target: int | torch
     return (input_gradient(model, x, target) * x).detach()
 
 
-def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor | None = None,
-               samples: int = SMOOTHGRAD_SAMPLES, noise: float = SMOOTHGRAD_NOISE, seed: int = 0
-               ) -> torch.Tensor:
+def smoothgrad(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | torch.Tensor | None = None,
+    samples: int = SMOOTHGRAD_SAMPLES,
+    noise: float = SMOOTHGRAD_NOISE,
+    seed: int = 0,
+) -> torch.Tensor:
     """SmoothGrad of gradient x input: the mean of gradient x input over `samples` copies of each
     tile with Gaussian noise added (std = `noise` x the tile's intensity range), all for the class
     the model gives the clean tile (or `target`). Less speckled maps at `samples` x the cost."""
@@ -109,8 +119,11 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tenso
     if target is None:
         target = predicted_classes(model, x)
     flat = x.reshape(len(x), -1)
-    span = (flat.max(dim=1).values - flat.min(dim=1).values).clamp_min(1e-6) if len(x) else \
-        torch.zeros(0, device=x.device)
+    span = (
+        (flat.max(dim=1).values - flat.min(dim=1).values).clamp_min(1e-6)
+        if len(x)
+        else torch.zeros(0, device=x.device)
+    )
     scale = (noise * span).reshape(-1, 1, 1, 1)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     total = torch.zeros_like(x)
@@ -121,9 +134,15 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tenso
     return (total / samples).detach()
 
 
-def attribute(model: nn.Module, inputs: torch.Tensor, target=None, method: str = "gradient_x_input",
-              samples: int = SMOOTHGRAD_SAMPLES, noise: float = SMOOTHGRAD_NOISE, seed: int = 0
-              ) -> torch.Tensor:
+def attribute(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    method: str = "gradient_x_input",
+    samples: int = SMOOTHGRAD_SAMPLES,
+    noise: float = SMOOTHGRAD_NOISE,
+    seed: int = 0,
+) -> torch.Tensor:
     """(N, C, T, T) map by `method`: "gradient_x_input" (default), "smoothgrad" or "gradient"."""
     if method == "gradient_x_input":
         return gradient_x_input(model, inputs, target)
@@ -135,18 +154,29 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target=None, method: str =
 
 
 def _check_class(target, n_classes: int) -> int:
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
-            or not 0 <= int(target) < n_classes:
-        raise ValueError(f"target must be a class index in 0..{n_classes - 1} (or None for each "
-                         f"tile's predicted class), got {target!r}")
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, (int, np.integer))
+        or not 0 <= int(target) < n_classes
+    ):
+        raise ValueError(
+            f"target must be a class index in 0..{n_classes - 1} (or None for each "
+            f"tile's predicted class), got {target!r}"
+        )
     return int(target)
 
 
-def explain_field(classifier: Classifier, image_cyx: np.ndarray, target: int | None = None,
-                  stride: int | None = None, per_channel: bool = False,
-                  stop: threading.Event | None = None, method: str = "gradient_x_input",
-                  samples: int = SMOOTHGRAD_SAMPLES, noise: float = SMOOTHGRAD_NOISE
-                  ) -> Generator[InferenceProgress, None, np.ndarray]:
+def explain_field(
+    classifier: Classifier,
+    image_cyx: np.ndarray,
+    target: int | None = None,
+    stride: int | None = None,
+    per_channel: bool = False,
+    stop: threading.Event | None = None,
+    method: str = "gradient_x_input",
+    samples: int = SMOOTHGRAD_SAMPLES,
+    noise: float = SMOOTHGRAD_NOISE,
+) -> Generator[InferenceProgress, None, np.ndarray]:
     """Gradient x input (or `method` "smoothgrad" / "gradient", see `attribute`) of every tile
     of the field (border='pad', every pixel covered), stitched into an (H, W) float32 map
     (channels summed) or (C, H, W) with per_channel.
@@ -169,13 +199,14 @@ def explain_field(classifier: Classifier, image_cyx: np.ndarray, target: int | N
     while done < total:
         if stop is not None and stop.is_set():
             break
-        which = indices[done:done + classifier.batch_size]
+        which = indices[done : done + classifier.batch_size]
         inputs = classifier.to_tensor(prepared.tiles(which))
-        attributions = attribute(classifier.gradient_model, inputs, target, method=method,
-                                 samples=samples, noise=noise, seed=done)
+        attributions = attribute(
+            classifier.gradient_model, inputs, target, method=method, samples=samples, noise=noise, seed=done
+        )
         if not per_channel:
             attributions = attributions.sum(dim=1)
-        maps[done:done + len(which)] = attributions.cpu().numpy()
+        maps[done : done + len(which)] = attributions.cpu().numpy()
         done += len(which)
         yield InferenceProgress(done, total, stage="explain")
     return stitch_tile_maps(maps[:done], grid, indices[:done])
@@ -190,8 +221,8 @@ def explain_field_sync(classifier: Classifier, image_cyx: np.ndarray, **kwargs) 
 
 BORDER_PX = 2
 # A class's maps put "far more" on the 2-px border than its pixel share when both hold:
-BORDER_RATIO = 2.0            # at least this many times the border's pixel share ...
-BORDER_EXCESS = 0.15          # ... and this much above it (small tiles have a wide border)
+BORDER_RATIO = 2.0  # at least this many times the border's pixel share ...
+BORDER_EXCESS = 0.15  # ... and this much above it (small tiles have a wide border)
 # The map shows the image more than the model when |gradient x input| of the trained model
 # ranks pixels (Spearman) this much like the same network with re-initialised weights does.
 RANDOMISATION_LIMIT = 0.8
@@ -210,12 +241,12 @@ CHECK_TILES = 256
 class AttributionChecks:
     method: str
     n_tiles: int
-    randomisation_similarity: float | None          # Spearman, |gradient x input|, trained vs random
+    randomisation_similarity: float | None  # Spearman, |gradient x input|, trained vs random
     gradient_randomisation_similarity: float | None  # the same for the plain gradient
-    foreground_share: float | None       # share of |attribution| on foreground pixels
+    foreground_share: float | None  # share of |attribution| on foreground pixels
     foreground_pixel_share: float | None  # share of pixels that are foreground
-    border_share: float | None           # mean over tiles of the share of |attribution| on the outer 2 px
-    border_pixel_share: float            # share of pixels in that border
+    border_share: float | None  # mean over tiles of the share of |attribution| on the outer 2 px
+    border_pixel_share: float  # share of pixels in that border
     border_share_by_class: dict[str, float | None] = field(default_factory=dict)  # by predicted class
     hotspot_share_by_class: dict[str, float] = field(default_factory=dict)  # top 1 % positions
     warnings: list[str] = field(default_factory=list)
@@ -303,10 +334,15 @@ def border_mask(tile_size: int, width: int = BORDER_PX) -> np.ndarray:
     return mask
 
 
-def tile_attributions(classifier: Classifier, raw_tiles: np.ndarray, target=None,
-                      method: str = "gradient_x_input", model: nn.Module | None = None,
-                      samples: int = SMOOTHGRAD_SAMPLES, noise: float = SMOOTHGRAD_NOISE
-                      ) -> np.ndarray:
+def tile_attributions(
+    classifier: Classifier,
+    raw_tiles: np.ndarray,
+    target=None,
+    method: str = "gradient_x_input",
+    model: nn.Module | None = None,
+    samples: int = SMOOTHGRAD_SAMPLES,
+    noise: float = SMOOTHGRAD_NOISE,
+) -> np.ndarray:
     """(N, C, T, T) float32 maps of raw tiles (normalised the model's way), in the classifier's
     batches; `model` replaces the classifier's own network (e.g. a re-initialised copy)."""
     raw_tiles = np.asarray(raw_tiles)
@@ -316,14 +352,22 @@ def tile_attributions(classifier: Classifier, raw_tiles: np.ndarray, target=None
         stop = start + classifier.batch_size
         inputs = classifier.to_tensor(classifier.normalization.apply(raw_tiles[start:stop]))
         which = target[start:stop] if isinstance(target, torch.Tensor) else target
-        out[start:stop] = attribute(net, inputs, which, method=method, samples=samples,
-                                    noise=noise, seed=start).cpu().numpy()
+        out[start:stop] = (
+            attribute(net, inputs, which, method=method, samples=samples, noise=noise, seed=start)
+            .cpu()
+            .numpy()
+        )
     return out
 
 
-def attribution_checks(classifier: Classifier, raw_tiles: np.ndarray, method: str = "gradient_x_input",
-                       max_tiles: int = CHECK_TILES, seed: int = 0,
-                       foreground: np.ndarray | None = None) -> AttributionChecks:
+def attribution_checks(
+    classifier: Classifier,
+    raw_tiles: np.ndarray,
+    method: str = "gradient_x_input",
+    max_tiles: int = CHECK_TILES,
+    seed: int = 0,
+    foreground: np.ndarray | None = None,
+) -> AttributionChecks:
     """Sanity checks of the maps over (up to `max_tiles`, chosen with `seed`) raw tiles:
     model randomisation (Adebayo et al. 2018), where the attribution falls (foreground vs
     background by Otsu, each tile's outer 2 px), and `warnings` in plain sentences.
@@ -341,20 +385,32 @@ def attribution_checks(classifier: Classifier, raw_tiles: np.ndarray, method: st
         if foreground is not None:
             foreground = np.asarray(foreground)[chosen]
     if len(raw_tiles) == 0:
-        return AttributionChecks(method, 0, None, None, None, None, None, border_pixel_share,
-                                 warnings=["no tiles to check the attribution maps on"])
+        return AttributionChecks(
+            method,
+            0,
+            None,
+            None,
+            None,
+            None,
+            None,
+            border_pixel_share,
+            warnings=["no tiles to check the attribution maps on"],
+        )
     predicted = torch.from_numpy(classifier.predict_tiles(raw_tiles).argmax(axis=1))
     maps = np.abs(tile_attributions(classifier, raw_tiles, predicted, method)).sum(axis=1)
 
     # Model randomisation: the same question asked of the architecture with random weights.
     random_model = reinitialised_copy(classifier.model, seed=seed)
-    trained_gxi = maps if method == "gradient_x_input" else \
-        np.abs(tile_attributions(classifier, raw_tiles, predicted)).sum(axis=1)
-    random_gxi = np.abs(tile_attributions(classifier, raw_tiles, predicted,
-                                          model=random_model)).sum(axis=1)
+    trained_gxi = (
+        maps
+        if method == "gradient_x_input"
+        else np.abs(tile_attributions(classifier, raw_tiles, predicted)).sum(axis=1)
+    )
+    random_gxi = np.abs(tile_attributions(classifier, raw_tiles, predicted, model=random_model)).sum(axis=1)
     trained_grad = np.abs(tile_attributions(classifier, raw_tiles, predicted, "gradient")).sum(axis=1)
-    random_grad = np.abs(tile_attributions(classifier, raw_tiles, predicted, "gradient",
-                                           model=random_model)).sum(axis=1)
+    random_grad = np.abs(
+        tile_attributions(classifier, raw_tiles, predicted, "gradient", model=random_model)
+    ).sum(axis=1)
     similarity = _mean_or_none(spearman_per_tile(trained_gxi, random_gxi))
     gradient_similarity = _mean_or_none(spearman_per_tile(trained_grad, random_grad))
 
@@ -390,12 +446,30 @@ def attribution_checks(classifier: Classifier, raw_tiles: np.ndarray, method: st
             peak = np.unravel_index(order[0], mean_map.shape)
             hotspots[name] = (float(mean_map.ravel()[order].sum()), (int(peak[0]), int(peak[1])))
 
-    warnings = _warnings(similarity, gradient_similarity, foreground_share, foreground_pixel_share,
-                         by_class, random_by_class, hotspots, border_pixel_share, total)
-    return AttributionChecks(method, len(raw_tiles), similarity, gradient_similarity,
-                             foreground_share, foreground_pixel_share, border_share,
-                             border_pixel_share, by_class,
-                             {name: value[0] for name, value in hotspots.items()}, warnings)
+    warnings = _warnings(
+        similarity,
+        gradient_similarity,
+        foreground_share,
+        foreground_pixel_share,
+        by_class,
+        random_by_class,
+        hotspots,
+        border_pixel_share,
+        total,
+    )
+    return AttributionChecks(
+        method,
+        len(raw_tiles),
+        similarity,
+        gradient_similarity,
+        foreground_share,
+        foreground_pixel_share,
+        border_share,
+        border_pixel_share,
+        by_class,
+        {name: value[0] for name, value in hotspots.items()},
+        warnings,
+    )
 
 
 def _shares(maps: np.ndarray) -> np.ndarray:
@@ -403,46 +477,68 @@ def _shares(maps: np.ndarray) -> np.ndarray:
     return np.divide(maps, sums, out=np.zeros_like(maps), where=sums > 0)
 
 
-def _warnings(similarity, gradient_similarity, foreground_share, foreground_pixel_share, by_class,
-              random_by_class, hotspots, border_pixel_share, total) -> list[str]:
+def _warnings(
+    similarity,
+    gradient_similarity,
+    foreground_share,
+    foreground_pixel_share,
+    by_class,
+    random_by_class,
+    hotspots,
+    border_pixel_share,
+    total,
+) -> list[str]:
     warnings: list[str] = []
     if total <= 0:
-        warnings.append("The attribution maps are zero everywhere: the model's output does not "
-                        "change with its input, so the maps say nothing.")
+        warnings.append(
+            "The attribution maps are zero everywhere: the model's output does not "
+            "change with its input, so the maps say nothing."
+        )
         return warnings
     for name, share in by_class.items():
         if share is None:
             continue
         random_share = random_by_class.get(name)
-        far_above_pixels = share >= BORDER_RATIO * border_pixel_share \
-            and share >= border_pixel_share + BORDER_EXCESS
-        above_random = random_share is not None and share >= border_pixel_share \
+        far_above_pixels = (
+            share >= BORDER_RATIO * border_pixel_share and share >= border_pixel_share + BORDER_EXCESS
+        )
+        above_random = (
+            random_share is not None
+            and share >= border_pixel_share
             and share >= BORDER_RANDOM_RATIO * random_share
+        )
         if far_above_pixels or above_random:
             warnings.append(
                 f"For tiles it calls '{name}', {share:.0%} of the model's attribution falls on "
                 f"the tiles' outer {BORDER_PX}-pixel border, which is {border_pixel_share:.0%} of "
                 f"the pixels (the same network with random weights puts {random_share:.0%} there):"
                 " it may have learnt an artefact at the tile edges (a mark, a stitching seam, "
-                "vignetting) rather than the cells. Check the gallery and the raw images.")
+                "vignetting) rather than the cells. Check the gallery and the raw images."
+            )
     for name, (share, (row, col)) in hotspots.items():
         if share >= HOTSPOT_SHARE:
             warnings.append(
                 f"For tiles it calls '{name}', {share:.0%} of the attribution falls on the same "
                 f"{HOTSPOT_PIXELS:.0%} of pixel positions in every tile (around row {row}, column "
                 f"{col} of the tile): cells sit anywhere in a tile, so the model may be reading a "
-                "fixed mark or artefact rather than the cells.")
-    if foreground_share is not None and foreground_pixel_share is not None \
-            and 0.02 < foreground_pixel_share < 0.98 and foreground_share < foreground_pixel_share:
+                "fixed mark or artefact rather than the cells."
+            )
+    if (
+        foreground_share is not None
+        and foreground_pixel_share is not None
+        and 0.02 < foreground_pixel_share < 0.98
+        and foreground_share < foreground_pixel_share
+    ):
         warnings.append(
             f"Only {foreground_share:.0%} of the attribution falls on the bright (cell) pixels, "
             f"which are {foreground_pixel_share:.0%} of the pixels: the model looks mostly where "
-            "the image has no cells (background, noise or an artefact).")
+            "the image has no cells (background, noise or an artefact)."
+        )
     if similarity is not None and similarity >= RANDOMISATION_LIMIT:
-        gradient_note = "" if gradient_similarity is None else \
-            f" (plain gradient: {gradient_similarity:.2f})"
+        gradient_note = "" if gradient_similarity is None else f" (plain gradient: {gradient_similarity:.2f})"
         warnings.append(
             f"The gradient x input maps rank pixels almost as the same network with random "
             f"weights does (Spearman {similarity:.2f}{gradient_note}): they mostly show the "
-            "image, not what the model learnt; do not read them as evidence on their own.")
+            "image, not what the model learnt; do not read them as evidence on their own."
+        )
     return warnings

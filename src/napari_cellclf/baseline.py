@@ -30,6 +30,7 @@ nn.Module returning log-probabilities, so modelfile.save_model/load_model and
 inference.Classifier take it like a CNN. It cannot be explained: attribution asks it for an input
 gradient and gets ValueError(ATTRIBUTION_REFUSAL).
 """
+
 from __future__ import annotations
 
 import time
@@ -42,12 +43,16 @@ from torch import nn
 FEATURE_SETS = ("rich", "crude")
 KINDS = ("logistic", "random_forest")
 # compare_on_split's methods: (name, feature set, model kind).
-METHODS = (("logistic_5", "crude", "logistic"),
-           ("logistic", "rich", "logistic"),
-           ("random_forest", "rich", "random_forest"))
-METHOD_LABELS = {"logistic_5": "5-feature logistic regression",
-                 "logistic": "classical features, logistic regression",
-                 "random_forest": "classical features, random forest"}
+METHODS = (
+    ("logistic_5", "crude", "logistic"),
+    ("logistic", "rich", "logistic"),
+    ("random_forest", "rich", "random_forest"),
+)
+METHOD_LABELS = {
+    "logistic_5": "5-feature logistic regression",
+    "logistic": "classical features, logistic regression",
+    "random_forest": "classical features, random forest",
+}
 
 _PERCENTILES = (5, 25, 50, 75, 95)
 _GLCM_LEVELS = 16
@@ -57,11 +62,19 @@ _GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlatio
 _LBP_POINTS, _LBP_RADIUS = 8, 1
 _OTSU_BINS = 128
 _CHUNK_PIXELS = 2**18
-_SHAPE_PROPS = ("area", "perimeter", "eccentricity", "solidity", "extent",
-                "major_axis_length", "minor_axis_length")
+_SHAPE_PROPS = (
+    "area",
+    "perimeter",
+    "eccentricity",
+    "solidity",
+    "extent",
+    "major_axis_length",
+    "minor_axis_length",
+)
 
 
 # ------------------------------------------------------------------------------------ features
+
 
 def _check_tiles(tiles) -> np.ndarray:
     tiles = np.asarray(tiles)
@@ -89,8 +102,11 @@ def _otsu_thresholds(rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.
     flat = span <= 0
     scale = np.divide(_OTSU_BINS, span, out=np.zeros_like(span), where=~flat)
     bins = np.clip(((rows - low[:, None]) * scale[:, None]).astype(np.int64), 0, _OTSU_BINS - 1)
-    hist = np.bincount((bins + np.arange(m)[:, None] * _OTSU_BINS).ravel(),
-                       minlength=m * _OTSU_BINS).reshape(m, _OTSU_BINS).astype(np.float64)
+    hist = (
+        np.bincount((bins + np.arange(m)[:, None] * _OTSU_BINS).ravel(), minlength=m * _OTSU_BINS)
+        .reshape(m, _OTSU_BINS)
+        .astype(np.float64)
+    )
     centres = np.arange(_OTSU_BINS) + 0.5
     weight0 = np.cumsum(hist, axis=1)[:, :-1]
     sum0 = np.cumsum(hist * centres, axis=1)[:, :-1]
@@ -101,7 +117,7 @@ def _otsu_thresholds(rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.
         mean1 = (total - sum0) / weight1
         between = weight0 * weight1 * (mean0 - mean1) ** 2
     between = np.where((weight0 > 0) & (weight1 > 0), between, -1.0)
-    cut = np.argmax(between, axis=1) + 1             # foreground: bins >= cut
+    cut = np.argmax(between, axis=1) + 1  # foreground: bins >= cut
     thresholds = low + cut * np.divide(span, _OTSU_BINS)
     # Values exactly at the cut edge: compare in bin space, so the mask equals bins >= cut.
     return np.where(flat, high, np.nextafter(thresholds, -np.inf))
@@ -126,31 +142,31 @@ def glcm_features(quantised: np.ndarray, levels: int = _GLCM_LEVELS) -> np.ndarr
     for d_index, distance in enumerate(_GLCM_DISTANCES):
         for angle in _GLCM_ANGLES:
             dy, dx = int(round(np.sin(angle) * distance)), int(round(np.cos(angle) * distance))
-            r0, r1 = max(0, -dy), h - max(0, dy)        # pairs (r, c) -> (r + dy, c + dx)
+            r0, r1 = max(0, -dy), h - max(0, dy)  # pairs (r, c) -> (r + dy, c + dx)
             c0, c1 = max(0, -dx), w - max(0, dx)
             a = quantised[:, r0:r1, c0:c1]
-            b = quantised[:, r0 + dy:r1 + dy, c0 + dx:c1 + dx]
-            counts = np.bincount((tile_offset + a * levels + b).ravel(),
-                                 minlength=m * levels * levels).reshape(m, levels, levels)
+            b = quantised[:, r0 + dy : r1 + dy, c0 + dx : c1 + dx]
+            counts = np.bincount(
+                (tile_offset + a * levels + b).ravel(), minlength=m * levels * levels
+            ).reshape(m, levels, levels)
             glcm = (counts + counts.transpose(0, 2, 1)).astype(np.float64)
             total = glcm.sum(axis=(1, 2), keepdims=True)
             glcm /= np.where(total > 0, total, 1.0)
-            contrast = (glcm * diff ** 2).sum(axis=(1, 2))
+            contrast = (glcm * diff**2).sum(axis=(1, 2))
             dissimilarity = (glcm * np.abs(diff)).sum(axis=(1, 2))
-            homogeneity = (glcm / (1.0 + diff ** 2)).sum(axis=(1, 2))
-            energy = np.sqrt((glcm ** 2).sum(axis=(1, 2)))
+            homogeneity = (glcm / (1.0 + diff**2)).sum(axis=(1, 2))
+            energy = np.sqrt((glcm**2).sum(axis=(1, 2)))
             mean_i = (glcm * i_idx).sum(axis=(1, 2))
             mean_j = (glcm * j_idx).sum(axis=(1, 2))
             di = i_idx[None] - mean_i[:, None, None]
             dj = j_idx[None] - mean_j[:, None, None]
-            std_i = np.sqrt((glcm * di ** 2).sum(axis=(1, 2)))
-            std_j = np.sqrt((glcm * dj ** 2).sum(axis=(1, 2)))
+            std_i = np.sqrt((glcm * di**2).sum(axis=(1, 2)))
+            std_j = np.sqrt((glcm * dj**2).sum(axis=(1, 2)))
             cov = (glcm * di * dj).sum(axis=(1, 2))
-            flat = (std_i < 1e-15) | (std_j < 1e-15)        # skimage's convention: 1
+            flat = (std_i < 1e-15) | (std_j < 1e-15)  # skimage's convention: 1
             with np.errstate(divide="ignore", invalid="ignore"):
                 correlation = np.where(flat, 1.0, cov / (std_i * std_j))
-            out[:, d_index] += np.stack([contrast, dissimilarity, homogeneity, energy,
-                                         correlation], axis=1)
+            out[:, d_index] += np.stack([contrast, dissimilarity, homogeneity, energy, correlation], axis=1)
     out /= len(_GLCM_ANGLES)
     return out.reshape(m, -1)
 
@@ -183,9 +199,9 @@ def _largest_objects(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nonzero = flat > 0
     tile_of[flat[nonzero]] = np.nonzero(nonzero)[0]
     n_objects = np.bincount(tile_of[1:], minlength=m)
-    order = np.lexsort((sizes[1:], tile_of[1:])) + 1        # by tile, then by size
+    order = np.lexsort((sizes[1:], tile_of[1:])) + 1  # by tile, then by size
     largest = np.zeros(m, np.int64)
-    largest[tile_of[order]] = order                           # the last (largest) one wins
+    largest[tile_of[order]] = order  # the last (largest) one wins
     return n_objects, (labelled == largest[:, None, None]) & (largest[:, None, None] > 0)
 
 
@@ -207,18 +223,21 @@ def _shape_features(objects: np.ndarray) -> np.ndarray:
     a = (weights * dy * dy).sum(axis=(1, 2)) / safe_area
     b = (weights * dy * dx).sum(axis=(1, 2)) / safe_area
     c = (weights * dx * dx).sum(axis=(1, 2)) / safe_area
-    root = np.sqrt(((a - c) / 2) ** 2 + b ** 2)
+    root = np.sqrt(((a - c) / 2) ** 2 + b**2)
     major_ev = np.maximum((a + c) / 2 + root, 0.0)
     minor_ev = np.maximum((a + c) / 2 - root, 0.0)
-    eccentricity = np.sqrt(1.0 - np.divide(minor_ev, major_ev, out=np.ones_like(major_ev),
-                                           where=major_ev > 0))
+    eccentricity = np.sqrt(
+        1.0 - np.divide(minor_ev, major_ev, out=np.ones_like(major_ev), where=major_ev > 0)
+    )
     # Perimeter: skimage.measure.perimeter's border-pixel weights, all tiles in one convolution.
     as_int = objects.astype(np.uint8)
-    eroded = ndimage.binary_erosion(as_int, _planar(np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]],
-                                                             np.uint8)), border_value=0)
+    eroded = ndimage.binary_erosion(
+        as_int, _planar(np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)), border_value=0
+    )
     border = as_int - eroded.astype(np.uint8)
-    codes = ndimage.convolve(border, _planar(np.array([[10, 2, 10], [2, 1, 2], [10, 2, 10]],
-                                                      np.uint8)), mode="constant", cval=0)
+    codes = ndimage.convolve(
+        border, _planar(np.array([[10, 2, 10], [2, 1, 2], [10, 2, 10]], np.uint8)), mode="constant", cval=0
+    )
     perimeter = _PERIMETER_WEIGHTS[np.minimum(codes, 49)].sum(axis=(1, 2))
     # Bounding box -> extent.
     rows_any, cols_any = objects.any(axis=2), objects.any(axis=1)
@@ -233,8 +252,9 @@ def _shape_features(objects: np.ndarray) -> np.ndarray:
         points = np.argwhere(border[i]).astype(np.float64)
         points = (points[:, None, :] + corners[None]).reshape(-1, 2)
         solidity[i] = min(1.0, area[i] / ConvexHull(points).volume)
-    return np.column_stack([area, perimeter, eccentricity, solidity, extent,
-                            4 * np.sqrt(major_ev), 4 * np.sqrt(minor_ev)])
+    return np.column_stack(
+        [area, perimeter, eccentricity, solidity, extent, 4 * np.sqrt(major_ev), 4 * np.sqrt(minor_ev)]
+    )
 
 
 def lbp_histograms(images: np.ndarray) -> np.ndarray:
@@ -253,16 +273,17 @@ def lbp_histograms(images: np.ndarray) -> np.ndarray:
         dr, dc = rr - r0, cc - c0
 
         def at(oy, ox):
-            return padded[:, 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+            return padded[:, 1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
 
         top = (1 - dc) * at(r0, c0) + dc * at(r0, c1)
         bottom = (1 - dc) * at(r1, c0) + dc * at(r1, c1)
         signs.append(((1 - dr) * top + dr * bottom) - centre >= 0)
-    signs = np.stack(signs)                                       # (P, M, T, T)
-    changes = (signs[:-1] != signs[1:]).sum(axis=0)               # skimage: not circular
+    signs = np.stack(signs)  # (P, M, T, T)
+    changes = (signs[:-1] != signs[1:]).sum(axis=0)  # skimage: not circular
     codes = np.where(changes <= 2, signs.sum(axis=0), _LBP_POINTS + 1)
-    counts = np.bincount((codes + np.arange(m)[:, None, None] * (_LBP_POINTS + 2)).ravel(),
-                         minlength=m * (_LBP_POINTS + 2)).reshape(m, _LBP_POINTS + 2)
+    counts = np.bincount(
+        (codes + np.arange(m)[:, None, None] * (_LBP_POINTS + 2)).ravel(), minlength=m * (_LBP_POINTS + 2)
+    ).reshape(m, _LBP_POINTS + 2)
     return counts / float(h * w)
 
 
@@ -284,7 +305,7 @@ def extract_features(tiles, channel_names=None) -> tuple[np.ndarray, list[str]]:
     # Chunks of tiles keep the temporaries in cache: 6.9 s of CPU time instead of 12.5 s all at
     # once (measured on 3,000 x 3 random tiles of 40 px).
     step = max(1, _CHUNK_PIXELS // (c * h * w))
-    chunks = [_extract_chunk(tiles[start:start + step], channels) for start in range(0, n, step)]
+    chunks = [_extract_chunk(tiles[start : start + step], channels) for start in range(0, n, step)]
     return np.concatenate([chunk for chunk, _ in chunks]), chunks[0][1]
 
 
@@ -297,17 +318,15 @@ def _extract_chunk(tiles: np.ndarray, channels: list[str]) -> tuple[np.ndarray, 
     # Intensity statistics (vectorised).
     mean = rows.mean(axis=1)
     centred = rows - mean[:, None]
-    var = (centred ** 2).mean(axis=1)
+    var = (centred**2).mean(axis=1)
     std = np.sqrt(var)
     safe_var = np.where(var > 0, var, 1.0)
-    skew = np.where(var > 0, (centred ** 3).mean(axis=1) / safe_var ** 1.5, 0.0)
-    kurtosis = np.where(var > 0, (centred ** 4).mean(axis=1) / safe_var ** 2 - 3.0, 0.0)
+    skew = np.where(var > 0, (centred**3).mean(axis=1) / safe_var**1.5, 0.0)
+    kurtosis = np.where(var > 0, (centred**4).mean(axis=1) / safe_var**2 - 3.0, 0.0)
     low, high = rows.min(axis=1), rows.max(axis=1)
     percentiles = np.percentile(rows, _PERCENTILES, axis=1).T
-    parts.append(np.column_stack([mean, std, low, high, percentiles, skew, kurtosis,
-                                  rows.sum(axis=1)]))
-    names += ["mean", "std", "min", "max", *[f"p{q}" for q in _PERCENTILES], "skew", "kurtosis",
-              "total"]
+    parts.append(np.column_stack([mean, std, low, high, percentiles, skew, kurtosis, rows.sum(axis=1)]))
+    names += ["mean", "std", "min", "max", *[f"p{q}" for q in _PERCENTILES], "skew", "kurtosis", "total"]
 
     # The thresholded object.
     thresholds = _otsu_thresholds(rows, low, high)
@@ -324,8 +343,14 @@ def _extract_chunk(tiles: np.ndarray, channels: list[str]) -> tuple[np.ndarray, 
     shape = _shape_features(objects)
     lbp = lbp_histograms(lbp_image)
     parts.append(np.column_stack([n_fg / (h * w), fg_mean, bg_mean, integrated, n_objects, shape]))
-    names += ["foreground_fraction", "foreground_mean", "background_mean", "integrated_intensity",
-              "n_objects", *[f"object_{p}" for p in _SHAPE_PROPS]]
+    names += [
+        "foreground_fraction",
+        "foreground_mean",
+        "background_mean",
+        "integrated_intensity",
+        "n_objects",
+        *[f"object_{p}" for p in _SHAPE_PROPS],
+    ]
 
     # Texture.
     parts.append(glcm_features(quantised))
@@ -355,10 +380,10 @@ def crude_features(tiles, channel_names=None) -> tuple[np.ndarray, list[str]]:
     channels = _channel_names(c, channel_names)
     rows = tiles.reshape(n * c, h * w).astype(np.float64)
     low, high = rows.min(axis=1, initial=np.inf), rows.max(axis=1, initial=-np.inf)
-    area = (rows > _otsu_thresholds(rows, low, high)[:, None]).sum(axis=1) if len(rows) else \
-        np.zeros(0)
-    out = np.column_stack([rows.sum(axis=1), rows.std(axis=1), high, np.median(rows, axis=1),
-                           area]).reshape(n, c * 5)
+    area = (rows > _otsu_thresholds(rows, low, high)[:, None]).sum(axis=1) if len(rows) else np.zeros(0)
+    out = np.column_stack([rows.sum(axis=1), rows.std(axis=1), high, np.median(rows, axis=1), area]).reshape(
+        n, c * 5
+    )
     names = _per_channel_names(channels, ["total", "std", "max", "median", "foreground_area"])
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), names
 
@@ -373,6 +398,7 @@ def features_for(tiles, feature_set: str, channel_names=None) -> tuple[np.ndarra
 
 # --------------------------------------------------------------------------------------- models
 
+
 @dataclass
 class FeatureModel:
     """Features + a scikit-learn classifier, predicting with numpy from exported arrays.
@@ -381,6 +407,7 @@ class FeatureModel:
     kind "random_forest": RandomForestClassifier(class_weight="balanced", fixed seed).
     After `fit`, prediction never touches scikit-learn: the scaler, coefficients or trees are
     arrays (`to_tensors`), so a model rebuilt by `from_tensors` gives the very same numbers."""
+
     kind: str = "logistic"
     feature_set: str = "rich"
     n_classes: int | None = None
@@ -394,8 +421,9 @@ class FeatureModel:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.feature_set not in FEATURE_SETS:
-            raise ValueError(f"feature_set must be one of {', '.join(FEATURE_SETS)}, "
-                             f"got {self.feature_set!r}")
+            raise ValueError(
+                f"feature_set must be one of {', '.join(FEATURE_SETS)}, got {self.feature_set!r}"
+            )
 
     @property
     def fitted(self) -> bool:
@@ -404,14 +432,14 @@ class FeatureModel:
     def features(self, tiles) -> np.ndarray:
         return features_for(tiles, self.feature_set)[0]
 
-    def fit(self, tiles, labels, n_classes: int | None = None, channel_names=None
-            ) -> "FeatureModel":
+    def fit(self, tiles, labels, n_classes: int | None = None, channel_names=None) -> "FeatureModel":
         """Raw (N, C, T, T) tiles and labels 0..K-1 (K = n_classes, default max label + 1)."""
         features, names = features_for(tiles, self.feature_set, channel_names)
         return self.fit_features(features, labels, n_classes, names)
 
-    def fit_features(self, features: np.ndarray, labels, n_classes: int | None = None,
-                     feature_names=None) -> "FeatureModel":
+    def fit_features(
+        self, features: np.ndarray, labels, n_classes: int | None = None, feature_names=None
+    ) -> "FeatureModel":
         labels = np.asarray(labels, dtype=np.int64)
         features = np.asarray(features, dtype=np.float64)
         if len(features) != len(labels) or len(labels) == 0:
@@ -446,8 +474,10 @@ class FeatureModel:
         features = np.asarray(features, dtype=np.float64)
         expected = int(self.arrays["n_features"][0])
         if features.ndim != 2 or features.shape[1] != expected:
-            raise ValueError(f"the feature model expects {expected} features per tile, got "
-                             f"shape {features.shape} (other channels or feature set?)")
+            raise ValueError(
+                f"the feature model expects {expected} features per tile, got "
+                f"shape {features.shape} (other channels or feature set?)"
+            )
         with _one_blas_thread():
             if self.kind == "logistic":
                 present = _logistic_proba(self.arrays, features)
@@ -464,9 +494,15 @@ class FeatureModel:
 
     def spec(self) -> dict:
         """JSON-ready description; with `to_tensors()` all that `from_tensors` needs."""
-        return {"kind": self.kind, "feature_set": self.feature_set, "n_classes": self.n_classes,
-                "seed": self.seed, "n_estimators": self.n_estimators, "C": self.C,
-                "feature_names": list(self.feature_names)}
+        return {
+            "kind": self.kind,
+            "feature_set": self.feature_set,
+            "n_classes": self.n_classes,
+            "seed": self.seed,
+            "n_estimators": self.n_estimators,
+            "C": self.C,
+            "feature_names": list(self.feature_names),
+        }
 
     def to_tensors(self) -> tuple[dict[str, np.ndarray], dict]:
         """(name -> contiguous numpy array, JSON-able spec). Integer arrays stay int64."""
@@ -481,10 +517,15 @@ class FeatureModel:
         if not isinstance(spec, dict):
             raise ValueError(f"feature model spec must be a mapping, got {type(spec).__name__}")
         arrays = {str(k): _as_numpy(v) for k, v in tensors.items()}
-        model = cls(kind=spec.get("kind", ""), feature_set=spec.get("feature_set", "rich"),
-                    n_classes=int(spec["n_classes"]) if spec.get("n_classes") is not None else None,
-                    seed=int(spec.get("seed", 0)), n_estimators=int(spec.get("n_estimators", 100)),
-                    C=float(spec.get("C", 1.0)), feature_names=list(spec.get("feature_names", [])))
+        model = cls(
+            kind=spec.get("kind", ""),
+            feature_set=spec.get("feature_set", "rich"),
+            n_classes=int(spec["n_classes"]) if spec.get("n_classes") is not None else None,
+            seed=int(spec.get("seed", 0)),
+            n_estimators=int(spec.get("n_estimators", 100)),
+            C=float(spec.get("C", 1.0)),
+            feature_names=list(spec.get("feature_names", [])),
+        )
         _check_arrays(model.kind, arrays, model.n_classes)
         model.arrays = arrays
         return model
@@ -505,9 +546,10 @@ def _as_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
-_REQUIRED = {"logistic": ("mean", "scale", "coef", "intercept"),
-             "random_forest": ("children_left", "children_right", "feature", "threshold", "value",
-                               "roots")}
+_REQUIRED = {
+    "logistic": ("mean", "scale", "coef", "intercept"),
+    "random_forest": ("children_left", "children_right", "feature", "threshold", "value", "roots"),
+}
 
 
 def _check_arrays(kind: str, arrays: dict, n_classes) -> None:
@@ -526,31 +568,46 @@ def _check_arrays(kind: str, arrays: dict, n_classes) -> None:
             raise ValueError(f"feature model array {name} holds NaN or infinite values")
     if kind == "logistic":
         rows = 1 if len(classes) == 2 else len(classes)
-        shapes = {"mean": (n_features,), "scale": (n_features,), "coef": (rows, n_features),
-                  "intercept": (rows,)}
+        shapes = {
+            "mean": (n_features,),
+            "scale": (n_features,),
+            "coef": (rows, n_features),
+            "intercept": (rows,),
+        }
         for name, shape in shapes.items():
             if arrays[name].shape != shape:
-                raise ValueError(f"feature model array {name} has shape {arrays[name].shape}, "
-                                 f"expected {shape}")
+                raise ValueError(
+                    f"feature model array {name} has shape {arrays[name].shape}, expected {shape}"
+                )
     else:
         n_nodes = len(arrays["children_left"])
         for name in ("children_right", "feature", "threshold"):
             if arrays[name].shape != (n_nodes,):
-                raise ValueError(f"feature model array {name} has shape {arrays[name].shape}, "
-                                 f"expected ({n_nodes},)")
+                raise ValueError(
+                    f"feature model array {name} has shape {arrays[name].shape}, expected ({n_nodes},)"
+                )
         if arrays["value"].shape != (n_nodes, len(classes)):
-            raise ValueError(f"feature model array value has shape {arrays['value'].shape}, "
-                             f"expected ({n_nodes}, {len(classes)})")
+            raise ValueError(
+                f"feature model array value has shape {arrays['value'].shape}, "
+                f"expected ({n_nodes}, {len(classes)})"
+            )
         nodes = np.arange(n_nodes)
-        left, right, feature = (arrays[k].astype(np.int64) for k in
-                                ("children_left", "children_right", "feature"))
+        left, right, feature = (
+            arrays[k].astype(np.int64) for k in ("children_left", "children_right", "feature")
+        )
         leaf = left < 0
-        inner_ok = (left[~leaf] > nodes[~leaf]) & (left[~leaf] < n_nodes) & \
-            (right[~leaf] > nodes[~leaf]) & (right[~leaf] < n_nodes)
-        if not np.all(inner_ok) or np.any(right[leaf] >= 0) or \
-                np.any((feature[~leaf] < 0) | (feature[~leaf] >= n_features)):
-            raise ValueError("feature model trees are inconsistent (child or feature indices "
-                             "out of range)")
+        inner_ok = (
+            (left[~leaf] > nodes[~leaf])
+            & (left[~leaf] < n_nodes)
+            & (right[~leaf] > nodes[~leaf])
+            & (right[~leaf] < n_nodes)
+        )
+        if (
+            not np.all(inner_ok)
+            or np.any(right[leaf] >= 0)
+            or np.any((feature[~leaf] < 0) | (feature[~leaf] >= n_features))
+        ):
+            raise ValueError("feature model trees are inconsistent (child or feature indices out of range)")
         roots = arrays["roots"].astype(np.int64)
         if roots.ndim != 1 or len(roots) == 0 or roots.min() < 0 or roots.max() >= n_nodes:
             raise ValueError("feature model tree roots are out of range")
@@ -561,18 +618,20 @@ def _fit_logistic(features, labels, C, seed) -> dict[str, np.ndarray]:
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(features)
-    regression = LogisticRegression(C=C, class_weight="balanced", max_iter=2000,
-                                    random_state=seed)
+    regression = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
     regression.fit(scaler.transform(features), labels)
-    return {"mean": scaler.mean_.astype(np.float64), "scale": scaler.scale_.astype(np.float64),
-            "coef": regression.coef_.astype(np.float64),
-            "intercept": regression.intercept_.astype(np.float64)}
+    return {
+        "mean": scaler.mean_.astype(np.float64),
+        "scale": scaler.scale_.astype(np.float64),
+        "coef": regression.coef_.astype(np.float64),
+        "intercept": regression.intercept_.astype(np.float64),
+    }
 
 
 def _logistic_proba(arrays, features) -> np.ndarray:
     z = (features - arrays["mean"]) / arrays["scale"]
     scores = z @ arrays["coef"].T + arrays["intercept"]
-    if arrays["coef"].shape[0] == 1:                 # binary: sklearn's sigmoid
+    if arrays["coef"].shape[0] == 1:  # binary: sklearn's sigmoid
         positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
         return np.stack([1.0 - positive, positive], axis=1)
     scores -= scores.max(axis=1, keepdims=True)
@@ -583,8 +642,9 @@ def _logistic_proba(arrays, features) -> np.ndarray:
 def _fit_forest(features, labels, n_estimators, seed) -> dict[str, np.ndarray]:
     from sklearn.ensemble import RandomForestClassifier
 
-    forest = RandomForestClassifier(n_estimators=n_estimators, class_weight="balanced",
-                                    random_state=seed, n_jobs=1)
+    forest = RandomForestClassifier(
+        n_estimators=n_estimators, class_weight="balanced", random_state=seed, n_jobs=1
+    )
     forest.fit(features, labels)
     lefts, rights, feats, thresholds, values, roots = [], [], [], [], [], []
     offset = 0
@@ -601,23 +661,29 @@ def _fit_forest(features, labels, n_estimators, seed) -> dict[str, np.ndarray]:
         values.append(value / np.where(total > 0, total, 1.0))
         roots.append(offset)
         offset += tree.node_count
-    return {"children_left": np.concatenate(lefts), "children_right": np.concatenate(rights),
-            "feature": np.concatenate(feats), "threshold": np.concatenate(thresholds),
-            "value": np.concatenate(values), "roots": np.asarray(roots, np.int64)}
+    return {
+        "children_left": np.concatenate(lefts),
+        "children_right": np.concatenate(rights),
+        "feature": np.concatenate(feats),
+        "threshold": np.concatenate(thresholds),
+        "value": np.concatenate(values),
+        "roots": np.asarray(roots, np.int64),
+    }
 
 
 def _forest_proba(arrays, features) -> np.ndarray:
     """Every sample down every tree at once, one level per step (scikit-learn's rule: left when
     the float32 feature <= threshold)."""
-    x = features.astype(np.float32).astype(np.float64)     # sklearn trees split float32 values
-    left, right, feature, threshold = (arrays[k] for k in
-                                       ("children_left", "children_right", "feature", "threshold"))
+    x = features.astype(np.float32).astype(np.float64)  # sklearn trees split float32 values
+    left, right, feature, threshold = (
+        arrays[k] for k in ("children_left", "children_right", "feature", "threshold")
+    )
     left, right, feature = (a.astype(np.int64) for a in (left, right, feature))
     roots = arrays["roots"].astype(np.int64)
     n = len(x)
     out = np.zeros((n, arrays["value"].shape[1]))
-    for start in range(0, n, 4096):                 # bounded memory: (batch, trees) nodes
-        rows = x[start:start + 4096]
+    for start in range(0, n, 4096):  # bounded memory: (batch, trees) nodes
+        rows = x[start : start + 4096]
         node = np.broadcast_to(roots, (len(rows), len(roots))).copy()
         sample = np.arange(len(rows))[:, None]
         active = left[node] >= 0
@@ -627,11 +693,12 @@ def _forest_proba(arrays, features) -> np.ndarray:
             go_left = rows[sample[where[0], 0], feature[current]] <= threshold[current]
             node[where] = np.where(go_left, left[current], right[current])
             active[where] = left[node[where]] >= 0
-        out[start:start + len(rows)] = arrays["value"][node].mean(axis=1)
+        out[start : start + len(rows)] = arrays["value"][node].mean(axis=1)
     return out
 
 
 # ------------------------------------------------------------------------------------ comparing
+
 
 def _metrics(truth: np.ndarray, predicted: np.ndarray, class_names, probabilities=None) -> dict:
     """accuracy, balanced accuracy, chance (and whatever evaluation.py adds when present)."""
@@ -641,19 +708,26 @@ def _metrics(truth: np.ndarray, predicted: np.ndarray, class_names, probabilitie
         classification_metrics = None
     if classification_metrics is not None:
         metrics = classification_metrics(truth, predicted, class_names, probabilities=probabilities)
-        return {"accuracy": float(metrics.accuracy),
-                "balanced_accuracy": float(metrics.balanced_accuracy),
-                "chance": float(metrics.chance), "majority": float(metrics.majority)}
+        return {
+            "accuracy": float(metrics.accuracy),
+            "balanced_accuracy": float(metrics.balanced_accuracy),
+            "chance": float(metrics.chance),
+            "majority": float(metrics.majority),
+        }
     present = np.unique(truth)
     recalls = [float(np.mean(predicted[truth == k] == k)) for k in present]
     counts = np.bincount(truth, minlength=len(class_names))
-    return {"accuracy": float(np.mean(predicted == truth)),
-            "balanced_accuracy": float(np.mean(recalls)),
-            "chance": 1.0 / len(present), "majority": float(counts.max() / len(truth))}
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "chance": 1.0 / len(present),
+        "majority": float(counts.max() / len(truth)),
+    }
 
 
-def compare_on_split(dataset, train_idx, val_idx, seed: int = 0,
-                     methods=tuple(name for name, _, _ in METHODS)) -> dict:
+def compare_on_split(
+    dataset, train_idx, val_idx, seed: int = 0, methods=tuple(name for name, _, _ in METHODS)
+) -> dict:
     """Fit the classical baselines on dataset[train_idx], score them on dataset[val_idx].
 
     Returns {"methods": {name: {"accuracy", "balanced_accuracy", "seconds", "label"}},
@@ -688,19 +762,22 @@ def compare_on_split(dataset, train_idx, val_idx, seed: int = 0,
         values, names, feature_seconds = feature_cache[feature_set]
         start = time.perf_counter()
         model = FeatureModel(kind=kind, feature_set=feature_set, seed=seed)
-        model.fit_features(values[:len(train_idx)], labels[train_idx], n_classes, names)
-        probabilities = model.predict_proba_features(values[len(train_idx):])
+        model.fit_features(values[: len(train_idx)], labels[train_idx], n_classes, names)
+        probabilities = model.predict_proba_features(values[len(train_idx) :])
         seconds = time.perf_counter() - start + feature_seconds
-        metrics = _metrics(truth, np.argmax(probabilities, axis=1), dataset.class_names,
-                           probabilities)
-        result["methods"][name] = {"accuracy": metrics["accuracy"],
-                                   "balanced_accuracy": metrics["balanced_accuracy"],
-                                   "seconds": float(seconds), "label": METHOD_LABELS[name]}
+        metrics = _metrics(truth, np.argmax(probabilities, axis=1), dataset.class_names, probabilities)
+        result["methods"][name] = {
+            "accuracy": metrics["accuracy"],
+            "balanced_accuracy": metrics["balanced_accuracy"],
+            "seconds": float(seconds),
+            "label": METHOD_LABELS[name],
+        }
         result["chance"], result["majority"] = metrics["chance"], metrics["majority"]
     result["feature_seconds"] = float(sum(s for _, _, s in feature_cache.values()))
-    result["best"] = max(result["methods"],
-                         key=lambda m: (result["methods"][m]["balanced_accuracy"],
-                                        result["methods"][m]["accuracy"]))
+    result["best"] = max(
+        result["methods"],
+        key=lambda m: (result["methods"][m]["balanced_accuracy"], result["methods"][m]["accuracy"]),
+    )
     result.update({name: values for name, values in result["methods"].items()})
     return result
 
@@ -710,15 +787,19 @@ def compare_on_split(dataset, train_idx, val_idx, seed: int = 0,
 FEATURES_ARCHITECTURE = "features"
 ATTRIBUTION_REFUSAL = "attributions need a CNN; this model uses classical features"
 TENSOR_PREFIX = "features."
-SPEC_KEY = "feature_model"        # ModelMeta.extra key holding FeatureModel.spec()
+SPEC_KEY = "feature_model"  # ModelMeta.extra key holding FeatureModel.spec()
 TRAIN_KINDS = ("auto", *KINDS)
 
 
 def identity_normalization(n_channels: int) -> dict:
     """The normalisation a features model is saved with: none (low 0, high 1). Its features come
     from raw tiles, so the Classifier hands them over unchanged."""
-    return {"mode": "dataset", "low": [0.0] * n_channels, "high": [1.0] * n_channels,
-            "percentiles": [1.0, 99.8]}
+    return {
+        "mode": "dataset",
+        "low": [0.0] * n_channels,
+        "high": [1.0] * n_channels,
+        "percentiles": [1.0, 99.8],
+    }
 
 
 class FeatureNet(nn.Module):
@@ -752,8 +833,9 @@ def is_feature_model(model) -> bool:
 def file_tensors(model) -> tuple[dict, dict]:
     """(torch tensors named "features.<array>", spec) for modelfile.save_model."""
     if not is_feature_model(model):
-        raise ValueError("a 'features' model file needs a classical-features model "
-                         "(baseline.FeatureNet), not a CNN")
+        raise ValueError(
+            "a 'features' model file needs a classical-features model (baseline.FeatureNet), not a CNN"
+        )
     arrays, spec = model.feature_model.to_tensors()
     return {TENSOR_PREFIX + name: torch.from_numpy(array) for name, array in arrays.items()}, spec
 
@@ -768,16 +850,19 @@ def model_from_file(tensors: dict, meta) -> "FeatureNet":
     if unexpected:
         raise ValueError(f"unexpected tensors {', '.join(sorted(unexpected)[:5])} in a features model")
     feature_model = FeatureModel.from_tensors(
-        {name[len(TENSOR_PREFIX):]: value for name, value in tensors.items()}, spec)
+        {name[len(TENSOR_PREFIX) :]: value for name, value in tensors.items()}, spec
+    )
     if feature_model.n_classes != meta.n_classes:
-        raise ValueError(f"the feature model has {feature_model.n_classes} classes, the metadata "
-                         f"{meta.n_classes}")
+        raise ValueError(
+            f"the feature model has {feature_model.n_classes} classes, the metadata {meta.n_classes}"
+        )
     probe = np.zeros((1, meta.in_channels, meta.tile_size, meta.tile_size), np.float32)
     expected = len(features_for(probe, feature_model.feature_set)[1])
     found = int(feature_model.arrays["n_features"].ravel()[0])
     if found != expected:
-        raise ValueError(f"the feature model uses {found} features, {meta.in_channels} channel(s) "
-                         f"give {expected}")
+        raise ValueError(
+            f"the feature model uses {found} features, {meta.in_channels} channel(s) give {expected}"
+        )
     return FeatureNet(feature_model).eval()
 
 
@@ -810,18 +895,20 @@ def train_features(dataset, config=None, kind: str = "auto", stop=None):
     history = training.History()
     train_idx, val_idx = split_train_val(dataset, config.val_fraction, seed=config.seed)
     if config.val_fraction > 0 and len(val_idx) == 0:
-        history.warnings.append("no validation tiles could be set aside (too little data): the "
-                                "model's accuracy is unknown")
+        history.warnings.append(
+            "no validation tiles could be set aside (too little data): the model's accuracy is unknown"
+        )
     labels = np.asarray(dataset.labels, np.int64)
     if len(np.unique(labels[train_idx])) < 2:
-        raise ValueError("the validation split left tiles of fewer than two classes for training; "
-                         "label more tiles")
+        raise ValueError(
+            "the validation split left tiles of fewer than two classes for training; label more tiles"
+        )
     start = time.perf_counter()
-    values, names = extract_features(dataset.tiles[np.concatenate([train_idx, val_idx])],
-                                     dataset.channel_names)
-    train_x, val_x = values[:len(train_idx)], values[len(train_idx):]
-    kinds = list(KINDS) if kind == "auto" and len(val_idx) else \
-        ["logistic"] if kind == "auto" else [kind]
+    values, names = extract_features(
+        dataset.tiles[np.concatenate([train_idx, val_idx])], dataset.channel_names
+    )
+    train_x, val_x = values[: len(train_idx)], values[len(train_idx) :]
+    kinds = list(KINDS) if kind == "auto" and len(val_idx) else ["logistic"] if kind == "auto" else [kind]
     candidates, cancelled = {}, False
     truth = labels[val_idx]
     for candidate in kinds:
@@ -829,12 +916,14 @@ def train_features(dataset, config=None, kind: str = "auto", stop=None):
             cancelled = True
             break
         model = FeatureModel(kind=candidate, seed=int(config.seed)).fit_features(
-            train_x, labels[train_idx], n_classes, names)
+            train_x, labels[train_idx], n_classes, names
+        )
         scores = {"model": model}
         if len(val_idx):
             probabilities = model.predict_proba_features(val_x)
-            scores.update(_metrics(truth, np.argmax(probabilities, axis=1), dataset.class_names,
-                                   probabilities))
+            scores.update(
+                _metrics(truth, np.argmax(probabilities, axis=1), dataset.class_names, probabilities)
+            )
             scores["val_loss"] = _log_loss(probabilities, truth)
         candidates[candidate] = scores
     chosen = max(candidates, key=lambda k: candidates[k].get("balanced_accuracy", 0.0))
@@ -843,28 +932,56 @@ def train_features(dataset, config=None, kind: str = "auto", stop=None):
     train_accuracy = float(np.mean(np.argmax(train_probabilities, axis=1) == labels[train_idx]))
     best = candidates[chosen]
     val_accuracy = best.get("accuracy")
-    run = {"seed": int(config.seed), "train_loss": [_log_loss(train_probabilities, labels[train_idx])],
-           "train_accuracy": [train_accuracy], "val_loss": [best.get("val_loss")],
-           "val_accuracy": [val_accuracy], "val_balanced_accuracy": [best.get("balanced_accuracy")],
-           "best_epoch": 0, "best_val_accuracy": val_accuracy, "best_val_loss": best.get("val_loss"),
-           "epochs_completed": 1, "stopped_early": False, "cancelled": cancelled,
-           "memorisation": None, "seconds": time.perf_counter() - start,
-           "features": {"kind": chosen, "n_features": len(names), "chance": best.get("chance"),
-                        "candidates": {k: {m: v for m, v in s.items() if m != "model"}
-                                       for k, s in candidates.items()}}}
+    run = {
+        "seed": int(config.seed),
+        "train_loss": [_log_loss(train_probabilities, labels[train_idx])],
+        "train_accuracy": [train_accuracy],
+        "val_loss": [best.get("val_loss")],
+        "val_accuracy": [val_accuracy],
+        "val_balanced_accuracy": [best.get("balanced_accuracy")],
+        "best_epoch": 0,
+        "best_val_accuracy": val_accuracy,
+        "best_val_loss": best.get("val_loss"),
+        "epochs_completed": 1,
+        "stopped_early": False,
+        "cancelled": cancelled,
+        "memorisation": None,
+        "seconds": time.perf_counter() - start,
+        "features": {
+            "kind": chosen,
+            "n_features": len(names),
+            "chance": best.get("chance"),
+            "candidates": {k: {m: v for m, v in s.items() if m != "model"} for k, s in candidates.items()},
+        },
+    }
     history.runs.append(run)
-    yield training.EpochEnd(run=0, epoch=0, train_loss=run["train_loss"][0],
-                            train_accuracy=train_accuracy, val_loss=best.get("val_loss"),
-                            val_accuracy=val_accuracy, is_best=True)
-    yield training.RunFinished(run=0, seed=int(config.seed), best_epoch=0,
-                               best_val_accuracy=val_accuracy, stopped_early=False,
-                               cancelled=cancelled)
+    yield training.EpochEnd(
+        run=0,
+        epoch=0,
+        train_loss=run["train_loss"][0],
+        train_accuracy=train_accuracy,
+        val_loss=best.get("val_loss"),
+        val_accuracy=val_accuracy,
+        is_best=True,
+    )
+    yield training.RunFinished(
+        run=0,
+        seed=int(config.seed),
+        best_epoch=0,
+        best_val_accuracy=val_accuracy,
+        stopped_early=False,
+        cancelled=cancelled,
+    )
     return training.TrainingResult(
         model=FeatureNet(model).eval(),
         normalization=Normalization.from_dict(identity_normalization(len(dataset.channel_names))),
-        history=history, class_names=list(dataset.class_names),
-        channel_names=list(dataset.channel_names), tile_size=int(dataset.tile_size), config=config,
-        cancelled=cancelled)
+        history=history,
+        class_names=list(dataset.class_names),
+        channel_names=list(dataset.channel_names),
+        tile_size=int(dataset.tile_size),
+        config=config,
+        cancelled=cancelled,
+    )
 
 
 def compare_on_training_split(dataset, config) -> dict:
@@ -876,16 +993,16 @@ def compare_on_training_split(dataset, config) -> dict:
     return compare_on_split(dataset, train_idx, val_idx, seed=int(config.seed))
 
 
-def comparison_sentence(cnn_accuracy: float | None, cnn_balanced_accuracy: float | None,
-                        comparison: dict, margin: float = 0.01) -> str:
+def comparison_sentence(
+    cnn_accuracy: float | None, cnn_balanced_accuracy: float | None, comparison: dict, margin: float = 0.01
+) -> str:
     """One plain sentence: the CNN against the best classical baseline of `compare_on_split`
     on the same validation split, accuracy beside balanced accuracy and chance."""
     if "skipped" in comparison:
         return f"No comparison with classical features: {comparison['skipped']}."
     best = comparison["methods"][comparison["best"]]
     label = best["label"]
-    classical = (f"{label} {best['accuracy']:.3f} accuracy / {best['balanced_accuracy']:.3f} "
-                 f"balanced")
+    classical = f"{label} {best['accuracy']:.3f} accuracy / {best['balanced_accuracy']:.3f} balanced"
     chance = f"(chance {comparison['chance']:.3f} balanced, majority {comparison['majority']:.3f})"
     if cnn_balanced_accuracy is None:
         return f"On the validation split: {classical} {chance}; the CNN was not scored."

@@ -23,6 +23,7 @@ We chose the safetensors attachment over reading weights.pt back: torch.load, ev
 weights_only=True, runs a (restricted) unpickler on a file someone else may have edited, while a
 safetensors file is a JSON header and raw numbers, and it carries our full ModelMeta.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,7 +49,7 @@ WEIGHTS_FILE = "weights.pt"
 CELLCLF_FILE = "cellclf_model.safetensors"
 TEST_INPUT_FILE = "test_input.npy"
 TEST_OUTPUT_FILE = "test_output.npy"
-SAMPLE_INPUT_FILE = "sample_input.tif"     # for people (and imageio): the first test tile
+SAMPLE_INPUT_FILE = "sample_input.tif"  # for people (and imageio): the first test tile
 SAMPLE_OUTPUT_FILE = "sample_output.tif"
 COVER_FILE = "cover.png"
 README_FILE = "README.md"
@@ -90,10 +91,10 @@ class BioimageioError(ValueError):
 
 @dataclass
 class ExportResult:
-    path: Path                      # the folder or .zip written
-    probabilities: np.ndarray       # our Classifier's output on the test input (= test output)
+    path: Path  # the folder or .zip written
+    probabilities: np.ndarray  # our Classifier's output on the test input (= test output)
     test_input: np.ndarray
-    notes: list[str] = field(default_factory=list)   # what the package could not carry exactly
+    notes: list[str] = field(default_factory=list)  # what the package could not carry exactly
 
 
 # ------------------------------------------------------------------------------------ names
@@ -131,17 +132,23 @@ def architecture_source() -> str:
 
     source = Path(model_module.__file__).read_text(encoding="utf-8")
     if re.search(r"^\s*from\s+\.", source, flags=re.MULTILINE):
-        raise BioimageioError("model.py imports from its own package, so it cannot be shipped as "
-                              "a stand-alone architecture file")
+        raise BioimageioError(
+            "model.py imports from its own package, so it cannot be shipped as "
+            "a stand-alone architecture file"
+        )
     return source + _WRAPPER_SOURCE
 
 
 def architecture_kwargs(meta) -> dict:
     """The wrapper's kwargs in rdf.yaml: what modelfile rebuilds the net from."""
-    return {"architecture": meta.architecture, "in_channels": meta.in_channels,
-            "n_classes": meta.n_classes, "tile_size": int(meta.tile_size),
-            "n_members": int(getattr(meta, "n_members", 1) or 1),
-            "tta": bool((meta.extra or {}).get("tta", False))}
+    return {
+        "architecture": meta.architecture,
+        "in_channels": meta.in_channels,
+        "n_classes": meta.n_classes,
+        "tile_size": int(meta.tile_size),
+        "n_members": int(getattr(meta, "n_members", 1) or 1),
+        "tta": bool((meta.extra or {}).get("tta", False)),
+    }
 
 
 def _load_architecture(path: Path):
@@ -169,8 +176,10 @@ def _wrapped_state_dict(model_path: Path, meta, architecture_file: Path) -> tupl
     result = core.load_state_dict(tensors, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        raise BioimageioError(f"the shipped architecture does not rebuild this model (missing "
-                              f"{missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+        raise BioimageioError(
+            f"the shipped architecture does not rebuild this model (missing "
+            f"{missing[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
     wrapper.eval()
     return {name: t.detach().contiguous() for name, t in wrapper.state_dict().items()}, wrapper
 
@@ -178,8 +187,9 @@ def _wrapped_state_dict(model_path: Path, meta, architecture_file: Path) -> tupl
 # ------------------------------------------------------------------------------ test tiles
 
 
-def sample_tiles(meta, field_cyx: np.ndarray | None = None, n: int = N_TEST_TILES,
-                 seed: int = 0) -> np.ndarray:
+def sample_tiles(
+    meta, field_cyx: np.ndarray | None = None, n: int = N_TEST_TILES, seed: int = 0
+) -> np.ndarray:
     """(n, C, T, T) float32 raw tiles for the test tensors and the cover: foreground tiles spread
     over `field_cyx` when given, else reproducible smooth noise in the training intensity range."""
     tile, channels = int(meta.tile_size), meta.in_channels
@@ -190,8 +200,10 @@ def sample_tiles(meta, field_cyx: np.ndarray | None = None, n: int = N_TEST_TILE
         if image.ndim == 2 and channels == 1:
             image = image[np.newaxis]
         if image.ndim != 3 or image.shape[0] != channels:
-            raise BioimageioError(f"the sample field must be (C, Y, X) with the model's {channels} "
-                                  f"channel(s), got shape {image.shape}")
+            raise BioimageioError(
+                f"the sample field must be (C, Y, X) with the model's {channels} "
+                f"channel(s), got shape {image.shape}"
+            )
         grid = make_grid(image.shape[1:], tile, border="drop")
         candidates = np.flatnonzero(foreground_tiles(image, grid))
         if len(candidates) == 0:
@@ -202,7 +214,9 @@ def sample_tiles(meta, field_cyx: np.ndarray | None = None, n: int = N_TEST_TILE
     noise = rng.random((n, channels, tile, tile))
     # a 3x3 box blur, so tiles are not pure pixel noise
     padded = np.pad(noise, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
-    noise = np.mean([padded[..., dy:dy + tile, dx:dx + tile] for dy in range(3) for dx in range(3)], axis=0)
+    noise = np.mean(
+        [padded[..., dy : dy + tile, dx : dx + tile] for dy in range(3) for dx in range(3)], axis=0
+    )
     norm = meta.normalization
     if norm.get("mode", "dataset") == "dataset":
         low = np.asarray(norm["low"], dtype=np.float64).reshape(1, -1, 1, 1)
@@ -235,23 +249,36 @@ def _preprocessing(meta, v0_5) -> tuple[list, list[str]]:
         high = [float(v) for v in norm["high"]]
         gain, offset = [], []
         for lo, hi in zip(low, high):
-            g = 1.0 / (hi - lo) if hi > lo else 1.0   # a flat channel is only shifted, as we do
+            g = 1.0 / (hi - lo) if hi > lo else 1.0  # a flat channel is only shifted, as we do
             gain.append(g)
             offset.append(-lo * g)
         if any(g != 1.0 for g in gain) or any(o != 0.0 for o in offset):
-            steps.append(v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearAlongAxisKwargs(
-                axis=v0_5.AxisId("channel"), gain=gain, offset=offset)))
+            steps.append(
+                v0_5.ScaleLinearDescr(
+                    kwargs=v0_5.ScaleLinearAlongAxisKwargs(
+                        axis=v0_5.AxisId("channel"), gain=gain, offset=offset
+                    )
+                )
+            )
     else:
         low_p, high_p = (float(p) for p in norm.get("percentiles", (1.0, 99.8)))
         if high_p <= 1.0:
-            raise BioimageioError(f"bioimage.io needs an upper percentile above 1, this model "
-                                  f"uses {high_p}")
-        steps.append(v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
-            axes=[v0_5.AxisId("y"), v0_5.AxisId("x")], min_percentile=low_p, max_percentile=high_p,
-            eps=1e-12)))
-        notes.append("per-tile normalisation: bioimage.io's scale_range divides by (high - low + eps); "
-                     "napari-cellclf leaves a tile channel whose percentiles coincide unscaled, so such "
-                     "(almost empty) tiles can get other probabilities")
+            raise BioimageioError(f"bioimage.io needs an upper percentile above 1, this model uses {high_p}")
+        steps.append(
+            v0_5.ScaleRangeDescr(
+                kwargs=v0_5.ScaleRangeKwargs(
+                    axes=[v0_5.AxisId("y"), v0_5.AxisId("x")],
+                    min_percentile=low_p,
+                    max_percentile=high_p,
+                    eps=1e-12,
+                )
+            )
+        )
+        notes.append(
+            "per-tile normalisation: bioimage.io's scale_range divides by (high - low + eps); "
+            "napari-cellclf leaves a tile channel whose percentiles coincide unscaled, so such "
+            "(almost empty) tiles can get other probabilities"
+        )
     return steps, notes
 
 
@@ -260,10 +287,15 @@ def _space_axes(meta, v0_5) -> list:
     from .pixelsize import in_micrometres
 
     size_um = in_micrometres(getattr(meta, "pixel_size", None))
-    return [v0_5.SpaceInputAxis(id=v0_5.AxisId(name), size=int(meta.tile_size),
-                                unit="micrometer" if size_um else None,
-                                scale=size_um[i] if size_um else 1.0)
-            for i, name in enumerate(("y", "x"))]
+    return [
+        v0_5.SpaceInputAxis(
+            id=v0_5.AxisId(name),
+            size=int(meta.tile_size),
+            unit="micrometer" if size_um else None,
+            scale=size_um[i] if size_um else 1.0,
+        )
+        for i, name in enumerate(("y", "x"))
+    ]
 
 
 def _training_details(meta, v0_5):
@@ -284,12 +316,14 @@ def _training_details(meta, v0_5):
     kwargs: dict[str, Any] = {"training_preprocessing": f"Normalisation: {how}. Augmentation: {augment}."}
     if config:
         kwargs.update(
-            training_epochs=config.get("epochs"), training_batch_size=config.get("batch_size"),
+            training_epochs=config.get("epochs"),
+            training_batch_size=config.get("batch_size"),
             initial_learning_rate=config.get("learning_rate"),
             learning_rate_schedule=config.get("lr_schedule"),
             loss_function="torch.nn.CrossEntropyLoss",
             optimizer="torch.optim.AdamW" if config.get("weight_decay") else "torch.optim.Adam",
-            regularization=", ".join(regularisation) or None)
+            regularization=", ".join(regularisation) or None,
+        )
     return v0_5.TrainingDetails(**{k: v for k, v in kwargs.items() if v is not None})
 
 
@@ -303,10 +337,16 @@ def _trust_summary(meta) -> dict:
     for run in history.get("runs") or []:
         best = run.get("best_epoch", -1)
         balanced = run.get("val_balanced_accuracy") or []
-        runs.append({"seed": run.get("seed"), "epochs_completed": run.get("epochs_completed"),
-                     "best_epoch": best, "val_accuracy": run.get("best_val_accuracy"),
-                     "val_balanced_accuracy": balanced[best] if 0 <= best < len(balanced) else None,
-                     "memorisation": run.get("memorisation")})
+        runs.append(
+            {
+                "seed": run.get("seed"),
+                "epochs_completed": run.get("epochs_completed"),
+                "best_epoch": best,
+                "val_accuracy": run.get("best_val_accuracy"),
+                "val_balanced_accuracy": balanced[best] if 0 <= best < len(balanced) else None,
+                "memorisation": run.get("memorisation"),
+            }
+        )
     if runs:
         out["runs"] = runs
         summary = history.get("summary") or {}
@@ -321,21 +361,34 @@ def _trust_summary(meta) -> dict:
 
 
 def _cellclf_config(meta) -> dict:
-    return {"model_file": CELLCLF_FILE, "class_names": list(meta.class_names),
-            "class_colors": list(meta.class_colors), "channel_names": list(meta.channel_names),
-            "tile_size": int(meta.tile_size), "architecture": meta.architecture,
-            "normalization": dict(meta.normalization),
-            "pixel_size": getattr(meta, "pixel_size", None),
-            "package_version": meta.package_version}
+    return {
+        "model_file": CELLCLF_FILE,
+        "class_names": list(meta.class_names),
+        "class_colors": list(meta.class_colors),
+        "channel_names": list(meta.channel_names),
+        "tile_size": int(meta.tile_size),
+        "architecture": meta.architecture,
+        "normalization": dict(meta.normalization),
+        "pixel_size": getattr(meta, "pixel_size", None),
+        "package_version": meta.package_version,
+    }
 
 
 # ------------------------------------------------------------------------------------ export
 
 
-def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.ndarray | None = None,
-                      name: str | None = None, authors: list[str] | None = None,
-                      license: str = DEFAULT_LICENSE, description: str | None = None,
-                      github_user: str | None = None, validate: bool = True) -> ExportResult:
+def export_bioimageio(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    field_cyx: np.ndarray | None = None,
+    name: str | None = None,
+    authors: list[str] | None = None,
+    license: str = DEFAULT_LICENSE,
+    description: str | None = None,
+    github_user: str | None = None,
+    validate: bool = True,
+) -> ExportResult:
     """Write a bioimage.io 0.5 model package for the cellclf model file `model_path` to `out`
     (a folder, made if missing and then empty; or a path ending in .zip).
 
@@ -346,15 +399,21 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
     additionally loads the written package back). BioimageioError for anything unrepresentable;
     ImportError naming the extra when bioimageio.spec is missing."""
     try:
-        from bioimageio.spec import ValidationContext, save_bioimageio_package, \
-            save_bioimageio_package_as_folder
         import importlib
+
+        from bioimageio.spec import (
+            ValidationContext,
+            save_bioimageio_package,
+            save_bioimageio_package_as_folder,
+        )
 
         # Any: pydantic validates and coerces each field at run time (str -> Sha256, Path, ...).
         v0_5: Any = importlib.import_module("bioimageio.spec.model.v0_5")
     except ImportError as exc:
-        raise ImportError("bioimage.io export needs bioimageio.spec and bioimageio.core: "
-                          "pip install 'napari-cellclf[bioimageio]'") from exc
+        raise ImportError(
+            "bioimage.io export needs bioimageio.spec and bioimageio.core: "
+            "pip install 'napari-cellclf[bioimageio]'"
+        ) from exc
     from . import __version__
     from .modelfile import load_model
 
@@ -376,8 +435,10 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
     from .model import ARCHITECTURES
 
     if meta.architecture not in ARCHITECTURES:
-        raise BioimageioError(f"{model_path}: a '{meta.architecture}' model cannot be exported to "
-                              f"bioimage.io (only the CNNs: {', '.join(ARCHITECTURES)})")
+        raise BioimageioError(
+            f"{model_path}: a '{meta.architecture}' model cannot be exported to "
+            f"bioimage.io (only the CNNs: {', '.join(ARCHITECTURES)})"
+        )
 
     tiles = sample_tiles(meta, field_cyx)
     probabilities = classifier_probabilities(model, meta, tiles)
@@ -399,11 +460,14 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
         preprocessing, notes = _preprocessing(meta, v0_5)
         trust = _trust_summary(meta)
         title = _resource_name(name or f"cellclf {' vs '.join(meta.class_names)}")
-        text = description or (f"Classifies {meta.tile_size} px tiles of fluorescence microscopy "
-                               f"({', '.join(meta.channel_names)}) into "
-                               f"{', '.join(meta.class_names)}; trained with napari-cellclf.")
-        (stage / README_FILE).write_text(_readme(meta, title, text, trust, notes, class_ids),
-                                         encoding="utf-8")
+        text = description or (
+            f"Classifies {meta.tile_size} px tiles of fluorescence microscopy "
+            f"({', '.join(meta.channel_names)}) into "
+            f"{', '.join(meta.class_names)}; trained with napari-cellclf."
+        )
+        (stage / README_FILE).write_text(
+            _readme(meta, title, text, trust, notes, class_ids), encoding="utf-8"
+        )
 
         with ValidationContext(root=stage, file_name=RDF_NAME, perform_io_checks=True):
             try:
@@ -411,40 +475,65 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
                     name=title,
                     description=text[:1024],
                     authors=[v0_5.Author(name=a) for a in (authors or ["napari-cellclf user"])],
-                    cite=[v0_5.CiteEntry(text="napari: a multi-dimensional image viewer for Python "
-                                              "(napari-cellclf is a napari plugin)",
-                                         url="https://napari.org")],
+                    cite=[
+                        v0_5.CiteEntry(
+                            text="napari: a multi-dimensional image viewer for Python "
+                            "(napari-cellclf is a napari plugin)",
+                            url="https://napari.org",
+                        )
+                    ],
                     license=license,
                     maintainers=[v0_5.Maintainer(github_user=github_user)] if github_user else [],
                     documentation=v0_5.FileDescr(source=README_FILE),
                     covers=[v0_5.FileDescr(source=COVER_FILE)],
-                    tags=["classification", "fluorescence-light-microscopy", "2d", "pytorch",
-                          "napari-cellclf", "cells"],
+                    tags=[
+                        "classification",
+                        "fluorescence-light-microscopy",
+                        "2d",
+                        "pytorch",
+                        "napari-cellclf",
+                        "cells",
+                    ],
                     attachments=[v0_5.FileDescr(source=CELLCLF_FILE, sha256=_sha256(stage / CELLCLF_FILE))],
-                    inputs=[v0_5.InputTensorDescr(
-                        id=v0_5.TensorId(INPUT_ID),
-                        description=f"raw tiles, channels {', '.join(meta.channel_names)}",
-                        axes=[v0_5.BatchAxis(),
-                              v0_5.ChannelAxis(channel_names=input_channel_ids),
-                              *_space_axes(meta, v0_5)],
-                        test_tensor=v0_5.FileDescr(source=TEST_INPUT_FILE),
-                        sample_tensor=v0_5.FileDescr(source=SAMPLE_INPUT_FILE),
-                        data=v0_5.IntervalOrRatioDataDescr(type="float32"),
-                        preprocessing=preprocessing)],
-                    outputs=[v0_5.OutputTensorDescr(
-                        id=v0_5.TensorId(OUTPUT_ID),
-                        description="per-class probabilities (softmax); classes: "
-                                    + ", ".join(meta.class_names)[:80],
-                        axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=class_ids)],
-                        test_tensor=v0_5.FileDescr(source=TEST_OUTPUT_FILE),
-                        sample_tensor=v0_5.FileDescr(source=SAMPLE_OUTPUT_FILE),
-                        data=v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)))],
-                    weights=v0_5.WeightsDescr(pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
-                        source=WEIGHTS_FILE, sha256=_sha256(stage / WEIGHTS_FILE),
-                        architecture=v0_5.ArchitectureFromFileDescr(
-                            source=ARCHITECTURE_FILE, sha256=_sha256(stage / ARCHITECTURE_FILE),
-                            callable=WRAPPER_CALLABLE, kwargs=architecture_kwargs(meta)),
-                        pytorch_version=torch.__version__.split("+")[0])),
+                    inputs=[
+                        v0_5.InputTensorDescr(
+                            id=v0_5.TensorId(INPUT_ID),
+                            description=f"raw tiles, channels {', '.join(meta.channel_names)}",
+                            axes=[
+                                v0_5.BatchAxis(),
+                                v0_5.ChannelAxis(channel_names=input_channel_ids),
+                                *_space_axes(meta, v0_5),
+                            ],
+                            test_tensor=v0_5.FileDescr(source=TEST_INPUT_FILE),
+                            sample_tensor=v0_5.FileDescr(source=SAMPLE_INPUT_FILE),
+                            data=v0_5.IntervalOrRatioDataDescr(type="float32"),
+                            preprocessing=preprocessing,
+                        )
+                    ],
+                    outputs=[
+                        v0_5.OutputTensorDescr(
+                            id=v0_5.TensorId(OUTPUT_ID),
+                            description="per-class probabilities (softmax); classes: "
+                            + ", ".join(meta.class_names)[:80],
+                            axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=class_ids)],
+                            test_tensor=v0_5.FileDescr(source=TEST_OUTPUT_FILE),
+                            sample_tensor=v0_5.FileDescr(source=SAMPLE_OUTPUT_FILE),
+                            data=v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+                        )
+                    ],
+                    weights=v0_5.WeightsDescr(
+                        pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
+                            source=WEIGHTS_FILE,
+                            sha256=_sha256(stage / WEIGHTS_FILE),
+                            architecture=v0_5.ArchitectureFromFileDescr(
+                                source=ARCHITECTURE_FILE,
+                                sha256=_sha256(stage / ARCHITECTURE_FILE),
+                                callable=WRAPPER_CALLABLE,
+                                kwargs=architecture_kwargs(meta),
+                            ),
+                            pytorch_version=torch.__version__.split("+")[0],
+                        )
+                    ),
                     config=v0_5.Config(
                         bioimageio=v0_5.BioimageioConfig(
                             architecture_type="CNN classifier",
@@ -454,11 +543,14 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
                             model_parameter_count=int(sum(p.numel() for p in model.parameters())),
                             training=_training_details(meta, v0_5),
                             bias_risks_limitations=v0_5.BiasRisksLimitations(
-                                limitations=_limitations(meta, notes)),
-                            cellclf_trust=trust),
-                        cellclf=_cellclf_config(meta) | {"exported_by": f"napari-cellclf {__version__}"}),
+                                limitations=_limitations(meta, notes)
+                            ),
+                            cellclf_trust=trust,
+                        ),
+                        cellclf=_cellclf_config(meta) | {"exported_by": f"napari-cellclf {__version__}"},
+                    ),
                 )
-            except Exception as exc:    # pydantic.ValidationError: say what did not fit
+            except Exception as exc:  # pydantic.ValidationError: say what did not fit
                 raise BioimageioError(f"the model cannot be described for bioimage.io: {exc}") from exc
             if as_zip:
                 written = Path(save_bioimageio_package(descr, output_path=out))
@@ -467,12 +559,14 @@ def export_bioimageio(model_path: str | Path, out: str | Path, *, field_cyx: np.
     if validate:
         from bioimageio.spec import load_model_description
 
-        loaded = load_model_description(written / RDF_NAME if not as_zip else written,
-                                        perform_io_checks=True)
-        if getattr(loaded, "validation_summary", None) is not None \
-                and loaded.validation_summary.status == "failed":
-            raise BioimageioError(f"the written package does not validate: "
-                                  f"{loaded.validation_summary.format()}")
+        loaded = load_model_description(written / RDF_NAME if not as_zip else written, perform_io_checks=True)
+        if (
+            getattr(loaded, "validation_summary", None) is not None
+            and loaded.validation_summary.status == "failed"
+        ):
+            raise BioimageioError(
+                f"the written package does not validate: {loaded.validation_summary.format()}"
+            )
     return ExportResult(path=written, probabilities=probabilities, test_input=tiles, notes=notes)
 
 
@@ -484,38 +578,52 @@ def _check_wrapper(wrapper: nn.Module, meta, tiles: np.ndarray, reference: np.nd
     with torch.no_grad():
         got = wrapper(x).numpy()
     if not np.allclose(got, reference, rtol=1e-4, atol=1e-5):
-        raise BioimageioError(f"the exported network disagrees with napari-cellclf "
-                              f"(max difference {np.abs(got - reference).max():.2g})")
+        raise BioimageioError(
+            f"the exported network disagrees with napari-cellclf "
+            f"(max difference {np.abs(got - reference).max():.2g})"
+        )
 
 
 def _architecture_text(meta) -> str:
     members = int(getattr(meta, "n_members", 1) or 1)
-    text = (f"napari-cellclf '{meta.architecture}' tile CNN (3x3 conv + ReLU blocks with 2x2 "
-            f"max-pooling, dense head), {meta.tile_size} px tiles, {meta.in_channels} channel(s), "
-            f"{meta.n_classes} classes, softmax output")
+    text = (
+        f"napari-cellclf '{meta.architecture}' tile CNN (3x3 conv + ReLU blocks with 2x2 "
+        f"max-pooling, dense head), {meta.tile_size} px tiles, {meta.in_channels} channel(s), "
+        f"{meta.n_classes} classes, softmax output"
+    )
     if members > 1:
         text += f"; ensemble of {members} members, output = mean of their probabilities"
     return text
 
 
 def _limitations(meta, notes: list[str]) -> str:
-    lines = [f"Trained on {meta.tile_size} px tiles of {', '.join(meta.channel_names)}; other "
-             "channels, stainings or magnifications are outside what it has seen."]
+    lines = [
+        f"Trained on {meta.tile_size} px tiles of {', '.join(meta.channel_names)}; other "
+        "channels, stainings or magnifications are outside what it has seen."
+    ]
     pixel = getattr(meta, "pixel_size", None)
     if pixel:
-        lines.append(f"Training pixel size {pixel['y']:g} x {pixel['x']:g} {pixel.get('unit') or ''}: "
-                     "images at another pixel size should be resampled first.")
+        lines.append(
+            f"Training pixel size {pixel['y']:g} x {pixel['x']:g} {pixel.get('unit') or ''}: "
+            "images at another pixel size should be resampled first."
+        )
     lines += notes
     return " ".join(lines)
 
 
 def _readme(meta, title: str, text: str, trust: dict, notes: list[str], class_ids: list[str]) -> str:
     norm = meta.normalization
-    lines = [f"# {title}", "", text, "",
-             "## Input", "",
-             f"- raw tiles `(batch, channel, y, x)`, {meta.tile_size} x {meta.tile_size} px, channels: "
-             f"{', '.join(meta.channel_names)}",
-             f"- normalisation (done by the package's preprocessing): {norm.get('mode', 'dataset')} mode"]
+    lines = [
+        f"# {title}",
+        "",
+        text,
+        "",
+        "## Input",
+        "",
+        f"- raw tiles `(batch, channel, y, x)`, {meta.tile_size} x {meta.tile_size} px, channels: "
+        f"{', '.join(meta.channel_names)}",
+        f"- normalisation (done by the package's preprocessing): {norm.get('mode', 'dataset')} mode",
+    ]
     pixel = getattr(meta, "pixel_size", None)
     if pixel:
         lines.append(f"- training pixel size: {pixel['y']:g} x {pixel['x']:g} {pixel.get('unit') or ''}")
@@ -524,13 +632,19 @@ def _readme(meta, title: str, text: str, trust: dict, notes: list[str], class_id
     lines += ["", "## Validation", ""]
     runs = trust.get("runs") or []
     if any(r.get("val_accuracy") is not None for r in runs):
-        lines += ["Held-out validation tiles (never trained on), best epoch of each training run; "
-                  f"chance is {trust['chance']:.3f} (1 / {meta.n_classes} classes):", "",
-                  "| run | seed | accuracy | balanced accuracy | epochs |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "Held-out validation tiles (never trained on), best epoch of each training run; "
+            f"chance is {trust['chance']:.3f} (1 / {meta.n_classes} classes):",
+            "",
+            "| run | seed | accuracy | balanced accuracy | epochs |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for i, run in enumerate(runs):
-            lines.append(f"| {i}{' (kept)' if trust.get('best_run') == i else ''} | {run['seed']} | "
-                         f"{_number(run['val_accuracy'])} | {_number(run['val_balanced_accuracy'])} | "
-                         f"{run['epochs_completed']} |")
+            lines.append(
+                f"| {i}{' (kept)' if trust.get('best_run') == i else ''} | {run['seed']} | "
+                f"{_number(run['val_accuracy'])} | {_number(run['val_balanced_accuracy'])} | "
+                f"{run['epochs_completed']} |"
+            )
         lines += [f"- run {i}: {r['memorisation']}" for i, r in enumerate(runs) if r.get("memorisation")]
     else:
         lines.append("This model file carries no held-out validation results.")
@@ -539,17 +653,25 @@ def _readme(meta, title: str, text: str, trust: dict, notes: list[str], class_id
             lines += ["", f"Stored {key} results: `config.bioimageio.cellclf_trust.{key}` in rdf.yaml."]
     for warning in trust.get("warnings") or []:
         lines.append(f"- training warning: {warning}")
-    lines += ["", "To validate on your own data: label some tiles, run `cellclf evaluate`, and compare "
-              "balanced accuracy with chance (1 / number of classes).", "",
-              "## Limitations", "", _limitations(meta, notes), "",
-              "## Reproduce in napari-cellclf", "",
-              f"`cellclf import PACKAGE --out model.safetensors` gives back the original model file "
-              f"(`{CELLCLF_FILE}`, attached)."]
+    lines += [
+        "",
+        "To validate on your own data: label some tiles, run `cellclf evaluate`, and compare "
+        "balanced accuracy with chance (1 / number of classes).",
+        "",
+        "## Limitations",
+        "",
+        _limitations(meta, notes),
+        "",
+        "## Reproduce in napari-cellclf",
+        "",
+        f"`cellclf import PACKAGE --out model.safetensors` gives back the original model file "
+        f"(`{CELLCLF_FILE}`, attached).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _short(name: str, limit: int = 18) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _number(value) -> str:
@@ -559,6 +681,7 @@ def _number(value) -> str:
 def _write_cover(path: Path, tiles: np.ndarray, probabilities: np.ndarray, meta) -> None:
     """2:1 cover: up to four test tiles (first channel) with the predicted class."""
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
@@ -571,11 +694,15 @@ def _write_cover(path: Path, tiles: np.ndarray, probabilities: np.ndarray, meta)
             continue
         plane = tiles[i, 0].astype(np.float64)
         low, high = np.percentile(plane, (1, 99.5))
-        axis.imshow(np.clip((plane - low) / (high - low if high > low else 1.0), 0, 1),
-                    cmap="magma", vmin=0, vmax=1)
+        axis.imshow(
+            np.clip((plane - low) / (high - low if high > low else 1.0), 0, 1), cmap="magma", vmin=0, vmax=1
+        )
         k = int(np.argmax(probabilities[i]))
-        axis.set_title(f"{_short(meta.class_names[k])}\np={probabilities[i, k]:.2f}", fontsize=9,
-                       color=meta.class_colors[k])
+        axis.set_title(
+            f"{_short(meta.class_names[k])}\np={probabilities[i, k]:.2f}",
+            fontsize=9,
+            color=meta.class_colors[k],
+        )
     figure.text(0.5, 0.93, "napari-cellclf tile classifier", ha="center", fontsize=11, color="white")
     figure.patch.set_facecolor("#262930")
     buffer = io_module.BytesIO()
@@ -600,24 +727,29 @@ def import_bioimageio(package: str | Path, out: str | Path) -> Path:
     cellclf = (rdf.get("config") or {}).get("cellclf") or {}
     file_name = cellclf.get("model_file")
     if not file_name:
-        raise BioimageioError(f"{package} was not exported by napari-cellclf (rdf.yaml has no "
-                              "config.cellclf.model_file); only such packages can be imported")
-    listed = {str(a.get("source")): a.get("sha256") for a in rdf.get("attachments") or []
-              if isinstance(a, dict)}
+        raise BioimageioError(
+            f"{package} was not exported by napari-cellclf (rdf.yaml has no "
+            "config.cellclf.model_file); only such packages can be imported"
+        )
+    listed = {
+        str(a.get("source")): a.get("sha256") for a in rdf.get("attachments") or [] if isinstance(a, dict)
+    }
     if file_name not in listed or "/" in file_name or "\\" in file_name:
         raise BioimageioError(f"{package}: {file_name!r} is not a listed attachment")
     payload = read(file_name)
     digest = hashlib.sha256(payload).hexdigest()
     if listed[file_name] and listed[file_name] != digest:
-        raise BioimageioError(f"{package}: {file_name} does not match its sha256 in rdf.yaml "
-                              "(the package was altered)")
+        raise BioimageioError(
+            f"{package}: {file_name} does not match its sha256 in rdf.yaml (the package was altered)"
+        )
     with tempfile.TemporaryDirectory(prefix="cellclf-import-") as tmp:
         staged = Path(tmp) / CELLCLF_FILE
         staged.write_bytes(payload)
         try:
-            load_model(staged, device="cpu")     # every check a model file gets, before writing
+            load_model(staged, device="cpu")  # every check a model file gets, before writing
         except ModelFileError as exc:
             raise BioimageioError(f"{package}: the attached model file is invalid: {exc}") from None
+
     # The very bytes exported: weights exactly as trained (a loaded model may be folded for speed).
     def write(handle) -> None:
         handle.write(payload)
@@ -663,6 +795,7 @@ def _open_package(package: Path):
                     return archive.read(name)
                 except KeyError:
                     raise BioimageioError(f"{package}: {name} is missing from the archive") from None
+
         rdf_bytes = read(sorted(rdf_names, key=len)[0])
         return _parse_rdf(rdf_bytes, package, yaml), read
     else:

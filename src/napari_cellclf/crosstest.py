@@ -16,6 +16,7 @@
   tested on), colour scale from chance to 1, each cell also showing the median accuracy.
 All datasets need the same channels (count) and tile size -> ValueError otherwise.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,23 +36,34 @@ from .data import TileDataset, split_train_val
 from .evaluation import classification_metrics
 from .runs_report import write_figure, write_text
 
-CSV_COLUMNS = ("train", "test", "run", "seed", "split", "n", "accuracy", "balanced_accuracy",
-               "chance", "missing")
+CSV_COLUMNS = (
+    "train",
+    "test",
+    "run",
+    "seed",
+    "split",
+    "n",
+    "accuracy",
+    "balanced_accuracy",
+    "chance",
+    "missing",
+)
 
 
 @dataclass
 class CrosstestStep:
     """Yielded before each training: which dataset, which run (1-based) of how many."""
+
     train: str
     run: int
     n_runs: int
-    index: int          # 1-based count of trainings so far
+    index: int  # 1-based count of trainings so far
     n_trainings: int
 
 
 @dataclass
 class CrosstestResults:
-    names: list[str]                               # datasets, in the order given
+    names: list[str]  # datasets, in the order given
     rows: list[dict] = field(default_factory=list)  # one per (train, test, run): CSV_COLUMNS
     notes: list[str] = field(default_factory=list)  # classes missing on either side, in words
     cancelled: bool = False
@@ -61,8 +73,11 @@ class CrosstestResults:
         out = np.full((len(self.names), len(self.names)), np.nan)
         for i, train in enumerate(self.names):
             for j, test in enumerate(self.names):
-                values = [r[metric] for r in self.rows if r["train"] == train and r["test"] == test
-                          and r[metric] is not None]
+                values = [
+                    r[metric]
+                    for r in self.rows
+                    if r["train"] == train and r["test"] == test and r[metric] is not None
+                ]
                 if values:
                     out[i, j] = float(np.median(values))
         return out
@@ -73,12 +88,19 @@ class CrosstestResults:
 
     def to_dict(self) -> dict:
         """JSON-ready, for ModelMeta.extra["crosstest"]."""
+
         def plain(matrix):
             return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
-        return {"names": list(self.names), "rows": [dict(r) for r in self.rows],
-                "notes": list(self.notes), "cancelled": self.cancelled,
-                "median_balanced_accuracy": plain(self.matrix("balanced_accuracy")),
-                "median_accuracy": plain(self.matrix("accuracy")), "chance": self.chance()}
+
+        return {
+            "names": list(self.names),
+            "rows": [dict(r) for r in self.rows],
+            "notes": list(self.notes),
+            "cancelled": self.cancelled,
+            "median_balanced_accuracy": plain(self.matrix("balanced_accuracy")),
+            "median_accuracy": plain(self.matrix("accuracy")),
+            "chance": self.chance(),
+        }
 
 
 def _check(datasets: dict[str, TileDataset]) -> None:
@@ -89,12 +111,15 @@ def _check(datasets: dict[str, TileDataset]) -> None:
     for name in names[1:]:
         other = datasets[name]
         if len(other.channel_names) != len(first.channel_names):
-            raise ValueError(f"dataset {name!r} has {len(other.channel_names)} channel(s) "
-                             f"({', '.join(other.channel_names)}) but {names[0]!r} has "
-                             f"{len(first.channel_names)} ({', '.join(first.channel_names)})")
+            raise ValueError(
+                f"dataset {name!r} has {len(other.channel_names)} channel(s) "
+                f"({', '.join(other.channel_names)}) but {names[0]!r} has "
+                f"{len(first.channel_names)} ({', '.join(first.channel_names)})"
+            )
         if other.tile_size != first.tile_size:
-            raise ValueError(f"dataset {name!r} has {other.tile_size} px tiles but {names[0]!r} "
-                             f"has {first.tile_size} px")
+            raise ValueError(
+                f"dataset {name!r} has {other.tile_size} px tiles but {names[0]!r} has {first.tile_size} px"
+            )
 
 
 def _metrics(truth: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> dict:
@@ -106,16 +131,18 @@ def _metrics(truth: np.ndarray, predicted: np.ndarray, class_names: list[str]) -
 
 def _relabel(test: TileDataset, class_names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(mask of scorable tiles, their labels in the model's class order, unknown class names)."""
-    to_model = np.array([class_names.index(n) if n in class_names else -1 for n in test.class_names],
-                        dtype=np.int64)
+    to_model = np.array(
+        [class_names.index(n) if n in class_names else -1 for n in test.class_names], dtype=np.int64
+    )
     mapped = to_model[test.labels] if len(test.labels) else np.zeros(0, np.int64)
     counts = test.class_counts()
     unknown = [n for n in test.class_names if n not in class_names and counts[n] > 0]
     return mapped >= 0, mapped[mapped >= 0], unknown
 
 
-def crosstest_steps(datasets: dict[str, TileDataset], config, runs: int = 1,
-                    stop: threading.Event | None = None):
+def crosstest_steps(
+    datasets: dict[str, TileDataset], config, runs: int = 1, stop: threading.Event | None = None
+):
     """Generator: yields a CrosstestStep before each training, then that training's progress
     events; returns CrosstestResults. `crosstest` drives it."""
     from .inference import Classifier
@@ -136,24 +163,35 @@ def crosstest_steps(datasets: dict[str, TileDataset], config, runs: int = 1,
                 continue
             test_counts = datasets[test_name].class_counts()
             lacking = [n for n in known if test_counts.get(n, 0) == 0]
-            extra = [f"{n} ({test_counts[n]})" for n in datasets[test_name].class_names
-                     if n not in known and test_counts[n] > 0]
+            extra = [
+                f"{n} ({test_counts[n]})"
+                for n in datasets[test_name].class_names
+                if n not in known and test_counts[n] > 0
+            ]
             if extra:
-                results.notes.append(f"{test_name} has tiles of class(es) {', '.join(extra)} that "
-                                     f"{train_name} has none of: left out of {train_name} -> "
-                                     f"{test_name}")
+                results.notes.append(
+                    f"{test_name} has tiles of class(es) {', '.join(extra)} that "
+                    f"{train_name} has none of: left out of {train_name} -> "
+                    f"{test_name}"
+                )
             if lacking:
-                results.notes.append(f"{test_name} has no tiles of class(es) "
-                                     f"{', '.join(lacking)} (known from {train_name}): "
-                                     f"{train_name} -> {test_name} is scored on the other classes")
+                results.notes.append(
+                    f"{test_name} has no tiles of class(es) "
+                    f"{', '.join(lacking)} (known from {train_name}): "
+                    f"{train_name} -> {test_name} is scored on the other classes"
+                )
     for train_name in names:
         source = datasets[train_name]
         for run in range(int(runs)):
             seed = int(config.seed) + run
             run_config = dataclasses.replace(config, seed=seed, runs=1)
-            yield CrosstestStep(train=train_name, run=run + 1, n_runs=int(runs),
-                                index=names.index(train_name) * int(runs) + run + 1,
-                                n_trainings=len(names) * int(runs))
+            yield CrosstestStep(
+                train=train_name,
+                run=run + 1,
+                n_runs=int(runs),
+                index=names.index(train_name) * int(runs) + run + 1,
+                n_trainings=len(names) * int(runs),
+            )
             result = yield from train(source, run_config, stop=stop)
             if result.cancelled:
                 results.cancelled = True
@@ -167,18 +205,30 @@ def crosstest_steps(datasets: dict[str, TileDataset], config, runs: int = 1,
                     test, split = datasets[test_name], "all"
                 scorable, truth, unknown = _relabel(test, list(result.class_names))
                 tiles = test.tiles[scorable]
-                predicted = (classifier.predict_tiles(tiles).argmax(1) if len(tiles)
-                             else np.zeros(0, np.int64))
+                predicted = classifier.predict_tiles(tiles).argmax(1) if len(tiles) else np.zeros(0, np.int64)
                 metrics = _metrics(truth, predicted, list(result.class_names))
-                results.rows.append({"train": train_name, "test": test_name, "run": run + 1,
-                                     "seed": seed, "split": split, "n": int(len(truth)),
-                                     **metrics, "missing": ";".join(unknown)})
+                results.rows.append(
+                    {
+                        "train": train_name,
+                        "test": test_name,
+                        "run": run + 1,
+                        "seed": seed,
+                        "split": split,
+                        "n": int(len(truth)),
+                        **metrics,
+                        "missing": ";".join(unknown),
+                    }
+                )
     return results
 
 
-def crosstest(datasets: dict[str, TileDataset], config, runs: int = 1,
-              on_progress: Callable | None = None,
-              stop: threading.Event | None = None) -> CrosstestResults:
+def crosstest(
+    datasets: dict[str, TileDataset],
+    config,
+    runs: int = 1,
+    on_progress: Callable | None = None,
+    stop: threading.Event | None = None,
+) -> CrosstestResults:
     """Train `runs` models on each dataset and test each on every dataset (see module doc)."""
     return drive(crosstest_steps(datasets, config, runs=runs, stop=stop), on_progress)
 
@@ -188,9 +238,14 @@ def crosstest_csv_text(results: CrosstestResults) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in results.rows:
-        writer.writerow({k: ("" if row.get(k) is None else
-                             f"{row[k]:.6g}" if isinstance(row.get(k), float) else row[k])
-                         for k in CSV_COLUMNS})
+        writer.writerow(
+            {
+                k: (
+                    "" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row.get(k), float) else row[k]
+                )
+                for k in CSV_COLUMNS
+            }
+        )
     return buffer.getvalue()
 
 
@@ -204,8 +259,7 @@ def crosstest_figure(results: CrosstestResults) -> Figure:
     figure = Figure(figsize=(size + 1.2, size), dpi=120)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
-    image = ax.imshow(np.where(np.isnan(balanced), low, balanced), cmap="viridis", vmin=low,
-                      vmax=1.0)
+    image = ax.imshow(np.where(np.isnan(balanced), low, balanced), cmap="viridis", vmin=low, vmax=1.0)
     for i in range(n):
         for j in range(n):
             if np.isnan(balanced[i, j]):
@@ -213,11 +267,20 @@ def crosstest_figure(results: CrosstestResults) -> Figure:
                 continue
             shade = (balanced[i, j] - low) / max(1e-9, 1.0 - low)
             color = "black" if shade > 0.6 else "white"
-            ax.text(j, i, f"{balanced[i, j]:.2f}", ha="center", va="center", color=color,
-                    fontsize=11, fontweight="bold")
+            ax.text(
+                j,
+                i,
+                f"{balanced[i, j]:.2f}",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=11,
+                fontweight="bold",
+            )
             if not np.isnan(plain[i, j]):
-                ax.text(j, i + 0.28, f"acc {plain[i, j]:.2f}", ha="center", va="center",
-                        color=color, fontsize=7)
+                ax.text(
+                    j, i + 0.28, f"acc {plain[i, j]:.2f}", ha="center", va="center", color=color, fontsize=7
+                )
     ax.set_xticks(range(n), results.names, rotation=30, ha="right")
     ax.set_yticks(range(n), results.names)
     ax.set_xlabel("tested on (diagonal: own held-out split)")
@@ -225,8 +288,7 @@ def crosstest_figure(results: CrosstestResults) -> Figure:
     runs = max((r["run"] for r in results.rows), default=0)
     ax.set_title(f"median balanced accuracy over {runs} run(s)", fontsize=9)
     bar = figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    bar.set_label(f"balanced accuracy (chance {low:.2f} .. 1)" if chance is not None
-                  else "balanced accuracy")
+    bar.set_label(f"balanced accuracy (chance {low:.2f} .. 1)" if chance is not None else "balanced accuracy")
     figure.tight_layout()
     return figure
 
@@ -235,5 +297,7 @@ def write_crosstest(results: CrosstestResults, out_dir: str | Path) -> dict[str,
     """DIR/crosstest.csv and DIR/crosstest.png (DIR is created); {"csv", "png"}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {"csv": write_text(crosstest_csv_text(results), out_dir / "crosstest.csv"),
-            "png": write_figure(crosstest_figure(results), out_dir / "crosstest.png")}
+    return {
+        "csv": write_text(crosstest_csv_text(results), out_dir / "crosstest.csv"),
+        "png": write_figure(crosstest_figure(results), out_dir / "crosstest.png"),
+    }

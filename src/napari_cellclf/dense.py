@@ -25,6 +25,7 @@ per tile), a model that is a chain of Sequentials whose feature layers are the o
 tile size and stride multiples of the pooling factor (8 for the built-in nets). Else None and
 the caller uses per-tile evaluation.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,7 @@ from torch import nn
 DENSE_MEAN_TOLERANCE = 0.05
 DENSE_ARGMAX_AGREEMENT = 0.98
 DENSE_CONFIDENT = 0.75
-BLOCK_PIXELS = 640                # side of a block's output region (px), before the halo
+BLOCK_PIXELS = 640  # side of a block's output region (px), before the halo
 
 _HEAD_START = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
 _POINTWISE = (nn.ReLU, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.LeakyReLU, nn.GELU, nn.SiLU)
@@ -49,12 +50,12 @@ _POINTWISE = (nn.ReLU, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.LeakyReLU, nn
 
 @dataclass
 class DensePlan:
-    features: list            # callables run on (1, C, h, w) blocks
-    head: list                # callables run on (N, Cf, t, t) feature windows
-    factor: int               # total downsampling of the features (8 for the built-in nets)
-    halo: int                 # input pixels each block needs beyond its output region
-    dtype: torch.dtype        # dtype the features run in (bf16 for a bf16 oneDNN net)
-    autocast: tuple | None    # (device_type, dtype) for an autocast net, else None
+    features: list  # callables run on (1, C, h, w) blocks
+    head: list  # callables run on (N, Cf, t, t) feature windows
+    factor: int  # total downsampling of the features (8 for the built-in nets)
+    halo: int  # input pixels each block needs beyond its output region
+    dtype: torch.dtype  # dtype the features run in (bf16 for a bf16 oneDNN net)
+    autocast: tuple | None  # (device_type, dtype) for an autocast net, else None
 
     def run(self, steps: list, x: torch.Tensor) -> torch.Tensor:
         for step in steps:
@@ -75,9 +76,14 @@ def _geometry(layers: list[nn.Module]) -> tuple[int, int] | None:
     for layer in layers:
         if isinstance(layer, nn.Conv2d):
             k, p = layer.kernel_size, layer.padding
-            if isinstance(p, str) or layer.stride != (1, 1) or layer.dilation != (1, 1) \
-                    or layer.padding_mode != "zeros" or any(kk % 2 == 0 for kk in k) \
-                    or tuple(p) != tuple(kk // 2 for kk in k):
+            if (
+                isinstance(p, str)
+                or layer.stride != (1, 1)
+                or layer.dilation != (1, 1)
+                or layer.padding_mode != "zeros"
+                or any(kk % 2 == 0 for kk in k)
+                or tuple(p) != tuple(kk // 2 for kk in k)
+            ):
                 return None
             radius += max(k) // 2 * factor
         elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
@@ -136,8 +142,12 @@ def plan_for(classifier) -> DensePlan | None:
 
 def applies(classifier, stride: int) -> bool:
     plan = classifier.dense_plan
-    return (plan is not None and stride < classifier.tile_size
-            and stride % plan.factor == 0 and classifier.tile_size % plan.factor == 0)
+    return (
+        plan is not None
+        and stride < classifier.tile_size
+        and stride % plan.factor == 0
+        and classifier.tile_size % plan.factor == 0
+    )
 
 
 def _padded_field(prepared) -> np.ndarray:
@@ -153,8 +163,9 @@ def _padded_field(prepared) -> np.ndarray:
     return np.pad(field, ((0, 0), (0, full_h - height), (0, full_w - width)), mode="reflect")
 
 
-def predict_dense(classifier, prepared, stop=None, block_pixels: int | None = None
-                  ) -> Generator[tuple[int, int], None, tuple[np.ndarray, int]]:
+def predict_dense(
+    classifier, prepared, stop=None, block_pixels: int | None = None
+) -> Generator[tuple[int, int], None, tuple[np.ndarray, int]]:
     """Probabilities of prepared.indices (row-major tile order), evaluated densely.
 
     The feature map is computed in strips of block_pixels rows (each strip in blocks of
@@ -172,13 +183,16 @@ def predict_dense(classifier, prepared, stop=None, block_pixels: int | None = No
     if not np.array_equal(order, np.arange(len(indices))):
         raise ValueError("dense evaluation needs tile indices in increasing order")
     rows, cols = grid.row_col(indices)
-    ends = rows * stride + size                     # bottom pixel row (exclusive) of each tile
+    ends = rows * stride + size  # bottom pixel row (exclusive) of each tile
     total = len(indices)
     out = np.zeros((total, len(classifier.class_names)), dtype=np.float32)
     features = None
     head_batch = max(classifier.batch_size, 256)
-    context = (torch.autocast(device_type=plan.autocast[0], dtype=plan.autocast[1])
-               if plan.autocast else contextlib.nullcontext())
+    context = (
+        torch.autocast(device_type=plan.autocast[0], dtype=plan.autocast[1])
+        if plan.autocast
+        else contextlib.nullcontext()
+    )
     done = 0
     with torch.inference_mode(), context:
         for y0 in range(0, full_h, block):
@@ -192,13 +206,15 @@ def predict_dense(classifier, prepared, stop=None, block_pixels: int | None = No
                 inputs = classifier.to_tensor(field[None, :, in_y0:in_y1, in_x0:in_x1]).to(plan.dtype)
                 result = plan.run(plan.features, inputs)[0]
                 if features is None:
-                    features = torch.empty((result.shape[0], full_h // f, full_w // f),
-                                           dtype=result.dtype, device=result.device)
+                    features = torch.empty(
+                        (result.shape[0], full_h // f, full_w // f), dtype=result.dtype, device=result.device
+                    )
                 oy, ox = (y0 - in_y0) // f, (x0 - in_x0) // f
-                features[:, y0 // f:y1 // f, x0 // f:x1 // f] = \
-                    result[:, oy:oy + (y1 - y0) // f, ox:ox + (x1 - x0) // f]
+                features[:, y0 // f : y1 // f, x0 // f : x1 // f] = result[
+                    :, oy : oy + (y1 - y0) // f, ox : ox + (x1 - x0) // f
+                ]
             ready = int(np.searchsorted(ends, y1, side="right")) if y1 < full_h else total
-            windows = features.unfold(1, t, step).unfold(2, t, step)      # (Cf, R, C, t, t)
+            windows = features.unfold(1, t, step).unfold(2, t, step)  # (Cf, R, C, t, t)
             while done < ready:
                 part = slice(done, min(ready, done + head_batch))
                 chosen = windows[:, torch.from_numpy(rows[part]), torch.from_numpy(cols[part])]

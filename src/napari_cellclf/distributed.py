@@ -16,6 +16,7 @@ scheduler, or as one shard of an array job. No Qt.
 dask.distributed is an optional dependency (`pip install napari-cellclf[distributed]`); the
 serial and shard paths work without it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-_CLASSIFIERS: dict = {}          # per worker process: (sha256, device, precision) -> Classifier
+_CLASSIFIERS: dict = {}  # per worker process: (sha256, device, precision) -> Classifier
 
 
 @dataclass
 class FileResult:
     source: str
     output: str
-    status: str                  # "done" | "skipped" | "failed"
+    status: str  # "done" | "skipped" | "failed"
     n_tiles: int = 0
     seconds: float = 0.0
     error: str = ""
@@ -56,13 +57,15 @@ class RunSummary:
 
     def line(self) -> str:
         rate = self.n_tiles / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.count('done')} done, {self.count('skipped')} skipped (already written), "
-                f"{self.count('failed')} failed; {self.n_tiles} tiles in {self.seconds:.1f} s "
-                f"({rate:.0f} tiles/s)")
+        return (
+            f"{self.count('done')} done, {self.count('skipped')} skipped (already written), "
+            f"{self.count('failed')} failed; {self.n_tiles} tiles in {self.seconds:.1f} s "
+            f"({rate:.0f} tiles/s)"
+        )
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """"I/N" -> (I, N) with 0 <= I < N; None -> None; ValueError otherwise."""
+    """ "I/N" -> (I, N) with 0 <= I < N; None -> None; ValueError otherwise."""
     if text is None:
         return None
     try:
@@ -95,14 +98,16 @@ def output_path(image: str | Path, out_dir: str | Path, images: Sequence | None 
 
 # ------------------------------------------------------------------------------ one file
 
-def _classifier_from_bytes(model_bytes: bytes, device: str, precision: str | None,
-                           threads: int | None):
+
+def _classifier_from_bytes(model_bytes: bytes, device: str, precision: str | None, threads: int | None):
     key = (hashlib.sha256(model_bytes).hexdigest(), device, precision)
     classifier = _CLASSIFIERS.get(key)
     if classifier is None:
         import torch
+
         from .inference import Classifier
         from .modelfile import load_model
+
         if threads:
             torch.set_num_threads(int(threads))
         with tempfile.TemporaryDirectory() as folder:
@@ -110,17 +115,24 @@ def _classifier_from_bytes(model_bytes: bytes, device: str, precision: str | Non
             path.write_bytes(model_bytes)
             model, meta = load_model(path, device="cpu")
         classifier = Classifier(model, meta, device=device, precision=precision)
-        _CLASSIFIERS.clear()                      # one model per worker at a time
+        _CLASSIFIERS.clear()  # one model per worker at a time
         _CLASSIFIERS[key] = classifier
     return classifier
 
 
-def predict_one(classifier, image: str | Path, out: str | Path, *, stride: int | None = None,
-                foreground_only: bool = False) -> int:
+def predict_one(
+    classifier,
+    image: str | Path,
+    out: str | Path,
+    *,
+    stride: int | None = None,
+    foreground_only: bool = False,
+) -> int:
     """Classify one file and write its CSV atomically; returns the number of tiles."""
     from . import io
     from .channels import model_channel_indices
     from .tables import write_predictions_csv
+
     image = Path(image)
     data = io.read_image(image)
     cyx, names = io.to_cyx(data)
@@ -136,27 +148,51 @@ def _task(model_bytes: bytes, image: str, out: str, options: dict) -> FileResult
     start = time.perf_counter()
     worker = f"{os.uname().nodename}:{os.getpid()}" if hasattr(os, "uname") else str(os.getpid())
     try:
-        classifier = _classifier_from_bytes(model_bytes, options.get("device", "cpu"),
-                                            options.get("precision", "fp32"),
-                                            options.get("threads"))
-        n = predict_one(classifier, image, out, stride=options.get("stride"),
-                        foreground_only=options.get("foreground_only", False))
-        return FileResult(str(image), str(out), "done", n, time.perf_counter() - start,
-                          worker=worker)
-    except Exception as error:          # one bad file must not stop the others
-        return FileResult(str(image), str(out), "failed", 0, time.perf_counter() - start,
-                          f"{type(error).__name__}: {error}", worker)
+        classifier = _classifier_from_bytes(
+            model_bytes,
+            options.get("device", "cpu"),
+            options.get("precision", "fp32"),
+            options.get("threads"),
+        )
+        n = predict_one(
+            classifier,
+            image,
+            out,
+            stride=options.get("stride"),
+            foreground_only=options.get("foreground_only", False),
+        )
+        return FileResult(str(image), str(out), "done", n, time.perf_counter() - start, worker=worker)
+    except Exception as error:  # one bad file must not stop the others
+        return FileResult(
+            str(image),
+            str(out),
+            "failed",
+            0,
+            time.perf_counter() - start,
+            f"{type(error).__name__}: {error}",
+            worker,
+        )
 
 
 # ------------------------------------------------------------------------------ many files
 
-def predict_files(model: str | Path, images: Sequence, out_dir: str | Path, *,
-                  workers: int | None = None, scheduler: str | None = None,
-                  shard: tuple[int, int] | str | None = None, stride: int | None = None,
-                  foreground_only: bool = False, device: str = "cpu",
-                  precision: str | None = "fp32", threads_per_worker: int = 1,
-                  overwrite: bool = False, on_result: Callable[[FileResult], None] | None = None
-                  ) -> RunSummary:
+
+def predict_files(
+    model: str | Path,
+    images: Sequence,
+    out_dir: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    shard: tuple[int, int] | str | None = None,
+    stride: int | None = None,
+    foreground_only: bool = False,
+    device: str = "cpu",
+    precision: str | None = "fp32",
+    threads_per_worker: int = 1,
+    overwrite: bool = False,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> RunSummary:
     """Classify every image into out_dir/<stem>.csv; see the module docstring.
 
     workers=None/0 and no scheduler: in this process. workers=N: a LocalCluster of N worker
@@ -183,8 +219,13 @@ def predict_files(model: str | Path, images: Sequence, out_dir: str | Path, *,
                 on_result(result)
         else:
             todo.append((path, out))
-    options = dict(stride=stride, foreground_only=foreground_only, device=device,
-                   precision=precision, threads=threads_per_worker)
+    options = dict(
+        stride=stride,
+        foreground_only=foreground_only,
+        device=device,
+        precision=precision,
+        threads=threads_per_worker,
+    )
     model_bytes = model.read_bytes()
 
     def record(result: FileResult) -> None:
@@ -202,10 +243,19 @@ def predict_files(model: str | Path, images: Sequence, out_dir: str | Path, *,
             # Once per worker, not once per task: the tasks take a reference to this future.
             model_future = client.scatter(model_bytes, broadcast=True, hash=True)
             from distributed import as_completed
-            futures = [client.submit(_task, model_future, str(path), str(out), options,
-                                     key=f"cellclf-predict-{out.name}-{time.time_ns()}",
-                                     pure=False)
-                       for path, out in todo]
+
+            futures = [
+                client.submit(
+                    _task,
+                    model_future,
+                    str(path),
+                    str(out),
+                    options,
+                    key=f"cellclf-predict-{out.name}-{time.time_ns()}",
+                    pure=False,
+                )
+                for path, out in todo
+            ]
             for future in as_completed(futures):
                 record(future.result())
     summary.seconds = time.perf_counter() - started
@@ -219,21 +269,28 @@ class _client:
         try:
             import distributed  # noqa: F401
         except ImportError as error:
-            raise RuntimeError("dask.distributed is needed for workers/scheduler: "
-                               "pip install 'napari-cellclf[distributed]'") from error
+            raise RuntimeError(
+                "dask.distributed is needed for workers/scheduler: pip install 'napari-cellclf[distributed]'"
+            ) from error
         self.workers, self.scheduler, self.threads = workers, scheduler, threads
         self.cluster = None
 
     def __enter__(self):
         from distributed import Client, LocalCluster
+
         if self.scheduler is not None:
             self.client = Client(self.scheduler, timeout="30s")
         else:
             # Each worker a process with its own torch threads; loopback only, no dashboard.
-            self.cluster = LocalCluster(n_workers=int(self.workers), threads_per_worker=1,
-                                        processes=True, host="127.0.0.1",
-                                        dashboard_address=None, silence_logs=40,
-                                        env={"OMP_NUM_THREADS": str(self.threads)})
+            self.cluster = LocalCluster(
+                n_workers=int(self.workers),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=40,
+                env={"OMP_NUM_THREADS": str(self.threads)},
+            )
             self.client = Client(self.cluster)
         return self.client
 
@@ -246,10 +303,12 @@ class _client:
 
 # ------------------------------------------------------------------------------ merge
 
+
 def merge_csvs(inputs: Sequence, out: str | Path) -> int:
     """Join per-file prediction CSVs (same columns, in the same order) into one, atomically;
     returns the number of rows. ValueError when the headers differ."""
     from ._files import atomic_write
+
     header: list[str] | None = None
     rows: list[list[str]] = []
     for path in sorted(Path(p) for p in inputs):

@@ -22,6 +22,7 @@ Definitions (K = number of classes that have at least one true tile in the evalu
 `dihedral_agreement` measures rotation/flip consistency; `evaluate` predicts a labelled TileDataset
 through an inference.Classifier and returns the metrics with the probabilities.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,14 +42,14 @@ class ClassificationMetrics:
     n: int
     accuracy: float | None
     balanced_accuracy: float | None
-    chance: float | None                 # 1/K (K = classes present in the truth)
-    majority: float | None               # share of the largest true class
+    chance: float | None  # 1/K (K = classes present in the truth)
+    majority: float | None  # share of the largest true class
     balanced_accuracy_interval: tuple[float, float] | None
     accuracy_interval: tuple[float, float] | None
     better_than_chance: bool
     accuracy_above_majority: bool
-    confusion: np.ndarray                # (K, K) int64, rows = true class, columns = predicted
-    per_class: dict[str, dict]           # name -> precision, recall, f1, support, predicted
+    confusion: np.ndarray  # (K, K) int64, rows = true class, columns = predicted
+    per_class: dict[str, dict]  # name -> precision, recall, f1, support, predicted
     verdict: str | None
     mean_confidence: float | None = None
     log_loss: float | None = None
@@ -65,22 +66,27 @@ class ClassificationMetrics:
         """Share of tiles predicted as each class (a model calling nearly everything one class
         shows here even when its accuracy looks fine)."""
         counts = self.confusion.sum(axis=0)
-        return {name: (float(counts[k] / self.n) if self.n else 0.0)
-                for k, name in enumerate(self.class_names)}
+        return {
+            name: (float(counts[k] / self.n) if self.n else 0.0) for k, name in enumerate(self.class_names)
+        }
 
     def summary(self) -> str:
         """One line: accuracy beside balanced accuracy and chance."""
         if not self.n:
             return "no labelled tiles evaluated"
         low, high = self.balanced_accuracy_interval
-        return (f"accuracy {self.accuracy:.3f} (majority class {self.majority:.3f}), "
-                f"balanced accuracy {self.balanced_accuracy:.3f} "
-                f"(95% interval {low:.3f}-{high:.3f}; chance {self.chance:.3f}) on {self.n} tiles")
+        return (
+            f"accuracy {self.accuracy:.3f} (majority class {self.majority:.3f}), "
+            f"balanced accuracy {self.balanced_accuracy:.3f} "
+            f"(95% interval {low:.3f}-{high:.3f}; chance {self.chance:.3f}) on {self.n} tiles"
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready (plain Python numbers and lists)."""
+
         def interval(value):
             return None if value is None else [float(value[0]), float(value[1])]
+
         return {
             "n": int(self.n),
             "classes": list(self.class_names),
@@ -90,7 +96,7 @@ class ClassificationMetrics:
             "chance_definition": "1/K for balanced accuracy (K = classes present in the labels)",
             "majority": self.majority,
             "majority_definition": "share of the largest true class: what always guessing it scores "
-                                   "as plain accuracy",
+            "as plain accuracy",
             "balanced_accuracy_interval": interval(self.balanced_accuracy_interval),
             "accuracy_interval": interval(self.accuracy_interval),
             "interval_confidence": CONFIDENCE,
@@ -117,11 +123,13 @@ def wilson_interval(hits: int, n: int, confidence: float = CONFIDENCE) -> tuple[
 
 def _normal_quantile(q: float) -> float:
     from scipy.stats import norm
+
     return float(norm.ppf(q))
 
 
-def balanced_accuracy_interval(confusion: np.ndarray, confidence: float = CONFIDENCE,
-                               draws: int = _DRAWS, seed: int = _SEED) -> tuple[float, float]:
+def balanced_accuracy_interval(
+    confusion: np.ndarray, confidence: float = CONFIDENCE, draws: int = _DRAWS, seed: int = _SEED
+) -> tuple[float, float]:
     """Central interval of the balanced accuracy: mean over present classes of Jeffreys-posterior
     draws of each recall (deterministic for a given confusion matrix)."""
     confusion = np.asarray(confusion)
@@ -139,8 +147,12 @@ def balanced_accuracy_interval(confusion: np.ndarray, confidence: float = CONFID
     return float(min(low, observed)), float(max(high, observed))
 
 
-def classification_metrics(truth: Sequence[int], predicted: Sequence[int], class_names: Sequence[str],
-                           probabilities: np.ndarray | None = None) -> ClassificationMetrics:
+def classification_metrics(
+    truth: Sequence[int],
+    predicted: Sequence[int],
+    class_names: Sequence[str],
+    probabilities: np.ndarray | None = None,
+) -> ClassificationMetrics:
     """Metrics of predicted vs true class indices (0..K-1). `probabilities` (N, K), optional,
     adds the mean confidence and the log loss and is kept on the result (for galleries)."""
     class_names = [str(name) for name in class_names]
@@ -153,8 +165,10 @@ def classification_metrics(truth: Sequence[int], predicted: Sequence[int], class
         raise ValueError(f"{len(truth)} true classes but {len(predicted)} predictions")
     for name, values in (("truth", truth), ("predicted", predicted)):
         if values.size and (values.min() < 0 or values.max() >= k):
-            raise ValueError(f"{name} holds class indices outside 0..{k - 1} "
-                             f"({len(class_names)} classes: {', '.join(class_names)})")
+            raise ValueError(
+                f"{name} holds class indices outside 0..{k - 1} "
+                f"({len(class_names)} classes: {', '.join(class_names)})"
+            )
     if probabilities is not None:
         probabilities = np.asarray(probabilities, dtype=np.float64)
         if probabilities.shape != (len(truth), k):
@@ -170,12 +184,18 @@ def classification_metrics(truth: Sequence[int], predicted: Sequence[int], class
         hit = int(confusion[i, i])
         precision = hit / predicted_counts[i] if predicted_counts[i] else None
         recall = hit / support[i] if support[i] else None
-        f1 = (2 * precision * recall / (precision + recall)
-              if precision is not None and recall is not None and precision + recall > 0 else
-              (0.0 if precision is not None and recall is not None else None))
-        per_class[name] = {"precision": _float(precision), "recall": _float(recall),
-                           "f1": _float(f1), "support": int(support[i]),
-                           "predicted": int(predicted_counts[i])}
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if precision is not None and recall is not None and precision + recall > 0
+            else (0.0 if precision is not None and recall is not None else None)
+        )
+        per_class[name] = {
+            "precision": _float(precision),
+            "recall": _float(recall),
+            "f1": _float(f1),
+            "support": int(support[i]),
+            "predicted": int(predicted_counts[i]),
+        }
 
     mean_confidence = log_loss = None
     if probabilities is not None and n:
@@ -185,9 +205,21 @@ def classification_metrics(truth: Sequence[int], predicted: Sequence[int], class
 
     if n == 0:
         return ClassificationMetrics(
-            class_names, 0, None, None, None, None, None, None, False, False, confusion, per_class,
+            class_names,
+            0,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            False,
+            False,
+            confusion,
+            per_class,
             "No labelled tiles were evaluated, so nothing is known about this model's accuracy.",
-            probabilities=probabilities)
+            probabilities=probabilities,
+        )
 
     present = support > 0
     n_present = int(present.sum())
@@ -199,14 +231,37 @@ def classification_metrics(truth: Sequence[int], predicted: Sequence[int], class
     acc_interval = wilson_interval(int(np.trace(confusion)), n)
     better = n_present >= 2 and ba_interval[0] > chance
     above_majority = acc_interval[0] > majority
-    verdict = _verdict(n, n_present, balanced, ba_interval, chance, accuracy, majority,
-                       predicted_counts, class_names) if not better else None
-    warnings = _warnings(n, accuracy, acc_interval, majority, support, predicted_counts,
-                         class_names) if better else []
+    verdict = (
+        _verdict(
+            n, n_present, balanced, ba_interval, chance, accuracy, majority, predicted_counts, class_names
+        )
+        if not better
+        else None
+    )
+    warnings = (
+        _warnings(n, accuracy, acc_interval, majority, support, predicted_counts, class_names)
+        if better
+        else []
+    )
     return ClassificationMetrics(
-        class_names, n, accuracy, balanced, chance, majority, ba_interval, acc_interval,
-        bool(better), bool(above_majority), confusion, per_class, verdict, mean_confidence,
-        log_loss, probabilities, warnings)
+        class_names,
+        n,
+        accuracy,
+        balanced,
+        chance,
+        majority,
+        ba_interval,
+        acc_interval,
+        bool(better),
+        bool(above_majority),
+        confusion,
+        per_class,
+        verdict,
+        mean_confidence,
+        log_loss,
+        probabilities,
+        warnings,
+    )
 
 
 # A class is "predicted far more often than it occurs" at >= 30 % of the tiles and more than
@@ -214,22 +269,23 @@ def classification_metrics(truth: Sequence[int], predicted: Sequence[int], class
 OVERCALL_SHARE = 0.3
 
 
-def _warnings(n, accuracy, acc_interval, majority, support, predicted_counts, class_names
-              ) -> list[str]:
+def _warnings(n, accuracy, acc_interval, majority, support, predicted_counts, class_names) -> list[str]:
     warnings = []
     if acc_interval[1] < majority:
         largest = class_names[int(np.argmax(support))]
         warnings.append(
             f"Its accuracy of {accuracy:.1%} is below the {majority:.1%} that always guessing "
             f"the largest class ('{largest}') would score: it is better than chance class by "
-            "class (balanced accuracy), but the overall counts it gives are not to be trusted.")
+            "class (balanced accuracy), but the overall counts it gives are not to be trusted."
+        )
     for k, name in enumerate(class_names):
         predicted_share, true_share = predicted_counts[k] / n, support[k] / n
         if predicted_share >= OVERCALL_SHARE and predicted_share > 2 * true_share + 0.1:
             warnings.append(
                 f"It calls {predicted_share:.0%} of the tiles '{name}', which are "
                 f"{true_share:.1%} of the labelled tiles: class fractions it reports for "
-                f"'{name}' would be far too high.")
+                f"'{name}' would be far too high."
+            )
     return warnings
 
 
@@ -237,26 +293,34 @@ def _float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def _verdict(n, n_present, balanced, interval, chance, accuracy, majority, predicted_counts,
-             class_names) -> str:
+def _verdict(
+    n, n_present, balanced, interval, chance, accuracy, majority, predicted_counts, class_names
+) -> str:
     if n_present < 2:
-        return (f"Only one class has labelled tiles here ({n} tiles), so it cannot be told whether "
-                "the model is better than chance; evaluate it on data with at least two classes.")
+        return (
+            f"Only one class has labelled tiles here ({n} tiles), so it cannot be told whether "
+            "the model is better than chance; evaluate it on data with at least two classes."
+        )
     low, high = interval
-    sentence = (f"Not clearly better than chance: balanced accuracy {balanced:.1%} "
-                f"(95% interval {low:.1%}-{high:.1%}, {n} tiles) does not exceed the chance "
-                f"level {chance:.1%} for {n_present} classes")
+    sentence = (
+        f"Not clearly better than chance: balanced accuracy {balanced:.1%} "
+        f"(95% interval {low:.1%}-{high:.1%}, {n} tiles) does not exceed the chance "
+        f"level {chance:.1%} for {n_present} classes"
+    )
     top = int(np.argmax(predicted_counts))
     share = predicted_counts[top] / n
     if share >= 0.8 and len(class_names) > 1:
         sentence += f"; it calls {share:.0%} of the tiles '{class_names[top]}'"
     if accuracy > chance + 0.05 and accuracy <= majority + 0.02:
-        sentence += (f"; its accuracy of {accuracy:.1%} is no better than always guessing the "
-                     f"largest class ({majority:.1%})")
+        sentence += (
+            f"; its accuracy of {accuracy:.1%} is no better than always guessing the "
+            f"largest class ({majority:.1%})"
+        )
     return sentence + ". Do not trust its classifications."
 
 
 # ------------------------------------------------------------------------------ model-level checks
+
 
 def dihedral_transform(tiles: np.ndarray, op: int) -> np.ndarray:
     """One of the 8 symmetries of the square on (..., T, T): rotate by 90 deg x (op & 3), then
@@ -270,8 +334,9 @@ def dihedral_transform(tiles: np.ndarray, op: int) -> np.ndarray:
 def dihedral_predictions(classifier, raw_tiles: np.ndarray) -> np.ndarray:
     """(8, N) predicted class of every tile under each dihedral transform (op 0 = as given)."""
     raw_tiles = np.asarray(raw_tiles)
-    return np.stack([classifier.predict_tiles(dihedral_transform(raw_tiles, op)).argmax(axis=1)
-                     for op in range(8)])
+    return np.stack(
+        [classifier.predict_tiles(dihedral_transform(raw_tiles, op)).argmax(axis=1) for op in range(8)]
+    )
 
 
 def dihedral_agreement(classifier, raw_tiles: np.ndarray) -> float | None:
@@ -288,9 +353,9 @@ def dihedral_agreement(classifier, raw_tiles: np.ndarray) -> float | None:
 @dataclass
 class Evaluation:
     metrics: ClassificationMetrics
-    probabilities: np.ndarray     # (N, K) in the model's class order
-    truth: np.ndarray             # (N,) true class indices in the model's class order
-    predicted: np.ndarray         # (N,)
+    probabilities: np.ndarray  # (N, K) in the model's class order
+    truth: np.ndarray  # (N,) true class indices in the model's class order
+    predicted: np.ndarray  # (N,)
 
 
 def model_labels(dataset, class_names: Sequence[str]) -> np.ndarray:
@@ -300,12 +365,18 @@ def model_labels(dataset, class_names: Sequence[str]) -> np.ndarray:
     counts = dataset.class_counts()
     unknown = [name for name in dataset.class_names if name not in names and counts.get(name)]
     if unknown:
-        raise ValueError(f"the data has tiles of class(es) {', '.join(map(repr, unknown))} that "
-                         f"the model does not know (its classes: {', '.join(names)})")
-    mapping = np.array([names.index(name) if name in names else -1
-                        for name in dataset.class_names], dtype=np.int64)
-    return mapping[np.asarray(dataset.labels, dtype=np.int64)] if len(dataset.labels) \
+        raise ValueError(
+            f"the data has tiles of class(es) {', '.join(map(repr, unknown))} that "
+            f"the model does not know (its classes: {', '.join(names)})"
+        )
+    mapping = np.array(
+        [names.index(name) if name in names else -1 for name in dataset.class_names], dtype=np.int64
+    )
+    return (
+        mapping[np.asarray(dataset.labels, dtype=np.int64)]
+        if len(dataset.labels)
         else np.zeros(0, dtype=np.int64)
+    )
 
 
 def evaluate(classifier, dataset, chunk: int = 1024, on_progress=None) -> Evaluation:
@@ -366,10 +437,12 @@ def summary_line(document: dict) -> str:
         return "no labelled tiles evaluated"
     interval = document.get("balanced_accuracy_interval")
     shown = f"95% interval {_pct(interval[0])}-{_pct(interval[1])}; " if interval else ""
-    return (f"accuracy {_pct(document.get('accuracy'))} (majority class "
-            f"{_pct(document.get('majority'))}), balanced accuracy "
-            f"{_pct(document.get('balanced_accuracy'))} ({shown}chance "
-            f"{_pct(document.get('chance'))}) on {document['n']} tiles")
+    return (
+        f"accuracy {_pct(document.get('accuracy'))} (majority class "
+        f"{_pct(document.get('majority'))}), balanced accuracy "
+        f"{_pct(document.get('balanced_accuracy'))} ({shown}chance "
+        f"{_pct(document.get('chance'))}) on {document['n']} tiles"
+    )
 
 
 def format_metrics(document: dict) -> list[str]:
@@ -377,10 +450,13 @@ def format_metrics(document: dict) -> list[str]:
     clearly better than chance), per-class precision/recall/support and the confusion matrix."""
     lines = [summary_line(document)]
     cautions = document.get("warnings") or []
-    lines.append(f"verdict: {document['verdict']}" if document.get("verdict") else
-                 "better than chance (95% interval of balanced accuracy above chance), but:"
-                 if cautions else
-                 "clearly better than chance (95% interval of balanced accuracy above chance)")
+    lines.append(
+        f"verdict: {document['verdict']}"
+        if document.get("verdict")
+        else "better than chance (95% interval of balanced accuracy above chance), but:"
+        if cautions
+        else "clearly better than chance (95% interval of balanced accuracy above chance)"
+    )
     lines += [f"caution: {w}" for w in cautions]
     names = [str(n) for n in document.get("classes", [])]
     if not names:
@@ -389,9 +465,11 @@ def format_metrics(document: dict) -> list[str]:
     lines.append(f"{'class':<{width}}  precision  recall  support  predicted")
     for name in names:
         row = document.get("per_class", {}).get(name, {})
-        lines.append(f"{name:<{width}}  {_pct(row.get('precision')):>9}  "
-                     f"{_pct(row.get('recall')):>6}  {row.get('support', 0):>7}  "
-                     f"{row.get('predicted', 0):>9}")
+        lines.append(
+            f"{name:<{width}}  {_pct(row.get('precision')):>9}  "
+            f"{_pct(row.get('recall')):>6}  {row.get('support', 0):>7}  "
+            f"{row.get('predicted', 0):>9}"
+        )
     confusion = document.get("confusion") or []
     if confusion:
         lines.append("confusion matrix (rows: true class, columns: predicted):")

@@ -21,6 +21,7 @@ Where the speed comes from (measured numbers: benchmarks/README.md):
   Falls back to eager with a warning if it fails.
 - CSV tables of the results: tables.py; which channels feed the model: channels.py.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,28 +57,34 @@ BACKENDS = ("auto", "onednn", "eager", "compile")
 
 @dataclass
 class InferenceProgress:
-    done: int          # tiles done
+    done: int  # tiles done
     total: int
-    stage: str = "classify"   # "classify" | "explain"
+    stage: str = "classify"  # "classify" | "explain"
 
 
 @dataclass
 class FieldPrediction:
     grid: TileGrid
-    indices: np.ndarray         # (N,) tile indices into grid that were classified (foreground)
-    probabilities: np.ndarray   # (N, K) float32
+    indices: np.ndarray  # (N,) tile indices into grid that were classified (foreground)
+    probabilities: np.ndarray  # (N, K) float32
     class_names: list[str]
-    cancelled: bool = False     # stopped early: only the tiles done so far are in `indices`
+    cancelled: bool = False  # stopped early: only the tiles done so far are in `indices`
 
     @property
-    def predicted(self) -> np.ndarray:    # (N,) int 0..K-1
-        return np.argmax(self.probabilities, axis=1).astype(np.int64) if len(self.indices) \
+    def predicted(self) -> np.ndarray:  # (N,) int 0..K-1
+        return (
+            np.argmax(self.probabilities, axis=1).astype(np.int64)
+            if len(self.indices)
             else np.zeros(0, dtype=np.int64)
+        )
 
     @property
-    def confidence(self) -> np.ndarray:   # (N,) float max probability
-        return np.max(self.probabilities, axis=1).astype(np.float32) if len(self.indices) \
+    def confidence(self) -> np.ndarray:  # (N,) float max probability
+        return (
+            np.max(self.probabilities, axis=1).astype(np.float32)
+            if len(self.indices)
             else np.zeros(0, dtype=np.float32)
+        )
 
     def class_map(self) -> np.ndarray:
         """(H, W) uint8/uint16 label image: class k -> k+1, unclassified pixels 0."""
@@ -87,8 +94,9 @@ class FieldPrediction:
 
     def confidence_map(self) -> np.ndarray:
         """(H, W) float32 confidence of each pixel's tile; 0 where unclassified."""
-        return tile_values_to_map(self.confidence, self.grid, self.indices,
-                                  fill=np.float32(0)).astype(np.float32)
+        return tile_values_to_map(self.confidence, self.grid, self.indices, fill=np.float32(0)).astype(
+            np.float32
+        )
 
     def table(self) -> dict[str, np.ndarray]:
         """Columns, one row per classified tile: index, row, col, y, x, class (1-based label value),
@@ -116,9 +124,10 @@ class FieldPrediction:
 @dataclass
 class PreparedField:
     """A field checked against the model and normalised once, ready to be cut into batches."""
+
     grid: TileGrid
-    indices: np.ndarray         # tiles to process (all, or the foreground ones)
-    field: np.ndarray           # (C, Y, X): normalised float32 (dataset mode) or raw (per-tile)
+    indices: np.ndarray  # tiles to process (all, or the foreground ones)
+    field: np.ndarray  # (C, Y, X): normalised float32 (dataset mode) or raw (per-tile)
     normalization: Normalization
 
     def tiles(self, which: np.ndarray) -> np.ndarray:
@@ -138,9 +147,15 @@ class Classifier:
     and converted in place (device, channels_last, eval mode); the oneDNN backend keeps its own
     packed copy of the weights, so make a new Classifier after changing them."""
 
-    def __init__(self, model: nn.Module, meta: ModelMeta, device: str = "auto",
-                 batch_size: int | None = None, backend: str = "auto",
-                 precision: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: ModelMeta,
+        device: str = "auto",
+        batch_size: int | None = None,
+        backend: str = "auto",
+        precision: str | None = None,
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.meta = meta
@@ -166,19 +181,28 @@ class Classifier:
             if net is not None:
                 self._net, self.backend = net, "onednn"
         if backend == "onednn" and self.backend != "onednn":
-            warnings.warn("the oneDNN backend does not apply here (not a CPU, no oneDNN, or a "
-                          "model of another shape); running the model in eager PyTorch",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "the oneDNN backend does not apply here (not a CPU, no oneDNN, or a "
+                "model of another shape); running the model in eager PyTorch",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self._fp32_net = self._net
         self.set_precision(precision)
 
     @classmethod
-    def from_file(cls, path, device: str = "auto", batch_size: int | None = None,
-                  backend: str = "auto", precision: str | None = None) -> "Classifier":
+    def from_file(
+        cls,
+        path,
+        device: str = "auto",
+        batch_size: int | None = None,
+        backend: str = "auto",
+        precision: str | None = None,
+    ) -> "Classifier":
         from .modelfile import load_model
+
         model, meta = load_model(path, device="cpu")
-        return cls(model, meta, device=device, batch_size=batch_size, backend=backend,
-                   precision=precision)
+        return cls(model, meta, device=device, batch_size=batch_size, backend=backend, precision=precision)
 
     def set_precision(self, precision: str | None = None, probe=None) -> str:
         """Choose fp32 or bf16 (precision.py: "auto" = bf16 where the hardware has it and a
@@ -186,10 +210,11 @@ class Classifier:
         (N, C, T, T) tiles to decide on (default: a seeded synthetic batch). Returns the choice,
         also in `self.precision`, with the evidence in `self.precision_report`."""
         from . import precision as precision_module
+
         net, gradient_net, report = precision_module.select(self, precision, probe)
         self._net = self._fp32_net if net is None else net
         self._gradient_net = gradient_net
-        self._dense_plan: Any = None          # dense.DensePlan, False (cannot), None (not asked)
+        self._dense_plan: Any = None  # dense.DensePlan, False (cannot), None (not asked)
         self.precision_report = report
         self.precision = report.precision
         return self.precision
@@ -199,6 +224,7 @@ class Classifier:
         """How dense.py evaluates this net over whole fields (None: it cannot; per-tile then)."""
         if self._dense_plan is None:
             from .dense import plan_for
+
             self._dense_plan = plan_for(self) or False
         return self._dense_plan or None
 
@@ -222,17 +248,19 @@ class Classifier:
             if isinstance(output, torch.Tensor):
                 largest = max(largest, output.element_size() * output.numel())
 
-        hooks = [m.register_forward_hook(record) for m in self.model.modules()
-                 if next(m.children(), None) is None]
+        hooks = [
+            m.register_forward_hook(record) for m in self.model.modules() if next(m.children(), None) is None
+        ]
         try:
-            probe = torch.zeros(1, self.in_channels, self.tile_size, self.tile_size,
-                                device=self.device).contiguous(memory_format=torch.channels_last)
+            probe = torch.zeros(
+                1, self.in_channels, self.tile_size, self.tile_size, device=self.device
+            ).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 self.model(probe)
         finally:
             for hook in hooks:
                 hook.remove()
-        return max(largest, 4 * self.in_channels * self.tile_size ** 2)
+        return max(largest, 4 * self.in_channels * self.tile_size**2)
 
     def _batch_size_for_memory(self) -> int:
         budget = CPU_ACTIVATION_BUDGET if self.device.type == "cpu" else GPU_ACTIVATION_BUDGET
@@ -245,22 +273,25 @@ class Classifier:
         try:
             # freezing: weights become constants that inductor pre-packs for oneDNN (inference).
             compiled = torch.compile(self.model, dynamic=False, options={"freezing": True})
-            probe = torch.zeros(self.batch_size, self.in_channels, self.tile_size, self.tile_size,
-                                device=self.device).contiguous(memory_format=torch.channels_last)
+            probe = torch.zeros(
+                self.batch_size, self.in_channels, self.tile_size, self.tile_size, device=self.device
+            ).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                compiled(probe)          # compile now, so that a failure is caught here
+                compiled(probe)  # compile now, so that a failure is caught here
             self._net, self.backend = compiled, "compile"
-        except Exception as exc:      # no C++ compiler, unsupported platform...: eager works
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); "
-                          "running the model uncompiled", RuntimeWarning, stacklevel=3)
+        except Exception as exc:  # no C++ compiler, unsupported platform...: eager works
+            warnings.warn(
+                f"torch.compile failed ({type(exc).__name__}: {exc}); running the model uncompiled",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
         """Normalised (N, C, T, T) float32 tiles -> channels_last tensor on the model's device."""
         tensor = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
         if self.device.type == "cuda":
-            tensor = tensor.pin_memory()   # page-locked: the copy overlaps with GPU work
-        return tensor.to(self.device, non_blocking=True).contiguous(
-            memory_format=torch.channels_last)
+            tensor = tensor.pin_memory()  # page-locked: the copy overlaps with GPU work
+        return tensor.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
     def _autocast(self):
         """Mixed precision on CUDA (bf16 where supported, else fp16): probabilities only need
@@ -277,7 +308,7 @@ class Classifier:
         inputs = self.to_tensor(tiles)
         with torch.inference_mode(), self._autocast():
             if self.backend == "compile" and len(inputs) != self.batch_size:
-                logits = self.model(inputs)     # odd last batch: don't recompile for its shape
+                logits = self.model(inputs)  # odd last batch: don't recompile for its shape
             else:
                 logits = self._net(inputs)
             probabilities = torch.softmax(logits.float(), dim=1)
@@ -290,8 +321,10 @@ class Classifier:
         image = np.asarray(image_cyx)
         if image.ndim == 2 and self.in_channels == 1:
             image = image[np.newaxis]
-        expected = (f"model expects {self.in_channels} channel{'s' if self.in_channels != 1 else ''}"
-                    f" ({', '.join(self.channel_names)})")
+        expected = (
+            f"model expects {self.in_channels} channel{'s' if self.in_channels != 1 else ''}"
+            f" ({', '.join(self.channel_names)})"
+        )
         if image.ndim != 3:
             raise ValueError(f"{expected} as a (C, Y, X) image; got an image of shape {image.shape}")
         if image.shape[0] != self.in_channels:
@@ -304,9 +337,13 @@ class Classifier:
         check_finite(image, "the image", self.channel_names, error=ValueError)
         return image
 
-    def prepare_field(self, image_cyx: np.ndarray, stride: int | None = None,
-                      foreground_only: bool = False, foreground_channel: int = 0
-                      ) -> PreparedField:
+    def prepare_field(
+        self,
+        image_cyx: np.ndarray,
+        stride: int | None = None,
+        foreground_only: bool = False,
+        foreground_channel: int = 0,
+    ) -> PreparedField:
         """Check the field, lay the tile grid (border='pad', every pixel covered), choose the
         tiles and normalise the field once (dataset-mode normalisation is per pixel, so
         normalising the field equals normalising every tile, without re-doing overlaps)."""
@@ -314,8 +351,10 @@ class Classifier:
         grid = make_grid(image.shape[1:], self.tile_size, stride, border="pad")
         if foreground_only:
             if not 0 <= foreground_channel < image.shape[0]:
-                raise ValueError(f"foreground_channel {foreground_channel} is out of range for "
-                                 f"an image with {image.shape[0]} channels")
+                raise ValueError(
+                    f"foreground_channel {foreground_channel} is out of range for "
+                    f"an image with {image.shape[0]} channels"
+                )
             indices = np.flatnonzero(foreground_tiles(image, grid, channel=foreground_channel))
         else:
             indices = np.arange(grid.n_tiles)
@@ -327,19 +366,26 @@ class Classifier:
         tiles = np.asarray(tiles)
         shape = (self.in_channels, self.tile_size, self.tile_size)
         if tiles.ndim != 4 or tiles.shape[1:] != shape:
-            raise ValueError(f"tiles must be (N, {', '.join(map(str, shape))}) for this model "
-                             f"({', '.join(self.channel_names)}; {self.tile_size} px), "
-                             f"got shape {tiles.shape}")
+            raise ValueError(
+                f"tiles must be (N, {', '.join(map(str, shape))}) for this model "
+                f"({', '.join(self.channel_names)}; {self.tile_size} px), "
+                f"got shape {tiles.shape}"
+            )
         out = np.empty((len(tiles), len(self.class_names)), dtype=np.float32)
         for start in range(0, len(tiles), self.batch_size):
-            batch = self.normalization.apply(tiles[start:start + self.batch_size])
-            out[start:start + len(batch)] = self._probabilities(batch)
+            batch = self.normalization.apply(tiles[start : start + self.batch_size])
+            out[start : start + len(batch)] = self._probabilities(batch)
         return out
 
-    def predict_field(self, image_cyx: np.ndarray, stride: int | None = None,
-                      foreground_only: bool = False, stop: threading.Event | None = None,
-                      foreground_channel: int = 0, dense: bool | None = None
-                      ) -> Generator[InferenceProgress, None, FieldPrediction]:
+    def predict_field(
+        self,
+        image_cyx: np.ndarray,
+        stride: int | None = None,
+        foreground_only: bool = False,
+        stop: threading.Event | None = None,
+        foreground_channel: int = 0,
+        dense: bool | None = None,
+    ) -> Generator[InferenceProgress, None, FieldPrediction]:
         """Tiles with the model's tile size (border='pad' so the whole field is covered).
 
         `dense` (None = when it applies): with stride < tile size, run the convolutions once over
@@ -354,14 +400,15 @@ class Classifier:
         prepared = self.prepare_field(image_cyx, stride, foreground_only, foreground_channel)
         return (yield from self.predict_prepared(prepared, stop, dense))
 
-    def predict_prepared(self, prepared: PreparedField, stop: threading.Event | None = None,
-                         dense: bool | None = None
-                         ) -> Generator[InferenceProgress, None, FieldPrediction]:
+    def predict_prepared(
+        self, prepared: PreparedField, stop: threading.Event | None = None, dense: bool | None = None
+    ) -> Generator[InferenceProgress, None, FieldPrediction]:
         """predict_field for a field already checked and normalised (streaming.py feeds bands
         of a large image through here)."""
         total = len(prepared.indices)
         yield InferenceProgress(0, total)
         from . import dense as dense_module
+
         if dense is not False and dense_module.applies(self, prepared.grid.stride):
             run = dense_module.predict_dense(self, prepared, stop)
             while True:
@@ -371,23 +418,28 @@ class Classifier:
                     probabilities, done = finished.value
                     break
                 yield InferenceProgress(done, total)
-            return FieldPrediction(prepared.grid, prepared.indices[:done], probabilities,
-                                   list(self.class_names), done < total)
+            return FieldPrediction(
+                prepared.grid, prepared.indices[:done], probabilities, list(self.class_names), done < total
+            )
         if dense and prepared.grid.stride < self.tile_size:
-            warnings.warn("dense evaluation does not apply to this model or stride; "
-                          "evaluating tile by tile", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "dense evaluation does not apply to this model or stride; evaluating tile by tile",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         probabilities = np.zeros((total, len(self.class_names)), dtype=np.float32)
         done, cancelled = 0, False
         while done < total:
             if stop is not None and stop.is_set():
                 cancelled = True
                 break
-            which = prepared.indices[done:done + self.batch_size]
-            probabilities[done:done + len(which)] = self._probabilities(prepared.tiles(which))
+            which = prepared.indices[done : done + self.batch_size]
+            probabilities[done : done + len(which)] = self._probabilities(prepared.tiles(which))
             done += len(which)
             yield InferenceProgress(done, total)
-        return FieldPrediction(prepared.grid, prepared.indices[:done], probabilities[:done],
-                               list(self.class_names), cancelled)
+        return FieldPrediction(
+            prepared.grid, prepared.indices[:done], probabilities[:done], list(self.class_names), cancelled
+        )
 
     def predict_field_sync(self, image_cyx: np.ndarray, **kwargs) -> FieldPrediction:
         return drive(self.predict_field(image_cyx, **kwargs))

@@ -17,6 +17,7 @@ How the metadata is found (first match wins):
 PNG and JPEG go through imagecodecs (a declared dependency, the codec library behind tifffile)
 because imageio/Pillow squash 16-bit RGB PNGs to 8 bits.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,7 @@ SUBSAMPLE_SIDE = 1024
 # tifffile log messages that mean the file is cut short or damaged (it otherwise falls back to
 # reading whatever pages it can, which would silently give a partial image).
 _CORRUPTION_HINTS = ("corrupt", "invalid page offset", "truncated", "invalid offset")
-_MICRO_UNITS = {"µm", "μm", "um", "micron", "microns", "micrometer", "micrometre",
-                "\\u00b5m", "\\u03bcm"}
+_MICRO_UNITS = {"µm", "μm", "um", "micron", "microns", "micrometer", "micrometre", "\\u00b5m", "\\u03bcm"}
 
 
 class ImageReadError(ValueError):
@@ -64,14 +64,14 @@ class ImageReadError(ValueError):
 
 @dataclass
 class ImageData:
-    data: Any                      # np.ndarray, np.memmap or a lazy array (dask/zarr) with .shape/.dtype
-    axes: str                      # one letter per dim of `data`, from "TZCYXS", e.g. "YX", "CYX", "YXS", "TZCYX"
+    data: Any  # np.ndarray, np.memmap or a lazy array (dask/zarr) with .shape/.dtype
+    axes: str  # one letter per dim of `data`, from "TZCYXS", e.g. "YX", "CYX", "YXS", "TZCYX"
     path: str
-    channel_names: list[str] | None = None   # one per C (or S for RGB-like samples) when known
-    pixel_size: tuple[float, float] | None = None   # (y, x) physical size of one pixel
-    unit: str | None = None        # e.g. "µm"
+    channel_names: list[str] | None = None  # one per C (or S for RGB-like samples) when known
+    pixel_size: tuple[float, float] | None = None  # (y, x) physical size of one pixel
+    unit: str | None = None  # e.g. "µm"
     significant_bits: int | None = None  # e.g. 12 for 12-bit data in a uint16 container
-    rgb: bool = False              # True for colour photos (PNG/JPEG RGB(A), 8-bit TIFF RGB)
+    rgb: bool = False  # True for colour photos (PNG/JPEG RGB(A), 8-bit TIFF RGB)
     lazy: bool = False
     metadata: dict = field(default_factory=dict)  # anything else worth keeping (flavour, ImageJ info...)
 
@@ -119,9 +119,10 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    return sorted((p for p in folder.iterdir()
-                   if p.is_file() and is_supported(p) and not is_ignored(p)),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and is_supported(p) and not is_ignored(p)),
+        key=lambda p: p.name,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,8 +137,10 @@ def read_image(path: str | Path) -> ImageData:
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
     if not is_supported(path):
-        raise ImageReadError(f"{path}: unsupported file type '{path.suffix}' "
-                             f"(napari-cellclf reads {', '.join(SUPPORTED_SUFFIXES)})")
+        raise ImageReadError(
+            f"{path}: unsupported file type '{path.suffix}' "
+            f"(napari-cellclf reads {', '.join(SUPPORTED_SUFFIXES)})"
+        )
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
     try:
@@ -149,9 +152,8 @@ def read_image(path: str | Path) -> ImageData:
         image.significant_bits = _significant_bits(image)
     except ImageReadError:
         raise
-    except MemoryError as exc:    # a limit above let through more than this machine has
-        raise ImageReadError(f"{path}: not enough memory to read the image ({_first_line(exc)})"
-                             ) from None
+    except MemoryError as exc:  # a limit above let through more than this machine has
+        raise ImageReadError(f"{path}: not enough memory to read the image ({_first_line(exc)})") from None
     except Exception as exc:  # tifffile/imagecodecs errors: one line that names the file
         kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(_suffix(path), "TIFF")
         raise ImageReadError(f"{path}: not a readable {kind} image ({_first_line(exc)})") from exc
@@ -190,7 +192,7 @@ def _read_tiff(path: Path) -> ImageData:
     logger = logging.getLogger("tifffile")
     collector = _LogCollector()
     logger.addHandler(collector)
-    propagate, logger.propagate = logger.propagate, False   # no stray log lines for users
+    propagate, logger.propagate = logger.propagate, False  # no stray log lines for users
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
@@ -202,26 +204,37 @@ def _read_tiff(path: Path) -> ImageData:
             info = _tiff_metadata(tif, series, axes)
             info["n_series"] = len(tif.series)
             page = series.keyframe
-            rgb = (int(page.photometric) == 2 and "S" in axes and "C" not in axes
-                   and series.shape[axes.index("S")] in (3, 4)
-                   and np.dtype(series.dtype) == np.uint8
-                   and not (tif.imagej_metadata or {}).get("channels"))
+            rgb = (
+                int(page.photometric) == 2
+                and "S" in axes
+                and "C" not in axes
+                and series.shape[axes.index("S")] in (3, 4)
+                and np.dtype(series.dtype) == np.uint8
+                and not (tif.imagej_metadata or {}).get("channels")
+            )
             lazy = max(path.stat().st_size, int(series.nbytes)) > LAZY_BYTES
             data = _tiff_data(path, series, lazy)
     finally:
         logger.removeHandler(collector)
         logger.propagate = propagate
     if tuple(data.shape) != tuple(series.shape):
-        data = data.reshape(series.shape)    # memmap of a squeezed series; a view, not a copy
+        data = data.reshape(series.shape)  # memmap of a squeezed series; a view, not a copy
     names = info.pop("channel_names")
     if rgb:
         names = ["red", "green", "blue", "alpha"][: series.shape[axes.index("S")]]
         info["channel_colors"] = None
     data, axes, names = _merge_samples_into_channels(path, data, axes, names, lazy)
-    return ImageData(data=data, axes=axes, path=str(path), channel_names=names,
-                     pixel_size=info.pop("pixel_size"), unit=info.pop("unit"), rgb=rgb,
-                     lazy=isinstance(data, np.memmap) or not isinstance(data, np.ndarray),
-                     metadata=info)
+    return ImageData(
+        data=data,
+        axes=axes,
+        path=str(path),
+        channel_names=names,
+        pixel_size=info.pop("pixel_size"),
+        unit=info.pop("unit"),
+        rgb=rgb,
+        lazy=isinstance(data, np.memmap) or not isinstance(data, np.ndarray),
+        metadata=info,
+    )
 
 
 def _normalise_axes(path: Path, axes: str, shape: tuple[int, ...]) -> str:
@@ -231,9 +244,10 @@ def _normalise_axes(path: Path, axes: str, shape: tuple[int, ...]) -> str:
     if len(generic) > len(free) or len(axes) > len(KNOWN_AXES):
         raise ImageReadError(
             f"{path}: {len(shape)}-D image (axes '{axes}', shape {shape}) has more dimensions "
-            "than napari-cellclf reads (T, Z, C, Y, X and colour samples S)")
+            "than napari-cellclf reads (T, Z, C, Y, X and colour samples S)"
+        )
     letters = list(axes)
-    for i, letter in zip(reversed(generic), reversed(free)):   # innermost generic -> Z
+    for i, letter in zip(reversed(generic), reversed(free)):  # innermost generic -> Z
         letters[i] = letter
     return "".join(letters)
 
@@ -242,22 +256,22 @@ def _check_complete(path: Path, series, log_messages: list[str]) -> None:
     """Truncated/corrupt files: tifffile logs and reads what it can; we refuse instead."""
     hints = [m for m in log_messages if any(h in m.lower() for h in _CORRUPTION_HINTS)]
     if hints:
-        raise ImageReadError(f"{path}: the TIFF is truncated or corrupted "
-                             f"({hints[0].splitlines()[0]})")
+        raise ImageReadError(f"{path}: the TIFF is truncated or corrupted ({hints[0].splitlines()[0]})")
     size = path.stat().st_size
     last = series.pages[-1] if len(series.pages) else None
     if last is None or not hasattr(last, "dataoffsets"):
         return
     ends = [o + n for o, n in zip(last.dataoffsets, last.databytecounts) if n]
     if ends and max(ends) > size:
-        raise ImageReadError(f"{path}: the TIFF is truncated (image data runs to byte "
-                             f"{max(ends)} but the file has {size} bytes)")
+        raise ImageReadError(
+            f"{path}: the TIFF is truncated (image data runs to byte "
+            f"{max(ends)} but the file has {size} bytes)"
+        )
 
 
 def _describe(shape: Sequence[int], dtype, nbytes: int | None = None) -> str:
-    """"100000 x 100000 uint16 (18.6 GiB)": what a file declares, for messages."""
-    nbytes = int(np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize) if nbytes is None \
-        else nbytes
+    """ "100000 x 100000 uint16 (18.6 GiB)": what a file declares, for messages."""
+    nbytes = int(np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize) if nbytes is None else nbytes
     return f"{' x '.join(str(int(n)) for n in shape)} {np.dtype(dtype).name} ({_size(nbytes)})"
 
 
@@ -279,17 +293,19 @@ def _check_declared_size(path: Path, series) -> None:
         raise ImageReadError(
             f"{path}: the metadata declares {len(pages)} planes (shape {tuple(series.shape)}, "
             f"axes {series.axes}) but the file stores only {len(pages) - missing}; "
-            "the file is damaged or its OME-XML is wrong")
+            "the file is damaged or its OME-XML is wrong"
+        )
     page = series.keyframe
     if int(getattr(page, "compression", 1)) == 1:
-        return                      # uncompressed: _check_complete saw the data fit the file
+        return  # uncompressed: _check_complete saw the data fit the file
     declared = int(page.nbytes)
     stored = int(sum(getattr(page, "databytecounts", ()) or ()))
     if declared > RATIO_CHECK_BYTES and declared > MAX_COMPRESSION_RATIO * max(stored, 1):
         raise ImageReadError(
             f"{path}: declares an image of {_describe(page.shape, page.dtype, declared)} per plane "
             f"but stores only {stored} bytes of compressed data for it: not a real image "
-            "(a decompression bomb or a damaged header); refused before reading")
+            "(a decompression bomb or a damaged header); refused before reading"
+        )
 
 
 def _tiff_data(path: Path, series, lazy: bool):
@@ -302,7 +318,7 @@ def _tiff_data(path: Path, series, lazy: bool):
         return tifffile.memmap(path, series=0, mode="r")
     try:
         import zarr
-    except ImportError:           # without zarr a compressed large file can only be read whole
+    except ImportError:  # without zarr a compressed large file can only be read whole
         return series.asarray()
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
     return zarr.open(store, mode="r")
@@ -313,21 +329,24 @@ def _merge_samples_into_channels(path, data, axes, names, lazy):
     if not ("C" in axes and "S" in axes):
         return data, axes, names
     if not isinstance(data, np.ndarray) or lazy:
-        raise ImageReadError(f"{path}: large image with both channel (C) and sample (S) axes "
-                             "is not supported")
+        raise ImageReadError(
+            f"{path}: large image with both channel (C) and sample (S) axes is not supported"
+        )
     c, s = axes.index("C"), axes.index("S")
     data = np.moveaxis(data, s, c + 1 if s > c else c)
     axes = axes.replace("S", "")
     c = axes.index("C")
-    shape = data.shape[:c] + (data.shape[c] * data.shape[c + 1],) + data.shape[c + 2:]
+    shape = data.shape[:c] + (data.shape[c] * data.shape[c + 1],) + data.shape[c + 2 :]
     return data.reshape(shape), axes, None
 
 
 def _tiff_metadata(tif, series, axes: str) -> dict:
-    n_channels = series.shape[axes.index("C")] if "C" in axes else (
-        series.shape[axes.index("S")] if "S" in axes else 1)
-    info: dict = {"channel_names": None, "pixel_size": None, "unit": None,
-                  "channel_colors": None}
+    n_channels = (
+        series.shape[axes.index("C")]
+        if "C" in axes
+        else (series.shape[axes.index("S")] if "S" in axes else 1)
+    )
+    info: dict = {"channel_names": None, "pixel_size": None, "unit": None, "channel_colors": None}
     page = series.keyframe
     if tif.is_ome and tif.ome_metadata:
         info["flavour"] = "ome"
@@ -338,9 +357,14 @@ def _tiff_metadata(tif, series, axes: str) -> dict:
     else:
         info["flavour"] = "shaped" if tif.is_shaped else "plain"
         info["pixel_size"], info["unit"] = _plain_resolution(page)
-    if info["channel_colors"] is None and "S" in axes and "C" not in axes \
-            and int(page.photometric) == 2 and n_channels == 3:
-        info["channel_colors"] = ["red", "green", "blue"]   # RGB-stored fluorescence channels
+    if (
+        info["channel_colors"] is None
+        and "S" in axes
+        and "C" not in axes
+        and int(page.photometric) == 2
+        and n_channels == 3
+    ):
+        info["channel_colors"] = ["red", "green", "blue"]  # RGB-stored fluorescence channels
     return info
 
 
@@ -383,9 +407,13 @@ def _imagej_info(ij: dict, page, axes: str, n_channels: int) -> dict:
         labels = [labels]
     # ImageJ keeps one label per plane (C fastest): they name channels when they repeat with
     # period C, e.g. ["DAPI", "GFP", "DAPI", "GFP", ...] for a Z stack.
-    if isinstance(labels, (list, tuple)) and "S" not in axes and labels \
-            and len(labels) % n_channels == 0 \
-            and all(label == labels[i % n_channels] for i, label in enumerate(labels)):
+    if (
+        isinstance(labels, (list, tuple))
+        and "S" not in axes
+        and labels
+        and len(labels) % n_channels == 0
+        and all(label == labels[i % n_channels] for i, label in enumerate(labels))
+    ):
         out["channel_names"] = [str(label) for label in labels[:n_channels]]
     luts = ij.get("LUTs")
     if luts is not None and len(luts) == n_channels:
@@ -395,8 +423,15 @@ def _imagej_info(ij: dict, page, axes: str, n_channels: int) -> dict:
     return out
 
 
-_LUT_COLORS = {(1, 0, 0): "red", (0, 1, 0): "green", (0, 0, 1): "blue", (1, 0, 1): "magenta",
-               (0, 1, 1): "cyan", (1, 1, 0): "yellow", (1, 1, 1): "gray"}
+_LUT_COLORS = {
+    (1, 0, 0): "red",
+    (0, 1, 0): "green",
+    (0, 0, 1): "blue",
+    (1, 0, 1): "magenta",
+    (0, 1, 1): "cyan",
+    (1, 1, 0): "yellow",
+    (1, 1, 1): "gray",
+}
 
 
 def _lut_color(lut: np.ndarray) -> str | None:
@@ -411,12 +446,12 @@ def _plain_resolution(page) -> tuple[tuple[float, float] | None, str | None]:
     """Pixel size from resolution tags in cm/mm/µm; implausible values are ignored."""
     if "XResolution" not in page.tags:
         return None, None
-    um_per_unit = {3: 1e4, 4: 1e3, 5: 1.0}.get(int(page.resolutionunit))   # cm, mm, µm
+    um_per_unit = {3: 1e4, 4: 1e3, 5: 1.0}.get(int(page.resolutionunit))  # cm, mm, µm
     resolution = page.resolution
     if um_per_unit is None or min(resolution) <= 0:
         return None, None
     size = (um_per_unit / resolution[1], um_per_unit / resolution[0])
-    if not all(1e-3 <= s <= 1e3 for s in size):      # not a microscope pixel
+    if not all(1e-3 <= s <= 1e3 for s in size):  # not a microscope pixel
         return None, None
     return size, "µm"
 
@@ -442,38 +477,50 @@ def _read_png_or_jpeg(path: Path) -> ImageData:
         raise ImageReadError(f"{path}: not a readable {kind} image (no valid {kind} header)")
     (height, width, samples, itemsize), complete = header
     declared = height * width * samples * itemsize
-    what = _describe((height, width) if samples == 1 else (height, width, samples),
-                     np.uint16 if itemsize == 2 else np.uint8, declared)
+    what = _describe(
+        (height, width) if samples == 1 else (height, width, samples),
+        np.uint16 if itemsize == 2 else np.uint8,
+        declared,
+    )
     if height * width > MAX_PHOTO_PIXELS:
         raise ImageReadError(
             f"{path}: declares a {kind} image of {what}; napari-cellclf decodes PNG and JPEG files "
             f"of at most {MAX_PHOTO_PIXELS:,} pixels (16384 x 16384) - save larger images "
-            "as (tiled) TIFF, which opens lazily")
+            "as (tiled) TIFF, which opens lazily"
+        )
     if declared > RATIO_CHECK_BYTES and declared > MAX_COMPRESSION_RATIO * len(raw):
         raise ImageReadError(
             f"{path}: declares a {kind} image of {what} in a file of {len(raw)} bytes: "
-            "not a real image (a decompression bomb or a damaged header); refused before decoding")
+            "not a real image (a decompression bomb or a damaged header); refused before decoding"
+        )
     if not complete:
-        raise ImageReadError(f"{path}: the {kind} is truncated (its image data ends before "
-                             "the end-of-image marker)")
+        raise ImageReadError(
+            f"{path}: the {kind} is truncated (its image data ends before the end-of-image marker)"
+        )
     if kind == "PNG":
         data, flavour = imagecodecs.png_decode(raw), "png"
     else:
         data, flavour = imagecodecs.jpeg8_decode(raw), "jpeg"
     data = np.asarray(data)
     axes, names, rgb = "YX", None, False
-    if data.ndim == 3 and data.shape[-1] in (1, 2):      # grey, grey + alpha: alpha dropped
+    if data.ndim == 3 and data.shape[-1] in (1, 2):  # grey, grey + alpha: alpha dropped
         data = np.ascontiguousarray(data[..., 0])
     elif data.ndim == 3 and data.shape[-1] in (3, 4):
         axes, rgb = "YXS", True
         names = ["red", "green", "blue", "alpha"][: data.shape[-1]]
     elif data.ndim != 2:
         raise ImageReadError(f"{path}: unexpected {flavour.upper()} shape {data.shape}")
-    return ImageData(data=data, axes=axes, path=str(path), channel_names=names, rgb=rgb,
-                     metadata={"flavour": flavour, "n_series": 1, "channel_colors": None})
+    return ImageData(
+        data=data,
+        axes=axes,
+        path=str(path),
+        channel_names=names,
+        rgb=rgb,
+        metadata={"flavour": flavour, "n_series": 1, "channel_colors": None},
+    )
 
 
-_PNG_SAMPLES = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}    # colour type -> decoded samples (palette: RGBA)
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # colour type -> decoded samples (palette: RGBA)
 
 
 def _png_header(raw: bytes):
@@ -499,19 +546,19 @@ def _jpeg_header(raw: bytes):
         if raw[i] != 0xFF:
             return None
         marker = raw[i + 1]
-        if marker == 0xFF:           # fill byte
+        if marker == 0xFF:  # fill byte
             i += 1
             continue
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        length = int.from_bytes(raw[i + 2:i + 4], "big")
+        length = int.from_bytes(raw[i + 2 : i + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 10 <= len(raw):
             precision = raw[i + 4]
-            height = int.from_bytes(raw[i + 5:i + 7], "big")
-            width = int.from_bytes(raw[i + 7:i + 9], "big")
+            height = int.from_bytes(raw[i + 5 : i + 7], "big")
+            width = int.from_bytes(raw[i + 7 : i + 9], "big")
             frame = (height, width, max(1, raw[i + 9]), 2 if precision > 8 else 1)
-        if marker == 0xDA:           # start of scan: the entropy-coded data follows
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
             if frame is None or frame[0] == 0 or frame[1] == 0:
                 return None
             return frame, raw.find(b"\xff\xd9", i + 2 + length) >= 0
@@ -540,8 +587,7 @@ def _significant_bits(image: ImageData) -> int | None:
 # display helpers (used by the reader and sample data; no napari here)
 
 
-def subsample(image: ImageData, channel: int | None = None,
-              max_side: int | None = None) -> np.ndarray:
+def subsample(image: ImageData, channel: int | None = None, max_side: int | None = None) -> np.ndarray:
     """A small numpy sample of the pixels: up to 3 evenly spaced T/Z planes, Y/X strided to at
     most `max_side` pixels, one channel (index on `image.channel_axis`) or all. Reads only that much
     from lazy data. An RGB photo's alpha is left out. `max_side` defaults to SUBSAMPLE_SIDE."""
@@ -572,8 +618,9 @@ def _product(picks: list[list]) -> list[tuple]:
     return out
 
 
-def contrast_limits(image: ImageData, channel: int | None = None,
-                    percentiles: tuple[float, float] = (0.5, 99.8)) -> tuple[float, float]:
+def contrast_limits(
+    image: ImageData, channel: int | None = None, percentiles: tuple[float, float] = (0.5, 99.8)
+) -> tuple[float, float]:
     """Display range from percentiles of a subsample (so 12-bit data in uint16 is not black and
     lazy data is not read whole); always lo < hi. 8-bit RGB photos keep (0, 255)."""
     if image.rgb and np.dtype(image.data.dtype) == np.uint8:
@@ -583,7 +630,7 @@ def contrast_limits(image: ImageData, channel: int | None = None,
     if sample.size == 0:
         return 0.0, 1.0
     lo, hi = (float(v) for v in np.percentile(sample, percentiles))
-    if hi <= lo:        # flat or nearly flat: fall back to the full range of the sample
+    if hi <= lo:  # flat or nearly flat: fall back to the full range of the sample
         lo, hi = float(sample.min()), float(sample.max())
     if hi <= lo:
         hi = lo + 1.0
@@ -594,8 +641,9 @@ def contrast_limits(image: ImageData, channel: int | None = None,
 # to the engine's (C, Y, X)
 
 
-def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
-           plane: dict[str, int] | None = None) -> tuple[np.ndarray, list[str]]:
+def to_cyx(
+    image: ImageData, channels: Sequence[int | str] | None = None, plane: dict[str, int] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """float32 (C, Y, X) array and its channel names ("ch0".. when unknown).
 
     YXS samples become channels; an RGB photo becomes 3 channels. `channels` selects by index or
@@ -606,8 +654,7 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
     plane = {str(k).upper(): v for k, v in (plane or {}).items()}
     unknown = sorted(set(plane) - set("TZ"))
     if unknown:
-        raise ValueError(f"plane: unknown axis {', '.join(unknown)} (only 'T' and 'Z' planes "
-                         "can be chosen)")
+        raise ValueError(f"plane: unknown axis {', '.join(unknown)} (only 'T' and 'Z' planes can be chosen)")
     index: list = []
     for a, n in zip(axes, shape):
         if a not in "TZ":
@@ -615,24 +662,27 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
         elif a in plane:
             k = plane[a]
             if not isinstance(k, (int, np.integer)) or not 0 <= k < n:
-                raise ValueError(f"plane {a}={k!r} is out of range for {image.path} "
-                                 f"({a} has {n} planes: 0..{n - 1})")
+                raise ValueError(
+                    f"plane {a}={k!r} is out of range for {image.path} ({a} has {n} planes: 0..{n - 1})"
+                )
             index.append(int(k))
         elif n == 1:
             index.append(0)
         else:
-            raise ValueError(f"{image.path} has {n} {a} planes (axes {axes}, shape {shape}); "
-                             f"choose one (cellclf: --plane {a}=k with k in 0..{n - 1}; "
-                             f"Python: plane={{'{a}': k}})")
+            raise ValueError(
+                f"{image.path} has {n} {a} planes (axes {axes}, shape {shape}); "
+                f"choose one (cellclf: --plane {a}=k with k in 0..{n - 1}; "
+                f"Python: plane={{'{a}': k}})"
+            )
     rest = "".join(a for a in axes if a not in "TZ")
-    values = math.prod(3 if (a == "S" and image.rgb) else n
-                       for a, n in zip(axes, shape) if a not in "TZ")
+    values = math.prod(3 if (a == "S" and image.rgb) else n for a, n in zip(axes, shape) if a not in "TZ")
     if values > MAX_FIELD_VALUES:
         raise ImageReadError(
             f"{image.path}: one plane of this image holds {values:,} values "
             f"({', '.join(f'{a} {n}' for a, n in zip(axes, shape) if a not in 'TZ')}), "
             f"{_size(values * 4)} as float32; napari-cellclf trains on and classifies at most "
-            f"{MAX_FIELD_VALUES:,} values ({_size(MAX_FIELD_VALUES * 4)}) at once - crop or bin it")
+            f"{MAX_FIELD_VALUES:,} values ({_size(MAX_FIELD_VALUES * 4)}) at once - crop or bin it"
+        )
     array = np.asarray(data[tuple(index)])
     if "S" in rest and image.rgb:
         array = np.take(array, [0, 1, 2], axis=rest.index("S"))
@@ -640,8 +690,7 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
     if channel_letter is None:
         array, rest = array[np.newaxis], "C" + rest
         channel_letter = "C"
-    array = np.moveaxis(array, [rest.index(channel_letter), rest.index("Y"), rest.index("X")],
-                        [0, 1, 2])
+    array = np.moveaxis(array, [rest.index(channel_letter), rest.index("Y"), rest.index("X")], [0, 1, 2])
     n = array.shape[0]
     names = list(image.channel_names or [])[:n]
     if len(names) != n:
@@ -651,15 +700,18 @@ def to_cyx(image: ImageData, channels: Sequence[int | str] | None = None,
     if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
         top = float(np.max(np.abs(array)))
         if top > float(np.finfo(np.float32).max):
-            raise ImageReadError(f"{image.path}: pixel values up to {top:.3g} are beyond the "
-                                 f"float32 range (+-{np.finfo(np.float32).max:.3g}) the engine "
-                                 "works in; rescale the image first")
+            raise ImageReadError(
+                f"{image.path}: pixel values up to {top:.3g} are beyond the "
+                f"float32 range (+-{np.finfo(np.float32).max:.3g}) the engine "
+                "works in; rescale the image first"
+            )
     array = np.ascontiguousarray(array, dtype=np.float32)
     return array, names
 
 
-def check_finite(cyx: np.ndarray, source: str, names: Sequence[str] | None = None,
-                 error: type[Exception] = ImageReadError) -> None:
+def check_finite(
+    cyx: np.ndarray, source: str, names: Sequence[str] | None = None, error: type[Exception] = ImageReadError
+) -> None:
     """`error` (ImageReadError for files) when a (C, Y, X) float field holds NaN or infinite
     pixels. A NaN spreads through normalisation and every convolution it touches, so each tile
     that holds one would be classified (and explained) as garbage without a word; we refuse
@@ -676,11 +728,13 @@ def check_finite(cyx: np.ndarray, source: str, names: Sequence[str] | None = Non
     raise error(
         f"{source}: {bad:,} pixel(s) are NaN or infinite (first at {channel}y {y}, x {x}); "
         "they have no brightness to classify - replace them (e.g. with 0 or the background "
-        "level) first")
+        "level) first"
+    )
 
 
-def select_channels(cyx: np.ndarray, names: Sequence[str], channels: Sequence[int | str] | None
-                    ) -> tuple[np.ndarray, list[str]]:
+def select_channels(
+    cyx: np.ndarray, names: Sequence[str], channels: Sequence[int | str] | None
+) -> tuple[np.ndarray, list[str]]:
     """Pick channels of a (C, Y, X) array by index or name (rules: channels.resolve_channels)."""
     names = list(names)
     if len(names) != cyx.shape[0]:

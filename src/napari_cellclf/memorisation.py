@@ -31,16 +31,17 @@ network can start slowly: on generated puncta/diffuse tiles the 9-conv net sat a
 epochs with true labels before it learnt. WINDOW = 6 still fires before early stopping can end a
 run (epoch 6 at the earliest with a constant learning rate, epoch 10 under the cosine schedule).
 """
+
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-WINDOW = 6             # epochs in a row at chance level -> "learning nothing"
+WINDOW = 6  # epochs in a row at chance level -> "learning nothing"
 MEMORISING_WINDOW = 3  # epochs in a row at chance level with training far above -> "memorising"
-MARGIN = 0.10          # validation balanced accuracy up to chance + MARGIN counts as chance ...
-NOISE_Z = 2.5          # ... or up to 2.5 standard deviations of a guess's balanced accuracy
-GAP = 0.25             # training accuracy this far above validation accuracy = memorising
+MARGIN = 0.10  # validation balanced accuracy up to chance + MARGIN counts as chance ...
+NOISE_Z = 2.5  # ... or up to 2.5 standard deviations of a guess's balanced accuracy
+GAP = 0.25  # training accuracy this far above validation accuracy = memorising
 
 
 def _tail(values: Sequence | None, n: int) -> list[float] | None:
@@ -53,11 +54,19 @@ def _tail(values: Sequence | None, n: int) -> list[float] | None:
     return [float(v) for v in tail]
 
 
-def memorisation_message(train_accuracy: Sequence, val_balanced_accuracy: Sequence,
-                         chance: float, *, run: int, seed: int,
-                         val_accuracy: Sequence | None = None,
-                         val_counts: Sequence[int] | None = None, window: int = WINDOW,
-                         margin: float = MARGIN, gap: float = GAP) -> str | None:
+def memorisation_message(
+    train_accuracy: Sequence,
+    val_balanced_accuracy: Sequence,
+    chance: float,
+    *,
+    run: int,
+    seed: int,
+    val_accuracy: Sequence | None = None,
+    val_counts: Sequence[int] | None = None,
+    window: int = WINDOW,
+    margin: float = MARGIN,
+    gap: float = GAP,
+) -> str | None:
     """The warning, or None. `run` is 0-based (the message says run + 1), `chance` is 1 / the
     number of classes in the validation tiles. `val_accuracy` (plain), when given, is what
     training accuracy is compared with (plain to plain: both splits hold the classes in the same
@@ -78,17 +87,21 @@ def memorisation_message(train_accuracy: Sequence, val_balanced_accuracy: Sequen
     reference = _tail(val_accuracy, short) if val_accuracy is not None else None
     reference = reference if reference is not None else val
     if min(t - v for t, v in zip(train, reference)) >= gap:
-        return (f"{_head(run, seed, epoch, short, val, chance)} while training accuracy reached "
-                f"{train[-1]:.0%}: the network is memorising the training tiles instead of learning "
-                "the classes. Check the labels (mixed up or shuffled?), add more varied training "
-                "data, or keep augmentation on.")
+        return (
+            f"{_head(run, seed, epoch, short, val, chance)} while training accuracy reached "
+            f"{train[-1]:.0%}: the network is memorising the training tiles instead of learning "
+            "the classes. Check the labels (mixed up or shuffled?), add more varied training "
+            "data, or keep augmentation on."
+        )
     val = _tail(val_balanced_accuracy, window)
     if val is None or max(val) > chance + margin:
         return None
-    return (f"{_head(run, seed, epoch, window, val, chance)} and training accuracy is "
-            f"{train[-1]:.0%}: the network is learning nothing that carries over to new tiles. "
-            "Check the labels (mixed up or shuffled?) and that the classes differ visibly in the "
-            "chosen channels.")
+    return (
+        f"{_head(run, seed, epoch, window, val, chance)} and training accuracy is "
+        f"{train[-1]:.0%}: the network is learning nothing that carries over to new tiles. "
+        "Check the labels (mixed up or shuffled?) and that the classes differ visibly in the "
+        "chosen channels."
+    )
 
 
 def guess_spread(val_counts: Sequence[int]) -> float:
@@ -106,5 +119,7 @@ def guess_spread(val_counts: Sequence[int]) -> float:
 
 def _head(run: int, seed: int, epoch: int, window: int, val: list[float], chance: float) -> str:
     span = f"epochs {epoch - window + 1}-{epoch}" if window > 1 else f"epoch {epoch}"
-    return (f"run {run + 1} (seed {seed}): validation accuracy (class-balanced) stayed at chance "
-            f"level in {span} ({min(val):.0%}-{max(val):.0%}, chance {chance:.0%})")
+    return (
+        f"run {run + 1} (seed {seed}): validation accuracy (class-balanced) stayed at chance "
+        f"level in {span} ({min(val):.0%}-{max(val):.0%}, chance {chance:.0%})"
+    )

@@ -19,6 +19,7 @@
   log(mean probability) over the members / the 8 rotations and reflections of the input, so
   softmax(output) is exactly the mean probability and argmax/loss code needs no special case.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,16 @@ _NORMED = dict(filters=(16, 32, 64))
 class TileCNN(nn.Module):
     """Conv blocks with 2x2 max-pooling, an optional adaptive pool, then a dense head."""
 
-    def __init__(self, in_channels: int, n_classes: int, tile_size: int, convs_per_block: int,
-                 filters: tuple[int, ...], head_grid: int, dense: tuple[int, ...]):
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        tile_size: int,
+        convs_per_block: int,
+        filters: tuple[int, ...],
+        head_grid: int,
+        dense: tuple[int, ...],
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -97,8 +106,11 @@ class NormedCNN(nn.Module):
         channels = in_channels
         for width in widths:
             for _ in range(2):
-                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                           nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                ]
                 channels = width
             layers.append(nn.MaxPool2d(2))
         layers.append(nn.AdaptiveAvgPool2d(1))
@@ -183,8 +195,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         i = 0
         while i < len(layers):
             layer = layers[i]
-            if (isinstance(layer, nn.Conv2d) and i + 1 < len(layers)
-                    and isinstance(layers[i + 1], nn.BatchNorm2d)):
+            if (
+                isinstance(layer, nn.Conv2d)
+                and i + 1 < len(layers)
+                and isinstance(layers[i + 1], nn.BatchNorm2d)
+            ):
                 merged.append(_fold(layer, layers[i + 1]))
                 i += 2
             else:
@@ -201,9 +216,17 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                      padding_mode=conv.padding_mode).to(conv.weight.device)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=True,
+        padding_mode=conv.padding_mode,
+    ).to(conv.weight.device)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
@@ -214,8 +237,11 @@ def build_model(architecture: str, in_channels: int, n_classes: int, tile_size: 
     """ValueError for unknown architecture, tile_size < 16, in_channels < 1, n_classes < 2."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-    for name, value, minimum in (("tile_size", tile_size, MIN_TILE_SIZE), ("in_channels", in_channels, 1),
-                                 ("n_classes", n_classes, 2)):
+    for name, value, minimum in (
+        ("tile_size", tile_size, MIN_TILE_SIZE),
+        ("in_channels", in_channels, 1),
+        ("n_classes", n_classes, 2),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if architecture == "batchnorm":
@@ -223,8 +249,9 @@ def build_model(architecture: str, in_channels: int, n_classes: int, tile_size: 
     return TileCNN(in_channels, n_classes, tile_size, **_SPECS[architecture])
 
 
-def build_ensemble(architecture: str, in_channels: int, n_classes: int, tile_size: int,
-                   n_members: int) -> nn.Module:
+def build_ensemble(
+    architecture: str, in_channels: int, n_classes: int, tile_size: int, n_members: int
+) -> nn.Module:
     """One model (n_members == 1) or an Ensemble of n_members fresh models."""
     if n_members == 1:
         return build_model(architecture, in_channels, n_classes, tile_size)
@@ -232,7 +259,7 @@ def build_ensemble(architecture: str, in_channels: int, n_classes: int, tile_siz
 
 
 def choose_device(requested: str = "auto") -> torch.device:
-    """"auto" -> cuda if available else (mps if available) else cpu; "cpu"/"cuda"/"cuda:1"/"gpu"
+    """ "auto" -> cuda if available else (mps if available) else cpu; "cpu"/"cuda"/"cuda:1"/"gpu"
     honoured; asking for cuda without one -> ValueError with a clear message."""
     if isinstance(requested, torch.device):
         requested = str(requested)
@@ -248,13 +275,19 @@ def choose_device(requested: str = "auto") -> torch.device:
     try:
         device = torch.device(text)
     except RuntimeError as exc:
-        raise ValueError(f"device {requested!r} is not understood; use auto, cpu, cuda, cuda:N or mps") from exc
+        raise ValueError(
+            f"device {requested!r} is not understood; use auto, cpu, cuda, cuda:N or mps"
+        ) from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {requested!r} was asked for but this PyTorch sees no CUDA GPU "
-                             "(use device 'auto' or 'cpu')")
+            raise ValueError(
+                f"device {requested!r} was asked for but this PyTorch sees no CUDA GPU "
+                "(use device 'auto' or 'cpu')"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {requested!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) present")
+            raise ValueError(
+                f"device {requested!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) present"
+            )
     elif device.type == "mps":
         if not _mps_available():
             raise ValueError(f"device {requested!r} was asked for but Apple MPS is not available")

@@ -12,6 +12,7 @@
 - Saving writes a temporary file in the same folder, fsyncs, then os.replace()s it: a full disk or
   a crash never leaves a half-written model under the real name (and never deletes the old one).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -52,7 +53,7 @@ _OKABE_ITO = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", 
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 MAX_MEMBERS = 64
-_UNSTORED = "num_batches_tracked"     # BatchNorm's step counter: an integer, unused in eval
+_UNSTORED = "num_batches_tracked"  # BatchNorm's step counter: an integer, unused in eval
 
 
 class ModelFileError(ValueError):
@@ -62,20 +63,22 @@ class ModelFileError(ValueError):
 @dataclass
 class ModelMeta:
     class_names: list[str]
-    class_colors: list[str]            # "#rrggbb", one per class
-    channel_names: list[str]           # channels the model was trained on, in order
+    class_colors: list[str]  # "#rrggbb", one per class
+    channel_names: list[str]  # channels the model was trained on, in order
     tile_size: int
-    architecture: str                  # model.ARCHITECTURES
-    normalization: dict                # data.Normalization.to_dict()
-    channel_indices: list[int] | None = None   # indices into the source image, when known
-    history: dict = field(default_factory=dict)   # training.History as dict (per-run curves, summary, warnings)
+    architecture: str  # model.ARCHITECTURES
+    normalization: dict  # data.Normalization.to_dict()
+    channel_indices: list[int] | None = None  # indices into the source image, when known
+    history: dict = field(
+        default_factory=dict
+    )  # training.History as dict (per-run curves, summary, warnings)
     seed: int | None = None
     package_version: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
     # Training data's pixel size {"y": float, "x": float, "unit": str | None}; None = unknown.
     pixel_size: dict | None = None
-    n_members: int = 1                 # > 1: an ensemble of that many models (averaged probabilities)
+    n_members: int = 1  # > 1: an ensemble of that many models (averaged probabilities)
 
     @property
     def n_classes(self) -> int:
@@ -87,22 +90,24 @@ class ModelMeta:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict (numpy scalars become Python numbers, NaN/inf become None)."""
-        return _json_ready({
-            "format_version": self.format_version,
-            "class_names": list(self.class_names),
-            "class_colors": list(self.class_colors),
-            "channel_names": list(self.channel_names),
-            "channel_indices": None if self.channel_indices is None else list(self.channel_indices),
-            "tile_size": self.tile_size,
-            "architecture": self.architecture,
-            "normalization": dict(self.normalization),
-            "history": dict(self.history),
-            "seed": self.seed,
-            "package_version": self.package_version,
-            "extra": dict(self.extra),
-            "pixel_size": None if self.pixel_size is None else dict(self.pixel_size),
-            "n_members": self.n_members,
-        })
+        return _json_ready(
+            {
+                "format_version": self.format_version,
+                "class_names": list(self.class_names),
+                "class_colors": list(self.class_colors),
+                "channel_names": list(self.channel_names),
+                "channel_indices": None if self.channel_indices is None else list(self.channel_indices),
+                "tile_size": self.tile_size,
+                "architecture": self.architecture,
+                "normalization": dict(self.normalization),
+                "history": dict(self.history),
+                "seed": self.seed,
+                "package_version": self.package_version,
+                "extra": dict(self.extra),
+                "pixel_size": None if self.pixel_size is None else dict(self.pixel_size),
+                "n_members": self.n_members,
+            }
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelMeta":
@@ -111,16 +116,28 @@ class ModelMeta:
             raise ModelFileError(f"metadata must be a JSON object, got {type(d).__name__}")
         if _depth(d) > MAX_METADATA_DEPTH + 1:
             raise ModelFileError(f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
-        missing = [key for key in ("class_names", "class_colors", "channel_names", "tile_size",
-                                   "architecture", "normalization") if key not in d]
+        missing = [
+            key
+            for key in (
+                "class_names",
+                "class_colors",
+                "channel_names",
+                "tile_size",
+                "architecture",
+                "normalization",
+            )
+            if key not in d
+        ]
         if missing:
             raise ModelFileError(f"metadata lacks {', '.join(missing)}")
         format_version = d.get("format_version", FORMAT_VERSION)
         if not _is_int(format_version) or format_version < 1:
             raise ModelFileError(f"format_version must be a positive integer, got {format_version!r}")
         if format_version > FORMAT_VERSION:
-            raise ModelFileError(f"written in model format {format_version} by a newer napari-cellclf "
-                                 f"(this one reads format {FORMAT_VERSION}); update napari-cellclf")
+            raise ModelFileError(
+                f"written in model format {format_version} by a newer napari-cellclf "
+                f"(this one reads format {FORMAT_VERSION}); update napari-cellclf"
+            )
         class_names = _string_list(d["class_names"], "class_names", min_length=2)
         if len(class_names) > MAX_CLASSES:
             raise ModelFileError(f"{len(class_names)} classes; a model has at most {MAX_CLASSES}")
@@ -135,18 +152,26 @@ class ModelMeta:
         channel_names = _string_list(d["channel_names"], "channel_names", min_length=1)
         channel_indices = d.get("channel_indices")
         if channel_indices is not None:
-            if (not isinstance(channel_indices, list) or len(channel_indices) != len(channel_names)
-                    or not all(_is_int(i) and i >= 0 for i in channel_indices)):
-                raise ModelFileError(f"channel_indices must be {len(channel_names)} non-negative "
-                                     f"integers (one per channel), got {channel_indices!r}")
+            if (
+                not isinstance(channel_indices, list)
+                or len(channel_indices) != len(channel_names)
+                or not all(_is_int(i) and i >= 0 for i in channel_indices)
+            ):
+                raise ModelFileError(
+                    f"channel_indices must be {len(channel_names)} non-negative "
+                    f"integers (one per channel), got {channel_indices!r}"
+                )
         tile_size = d["tile_size"]
         if not _is_int(tile_size) or not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
-            raise ModelFileError(f"tile_size must be an integer {MIN_TILE_SIZE}..{MAX_TILE_SIZE}, "
-                                 f"got {tile_size!r}")
+            raise ModelFileError(
+                f"tile_size must be an integer {MIN_TILE_SIZE}..{MAX_TILE_SIZE}, got {tile_size!r}"
+            )
         architecture = d["architecture"]
         if architecture not in ARCHITECTURES and architecture != FEATURES_ARCHITECTURE:
-            raise ModelFileError(f"unknown architecture {architecture!r} (known: "
-                                 f"{', '.join((*ARCHITECTURES, FEATURES_ARCHITECTURE))})")
+            raise ModelFileError(
+                f"unknown architecture {architecture!r} (known: "
+                f"{', '.join((*ARCHITECTURES, FEATURES_ARCHITECTURE))})"
+            )
         normalization = _check_normalization(d["normalization"], len(channel_names))
         history = d.get("history", {}) or {}
         extra = d.get("extra", {}) or {}
@@ -167,12 +192,22 @@ class ModelMeta:
         package_version = d.get("package_version", "")
         if not isinstance(package_version, str):
             raise ModelFileError(f"package_version must be a string, got {package_version!r}")
-        return cls(class_names=class_names, class_colors=class_colors, channel_names=channel_names,
-                   tile_size=tile_size, architecture=architecture, normalization=normalization,
-                   channel_indices=None if channel_indices is None else list(channel_indices),
-                   history=history, seed=seed, package_version=package_version,
-                   format_version=format_version, extra=extra,
-                   pixel_size=_check_pixel_size(d.get("pixel_size")), n_members=n_members)
+        return cls(
+            class_names=class_names,
+            class_colors=class_colors,
+            channel_names=channel_names,
+            tile_size=tile_size,
+            architecture=architecture,
+            normalization=normalization,
+            channel_indices=None if channel_indices is None else list(channel_indices),
+            history=history,
+            seed=seed,
+            package_version=package_version,
+            format_version=format_version,
+            extra=extra,
+            pixel_size=_check_pixel_size(d.get("pixel_size")),
+            n_members=n_members,
+        )
 
 
 def _depth(value) -> int:
@@ -182,7 +217,7 @@ def _depth(value) -> int:
         item, level = stack.pop()
         if isinstance(item, (dict, list)):
             deepest = max(deepest, level)
-            if level > 2 * MAX_METADATA_DEPTH:     # deep enough to refuse: stop looking
+            if level > 2 * MAX_METADATA_DEPTH:  # deep enough to refuse: stop looking
                 return level
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, level + 1) for child in children)
@@ -195,11 +230,12 @@ def _check_cli_record(cli) -> None:
         return
     if not isinstance(cli, dict):
         raise ModelFileError(f"extra.cli must be a JSON object, got {type(cli).__name__}")
-    rules = {"layout": (lambda v: v in ("folders", "labels", "objects"),
-                        "'folders', 'labels' or 'objects'"),
-             "mode": (lambda v: v in ("resize", "tile"), "'resize' or 'tile'"),
-             "stride": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
-             "data": (lambda v: v is None or isinstance(v, str), "a string")}
+    rules = {
+        "layout": (lambda v: v in ("folders", "labels", "objects"), "'folders', 'labels' or 'objects'"),
+        "mode": (lambda v: v in ("resize", "tile"), "'resize' or 'tile'"),
+        "stride": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+        "data": (lambda v: v is None or isinstance(v, str), "a string"),
+    }
     for key, (ok, rule) in rules.items():
         if key in cli and not ok(cli[key]):
             raise ModelFileError(f"extra.cli.{key} must be {rule}, got {cli[key]!r}")
@@ -225,22 +261,31 @@ def _check_normalization(value, n_channels: int) -> dict:
     if mode not in _NORMALIZATION_MODES:
         raise ModelFileError(f"normalization mode must be one of {_NORMALIZATION_MODES}, got {mode!r}")
     if mode == "per_tile":
-        return dict(value)   # statistics come from each tile at apply time
+        return dict(value)  # statistics come from each tile at apply time
     for key in ("low", "high"):
         bounds = value.get(key)
-        if (not isinstance(bounds, list) or len(bounds) != n_channels
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
-                           for b in bounds)):
-            raise ModelFileError(f"normalization {key} must be {n_channels} finite numbers "
-                                 f"(one per channel), got {bounds!r}")
+        if (
+            not isinstance(bounds, list)
+            or len(bounds) != n_channels
+            or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds
+            )
+        ):
+            raise ModelFileError(
+                f"normalization {key} must be {n_channels} finite numbers (one per channel), got {bounds!r}"
+            )
     for channel, (low, high) in enumerate(zip(value["low"], value["high"])):
         if max(abs(low), abs(high)) > MAX_NORMALIZATION_VALUE:
-            raise ModelFileError(f"normalization of channel {channel}: low {low!r} / high {high!r} "
-                                 f"beyond +-{MAX_NORMALIZATION_VALUE:g}")
+            raise ModelFileError(
+                f"normalization of channel {channel}: low {low!r} / high {high!r} "
+                f"beyond +-{MAX_NORMALIZATION_VALUE:g}"
+            )
         span = float(np.float32(high) - np.float32(low))
         if not span > 1e-6 * max(abs(low), abs(high)) or not math.isfinite(span):
-            raise ModelFileError(f"normalization of channel {channel}: low {low!r} must be below "
-                                 f"high {high!r} (every pixel would map to one value)")
+            raise ModelFileError(
+                f"normalization of channel {channel}: low {low!r} must be below "
+                f"high {high!r} (every pixel would map to one value)"
+            )
     return dict(value)
 
 
@@ -248,12 +293,20 @@ def _check_pixel_size(value) -> dict | None:
     """None, or {"y": > 0, "x": > 0, "unit": str | None} (pixelsize.pixel_size_record)."""
     if value is None:
         return None
-    if not isinstance(value, dict) or not all(
-            isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool)
-            and math.isfinite(value[k]) and value[k] > 0 for k in ("y", "x")) \
-            or not isinstance(value.get("unit"), (str, type(None))):
-        raise ModelFileError(f"pixel_size must be null or {{'y': >0, 'x': >0, 'unit': text or null}}, "
-                             f"got {value!r}")
+    if (
+        not isinstance(value, dict)
+        or not all(
+            isinstance(value.get(k), (int, float))
+            and not isinstance(value.get(k), bool)
+            and math.isfinite(value[k])
+            and value[k] > 0
+            for k in ("y", "x")
+        )
+        or not isinstance(value.get("unit"), (str, type(None)))
+    ):
+        raise ModelFileError(
+            f"pixel_size must be null or {{'y': >0, 'x': >0, 'unit': text or null}}, got {value!r}"
+        )
     return {"y": float(value["y"]), "x": float(value["x"]), "unit": value.get("unit")}
 
 
@@ -296,7 +349,7 @@ def default_class_colors(n: int) -> list[str]:
             colors.append(candidate)
             seen.add(candidate)
         i += 1
-    code = 0x404040                  # fallback: every remaining colour, brightest-ish first
+    code = 0x404040  # fallback: every remaining colour, brightest-ish first
     while len(colors) < n:
         candidate = f"#{code % 2**24:06x}"
         if candidate not in seen:
@@ -330,7 +383,7 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     path = model_file_path(path)
     meta_dict = meta.to_dict()
     try:
-        ModelMeta.from_dict(meta_dict)   # never write a file that load_model would refuse
+        ModelMeta.from_dict(meta_dict)  # never write a file that load_model would refuse
     except ModelFileError as exc:
         raise ValueError(f"cannot save model to {path}: invalid metadata: {exc}") from None
     if meta.architecture == FEATURES_ARCHITECTURE:
@@ -339,18 +392,26 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     else:
         model, tta = unwrap(model)
         if tta != bool(meta.extra.get("tta", False)):
-            raise ValueError(f"cannot save model to {path}: the model {'is' if tta else 'is not'} wrapped "
-                             f"in DihedralTTA but its metadata says tta={meta.extra.get('tta', False)}")
+            raise ValueError(
+                f"cannot save model to {path}: the model {'is' if tta else 'is not'} wrapped "
+                f"in DihedralTTA but its metadata says tta={meta.extra.get('tta', False)}"
+            )
         tensors = {name: t.detach().to("cpu").contiguous() for name, t in _stored(model.state_dict()).items()}
         expected = _expected_shapes(meta)
     actual = {name: tuple(t.shape) for name, t in tensors.items()}
     if actual != expected:
-        raise ValueError(f"cannot save model to {path}: its weights do not match the metadata "
-                         f"({meta.architecture}, {meta.in_channels} channels, {meta.n_classes} classes, "
-                         f"tile {meta.tile_size}, {meta.n_members} member(s))")
-    payload = serialize_safetensors(tensors, metadata={
-        METADATA_KEY: json.dumps(meta_dict, allow_nan=False, ensure_ascii=False),
-        CHECKSUM_KEY: weights_checksum(tensors, meta_dict)})
+        raise ValueError(
+            f"cannot save model to {path}: its weights do not match the metadata "
+            f"({meta.architecture}, {meta.in_channels} channels, {meta.n_classes} classes, "
+            f"tile {meta.tile_size}, {meta.n_members} member(s))"
+        )
+    payload = serialize_safetensors(
+        tensors,
+        metadata={
+            METADATA_KEY: json.dumps(meta_dict, allow_nan=False, ensure_ascii=False),
+            CHECKSUM_KEY: weights_checksum(tensors, meta_dict),
+        },
+    )
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save model to {path}: folder {folder} does not exist")
@@ -385,16 +446,16 @@ def _feature_file_parts(path: Path, model, meta: ModelMeta) -> tuple[dict, dict]
     return {name: t.contiguous() for name, t in tensors.items()}, meta.to_dict()
 
 
-def _read_feature_tensors(reader, meta: ModelMeta, fail, load_weights: bool, checksum,
-                          meta_dict: dict) -> dict[str, torch.Tensor]:
+def _read_feature_tensors(
+    reader, meta: ModelMeta, fail, load_weights: bool, checksum, meta_dict: dict
+) -> dict[str, torch.Tensor]:
     """A 'features' model file's tensors, checked by rebuilding the model (baseline) and
     against the saved checksum."""
     from . import baseline
 
     tensors = {name: reader.get_tensor(name) for name in reader.keys()}
     if load_weights and checksum is not None and checksum != weights_checksum(tensors, meta_dict):
-        raise fail("the weights do not match the checksum saved with them (a damaged or edited "
-                   "file)")
+        raise fail("the weights do not match the checksum saved with them (a damaged or edited file)")
     try:
         baseline.model_from_file(tensors, meta)
     except ValueError as exc:
@@ -405,13 +466,17 @@ def _read_feature_tensors(reader, meta: ModelMeta, fail, load_weights: bool, che
 def _sniff_foreign_format(head: bytes) -> str | None:
     """Name a known non-safetensors format from the first bytes, for a helpful message."""
     if head[8:9] == b"{":
-        return None   # a safetensors header: 8-byte length, then JSON (its length may start 0x80)
+        return None  # a safetensors header: 8-byte length, then JSON (its length may start 0x80)
     if head.startswith(b"PK\x03\x04"):
-        return ("it is a ZIP archive — most likely a PyTorch torch.save() checkpoint, which holds "
-                "pickled code; napari-cellclf only reads .safetensors model files and never unpickles")
+        return (
+            "it is a ZIP archive — most likely a PyTorch torch.save() checkpoint, which holds "
+            "pickled code; napari-cellclf only reads .safetensors model files and never unpickles"
+        )
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
-        return ("it is a Python pickle, which can run arbitrary code when loaded; napari-cellclf "
-                "only reads .safetensors model files and never unpickles")
+        return (
+            "it is a Python pickle, which can run arbitrary code when loaded; napari-cellclf "
+            "only reads .safetensors model files and never unpickles"
+        )
     return None
 
 
@@ -443,8 +508,10 @@ def _open_validated(path: Path, load_weights: bool) -> tuple[ModelMeta, dict[str
         with safe_open(str(path), framework="pt", device="cpu") as reader:
             header_meta = reader.metadata() or {}
             if METADATA_KEY not in header_meta:
-                raise fail("the safetensors header has no napari-cellclf metadata "
-                           "(a safetensors file made by another program?)")
+                raise fail(
+                    "the safetensors header has no napari-cellclf metadata "
+                    "(a safetensors file made by another program?)"
+                )
             try:
                 meta_dict = json.loads(header_meta[METADATA_KEY])
             except json.JSONDecodeError as exc:
@@ -456,8 +523,9 @@ def _open_validated(path: Path, load_weights: bool) -> tuple[ModelMeta, dict[str
             except ModelFileError as exc:
                 raise fail(f"invalid metadata: {exc}") from None
             if meta.architecture == FEATURES_ARCHITECTURE:
-                return meta, _read_feature_tensors(reader, meta, fail, load_weights,
-                                                   header_meta.get(CHECKSUM_KEY), meta_dict)
+                return meta, _read_feature_tensors(
+                    reader, meta, fail, load_weights, header_meta.get(CHECKSUM_KEY), meta_dict
+                )
             expected = _expected_shapes(meta)
             names = set(reader.keys())
             missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
@@ -480,9 +548,11 @@ def _open_validated(path: Path, load_weights: bool) -> tuple[ModelMeta, dict[str
                 stored = {name: reader.get_tensor(name) for name in expected}
                 checksum = header_meta.get(CHECKSUM_KEY)
                 if checksum is not None and checksum != weights_checksum(stored, meta_dict):
-                    raise fail("the weights do not match the checksum saved with them: a tensor, "
-                               "or the tile size or architecture in the header, was changed "
-                               "after saving (a damaged or edited file)")
+                    raise fail(
+                        "the weights do not match the checksum saved with them: a tensor, "
+                        "or the tile size or architecture in the header, was changed "
+                        "after saving (a damaged or edited file)"
+                    )
                 for name, tensor in stored.items():
                     tensor = tensor.to(torch.float32)
                     if not torch.isfinite(tensor).all():
@@ -506,11 +576,14 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelM
     meta, tensors = _open_validated(path, load_weights=True)
     if meta.architecture == FEATURES_ARCHITECTURE:
         from .baseline import model_from_file
+
         return model_from_file(tensors, meta), meta
     model = _template(meta)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if unexpected or any(not name.endswith(_UNSTORED) for name in missing):   # _open_validated checked
-        raise ModelFileError(f"cannot load model {path}: tensors {_short_list(missing + unexpected)} do not fit")
+    if unexpected or any(not name.endswith(_UNSTORED) for name in missing):  # _open_validated checked
+        raise ModelFileError(
+            f"cannot load model {path}: tensors {_short_list(missing + unexpected)} do not fit"
+        )
     if meta.extra.get("tta", False):
         model = DihedralTTA(model)
     model.eval()

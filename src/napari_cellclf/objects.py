@@ -36,7 +36,9 @@ class ObjectTable:
         return np.floor(self.centroids + 0.5).astype(np.int64)
 
 
-def check_masks(masks: np.ndarray, shape: tuple[int, ...] | None = None, source: str = "objects") -> np.ndarray:
+def check_masks(
+    masks: np.ndarray, shape: tuple[int, ...] | None = None, source: str = "objects"
+) -> np.ndarray:
     """A (Y, X) int64 instance mask, or ValueError (not 2-D, fractions, negative ids, wrong shape)."""
     array = np.squeeze(np.asarray(masks))
     if array.ndim != 2:
@@ -95,7 +97,9 @@ def object_tiles(
     pad = size  # enough on every side for any centre inside the field
     padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
     centres = table.centres
-    out = np.empty((len(table), image.shape[0], size, size), dtype=np.float32 if blank_background else image.dtype)
+    out = np.empty(
+        (len(table), image.shape[0], size, size), dtype=np.float32 if blank_background else image.dtype
+    )
     if blank_background:
         padded_masks = np.pad(masks, pad, mode="constant")
     for n, (cy, cx) in enumerate(centres):
@@ -147,9 +151,7 @@ def predict_objects(
     table = measure_objects(masks)
     tiles = object_tiles(image_cyx, masks, classifier.tile_size, table, blank_background)
     n_classes = len(classifier.class_names)
-    probabilities = (
-        classifier.predict_tiles(tiles) if len(tiles) else np.zeros((0, n_classes), np.float32)
-    )
+    probabilities = classifier.predict_tiles(tiles) if len(tiles) else np.zeros((0, n_classes), np.float32)
     predicted = probabilities.argmax(axis=1) if len(tiles) else np.zeros(0, np.int64)
     names = np.array(classifier.class_names, dtype=object)
     columns: dict[str, np.ndarray] = {

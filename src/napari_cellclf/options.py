@@ -101,8 +101,12 @@ class Option:
 # -- training ----------------------------------------------------------------------------------
 # Per TrainConfig field: the words (flag, help, label). Defaults and choices are not written here.
 _TRAIN_TEXT: dict[str, dict[str, Any]] = {
-    "epochs": dict(flag="--epochs", label="Epochs", metavar="N",
-                   help="passes over the training tiles (0 = auto: 15, kept within 300-10,000 steps)"),
+    "epochs": dict(
+        flag="--epochs",
+        label="Epochs",
+        metavar="N",
+        help="passes over the training tiles (0 = auto: 15, kept within 300-10,000 steps)",
+    ),
     "batch_size": dict(flag="--batch-size", label="Batch size", metavar="N", help="tiles per step"),
     "learning_rate": dict(flag="--lr", label="Learning rate", metavar="F", help="learning rate"),
     "architecture": dict(

@@ -6,6 +6,7 @@ file keeps the training data's pixel size (`ModelMeta.pixel_size`, from the file
 io); `pixel_size_warning` compares a field's pixel size with it and returns a sentence for the
 CLI and the widget to show when they differ by more than `DEFAULT_FACTOR` on either axis.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,24 @@ from typing import Iterable
 
 DEFAULT_FACTOR = 1.25
 # Length of one unit in micrometres, for the units io reports (io._normalise_unit: "µm", ...).
-_MICROMETRES = {"µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "micrometre": 1.0,
-                "nm": 1e-3, "nanometer": 1e-3, "Å": 1e-4, "angstrom": 1e-4, "mm": 1e3,
-                "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6}
+_MICROMETRES = {
+    "µm": 1.0,
+    "μm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "Å": 1e-4,
+    "angstrom": 1e-4,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "m": 1e6,
+    "meter": 1e6,
+}
 
 
 def pixel_size_record(pixel_size, unit: str | None) -> dict | None:
@@ -42,8 +58,11 @@ def training_pixel_size(images: Iterable) -> dict | None:
     """One pixel size for the training data: the median over the images (objects with
     `.pixel_size` and `.unit`, e.g. io.ImageData) whose size is known, in µm when the units allow.
     None when no image has one."""
-    records = [r for r in (pixel_size_record(getattr(i, "pixel_size", None), getattr(i, "unit", None))
-                           for i in images) if r]
+    records = [
+        r
+        for r in (pixel_size_record(getattr(i, "pixel_size", None), getattr(i, "unit", None)) for i in images)
+        if r
+    ]
     if not records:
         return None
     in_um = [v for v in (in_micrometres(r) for r in records) if v is not None]
@@ -84,8 +103,13 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def pixel_size_warning(field_pixel_size, field_unit: str | None, model_pixel_size: dict | None,
-                       factor: float = DEFAULT_FACTOR, name: str = "This image") -> str | None:
+def pixel_size_warning(
+    field_pixel_size,
+    field_unit: str | None,
+    model_pixel_size: dict | None,
+    factor: float = DEFAULT_FACTOR,
+    name: str = "This image",
+) -> str | None:
     """A sentence when the field's pixel size differs from the model's training pixel size by more
     than `factor` (either way, on either axis); None when they agree or either is unknown."""
     if factor < 1:
@@ -96,7 +120,7 @@ def pixel_size_warning(field_pixel_size, field_unit: str | None, model_pixel_siz
     a, b = in_micrometres(field), in_micrometres(model_pixel_size)
     if a is None or b is None:
         if field.get("unit") != model_pixel_size.get("unit"):
-            return None          # lengths we cannot convert: say nothing rather than guess
+            return None  # lengths we cannot convert: say nothing rather than guess
         a = (field["y"], field["x"])
         b = (float(model_pixel_size["y"]), float(model_pixel_size["x"]))
         unit = field.get("unit") or "units"
@@ -110,10 +134,12 @@ def pixel_size_warning(field_pixel_size, field_unit: str | None, model_pixel_siz
         look = f"cells look {1 / worst:.1f}x larger than in training"
     else:
         look = f"cells look {worst:.1f}x smaller than in training"
-    return (f"{name} has {_size_text(a, unit)} pixels but the model was trained on "
-            f"{_size_text(b, unit)} pixels: {look}, so its classes may be wrong; resample the image "
-            f"to the training pixel size (or train on images like it). Warned above a {factor:g}x "
-            f"difference.")
+    return (
+        f"{name} has {_size_text(a, unit)} pixels but the model was trained on "
+        f"{_size_text(b, unit)} pixels: {look}, so its classes may be wrong; resample the image "
+        f"to the training pixel size (or train on images like it). Warned above a {factor:g}x "
+        f"difference."
+    )
 
 
 def _size_text(size: tuple[float, float], unit: str) -> str:

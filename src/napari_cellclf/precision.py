@@ -21,6 +21,7 @@ blob fields (seeded), or tiles the caller passes (`Classifier.set_precision(prob
 tiles of the first real image). The environment variable CELLCLF_PRECISION sets the default
 ("auto" when unset): the test suite pins fp32 there, because its references are fp32.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,19 +34,20 @@ import torch
 from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
-ARGMAX_AGREEMENT = 0.995          # share of probe tiles whose predicted class must not change
-PROBABILITY_TOLERANCE = 0.02      # largest allowed |p_bf16 - p_fp32| of any class on any probe tile
-RANK_CORRELATION = 0.99           # mean per-tile Spearman of gradient x input maps vs fp32
-PROBE_TILES = 200                 # 200: one disagreeing tile still passes 99.5 %
-PROBE_PIXELS = 200 * 64 * 64      # cap on probe size for large tiles (time of the probe)
+ARGMAX_AGREEMENT = 0.995  # share of probe tiles whose predicted class must not change
+PROBABILITY_TOLERANCE = 0.02  # largest allowed |p_bf16 - p_fp32| of any class on any probe tile
+RANK_CORRELATION = 0.99  # mean per-tile Spearman of gradient x input maps vs fp32
+PROBE_TILES = 200  # 200: one disagreeing tile still passes 99.5 %
+PROBE_PIXELS = 200 * 64 * 64  # cap on probe size for large tiles (time of the probe)
 ENV_VAR = "CELLCLF_PRECISION"
 
 
 @dataclass
 class PrecisionReport:
     """What was chosen and why; `summary()` is the line the CLI and the widget show."""
-    precision: str                       # "fp32" | "bf16" | "fp16" (CUDA without bf16)
-    explain_precision: str               # precision of gradient x input
+
+    precision: str  # "fp32" | "bf16" | "fp16" (CUDA without bf16)
+    explain_precision: str  # precision of gradient x input
     requested: str
     reason: str
     hardware: str = ""
@@ -58,9 +60,11 @@ class PrecisionReport:
     def summary(self) -> str:
         text = f"precision {self.precision} (attribution {self.explain_precision}; {self.reason})"
         if self.argmax_agreement is not None:
-            text += (f"; probe of {self.probe_tiles} tiles: same class on "
-                     f"{self.argmax_agreement:.1%}, probabilities within "
-                     f"{self.max_probability_difference:.2g}")
+            text += (
+                f"; probe of {self.probe_tiles} tiles: same class on "
+                f"{self.argmax_agreement:.1%}, probabilities within "
+                f"{self.max_probability_difference:.2g}"
+            )
             if self.rank_correlation is not None:
                 text += f", attribution rank correlation {self.rank_correlation:.4f}"
         return text
@@ -91,8 +95,7 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_bf16_support(flags: set[str] | None = None, capability: str | None = None
-                     ) -> tuple[bool, str]:
+def cpu_bf16_support(flags: set[str] | None = None, capability: str | None = None) -> tuple[bool, str]:
     """(native bf16 compute on this CPU, why). Detected, never assumed: the CPU must report
     avx512_bf16 or amx_bf16 (Linux /proc/cpuinfo), PyTorch's kernels must be built for an AVX512
     or AMX level, and oneDNN must accept bf16. Elsewhere (macOS, Windows, ARM) bf16 would be
@@ -115,20 +118,20 @@ def cpu_bf16_support(flags: set[str] | None = None, capability: str | None = Non
     return True, f"CPU has {'+'.join(native)}, kernels {capability}"
 
 
-def probe_batch(in_channels: int, tile_size: int, n: int | None = None, seed: int = 0
-                ) -> torch.Tensor:
+def probe_batch(in_channels: int, tile_size: int, n: int | None = None, seed: int = 0) -> torch.Tensor:
     """(n, C, T, T) float32 tiles in the normalised range: half white noise in [0, 1], half
     smooth blob fields (noise averaged over growing windows, stretched to [0, 1], a few bright
     spots), so that both textures and cell-like structures are probed."""
     if n is None:
-        n = int(np.clip(PROBE_PIXELS // tile_size ** 2, 16, PROBE_TILES))
+        n = int(np.clip(PROBE_PIXELS // tile_size**2, 16, PROBE_TILES))
     generator = torch.Generator().manual_seed(seed)
     noise = torch.rand(n, in_channels, tile_size, tile_size, generator=generator)
     smooth = noise.clone()
     for i in range(n // 2, n):
         k = 3 + 2 * (i % max(1, tile_size // 8))
-        blurred = torch.nn.functional.avg_pool2d(noise[i:i + 1], k, stride=1, padding=k // 2,
-                                                 count_include_pad=False)
+        blurred = torch.nn.functional.avg_pool2d(
+            noise[i : i + 1], k, stride=1, padding=k // 2, count_include_pad=False
+        )
         low = blurred.amin(dim=(2, 3), keepdim=True)
         high = blurred.amax(dim=(2, 3), keepdim=True)
         smooth[i] = ((blurred - low) / (high - low + 1e-6))[0] ** 2
@@ -175,8 +178,9 @@ def rank_correlation(reference: torch.Tensor, candidate: torch.Tensor) -> float:
     def ranks(values: torch.Tensor) -> torch.Tensor:
         order = values.argsort(dim=1)
         out = torch.empty_like(values)
-        out.scatter_(1, order, torch.arange(values.shape[1], dtype=values.dtype)
-                     .expand_as(values).contiguous())
+        out.scatter_(
+            1, order, torch.arange(values.shape[1], dtype=values.dtype).expand_as(values).contiguous()
+        )
         return out - out.mean(dim=1, keepdim=True)
 
     ra, rb = ranks(a), ranks(b)
@@ -199,12 +203,12 @@ def _gradient_x_input(net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
 
 def _logits(net: nn.Module, probe: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([net(probe[i:i + batch_size]).float()
-                          for i in range(0, len(probe), batch_size)])
+        return torch.cat([net(probe[i : i + batch_size]).float() for i in range(0, len(probe), batch_size)])
 
 
-def select(classifier, precision: str | None = None, probe: torch.Tensor | np.ndarray | None = None
-           ) -> tuple[nn.Module | None, nn.Module | None, PrecisionReport]:
+def select(
+    classifier, precision: str | None = None, probe: torch.Tensor | np.ndarray | None = None
+) -> tuple[nn.Module | None, nn.Module | None, PrecisionReport]:
     """(net for classifying, net for attribution, report) for a Classifier whose fp32 nets are
     in place (`classifier._fp32_net`, `classifier.model`). A None net means: the fp32 one (on CUDA
     "bf16"/"fp16" is applied by the Classifier's autocast, as before)."""
@@ -220,19 +224,23 @@ def select(classifier, precision: str | None = None, probe: torch.Tensor | np.nd
     elif device.type == "cpu":
         native, hardware = cpu_bf16_support()
         if requested == "auto" and not native:
-            return None, None, PrecisionReport("fp32", "fp32", requested,
-                                               "no native bf16 on this CPU", hardware)
+            return (
+                None,
+                None,
+                PrecisionReport("fp32", "fp32", requested, "no native bf16 on this CPU", hardware),
+            )
         if getattr(classifier, "backend", "") == "compile" or classifier._compile_pending:
-            return None, None, PrecisionReport("fp32", "fp32", requested,
-                                               "backend 'compile' runs fp32 only", hardware)
+            return (
+                None,
+                None,
+                PrecisionReport("fp32", "fp32", requested, "backend 'compile' runs fp32 only", hardware),
+            )
         candidate = _cpu_bf16_net(classifier)
         label = "bf16"
     else:
-        return None, None, PrecisionReport("fp32", "fp32", requested,
-                                           f"bf16 not offered on {device.type}")
+        return None, None, PrecisionReport("fp32", "fp32", requested, f"bf16 not offered on {device.type}")
     if requested == "bf16":
-        return candidate, candidate, PrecisionReport(label, label, requested, "bf16 asked for",
-                                                     hardware)
+        return candidate, candidate, PrecisionReport(label, label, requested, "bf16 asked for", hardware)
 
     if probe is None:
         probe = probe_batch(classifier.in_channels, classifier.tile_size)
@@ -244,15 +252,20 @@ def select(classifier, precision: str | None = None, probe: torch.Tensor | np.nd
         fast = _logits(candidate, probe, classifier.batch_size)
     except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
         # A model with layers that have no bf16 kernel (or a custom one): fp32 always works.
-        return None, None, PrecisionReport("fp32", "fp32", requested,
-                                           f"{label} failed on this model ({type(error).__name__})",
-                                           hardware)
+        return (
+            None,
+            None,
+            PrecisionReport(
+                "fp32", "fp32", requested, f"{label} failed on this model ({type(error).__name__})", hardware
+            ),
+        )
     agreement, difference = compare_probabilities(reference, fast)
-    report = PrecisionReport("fp32", "fp32", requested, "", hardware, agreement, difference,
-                             None, len(probe))
+    report = PrecisionReport("fp32", "fp32", requested, "", hardware, agreement, difference, None, len(probe))
     if agreement < ARGMAX_AGREEMENT or difference > PROBABILITY_TOLERANCE:
-        report.reason = (f"the probe disagreed in {label} (needs >= {ARGMAX_AGREEMENT:.1%} same "
-                         f"class and probabilities within {PROBABILITY_TOLERANCE})")
+        report.reason = (
+            f"the probe disagreed in {label} (needs >= {ARGMAX_AGREEMENT:.1%} same "
+            f"class and probabilities within {PROBABILITY_TOLERANCE})"
+        )
         return None, None, report
     report.precision = label
     # Attribution: on a subset of the probe (it costs a backward pass).
@@ -263,23 +276,31 @@ def select(classifier, precision: str | None = None, probe: torch.Tensor | np.nd
         fast_maps = _gradient_x_input(candidate, subset, target)
         report.rank_correlation = rank_correlation(fp32_maps.sum(dim=1), fast_maps.sum(dim=1))
     except (RuntimeError, TypeError, ValueError, NotImplementedError):
-        report.rank_correlation = float("nan")      # no gradient in bf16: attribution in fp32
+        report.rank_correlation = float("nan")  # no gradient in bf16: attribution in fp32
     if report.rank_correlation >= RANK_CORRELATION:
         report.explain_precision = label
         report.reason = "native bf16 and the probe agreed"
         return candidate, candidate, report
-    report.reason = (f"native bf16 and the probe agreed; attribution stays fp32 (rank correlation "
-                     f"below {RANK_CORRELATION})")
+    report.reason = (
+        f"native bf16 and the probe agreed; attribution stays fp32 (rank correlation "
+        f"below {RANK_CORRELATION})"
+    )
     return candidate, None, report
 
 
 def _cpu_bf16_net(classifier) -> nn.Module:
     """The oneDNN net with bf16 packed weights when the model has its shape, else autocast."""
     from ._onednn import onednn_net as _onednn_net
+
     if classifier.backend == "onednn":
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
-            net = _onednn_net(classifier.model, classifier.in_channels, classifier.tile_size,
-                              classifier.batch_size, dtype=torch.bfloat16)
+            net = _onednn_net(
+                classifier.model,
+                classifier.in_channels,
+                classifier.tile_size,
+                classifier.batch_size,
+                dtype=torch.bfloat16,
+            )
             if net is not None:
                 return CastNet(net, torch.bfloat16)
     return AutocastNet(classifier.model, "cpu", torch.bfloat16)

@@ -9,6 +9,7 @@ true class, predicted class and confidence in green or red, beside its attributi
 matplotlib's Agg canvas on Figure objects (never pyplot, whose global state would leak into
 napari). Every file is written atomically (_files.atomic_write).
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,15 +27,22 @@ from ._files import atomic_write
 from .evaluation import ClassificationMetrics
 
 # Channel colours of the gallery's composites (first channel blue like a nuclear stain).
-_CHANNEL_COLOURS = [(0.25, 0.45, 1.0), (0.1, 1.0, 0.2), (1.0, 0.2, 1.0), (1.0, 0.9, 0.1),
-                    (0.1, 0.9, 0.9), (1.0, 0.5, 0.1)]
+_CHANNEL_COLOURS = [
+    (0.25, 0.45, 1.0),
+    (0.1, 1.0, 0.2),
+    (1.0, 0.2, 1.0),
+    (1.0, 0.9, 0.1),
+    (0.1, 0.9, 0.9),
+    (1.0, 0.5, 0.1),
+]
 RIGHT_COLOUR = "#1a9641"
 WRONG_COLOUR = "#d7191c"
-DIHEDRAL_TILES = 2048     # tiles predicted under all 8 rotations/flips (8 x the cost)
-GALLERY_EACH = 6          # most confident right tiles and most confident wrong tiles shown
+DIHEDRAL_TILES = 2048  # tiles predicted under all 8 rotations/flips (8 x the cost)
+GALLERY_EACH = 6  # most confident right tiles and most confident wrong tiles shown
 
 
 # ------------------------------------------------------------------------------------- figures
+
 
 def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -63,8 +71,15 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: s
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            axes.text(j, i, f"{int(confusion[i, j])}\n{shares[i, j]:.0%}", ha="center", va="center",
-                      fontsize=8 if k > 6 else 10, color="white" if shares[i, j] > 0.6 else "black")
+            axes.text(
+                j,
+                i,
+                f"{int(confusion[i, j])}\n{shares[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8 if k > 6 else 10,
+                color="white" if shares[i, j] > 0.6 else "black",
+            )
     axes.set_xticks(range(k), [str(n) for n in class_names], rotation=45, ha="right")
     axes.set_yticks(range(k), [str(n) for n in class_names])
     axes.set_xlabel("predicted class")
@@ -88,8 +103,9 @@ def composite(tile_cyx: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.nda
     return np.clip(rgb, 0, 1)
 
 
-def gallery_indices(truth: np.ndarray, probabilities: np.ndarray, each: int = GALLERY_EACH
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def gallery_indices(
+    truth: np.ndarray, probabilities: np.ndarray, each: int = GALLERY_EACH
+) -> tuple[np.ndarray, np.ndarray]:
     """(right, wrong): up to `each` most confidently right and most confidently wrong tiles,
     taken in turn from each true class (most confident first), so every class shows up."""
     truth = np.asarray(truth)
@@ -105,16 +121,23 @@ def gallery_indices(truth: np.ndarray, probabilities: np.ndarray, each: int = GA
         depth = 0
         while len(chosen) < each and any(depth < len(q) for q in queues):
             row = [int(q[depth]) for q in queues if depth < len(q)]
-            chosen += sorted(row, key=lambda i: -confidence[i])[:each - len(chosen)]
+            chosen += sorted(row, key=lambda i: -confidence[i])[: each - len(chosen)]
             depth += 1
         return np.asarray(chosen, dtype=np.int64)
 
     return pick(predicted == truth), pick(predicted != truth)
 
 
-def gallery_figure(tiles: np.ndarray, truth: np.ndarray, probabilities: np.ndarray,
-                   attributions: np.ndarray | None, class_names: Sequence[str],
-                   right: np.ndarray, wrong: np.ndarray, per_row: int = 3):
+def gallery_figure(
+    tiles: np.ndarray,
+    truth: np.ndarray,
+    probabilities: np.ndarray,
+    attributions: np.ndarray | None,
+    class_names: Sequence[str],
+    right: np.ndarray,
+    wrong: np.ndarray,
+    per_row: int = 3,
+):
     """The panel of classified tiles: each tile titled 'true X / predicted Y (p %)' in green
     (right) or red (wrong), its attribution map (summed over channels; red = evidence for the
     predicted class, blue = against) beside it. `attributions` are (len(right) + len(wrong),
@@ -142,9 +165,12 @@ def gallery_figure(tiles: np.ndarray, truth: np.ndarray, probabilities: np.ndarr
             colour = RIGHT_COLOUR if correct else WRONG_COLOUR
             axes = figure.add_subplot(grid[row, col])
             axes.imshow(composite(tiles[index], low, high), interpolation="nearest")
-            axes.set_title(f"true {class_names[truth[index]]}\npredicted "
-                           f"{class_names[predicted[index]]} {probabilities[index].max():.0%}",
-                           color=colour, fontsize=8)
+            axes.set_title(
+                f"true {class_names[truth[index]]}\npredicted "
+                f"{class_names[predicted[index]]} {probabilities[index].max():.0%}",
+                color=colour,
+                fontsize=8,
+            )
             axes.set_xticks([])
             axes.set_yticks([])
             for spine in axes.spines.values():
@@ -169,6 +195,7 @@ def gallery_figure(tiles: np.ndarray, truth: np.ndarray, probabilities: np.ndarr
 
 # ------------------------------------------------------------------------------------- writing
 
+
 def _write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data))
 
@@ -190,12 +217,20 @@ def _json_ready(value):
     return value
 
 
-def write_report(out_dir: str | Path, metrics: ClassificationMetrics, *,
-                 tiles: np.ndarray | None = None, truth: np.ndarray | None = None,
-                 probabilities: np.ndarray | None = None, attributions: np.ndarray | None = None,
-                 gallery: tuple[np.ndarray, np.ndarray] | None = None,
-                 dihedral_agreement: float | None = None, attribution: dict | None = None,
-                 title: str = "Evaluation report", details: dict | None = None) -> dict:
+def write_report(
+    out_dir: str | Path,
+    metrics: ClassificationMetrics,
+    *,
+    tiles: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+    attributions: np.ndarray | None = None,
+    gallery: tuple[np.ndarray, np.ndarray] | None = None,
+    dihedral_agreement: float | None = None,
+    attribution: dict | None = None,
+    title: str = "Evaluation report",
+    details: dict | None = None,
+) -> dict:
     """Write DIR/report.html, metrics.json, confusion.png and gallery.png (the gallery only
     when `tiles`, `truth` and `probabilities` are given; `gallery` = (right, wrong) indices and
     `attributions` their maps in that order). Returns the metrics.json content.
@@ -207,9 +242,17 @@ def write_report(out_dir: str | Path, metrics: ClassificationMetrics, *,
     names = list(metrics.class_names)
     document = metrics.to_dict()
     document["dihedral_agreement"] = dihedral_agreement
-    document["attribution"] = dict(attribution) if attribution is not None else {
-        "randomisation_similarity": None, "gradient_randomisation_similarity": None,
-        "foreground_share": None, "border_share": None, "warnings": []}
+    document["attribution"] = (
+        dict(attribution)
+        if attribution is not None
+        else {
+            "randomisation_similarity": None,
+            "gradient_randomisation_similarity": None,
+            "foreground_share": None,
+            "border_share": None,
+            "warnings": [],
+        }
+    )
     document.update(details or {})
     document["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -217,13 +260,20 @@ def write_report(out_dir: str | Path, metrics: ClassificationMetrics, *,
     figures["confusion.png"] = png_bytes(confusion_figure(metrics.confusion, names))
     if tiles is not None and truth is not None and probabilities is not None:
         right, wrong = gallery if gallery is not None else gallery_indices(truth, probabilities)
-        figures["gallery.png"] = png_bytes(gallery_figure(tiles, np.asarray(truth), probabilities,
-                                                          attributions, names, right, wrong))
+        figures["gallery.png"] = png_bytes(
+            gallery_figure(tiles, np.asarray(truth), probabilities, attributions, names, right, wrong)
+        )
         predicted = probabilities.argmax(axis=1)
         document["gallery"] = [
-            {"index": int(i), "true": names[int(truth[i])], "predicted": names[int(predicted[i])],
-             "confidence": float(probabilities[i].max()), "correct": bool(predicted[i] == truth[i])}
-            for i in np.concatenate([right, wrong])]
+            {
+                "index": int(i),
+                "true": names[int(truth[i])],
+                "predicted": names[int(predicted[i])],
+                "confidence": float(probabilities[i].max()),
+                "correct": bool(predicted[i] == truth[i]),
+            }
+            for i in np.concatenate([right, wrong])
+        ]
     document["figures"] = sorted(figures)
     document = _json_ready(document)
 
@@ -253,11 +303,19 @@ def render_html(document: dict, figures: dict[str, bytes], title: str) -> str:
     interval = document.get("balanced_accuracy_interval")
     acc_interval = document.get("accuracy_interval")
     row("tiles", document.get("n"))
-    row("accuracy", f"{_percent(document.get('accuracy'))}" + (
-        f" (95% interval {_percent(acc_interval[0])}-{_percent(acc_interval[1])})" if acc_interval else ""))
+    row(
+        "accuracy",
+        f"{_percent(document.get('accuracy'))}"
+        + (
+            f" (95% interval {_percent(acc_interval[0])}-{_percent(acc_interval[1])})" if acc_interval else ""
+        ),
+    )
     row("majority class share (accuracy of always guessing it)", _percent(document.get("majority")))
-    row("balanced accuracy", f"{_percent(document.get('balanced_accuracy'))}" + (
-        f" (95% interval {_percent(interval[0])}-{_percent(interval[1])})" if interval else ""))
+    row(
+        "balanced accuracy",
+        f"{_percent(document.get('balanced_accuracy'))}"
+        + (f" (95% interval {_percent(interval[0])}-{_percent(interval[1])})" if interval else ""),
+    )
     row("chance (1/K for balanced accuracy)", _percent(document.get("chance")))
     row("better than chance", "yes" if document.get("better_than_chance") else "no")
     row("rotation/flip agreement (same class under all 8)", _percent(document.get("dihedral_agreement")))
@@ -265,41 +323,56 @@ def render_html(document: dict, figures: dict[str, bytes], title: str) -> str:
         row("mean confidence", _percent(document.get("mean_confidence")))
 
     verdict = document.get("verdict")
-    verdict_html = (f'<p class="verdict bad">{e(verdict)}</p>' if verdict else
-                    '<p class="verdict good">Clearly better than chance on these tiles '
-                    '(the 95% interval of balanced accuracy lies above chance).</p>')
+    verdict_html = (
+        f'<p class="verdict bad">{e(verdict)}</p>'
+        if verdict
+        else '<p class="verdict good">Clearly better than chance on these tiles '
+        "(the 95% interval of balanced accuracy lies above chance).</p>"
+    )
 
     cautions = document.get("warnings") or []
     if cautions:
-        verdict_html += '<ul class="warnings">' + "".join(f"<li>{e(w)}</li>" for w in cautions) \
-            + "</ul>"
+        verdict_html += '<ul class="warnings">' + "".join(f"<li>{e(w)}</li>" for w in cautions) + "</ul>"
 
-    per_class = [("<tr><th>class</th><th>precision</th><th>recall</th><th>support</th>"
-                  "<th>predicted</th></tr>")]
+    per_class = [
+        ("<tr><th>class</th><th>precision</th><th>recall</th><th>support</th><th>predicted</th></tr>")
+    ]
     for name in document.get("classes", []):
         values = document["per_class"][name]
-        per_class.append(f"<tr><td>{e(name)}</td><td>{_percent(values['precision'])}</td>"
-                         f"<td>{_percent(values['recall'])}</td><td>{values['support']}</td>"
-                         f"<td>{values['predicted']}</td></tr>")
+        per_class.append(
+            f"<tr><td>{e(name)}</td><td>{_percent(values['precision'])}</td>"
+            f"<td>{_percent(values['recall'])}</td><td>{values['support']}</td>"
+            f"<td>{values['predicted']}</td></tr>"
+        )
 
     attribution = document.get("attribution") or {}
     checks = []
     for label, key, kind in (
-            ("rank correlation with a random-weight network, |gradient x input|",
-             "randomisation_similarity", "number"),
-            ("the same for the plain gradient", "gradient_randomisation_similarity", "number"),
-            ("share of attribution on foreground (cells)", "foreground_share", "percent"),
-            ("share of pixels that are foreground", "foreground_pixel_share", "percent"),
-            (f"share of attribution on the outer {attribution.get('border_px', 2)} px",
-             "border_share", "percent"),
-            ("share of pixels in that border", "border_pixel_share", "percent")):
+        (
+            "rank correlation with a random-weight network, |gradient x input|",
+            "randomisation_similarity",
+            "number",
+        ),
+        ("the same for the plain gradient", "gradient_randomisation_similarity", "number"),
+        ("share of attribution on foreground (cells)", "foreground_share", "percent"),
+        ("share of pixels that are foreground", "foreground_pixel_share", "percent"),
+        (
+            f"share of attribution on the outer {attribution.get('border_px', 2)} px",
+            "border_share",
+            "percent",
+        ),
+        ("share of pixels in that border", "border_pixel_share", "percent"),
+    ):
         if key in attribution:
             value = attribution.get(key)
             shown = _percent(value) if kind == "percent" else _number(value)
             checks.append(f"<tr><th>{e(label)}</th><td>{e(shown)}</td></tr>")
     warnings = attribution.get("warnings") or []
-    warnings_html = ("<ul class=\"warnings\">" + "".join(f"<li>{e(w)}</li>" for w in warnings)
-                     + "</ul>") if warnings else "<p>No attribution warnings.</p>"
+    warnings_html = (
+        ('<ul class="warnings">' + "".join(f"<li>{e(w)}</li>" for w in warnings) + "</ul>")
+        if warnings
+        else "<p>No attribution warnings.</p>"
+    )
 
     header = []
     for key in ("model", "data", "created"):
@@ -324,16 +397,16 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{e(title)}</h1>
-{''.join(header)}
+{"".join(header)}
 {verdict_html}
 <h2>Metrics</h2>
-<table>{''.join(rows)}</table>
+<table>{"".join(rows)}</table>
 <h2>Per class</h2>
-<table>{''.join(per_class)}</table>
+<table>{"".join(per_class)}</table>
 <h2>Confusion matrix</h2>
 {image("confusion.png", "confusion matrix")}
 <h2>Attribution checks</h2>
-<table>{''.join(checks)}</table>
+<table>{"".join(checks)}</table>
 {warnings_html}
 <h2>Gallery</h2>
 {image("gallery.png", "most confidently right and wrong tiles with their attribution maps")}
@@ -343,9 +416,19 @@ img {{ max-width: 100%; }}
 
 # --------------------------------------------------------------------------------- everything
 
-def make_report(classifier, dataset, out_dir: str | Path, *, method: str = "gradient_x_input",
-                max_check_tiles: int = 256, seed: int = 0, each: int = GALLERY_EACH,
-                details: dict | None = None, title: str = "Evaluation report") -> dict:
+
+def make_report(
+    classifier,
+    dataset,
+    out_dir: str | Path,
+    *,
+    method: str = "gradient_x_input",
+    max_check_tiles: int = 256,
+    seed: int = 0,
+    each: int = GALLERY_EACH,
+    details: dict | None = None,
+    title: str = "Evaluation report",
+) -> dict:
     """Evaluate `classifier` (inference.Classifier) on a labelled data.TileDataset, run the
     rotation/flip and attribution checks, and write the report (see `write_report`).
     `method` ("gradient_x_input" | "smoothgrad") draws the gallery's maps."""
@@ -356,11 +439,9 @@ def make_report(classifier, dataset, out_dir: str | Path, *, method: str = "grad
 
     result = evaluate(classifier, dataset)
     tiles = dataset.tiles
-    checks = attribution_module.attribution_checks(classifier, tiles, max_tiles=max_check_tiles,
-                                                   seed=seed)
+    checks = attribution_module.attribution_checks(classifier, tiles, max_tiles=max_check_tiles, seed=seed)
     if len(tiles) > DIHEDRAL_TILES:
-        sample = np.sort(np.random.default_rng(seed).choice(len(tiles), DIHEDRAL_TILES,
-                                                            replace=False))
+        sample = np.sort(np.random.default_rng(seed).choice(len(tiles), DIHEDRAL_TILES, replace=False))
     else:
         sample = np.arange(len(tiles))
     agreement = dihedral_agreement(classifier, tiles[sample]) if len(sample) else None
@@ -372,7 +453,16 @@ def make_report(classifier, dataset, out_dir: str | Path, *, method: str = "grad
         maps = attribution_module.tile_attributions(classifier, tiles[chosen], target, method=method)
     info = {"dihedral_tiles": len(sample), "gallery_method": method}
     info.update(details or {})
-    return write_report(out_dir, result.metrics, tiles=tiles, truth=result.truth,
-                        probabilities=result.probabilities, attributions=maps,
-                        gallery=(right, wrong), dihedral_agreement=agreement,
-                        attribution=checks.to_dict(), title=title, details=info)
+    return write_report(
+        out_dir,
+        result.metrics,
+        tiles=tiles,
+        truth=result.truth,
+        probabilities=result.probabilities,
+        attributions=maps,
+        gallery=(right, wrong),
+        dihedral_agreement=agreement,
+        attribution=checks.to_dict(),
+        title=title,
+        details=info,
+    )

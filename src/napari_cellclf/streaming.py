@@ -15,6 +15,7 @@ in memory (reflect padding at the image border included). Dataset-mode normalisa
 pixel, per-tile mode per tile: both are the same band by band. Not supported here:
 foreground_only (its Otsu threshold is taken over the whole field).
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,7 +29,7 @@ from .inference import InferenceProgress, PreparedField
 from .tables import _csv_column
 from .tiling import make_grid
 
-BAND_BUDGET_BYTES = 64 * 2**20      # normalised float32 pixels of one band (plus its halo)
+BAND_BUDGET_BYTES = 64 * 2**20  # normalised float32 pixels of one band (plus its halo)
 
 
 class LazyImage:
@@ -37,6 +38,7 @@ class LazyImage:
     def __init__(self, path: str | Path):
         import tifffile
         import zarr
+
         self.path = Path(path)
         with tifffile.TiffFile(self.path) as tif:
             series = tif.series[0]
@@ -46,7 +48,7 @@ class LazyImage:
         self._store = tifffile.imread(self.path, aszarr=True, series=0)
         array = zarr.open(self._store, mode="r")
         if hasattr(array, "shape") is False or isinstance(array, zarr.Group):
-            array = array[0]            # pyramid: full resolution level
+            array = array[0]  # pyramid: full resolution level
         self._array = array
         axes = self.axes
         if axes == "YX":
@@ -56,8 +58,10 @@ class LazyImage:
         elif axes == "YXS":
             self.shape = (shape[2], shape[0], shape[1])
         else:
-            raise ValueError(f"{self.path}: streaming reads 2-D images with channels (axes YX, "
-                             f"CYX or YXS), this one has axes {axes}")
+            raise ValueError(
+                f"{self.path}: streaming reads 2-D images with channels (axes YX, "
+                f"CYX or YXS), this one has axes {axes}"
+            )
         self.channel_names = [f"ch{i}" for i in range(self.shape[0])]
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
@@ -86,13 +90,14 @@ def band_rows(classifier, width: int, stride: int, budget: int | None = None) ->
     return max(1, int((budget - fixed) // max(per_row, 1)) + 1)
 
 
-def predict_streaming(classifier, image, stride: int | None = None, budget: int | None = None,
-                      channels: list[int] | None = None
-                      ) -> Generator[InferenceProgress | dict, None, int]:
+def predict_streaming(
+    classifier, image, stride: int | None = None, budget: int | None = None, channels: list[int] | None = None
+) -> Generator[InferenceProgress | dict, None, int]:
     """Yields, band by band, the band's table (dict of columns, global tile indices) and
     InferenceProgress; returns the number of tiles. `image` has .shape (C, Y, X) and
     .rows(y0, y1); `channels` picks the model's channels from it."""
     from . import dense as dense_module
+
     _, height, width = image.shape
     size = classifier.tile_size
     grid = make_grid((height, width), size, stride, border="pad")
@@ -106,7 +111,7 @@ def predict_streaming(classifier, image, stride: int | None = None, budget: int 
     yield InferenceProgress(0, total)
     for r0 in range(0, grid.rows, per_band):
         r1 = min(grid.rows, r0 + per_band)
-        first = max(0, r0 - halo_rows)               # tile row the band's pixels start at
+        first = max(0, r0 - halo_rows)  # tile row the band's pixels start at
         y0 = first * stride
         y1 = min(height, (r1 - 1 + halo_rows) * stride + size)
         pixels = image.rows(y0, y1)
@@ -117,19 +122,25 @@ def predict_streaming(classifier, image, stride: int | None = None, budget: int 
         # Tiles of this band in the band grid's numbering (same columns as the global grid).
         local_rows = np.arange(r0 - first, r1 - first)
         if band_grid.cols != grid.cols or local_rows[-1] >= band_grid.rows:
-            raise RuntimeError("band grid does not line up with the field grid")   # a bug
+            raise RuntimeError("band grid does not line up with the field grid")  # a bug
         local = (local_rows[:, None] * grid.cols + np.arange(grid.cols)[None, :]).ravel()
-        field = pixels if classifier.normalization.mode == "per_tile" \
-            else classifier.normalization.apply(pixels)
-        prepared = PreparedField(band_grid, local.astype(np.int64), field,
-                                 classifier.normalization)
+        field = (
+            pixels if classifier.normalization.mode == "per_tile" else classifier.normalization.apply(pixels)
+        )
+        prepared = PreparedField(band_grid, local.astype(np.int64), field, classifier.normalization)
         prediction = _run(classifier, prepared)
         table = prediction.table()
-        global_index = (np.repeat(np.arange(r0, r1), grid.cols) * grid.cols
-                        + np.tile(np.arange(grid.cols), r1 - r0))
+        global_index = np.repeat(np.arange(r0, r1), grid.cols) * grid.cols + np.tile(
+            np.arange(grid.cols), r1 - r0
+        )
         rows, cols = grid.row_col(global_index)
-        table.update(index=global_index, row=rows.astype(np.int64), col=cols.astype(np.int64),
-                     y=(rows * stride).astype(np.int64), x=(cols * stride).astype(np.int64))
+        table.update(
+            index=global_index,
+            row=rows.astype(np.int64),
+            col=cols.astype(np.int64),
+            y=(rows * stride).astype(np.int64),
+            x=(cols * stride).astype(np.int64),
+        )
         done += len(global_index)
         yield table
         yield InferenceProgress(done, total)
@@ -138,15 +149,22 @@ def predict_streaming(classifier, image, stride: int | None = None, budget: int 
 
 def _run(classifier, prepared):
     from ._generators import drive
+
     return drive(classifier.predict_prepared(prepared))
 
 
-def predict_file_streaming(classifier, path: str | Path, out_csv: str | Path,
-                           stride: int | None = None, budget: int | None = None,
-                           channels: list[int] | None = None) -> int:
+def predict_file_streaming(
+    classifier,
+    path: str | Path,
+    out_csv: str | Path,
+    stride: int | None = None,
+    budget: int | None = None,
+    channels: list[int] | None = None,
+) -> int:
     """Stream one TIFF into a predictions CSV (same columns as write_predictions_csv with a
     source column); returns the number of tiles."""
     from ._files import atomic_write
+
     path = Path(path)
     count = 0
 
@@ -165,8 +183,10 @@ def predict_file_streaming(classifier, path: str | Path, out_csv: str | Path,
                     break
                 if not isinstance(event, dict):
                     continue
-                columns = {"source": np.full(len(event["index"]), path.name, dtype=object),
-                           **{k: np.asarray(v) for k, v in event.items()}}
+                columns = {
+                    "source": np.full(len(event["index"]), path.name, dtype=object),
+                    **{k: np.asarray(v) for k, v in event.items()},
+                }
                 if not header_written:
                     writer.writerow(list(columns))
                     header_written = True
@@ -180,18 +200,24 @@ def predict_file_streaming(classifier, path: str | Path, out_csv: str | Path,
 
 # ------------------------------------------------------------------------------ explain
 
-TIFF_TILE = 256      # side of the output BigTIFF's tiles (px)
+TIFF_TILE = 256  # side of the output BigTIFF's tiles (px)
 
 
-def explain_streaming(classifier, image, target: int | None = None, stride: int | None = None,
-                      budget: int | None = None, channels: list[int] | None = None
-                      ) -> Generator[np.ndarray, None, None]:
+def explain_streaming(
+    classifier,
+    image,
+    target: int | None = None,
+    stride: int | None = None,
+    budget: int | None = None,
+    channels: list[int] | None = None,
+) -> Generator[np.ndarray, None, None]:
     """Yields the (H, W) float32 gradient x input map in bands of whole TIFF_TILE rows, each
     equal to those rows of `attribution.explain_field` on the whole field: a band is explained
     from every tile that overlaps it (tiles straddling two bands are explained for both), so
     the overlap averages of `tiling.stitch_tile_maps` see the same tiles."""
-    from .attribution import explain_field
     from ._generators import drive
+    from .attribution import explain_field
+
     _, height, width = image.shape
     size = classifier.tile_size
     grid = make_grid((height, width), size, stride, border="pad")
@@ -200,24 +226,32 @@ def explain_streaming(classifier, image, target: int | None = None, stride: int 
     band = rows_per_band * TIFF_TILE
     for y0 in range(0, height, band):
         y1 = min(height, y0 + band)
-        first = max(0, -(-(y0 - size + 1) // stride))      # first tile row reaching y0
-        last = min(grid.rows - 1, (y1 - 1) // stride)       # last tile row starting before y1
+        first = max(0, -(-(y0 - size + 1) // stride))  # first tile row reaching y0
+        last = min(grid.rows - 1, (y1 - 1) // stride)  # last tile row starting before y1
         region_y0 = first * stride
         region_y1 = min(height, last * stride + size)
         pixels = image.rows(region_y0, region_y1)
         if channels is not None:
             pixels = pixels[channels]
         stitched = drive(explain_field(classifier, pixels, target=target, stride=stride))
-        yield stitched[y0 - region_y0:y1 - region_y0]
+        yield stitched[y0 - region_y0 : y1 - region_y0]
 
 
-def explain_file_streaming(classifier, path: str | Path, out_tiff: str | Path,
-                           target: int | None = None, stride: int | None = None,
-                           budget: int | None = None, channels: list[int] | None = None) -> None:
+def explain_file_streaming(
+    classifier,
+    path: str | Path,
+    out_tiff: str | Path,
+    target: int | None = None,
+    stride: int | None = None,
+    budget: int | None = None,
+    channels: list[int] | None = None,
+) -> None:
     """Gradient x input of a TIFF of any size into a tiled, zlib-compressed float32 BigTIFF,
     band by band (atomic: written beside the target, then renamed)."""
     import tifffile
+
     from ._files import atomic_write
+
     path = Path(path)
 
     def write(binary) -> None:
@@ -229,14 +263,19 @@ def explain_file_streaming(classifier, path: str | Path, out_tiff: str | Path,
                     for ty in range(0, band.shape[0], TIFF_TILE):
                         for tx in range(0, width, TIFF_TILE):
                             tile = np.zeros((TIFF_TILE, TIFF_TILE), dtype=np.float32)
-                            part = band[ty:ty + TIFF_TILE, tx:tx + TIFF_TILE]
-                            tile[:part.shape[0], :part.shape[1]] = part
+                            part = band[ty : ty + TIFF_TILE, tx : tx + TIFF_TILE]
+                            tile[: part.shape[0], : part.shape[1]] = part
                             yield tile
 
             with tifffile.TiffWriter(_Named(binary, path.name), bigtiff=True) as writer:
-                writer.write(tiles(), shape=(height, width), dtype=np.float32,
-                             tile=(TIFF_TILE, TIFF_TILE), compression="zlib",
-                             photometric="minisblack")
+                writer.write(
+                    tiles(),
+                    shape=(height, width),
+                    dtype=np.float32,
+                    tile=(TIFF_TILE, TIFF_TILE),
+                    compression="zlib",
+                    photometric="minisblack",
+                )
 
     atomic_write(Path(out_tiff), write)
 

@@ -1,6 +1,7 @@
 """Per-field summaries of a classification: the share of tiles per class and their mean
 confidence, from a per-tile table (inference.FieldPrediction.table() or the exported CSV's
 columns `class_name`, `confidence`). Pure numpy; the widget's Report tab and its CSV show it."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,9 @@ import numpy as np
 FRACTION_COLUMNS = ("source", "class_name", "tiles", "share", "mean_confidence")
 
 
-def class_fractions(table: Mapping[str, Sequence], class_names: Sequence[str],
-                    source: str = "") -> list[dict]:
+def class_fractions(
+    table: Mapping[str, Sequence], class_names: Sequence[str], source: str = ""
+) -> list[dict]:
     """One row per class (in `class_names` order): tiles predicted as it, their share of the
     field's classified tiles (0 when none) and their mean confidence (None when no tile)."""
     names = np.asarray(table.get("class_name", []), dtype=object)
@@ -23,18 +25,26 @@ def class_fractions(table: Mapping[str, Sequence], class_names: Sequence[str],
     for name in class_names:
         mask = names == name
         n = int(mask.sum())
-        rows.append({"source": source, "class_name": str(name), "tiles": n,
-                     "share": n / total if total else 0.0,
-                     "mean_confidence": float(confidence[mask].mean()) if n else None})
+        rows.append(
+            {
+                "source": source,
+                "class_name": str(name),
+                "tiles": n,
+                "share": n / total if total else 0.0,
+                "mean_confidence": float(confidence[mask].mean()) if n else None,
+            }
+        )
     return rows
 
 
 def fractions_csv_text(rows: Sequence[Mapping]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(FRACTION_COLUMNS), lineterminator="\n",
-                            extrasaction="ignore")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(FRACTION_COLUMNS), lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "mean_confidence": "" if row.get("mean_confidence") is None
-                         else row["mean_confidence"]})
+        writer.writerow(
+            {**row, "mean_confidence": "" if row.get("mean_confidence") is None else row["mean_confidence"]}
+        )
     return buffer.getvalue()

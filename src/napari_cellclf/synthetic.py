@@ -22,6 +22,7 @@ How a field is made (all in photons until the camera step):
 The same seed gives the same cell layout and nuclei for both phenotypes; the protein pattern and
 the noise come from a stream that also depends on the phenotype.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,37 +31,44 @@ import numpy as np
 from skimage.filters import gaussian
 
 CHANNEL_NAMES = ("nuclei", "protein")
-CLASS_NAMES = ("Control", "Aggregates")   # label values 1 and 2; diffuse = Control
+CLASS_NAMES = ("Control", "Aggregates")  # label values 1 and 2; diffuse = Control
 PHENOTYPES = ("puncta", "diffuse")
 
-PUNCTA_FRACTION = 0.85          # share of cells with aggregates in a "puncta" field
-CAMERA_OFFSET = 100.0           # ADU added by the camera to every pixel
-READ_NOISE = 2.5                # ADU, Gaussian
-PSF_SIGMA = 1.0                 # px, Gaussian approximation of the microscope's blur
-_NUCLEUS_PHOTONS = 700.0        # median nuclear-stain level per pixel
-_PROTEIN_PHOTONS = 180.0        # median protein level per cell pixel (total / area)
+PUNCTA_FRACTION = 0.85  # share of cells with aggregates in a "puncta" field
+CAMERA_OFFSET = 100.0  # ADU added by the camera to every pixel
+READ_NOISE = 2.5  # ADU, Gaussian
+PSF_SIGMA = 1.0  # px, Gaussian approximation of the microscope's blur
+_NUCLEUS_PHOTONS = 700.0  # median nuclear-stain level per pixel
+_PROTEIN_PHOTONS = 180.0  # median protein level per cell pixel (total / area)
 _BACKGROUND_PHOTONS = (25.0, 20.0)  # (nuclei, protein) autofluorescence / stray light
 
 
 @dataclass
 class SyntheticField:
-    image: np.ndarray        # (2, H, W) uint16
-    labels: np.ndarray       # (H, W) uint8 class label image: 0 background, 1 Control (diffuse) cell, 2 Aggregates cell
-    cells: np.ndarray        # (H, W) int32 instance labels (0 background)
-    pixel_size: float        # µm per pixel
+    image: np.ndarray  # (2, H, W) uint16
+    labels: (
+        np.ndarray
+    )  # (H, W) uint8 class label image: 0 background, 1 Control (diffuse) cell, 2 Aggregates cell
+    cells: np.ndarray  # (H, W) int32 instance labels (0 background)
+    pixel_size: float  # µm per pixel
     phenotype: str
 
 
 @dataclass
 class _Cell:
-    box: tuple[slice, slice]     # bounding box in the field
-    depth: np.ndarray            # normalised radius in the box: < 1 inside the outline
-    nucleus: np.ndarray          # bool mask of the nucleus in the box (before overlap resolution)
+    box: tuple[slice, slice]  # bounding box in the field
+    depth: np.ndarray  # normalised radius in the box: < 1 inside the outline
+    nucleus: np.ndarray  # bool mask of the nucleus in the box (before overlap resolution)
 
 
-def make_field(phenotype: str = "puncta", shape: tuple[int, int] = (1024, 1024), seed: int = 0,
-               cell_radius: float = 18.0, density: float = 1.0, pixel_size: float = 0.325
-               ) -> SyntheticField:
+def make_field(
+    phenotype: str = "puncta",
+    shape: tuple[int, int] = (1024, 1024),
+    seed: int = 0,
+    cell_radius: float = 18.0,
+    density: float = 1.0,
+    pixel_size: float = 0.325,
+) -> SyntheticField:
     """A two-channel (nuclei, protein) uint16 field of view with ground truth.
 
     `cell_radius` is the median cell radius in pixels; `density` scales the number of cells
@@ -73,16 +81,18 @@ def make_field(phenotype: str = "puncta", shape: tuple[int, int] = (1024, 1024),
     pattern_rng = np.random.default_rng([int(seed), 1 + PHENOTYPES.index(phenotype)])
 
     centres, radii = _place_cells(layout_rng, height, width, cell_radius, density)
-    geometry = [_cell_geometry(layout_rng, centre, radius, height, width)
-                for centre, radius in zip(centres, radii)]
+    geometry = [
+        _cell_geometry(layout_rng, centre, radius, height, width) for centre, radius in zip(centres, radii)
+    ]
     cells, nuclei = _resolve_overlaps(geometry, height, width)
 
     n_cells = len(geometry)
     # Per-cell brightness, drawn in the layout stream so both phenotypes share it.
     nucleus_level = _NUCLEUS_PHOTONS * layout_rng.lognormal(0.0, 0.3, n_cells)
     protein_level = _PROTEIN_PHOTONS * layout_rng.lognormal(0.0, 0.35, n_cells)
-    aggregating = (pattern_rng.random(n_cells) < PUNCTA_FRACTION if phenotype == "puncta"
-                   else np.zeros(n_cells, bool))
+    aggregating = (
+        pattern_rng.random(n_cells) < PUNCTA_FRACTION if phenotype == "puncta" else np.zeros(n_cells, bool)
+    )
 
     nuclear = _nuclear_channel(layout_rng, cells, nuclei, nucleus_level)
     protein = _protein_channel(pattern_rng, geometry, cells, nuclei, protein_level, aggregating)
@@ -94,8 +104,9 @@ def make_field(phenotype: str = "puncta", shape: tuple[int, int] = (1024, 1024),
     labels = np.zeros((height, width), np.uint8)
     cell_class = np.concatenate([[0], np.where(aggregating, 2, 1)]).astype(np.uint8)
     labels[:] = cell_class[cells]
-    return SyntheticField(image=image, labels=labels, cells=cells, pixel_size=float(pixel_size),
-                          phenotype=phenotype)
+    return SyntheticField(
+        image=image, labels=labels, cells=cells, pixel_size=float(pixel_size), phenotype=phenotype
+    )
 
 
 def _check_arguments(phenotype, shape, cell_radius, density, pixel_size) -> None:
@@ -145,8 +156,10 @@ def _wobble(rng, n_harmonics: int, strength: float):
     phases = rng.uniform(0, 2 * np.pi, n_harmonics)
 
     def radius_factor(theta):
-        return 1.0 + np.tensordot(amplitudes, np.cos(np.multiply.outer(orders, theta)
-                                                     + phases[:, None, None]), axes=1)
+        return 1.0 + np.tensordot(
+            amplitudes, np.cos(np.multiply.outer(orders, theta) + phases[:, None, None]), axes=1
+        )
+
     return radius_factor
 
 
@@ -257,7 +270,7 @@ def _camera(rng, signal, height, width):
     xx = np.linspace(-1.0, 1.0, width, dtype=np.float32)[None, :]
     centre = rng.uniform(-0.4, 0.4, 2)
     # Vignetting: 100 % at an off-centre hot spot falling to ~70 % in the far corner.
-    illumination = 1.0 - 0.3 * ((yy - centre[0])**2 + (xx - centre[1])**2) / 4.0
+    illumination = 1.0 - 0.3 * ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / 4.0
     tilt = rng.uniform(-0.25, 0.25, 2)
     photons = np.empty_like(signal)
     for channel, background in enumerate(_BACKGROUND_PHOTONS):

@@ -1,6 +1,7 @@
 """Per-tile result tables as CSV (`cellclf predict --out`, the widget's export). No Qt.
 
 The columns are `inference.FieldPrediction.table()`'s (plus an optional leading `source`)."""
+
 from __future__ import annotations
 
 import csv
@@ -35,7 +36,7 @@ def write_predictions_csv(path, table: dict[str, np.ndarray], source: str | None
         writer.writerow(list(columns))
         writer.writerows(zip(*(_csv_column(values) for values in columns.values())))
         text.flush()
-        text.detach()          # the atomic writer closes the file itself
+        text.detach()  # the atomic writer closes the file itself
 
     atomic_write(path, write)
 

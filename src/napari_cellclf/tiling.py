@@ -15,6 +15,7 @@ Two ideas keep this fast on big fields without a Python loop per pixel:
   those blocks; per-pixel averages of tile values are prefix sums over the grid, broadcast back
   to the blocks.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,10 +39,10 @@ MAX_CLASSES = 256
 
 @dataclass(frozen=True)
 class TileGrid:
-    image_shape: tuple[int, int]   # (H, W) of the field
+    image_shape: tuple[int, int]  # (H, W) of the field
     tile_size: int
     stride: int
-    border: str                    # "drop" | "pad"
+    border: str  # "drop" | "pad"
     rows: int
     cols: int
 
@@ -78,8 +79,10 @@ class TileGrid:
 
     def _padded_shape(self) -> tuple[int, int]:
         """Extent of the image and its tiles together (tiles stick out of a padded grid)."""
-        return (max(self.image_shape[0], (self.rows - 1) * self.stride + self.tile_size),
-                max(self.image_shape[1], (self.cols - 1) * self.stride + self.tile_size))
+        return (
+            max(self.image_shape[0], (self.rows - 1) * self.stride + self.tile_size),
+            max(self.image_shape[1], (self.cols - 1) * self.stride + self.tile_size),
+        )
 
 
 def _count_along(length: int, tile_size: int, stride: int, border: str) -> int:
@@ -95,9 +98,13 @@ def _count_along(length: int, tile_size: int, stride: int, border: str) -> int:
 def check_tile_size(tile_size, minimum: int = 1, maximum: int | None = None) -> int:
     """The one tile-size rule: a whole number within minimum..maximum. The faces apply it with
     MIN_TILE_SIZE..MAX_TILE_SIZE (options.check_tile_size). ValueError otherwise."""
-    if (isinstance(tile_size, (bool, np.bool_)) or not isinstance(tile_size, (int, float, np.number))
-            or int(tile_size) != tile_size or tile_size < minimum
-            or (maximum is not None and tile_size > maximum)):
+    if (
+        isinstance(tile_size, (bool, np.bool_))
+        or not isinstance(tile_size, (int, float, np.number))
+        or int(tile_size) != tile_size
+        or tile_size < minimum
+        or (maximum is not None and tile_size > maximum)
+    ):
         if maximum is not None:
             rule = f"an integer of {minimum}..{maximum} px"
         else:
@@ -108,14 +115,19 @@ def check_tile_size(tile_size, minimum: int = 1, maximum: int | None = None) -> 
 
 def check_stride(stride) -> int:
     """A whole number >= 1 (None, "same as the tile size", is the caller's to resolve)."""
-    if (isinstance(stride, (bool, np.bool_)) or not isinstance(stride, (int, float, np.number))
-            or int(stride) != stride or stride < 1):
+    if (
+        isinstance(stride, (bool, np.bool_))
+        or not isinstance(stride, (int, float, np.number))
+        or int(stride) != stride
+        or stride < 1
+    ):
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     return int(stride)
 
 
-def make_grid(image_shape: tuple[int, int], tile_size: int, stride: int | None = None,
-              border: str = "drop") -> TileGrid:
+def make_grid(
+    image_shape: tuple[int, int], tile_size: int, stride: int | None = None, border: str = "drop"
+) -> TileGrid:
     """stride defaults to tile_size (no overlap). ValueError for tile_size < 1, stride < 1,
     unknown border, or an image smaller than one tile with border='drop'."""
     if len(image_shape) != 2:
@@ -130,21 +142,25 @@ def make_grid(image_shape: tuple[int, int], tile_size: int, stride: int | None =
     rows = _count_along(height, tile_size, stride, border)
     cols = _count_along(width, tile_size, stride, border)
     if rows == 0 or cols == 0:
-        raise ValueError(f"the image ({height}x{width} px) is smaller than one tile "
-                         f"({tile_size} px) and border='drop'; use a smaller tile_size or "
-                         f"border='pad'")
+        raise ValueError(
+            f"the image ({height}x{width} px) is smaller than one tile "
+            f"({tile_size} px) and border='drop'; use a smaller tile_size or "
+            f"border='pad'"
+        )
     return TileGrid((height, width), tile_size, stride, border, rows, cols)
 
 
 def _as_cyx(image: np.ndarray, grid: TileGrid, name: str = "image_cyx") -> np.ndarray:
     image = np.asarray(image)
-    if image.ndim == 2:            # a single-channel field given as (Y, X)
+    if image.ndim == 2:  # a single-channel field given as (Y, X)
         image = image[np.newaxis]
     if image.ndim != 3:
         raise ValueError(f"{name} must be (C, Y, X) or (Y, X), got shape {image.shape}")
     if tuple(image.shape[1:]) != tuple(grid.image_shape):
-        raise ValueError(f"{name} is {image.shape[1]}x{image.shape[2]} px but the grid was made "
-                         f"for {grid.image_shape[0]}x{grid.image_shape[1]}")
+        raise ValueError(
+            f"{name} is {image.shape[1]}x{image.shape[2]} px but the grid was made "
+            f"for {grid.image_shape[0]}x{grid.image_shape[1]}"
+        )
     return image
 
 
@@ -155,8 +171,7 @@ def _check_indices(indices, grid: TileGrid, n_values: int | None = None) -> np.n
         indices = np.asarray(indices)
         if indices.dtype == bool:
             if indices.shape != (grid.n_tiles,):
-                raise ValueError(f"a boolean tile mask needs {grid.n_tiles} entries, "
-                                 f"got {indices.shape}")
+                raise ValueError(f"a boolean tile mask needs {grid.n_tiles} entries, got {indices.shape}")
             indices = np.flatnonzero(indices)
         indices = indices.astype(np.int64, copy=False).ravel()
         if indices.size and (indices.min() < 0 or indices.max() >= grid.n_tiles):
@@ -172,13 +187,12 @@ def _tile_with_reflect(image: np.ndarray, y0: int, x0: int, size: int) -> np.nda
     height, width = image.shape[1:]
     pad_y, pad_x = max(0, y0 + size - height), max(0, x0 + size - width)
     before_y, before_x = min(y0, pad_y), min(x0, pad_x)
-    crop = image[:, y0 - before_y:min(height, y0 + size), x0 - before_x:min(width, x0 + size)]
+    crop = image[:, y0 - before_y : min(height, y0 + size), x0 - before_x : min(width, x0 + size)]
     padded = np.pad(crop, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
-    return padded[:, before_y:before_y + size, before_x:before_x + size]
+    return padded[:, before_y : before_y + size, before_x : before_x + size]
 
 
-def extract_tiles(image_cyx: np.ndarray, grid: TileGrid, indices: np.ndarray | None = None
-                  ) -> np.ndarray:
+def extract_tiles(image_cyx: np.ndarray, grid: TileGrid, indices: np.ndarray | None = None) -> np.ndarray:
     """(N, C, T, T) array (same dtype) of the chosen tiles (all when indices is None)."""
     image = _as_cyx(image_cyx, grid)
     indices = _check_indices(indices, grid)
@@ -195,7 +209,7 @@ def extract_tiles(image_cyx: np.ndarray, grid: TileGrid, indices: np.ndarray | N
     out = np.empty((indices.size, image.shape[0], size, size), dtype=image.dtype)
     if whole.any():
         out[whole] = windows[y0[whole], x0[whole]]
-    for n in np.flatnonzero(~whole):   # only the bottom/right border of a padded grid
+    for n in np.flatnonzero(~whole):  # only the bottom/right border of a padded grid
         out[n] = _tile_with_reflect(image, int(y0[n]), int(x0[n]), size)
     return out
 
@@ -230,8 +244,13 @@ def _tile_boxes(grid: TileGrid) -> tuple[np.ndarray, ...]:
     return y0, y1, x0, x1, (y1 - y0) * (x1 - x0)
 
 
-def foreground_tiles(image_cyx: np.ndarray, grid: TileGrid, channel: int = 0,
-                     min_fraction: float = 0.05, threshold: float | None = None) -> np.ndarray:
+def foreground_tiles(
+    image_cyx: np.ndarray,
+    grid: TileGrid,
+    channel: int = 0,
+    min_fraction: float = 0.05,
+    threshold: float | None = None,
+) -> np.ndarray:
     """Bool (n_tiles,): tiles where at least `min_fraction` of pixels of `channel` are above
     `threshold` (default: Otsu on that channel). Lets training/inference skip empty background.
 
@@ -239,14 +258,15 @@ def foreground_tiles(image_cyx: np.ndarray, grid: TileGrid, channel: int = 0,
     A flat channel has no foreground."""
     image = _as_cyx(image_cyx, grid)
     if not -image.shape[0] <= channel < image.shape[0]:
-        raise ValueError(f"foreground channel {channel} does not exist; the image has "
-                         f"{image.shape[0]} channel(s)")
+        raise ValueError(
+            f"foreground channel {channel} does not exist; the image has {image.shape[0]} channel(s)"
+        )
     if not 0.0 <= min_fraction <= 1.0:
         raise ValueError(f"min_fraction must be within 0..1, got {min_fraction}")
     plane = np.asarray(image[channel])
     if threshold is None:
         threshold = _otsu(plane)
-        if threshold is None:          # flat channel: nothing stands out from the background
+        if threshold is None:  # flat channel: nothing stands out from the background
             return np.zeros(grid.n_tiles, dtype=bool)
     above = _tile_value_counts(plane > threshold, 2, grid)[:, 1]
     area = _tile_boxes(grid)[-1]
@@ -267,8 +287,7 @@ def _otsu(plane: np.ndarray) -> float | None:
     return float(threshold_otsu(finite))
 
 
-def tile_labels_from_label_image(labels: np.ndarray, grid: TileGrid, min_fraction: float = 0.5
-                                 ) -> np.ndarray:
+def tile_labels_from_label_image(labels: np.ndarray, grid: TileGrid, min_fraction: float = 0.5) -> np.ndarray:
     """int (n_tiles,) label per tile: the majority non-zero value among painted pixels if painted
     pixels cover at least `min_fraction` of the tile, else 0 (unlabelled).
 
@@ -276,8 +295,7 @@ def tile_labels_from_label_image(labels: np.ndarray, grid: TileGrid, min_fractio
     smaller label value; a tile with no painted pixel is always 0."""
     labels = np.asarray(labels)
     if labels.shape != tuple(grid.image_shape):
-        raise ValueError(f"label image is {labels.shape} but the grid was made for "
-                         f"{grid.image_shape}")
+        raise ValueError(f"label image is {labels.shape} but the grid was made for {grid.image_shape}")
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise ValueError("label image must hold whole numbers (0 = unlabelled, k = class k)")
@@ -298,8 +316,7 @@ def tile_labels_from_label_image(labels: np.ndarray, grid: TileGrid, min_fractio
     counts = _tile_value_counts(renumber[labels], len(present) + 1, grid)[:, 1:]
     area = _tile_boxes(grid)[-1]
     painted = counts.sum(axis=1)
-    winner = (present[counts.argmax(axis=1)] if len(present)
-              else np.zeros(grid.n_tiles, dtype=np.int64))
+    winner = present[counts.argmax(axis=1)] if len(present) else np.zeros(grid.n_tiles, dtype=np.int64)
     keep = (painted > 0) & (painted >= min_fraction * area)
     return np.where(keep, winner, 0).astype(np.int64)
 
@@ -323,8 +340,9 @@ def _cell_index_map(grid: TileGrid) -> np.ndarray:
     return index
 
 
-def tile_values_to_map(values: np.ndarray, grid: TileGrid, indices: np.ndarray | None = None,
-                       fill=0) -> np.ndarray:
+def tile_values_to_map(
+    values: np.ndarray, grid: TileGrid, indices: np.ndarray | None = None, fill=0
+) -> np.ndarray:
     """(H, W) map: each tile's value painted over its pixels (overlaps: later/centre tile wins —
     use `stitch_probabilities` for averaging). `indices` says which tiles `values` belong to.
 
@@ -333,8 +351,7 @@ def tile_values_to_map(values: np.ndarray, grid: TileGrid, indices: np.ndarray |
     shape (N, ...) give (H, W, ...)."""
     values = np.asarray(values)
     indices = _check_indices(indices, grid, n_values=len(values))
-    lookup = np.full((grid.n_tiles + 1,) + values.shape[1:], fill,
-                     dtype=np.result_type(values, fill))
+    lookup = np.full((grid.n_tiles + 1,) + values.shape[1:], fill, dtype=np.result_type(values, fill))
     lookup[indices] = values
     return lookup[_cell_index_map(grid)]
 
@@ -343,16 +360,17 @@ def _axis_bands(length: int, n: int, stride: int, size: int):
     """Along one axis, split pixels into bands covered by the same range of tiles.
     Returns (band of each pixel, first tile of each band, last tile + 1 of each band)."""
     pos = np.arange(length)
-    first = np.maximum(0, -((size - 1 - pos) // stride))     # ceil((pos - size + 1) / stride)
+    first = np.maximum(0, -((size - 1 - pos) // stride))  # ceil((pos - size + 1) / stride)
     stop = np.minimum(n, pos // stride + 1)
-    stop = np.maximum(stop, first)                           # uncovered: empty range
+    stop = np.maximum(stop, first)  # uncovered: empty range
     key = first * (n + 1) + stop
     _, start_of_band, band = np.unique(key, return_index=True, return_inverse=True)
     return band.ravel(), first[start_of_band], stop[start_of_band]
 
 
-def stitch_probabilities(probabilities: np.ndarray, grid: TileGrid,
-                         indices: np.ndarray | None = None) -> np.ndarray:
+def stitch_probabilities(
+    probabilities: np.ndarray, grid: TileGrid, indices: np.ndarray | None = None
+) -> np.ndarray:
     """(K, H, W) float32: per-pixel mean of the probabilities of every tile covering it; pixels
     covered by no chosen tile are NaN."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -364,15 +382,16 @@ def stitch_probabilities(probabilities: np.ndarray, grid: TileGrid,
     # Sum and count of chosen tiles on the grid, then 2-D prefix sums over the grid: the sum over
     # any rectangle of tiles is four lookups.
     sums = np.zeros((grid.rows + 1, grid.cols + 1, n_classes + 1))
-    np.add.at(sums, (rows + 1, cols + 1), np.concatenate(
-        [probabilities, np.ones((len(indices), 1))], axis=1))
+    np.add.at(sums, (rows + 1, cols + 1), np.concatenate([probabilities, np.ones((len(indices), 1))], axis=1))
     sums = sums.cumsum(axis=0).cumsum(axis=1)
-    y_band, y_first, y_stop = _axis_bands(grid.image_shape[0], grid.rows, grid.stride,
-                                          grid.tile_size)
-    x_band, x_first, x_stop = _axis_bands(grid.image_shape[1], grid.cols, grid.stride,
-                                          grid.tile_size)
-    band_sums = (sums[y_stop][:, x_stop] - sums[y_first][:, x_stop]
-                 - sums[y_stop][:, x_first] + sums[y_first][:, x_first])   # (bands_y, bands_x, K+1)
+    y_band, y_first, y_stop = _axis_bands(grid.image_shape[0], grid.rows, grid.stride, grid.tile_size)
+    x_band, x_first, x_stop = _axis_bands(grid.image_shape[1], grid.cols, grid.stride, grid.tile_size)
+    band_sums = (
+        sums[y_stop][:, x_stop]
+        - sums[y_first][:, x_stop]
+        - sums[y_stop][:, x_first]
+        + sums[y_first][:, x_first]
+    )  # (bands_y, bands_x, K+1)
     count = band_sums[..., -1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         band_means = np.where(count > 0, band_sums[..., :-1] / count, np.nan).astype(np.float32)
@@ -380,8 +399,7 @@ def stitch_probabilities(probabilities: np.ndarray, grid: TileGrid,
     return band_means[:, y_band][:, :, x_band]
 
 
-def stitch_tile_maps(maps: np.ndarray, grid: TileGrid, indices: np.ndarray | None = None
-                     ) -> np.ndarray:
+def stitch_tile_maps(maps: np.ndarray, grid: TileGrid, indices: np.ndarray | None = None) -> np.ndarray:
     """(N, T, T) or (N, C, T, T) per-tile maps -> (H, W) or (C, H, W) float32, overlaps averaged,
     uncovered pixels 0. Used for attribution maps."""
     maps = np.asarray(maps)
@@ -390,8 +408,10 @@ def stitch_tile_maps(maps: np.ndarray, grid: TileGrid, indices: np.ndarray | Non
         maps = maps[:, np.newaxis]
     size = grid.tile_size
     if maps.ndim != 4 or maps.shape[2:] != (size, size):
-        raise ValueError(f"maps must be (N, {size}, {size}) or (N, C, {size}, {size}), "
-                         f"got shape {maps.shape if not squeeze else maps.shape[::2]}")
+        raise ValueError(
+            f"maps must be (N, {size}, {size}) or (N, C, {size}, {size}), "
+            f"got shape {maps.shape if not squeeze else maps.shape[::2]}"
+        )
     indices = _check_indices(indices, grid, n_values=len(maps))
     padded_h, padded_w = grid._padded_shape()
     total = np.zeros((maps.shape[1], padded_h, padded_w), dtype=np.float32)
@@ -400,8 +420,8 @@ def stitch_tile_maps(maps: np.ndarray, grid: TileGrid, indices: np.ndarray | Non
     # One slice-add per tile: each is a contiguous block of T*T pixels, which numpy does far
     # faster than a scatter (np.add.at) of the same pixels.
     for n, y0, x0 in zip(range(len(indices)), rows * grid.stride, cols * grid.stride):
-        total[:, y0:y0 + size, x0:x0 + size] += maps[n]
-        count[y0:y0 + size, x0:x0 + size] += 1
+        total[:, y0 : y0 + size, x0 : x0 + size] += maps[n]
+        count[y0 : y0 + size, x0 : x0 + size] += 1
     height, width = grid.image_shape
     total, count = total[:, :height, :width], count[:height, :width]
     np.divide(total, count, out=total, where=count > 0)

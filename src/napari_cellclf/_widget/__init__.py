@@ -5,6 +5,7 @@ Modules: `_session` (per-viewer state that outlives the widget), `_jobs` (thread
 training inputs), one module per panel, `_plot` (training curves), `_dialogs` (file/colour
 dialogs, replaceable in tests).
 """
+
 from ._dock import CellClassifierWidget
 
 __all__ = ["CellClassifierWidget"]

@@ -1,10 +1,20 @@
 """Classes panel: names and colours (row k = label value k), tiles per class, folder import."""
+
 from __future__ import annotations
 
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHeaderView, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QGroupBox,
+    QHeaderView,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from . import _dialogs
 from ._fields import ROLE_LABELS, role_of
@@ -25,27 +35,32 @@ class ClassesPanel(QWidget):
 
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["", "Class", "Tiles"])
-        self.table.verticalHeader().setVisible(True)   # row numbers = label values
+        self.table.verticalHeader().setVisible(True)  # row numbers = label values
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(COL_COLOR, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(COL_TILES, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip("Row k is label value k. Double-click a name to rename; selecting a "
-                              "row makes it the class the active labels layer paints.")
+        self.table.setToolTip(
+            "Row k is label value k. Double-click a name to rename; selecting a "
+            "row makes it the class the active labels layer paints."
+        )
         self.add_button = QPushButton("Add class")
         self.remove_button = QPushButton("Remove selected")
-        self.hint = note_label("Paint on a field's labels layer (Fields tab) with value k for "
-                               "class k. A tile counts when at least half of it is painted.")
+        self.hint = note_label(
+            "Paint on a field's labels layer (Fields tab) with value k for "
+            "class k. A tile counts when at least half of it is painted."
+        )
         self.warnings = note_label(style=WARNING_STYLE)
 
         self.import_mode = QComboBox()
         for text, mode in IMPORT_MODES:
             self.import_mode.addItem(text, mode)
         self.import_button = QPushButton("Import class folders…")
-        self.import_button.setToolTip("A folder with one subfolder per class (the folder name is "
-                                      "the class), images inside.")
+        self.import_button.setToolTip(
+            "A folder with one subfolder per class (the folder name is the class), images inside."
+        )
         self.forget_button = QPushButton("Forget import")
         self.import_note = note_label()
         import_box = QGroupBox("Images sorted in class folders")
@@ -151,8 +166,10 @@ class ClassesPanel(QWidget):
             return
         cleared = _renumber_labels(self.viewer, index + 1)
         if cleared:
-            show_info(f"Removed class {name!r}; its painted pixels ({cleared}) were cleared and "
-                      "higher classes moved down by one.")
+            show_info(
+                f"Removed class {name!r}; its painted pixels ({cleared}) were cleared and "
+                "higher classes moved down by one."
+            )
 
     def choose_color(self, index: int) -> None:
         color = _dialogs.ask_color(self, self.session.classes[index].color)
@@ -179,8 +196,10 @@ class ClassesPanel(QWidget):
                     session.add_class(name)
             session.set_imported(imported)
             counts = imported.dataset.class_counts()
-            show_info(f"Imported {len(imported.dataset)} tiles from {root}: "
-                      + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            show_info(
+                f"Imported {len(imported.dataset)} tiles from {root}: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
 
         session.jobs.start("import", work, adopt, title="Importing class folders")
 
@@ -194,7 +213,9 @@ class ClassesPanel(QWidget):
         counts = imported.dataset.class_counts()
         self.import_note.setText(
             f"{len(imported.dataset)} tiles of {imported.tile_size} px from {imported.root} ("
-            + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ")")
+            + ", ".join(f"{k}: {v}" for k, v in counts.items())
+            + ")"
+        )
 
     @alive_only
     def _on_busy(self, *_) -> None:

@@ -1,11 +1,25 @@
 """Fields panel: which fields of view, how each is labelled, which channels, the tile grid."""
+
 from __future__ import annotations
 
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QGroupBox,
-                            QHeaderView, QListWidget, QListWidgetItem, QPushButton, QSpinBox,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHeaderView,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..options import TILE_SIZE
 from ._fields import Field, field_id_of, fields_from_layers
@@ -18,13 +32,12 @@ COL_FIELD, COL_SIZE, COL_LABELS, COL_TILES = range(4)
 
 
 class FieldsPanel(QWidget):
-    def __init__(self, viewer, session: Session, foreground: ForegroundCache,
-                 parent: QWidget | None = None):
+    def __init__(self, viewer, session: Session, foreground: ForegroundCache, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer, self.session, self._foreground = viewer, session, foreground
         self.fields: list[Field] = []
         self._filling = False
-        self._reveal_grid = False    # the checkbox was just ticked: show a grid the eye had hidden
+        self._reveal_grid = False  # the checkbox was just ticked: show a grid the eye had hidden
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Tiles"])
@@ -37,13 +50,18 @@ class FieldsPanel(QWidget):
         for col in (COL_SIZE, COL_LABELS, COL_TILES):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumHeight(110)
-        self.table.setToolTip("Open images or the sample data (File > Open Sample) to add fields. "
-                              "'Training labels' says how a field's tiles get their class.")
-        self.empty_note = note_label("No fields of view yet: open images, or File > Open Sample > "
-                                     "Cell classifier - tiles and CNN.")
+        self.table.setToolTip(
+            "Open images or the sample data (File > Open Sample) to add fields. "
+            "'Training labels' says how a field's tiles get their class."
+        )
+        self.empty_note = note_label(
+            "No fields of view yet: open images, or File > Open Sample > Cell classifier - tiles and CNN."
+        )
         self.paint_button = QPushButton("Paint labels on selected field")
-        self.paint_button.setToolTip("Adds (or selects) '<field> labels': paint value k for "
-                                     "class k with napari's brush, fill and eraser.")
+        self.paint_button.setToolTip(
+            "Adds (or selects) '<field> labels': paint value k for "
+            "class k with napari's brush, fill and eraser."
+        )
         self.paint_class = QComboBox()
         self.paint_class.setToolTip("The class the brush paints (the labels layer's label value)")
 
@@ -58,12 +76,15 @@ class FieldsPanel(QWidget):
         self.stride.setRange(0, 1024)
         self.stride.setSuffix(" px")
         self.stride.setSpecialValueText("same as tile size")
-        self.stride.setToolTip("Distance between tile origins; smaller than the tile size "
-                               "makes overlapping tiles.")
+        self.stride.setToolTip(
+            "Distance between tile origins; smaller than the tile size makes overlapping tiles."
+        )
         self.skip_background = QCheckBox("Skip background tiles")
-        self.skip_background.setToolTip("Tiles where the first chosen channel is mostly below its "
-                                        "Otsu threshold are not trained on nor classified "
-                                        "(dimmed in the tile grid).")
+        self.skip_background.setToolTip(
+            "Tiles where the first chosen channel is mostly below its "
+            "Otsu threshold are not trained on nor classified "
+            "(dimmed in the tile grid)."
+        )
         self.show_grid = QCheckBox("Show tile grid")
 
         tiles_box = QGroupBox("Tiles")
@@ -105,7 +126,7 @@ class FieldsPanel(QWidget):
         session.classes_changed.connect(self._on_classes_changed)
         session.labels_changed.connect(self._on_labels_changed)
         session.counts_changed.connect(self._on_counts_changed)
-        session.data.events.connect(self._on_settings_changed)   # e.g. a loaded model's tile size
+        session.data.events.connect(self._on_settings_changed)  # e.g. a loaded model's tile size
         self._fill_paint_classes()
         self.refresh_fields()
 
@@ -136,8 +157,10 @@ class FieldsPanel(QWidget):
     def _on_channels_changed(self, *_) -> None:
         if self._filling:
             return
-        checked = [self.channel_list.item(i).checkState() == Qt.CheckState.Checked
-                   for i in range(self.channel_list.count())]
+        checked = [
+            self.channel_list.item(i).checkState() == Qt.CheckState.Checked
+            for i in range(self.channel_list.count())
+        ]
         chosen = tuple(i for i, on in enumerate(checked) if on)
         if not chosen:
             show_warning("At least one channel is needed; keeping the first.")
@@ -209,7 +232,8 @@ class FieldsPanel(QWidget):
         combo.setCurrentIndex(max(index, 0))
         combo.setToolTip("How this field's tiles get their class for training")
         combo.currentIndexChanged.connect(
-            lambda _i, fid=fld.id, c=combo: self.session.set_labels_source(fid, c.currentData()))
+            lambda _i, fid=fld.id, c=combo: self.session.set_labels_source(fid, c.currentData())
+        )
         return combo
 
     def labels_combo(self, field_name: str) -> QComboBox:
@@ -283,8 +307,9 @@ class FieldsPanel(QWidget):
             per_class = counts.per_field.get(fld.id) if counts is not None else None
             item.setText("" if per_class is None else str(sum(per_class)))
             if per_class is not None:
-                item.setToolTip("\n".join(f"{name}: {n}" for name, n in
-                                          zip(self.session.class_names, per_class)))
+                item.setToolTip(
+                    "\n".join(f"{name}: {n}" for name, n in zip(self.session.class_names, per_class))
+                )
 
     # -- actions ---------------------------------------------------------------------------------
     def paint_labels(self) -> None:
@@ -298,9 +323,11 @@ class FieldsPanel(QWidget):
         layer.brush_size = max(10, self.session.data.tile_size // 2)
         layer.selected_label = int(self.paint_class.currentData() or 1)
         layer.mode = "paint"
-        show_info(f"Painting on '{layer.name}': value k = class k "
-                  f"({', '.join(f'{k} {n}' for k, n in enumerate(self.session.class_names, 1))}). "
-                  "A tile takes a class when at least half of it is painted.")
+        show_info(
+            f"Painting on '{layer.name}': value k = class k "
+            f"({', '.join(f'{k} {n}' for k, n in enumerate(self.session.class_names, 1))}). "
+            "A tile takes a class when at least half of it is painted."
+        )
 
     @alive_only
     def update_grid(self) -> None:
@@ -326,5 +353,7 @@ class FieldsPanel(QWidget):
         show_grid(self.viewer, fld, overlay, visible=True if self._reveal_grid else None)
         self._reveal_grid = False
         used = grid.n_tiles - (int(skipped.sum()) if skipped is not None else 0)
-        self.grid_note.setText(f"{fld.name}: {grid.rows}×{grid.cols} = {grid.n_tiles} tiles"
-                               + (f", {used} with foreground" if skipped is not None else ""))
+        self.grid_note.setText(
+            f"{fld.name}: {grid.rows}×{grid.cols} = {grid.n_tiles} tiles"
+            + (f", {used} with foreground" if skipped is not None else "")
+        )

@@ -4,14 +4,14 @@ Panels call these through the module (`_dialogs.ask_save_path(...)`), so tests r
 `monkeypatch.setattr(_dialogs, "ask_save_path", ...)` instead of driving a native dialog.
 Each returns None when the user cancels.
 """
+
 from __future__ import annotations
 
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QColorDialog, QFileDialog, QWidget
 
 
-def ask_save_path(parent: QWidget | None, caption: str, name_filter: str,
-                  suggestion: str = "") -> str | None:
+def ask_save_path(parent: QWidget | None, caption: str, name_filter: str, suggestion: str = "") -> str | None:
     path, _ = QFileDialog.getSaveFileName(parent, caption, suggestion, name_filter)
     return path or None
 

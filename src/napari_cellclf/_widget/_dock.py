@@ -1,11 +1,20 @@
 """The dock widget: five panels (Fields, Classes, Train, Results, Report) over one per-viewer
 session, and a job bar (progress, Cancel) that every background job reports to."""
+
 from __future__ import annotations
 
 from napari.layers import Labels
 from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import (QFrame, QLabel, QProgressBar, QPushButton, QScrollArea, QTabWidget,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QFrame,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..training import BatchProgress, EpochEnd
 from ._classes_panel import ClassesPanel
@@ -20,8 +29,12 @@ from ._results_panel import ResultsPanel
 from ._session import Session, real_viewer, session_for
 from ._train_panel import TrainPanel
 
-JOB_VERBS = {"train": "Training", "classify": "Classifying", "explain": "Explaining",
-             "import": "Importing class folders"}
+JOB_VERBS = {
+    "train": "Training",
+    "classify": "Classifying",
+    "explain": "Explaining",
+    "import": "Importing class folders",
+}
 
 
 class JobBar(QWidget):
@@ -37,8 +50,7 @@ class JobBar(QWidget):
         self.status = QLabel("Ready")
         self.status.setWordWrap(True)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop after the current batch; training keeps the best "
-                                      "model so far.")
+        self.cancel_button.setToolTip("Stop after the current batch; training keeps the best model so far.")
         self.cancel_button.setEnabled(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -61,7 +73,7 @@ class JobBar(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         if kind == "import":
-            self.progress.setRange(0, 0)   # busy indicator: reading folders has no steps
+            self.progress.setRange(0, 0)  # busy indicator: reading folders has no steps
         self.status.setText(f"{JOB_VERBS.get(kind, kind)}…")
 
     @alive_only
@@ -71,9 +83,11 @@ class JobBar(QWidget):
             done = (event.run * event.n_epochs + event.epoch) * event.n_batches + event.batch + 1
             self.progress.setValue(int(1000 * done / total))
             runs = f"run {event.run + 1}/{event.n_runs} · " if event.n_runs > 1 else ""
-            self.status.setText(f"Training: {runs}epoch {event.epoch + 1}/{event.n_epochs} · "
-                                f"batch {event.batch + 1}/{event.n_batches} · "
-                                f"loss {event.loss:.3f}")
+            self.status.setText(
+                f"Training: {runs}epoch {event.epoch + 1}/{event.n_epochs} · "
+                f"batch {event.batch + 1}/{event.n_batches} · "
+                f"loss {event.loss:.3f}"
+            )
         elif isinstance(event, EpochEnd):
             self.progress.setToolTip(_epoch_text(event))
         elif isinstance(event, FieldStep):
@@ -82,8 +96,7 @@ class JobBar(QWidget):
             self.progress.setValue(int(1000 * (event.index + fraction) / event.count))
             stage = JOB_VERBS.get(getattr(inner, "stage", kind), JOB_VERBS.get(kind, kind))
             fields = f" ({event.index + 1}/{event.count})" if event.count > 1 else ""
-            self.status.setText(f"{stage} {event.field_name}{fields}: "
-                                f"{inner.done}/{inner.total} tiles")
+            self.status.setText(f"{stage} {event.field_name}{fields}: {inner.done}/{inner.total} tiles")
 
     @alive_only
     def _on_finished(self, kind: str, ok: bool) -> None:
@@ -122,9 +135,13 @@ class CellClassifierWidget(QWidget):
         self.job_bar = JobBar(self.session)
 
         self.tabs = QTabWidget()
-        for panel, title in ((self.fields_panel, "1 Fields"), (self.classes_panel, "2 Classes"),
-                             (self.train_panel, "3 Train"), (self.results_panel, "4 Results"),
-                             (self.report_tab, "5 Report")):
+        for panel, title in (
+            (self.fields_panel, "1 Fields"),
+            (self.classes_panel, "2 Classes"),
+            (self.train_panel, "3 Train"),
+            (self.results_panel, "4 Results"),
+            (self.report_tab, "5 Report"),
+        ):
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
             scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -186,8 +203,7 @@ class CellClassifierWidget(QWidget):
     @alive_only
     def recount(self) -> None:
         try:
-            counts = count_tiles(self.session, self.fields(), self.viewer, self._foreground,
-                                 self._painted)
+            counts = count_tiles(self.session, self.fields(), self.viewer, self._foreground, self._painted)
         except ValueError as exc:
             counts = TileCounts([0] * len(self.session.classes), notes=[str(exc)])
         self.session.set_counts(counts)

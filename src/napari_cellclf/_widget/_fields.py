@@ -6,6 +6,7 @@ back into one field, channels ordered by `channel_index`. Any other 2-D image la
 its own with one channel (an RGB layer: three). Layers this widget made (labels, classes,
 confidence, attribution, tile grid) say so in `metadata["cellclf"]["role"]` and are never fields.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ DERIVED_ROLES = {ROLE_LABELS, ROLE_CLASSES, ROLE_CONFIDENCE, ROLE_ATTRIBUTION, R
 
 @dataclass
 class Channel:
-    layer: Any                 # napari Image layer
+    layer: Any  # napari Image layer
     name: str
     sample: int | None = None  # index of the RGB sample for RGB layers
 
@@ -115,17 +116,18 @@ def fields_from_layers(layers: Iterable) -> list[Field]:
         info = (members[0].metadata or {}).get(META_KEY)
         if isinstance(info, dict) and info.get("field") is not None:
             members = sorted(members, key=lambda ly: ly.metadata[META_KEY].get("channel_index", 0))
-            channels = [c for ly in members
-                        for c in _channels_of(ly, ly.metadata[META_KEY].get("channel_name"))]
+            channels = [
+                c for ly in members for c in _channels_of(ly, ly.metadata[META_KEY].get("channel_name"))
+            ]
             name = _display_name(str(info["field"]))
             source = str(info.get("source") or info["field"])
         else:
             layer = members[0]
             channels = _channels_of(layer, layer.name)
             name = layer.name
-            source = str((layer.metadata or {}).get("source_path")
-                         or getattr(layer.source, "path", None)
-                         or layer.name)
+            source = str(
+                (layer.metadata or {}).get("source_path") or getattr(layer.source, "path", None) or layer.name
+            )
         shapes = {_plane_shape(c.layer) for c in channels}
         if len(shapes) != 1:
             continue  # channels of different sizes cannot be stacked; such a group is not a field
@@ -134,11 +136,18 @@ def fields_from_layers(layers: Iterable) -> list[Field]:
             name, k = f"{base} ({k})", k + 1
         used_names.add(name)
         first = channels[0].layer
-        fields.append(Field(
-            id=fid, name=name, channels=channels, shape=shapes.pop(),
-            scale=tuple(float(s) for s in first.scale[-2:]),
-            translate=tuple(float(t) for t in first.translate[-2:]),
-            source=source, layers=list(dict.fromkeys(c.layer for c in channels))))
+        fields.append(
+            Field(
+                id=fid,
+                name=name,
+                channels=channels,
+                shape=shapes.pop(),
+                scale=tuple(float(s) for s in first.scale[-2:]),
+                translate=tuple(float(t) for t in first.translate[-2:]),
+                source=source,
+                layers=list(dict.fromkeys(c.layer for c in channels)),
+            )
+        )
     return fields
 
 
@@ -151,7 +160,7 @@ def _channels_of(layer, name) -> list[Channel]:
 
 
 def _display_name(field_id: str) -> str:
-    """"/data/plate1/A01.ome.tif" -> "A01"; "sample:puncta" -> "puncta"."""
+    """ "/data/plate1/A01.ome.tif" -> "A01"; "sample:puncta" -> "puncta"."""
     scheme, sep, rest = field_id.partition(":")
     if sep and len(scheme) > 1 and scheme.isalpha() and not rest.startswith(("/", "\\")):
         return rest or field_id
@@ -190,8 +199,9 @@ def _plane(channel: Channel) -> np.ndarray:
     return plane.reshape(plane.shape[-2:])
 
 
-def model_channels(fld: Field, channel_names: Sequence[str], channel_indices: Sequence[int] | None
-                   ) -> list[int]:
+def model_channels(
+    fld: Field, channel_names: Sequence[str], channel_indices: Sequence[int] | None
+) -> list[int]:
     """Which of the field's channels feed a model trained on `channel_names`: by name when the
     field has them all (files may order channels differently), else by the indices the model was
     trained with, else all channels when the count matches. ValueError saying what is expected."""

@@ -9,6 +9,7 @@ Cancelling sets the job's `threading.Event`, which the engine checks between bat
 generator returns normally (training then keeps the best model so far). `worker.quit()` is never
 used: it would drop the generator's return value.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -39,10 +40,11 @@ class JobFailed:
 @dataclass
 class FieldStep:
     """An engine progress event tagged with the field it belongs to (jobs over several fields)."""
+
     field_name: str
-    index: int           # 0-based position of the field in the job
-    count: int           # fields in the job
-    progress: Any        # e.g. inference.InferenceProgress
+    index: int  # 0-based position of the field in the job
+    count: int  # fields in the job
+    progress: Any  # e.g. inference.InferenceProgress
 
 
 def tagged(generator, field_name: str, index: int, count: int):
@@ -64,9 +66,9 @@ def user_message(error: BaseException) -> str:
 class JobRunner:
     """Runs one job at a time; announces start, progress and end as psygnal signals (main thread)."""
 
-    started = Signal(str)                # kind: "train", "classify", "explain", "import"
-    progress = Signal(str, object)       # kind, whatever the engine yielded
-    finished = Signal(str, bool)         # kind, succeeded (False on error or cancel)
+    started = Signal(str)  # kind: "train", "classify", "explain", "import"
+    progress = Signal(str, object)  # kind, whatever the engine yielded
+    finished = Signal(str, bool)  # kind, succeeded (False on error or cancel)
 
     def __init__(self) -> None:
         self._kind: str | None = None
@@ -85,8 +87,9 @@ class JobRunner:
     def cancelled(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 
-    def start(self, kind: str, work: Work, on_result: Callable[[Any, bool], None],
-              title: str | None = None) -> None:
+    def start(
+        self, kind: str, work: Work, on_result: Callable[[Any, bool], None], title: str | None = None
+    ) -> None:
         """Run `work(stop_event)` in a worker thread; `on_result(result, cancelled)` runs on the
         main thread with the generator's return value. A failure becomes a napari error
         notification naming the job (`title`), and the runner is free again either way."""

@@ -7,6 +7,7 @@ this module only reads layers and caches.
 `gather_training_inputs` copies everything training needs out of the layers on the main thread;
 `build_dataset` then cuts the tiles in the worker thread, so painting during training is safe.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,15 +24,31 @@ from ._fields import Field
 from ._layers import labels_layer
 from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
 
-__all__ = ["TileCounts", "training_spec", "training_grid", "ForegroundCache", "PaintedCountCache",
-           "first_channel", "count_tiles", "problems", "TrainingInputs", "gather_training_inputs",
-           "build_dataset", "import_class_folders", "imported_dataset"]
+__all__ = [
+    "TileCounts",
+    "training_spec",
+    "training_grid",
+    "ForegroundCache",
+    "PaintedCountCache",
+    "first_channel",
+    "count_tiles",
+    "problems",
+    "TrainingInputs",
+    "gather_training_inputs",
+    "build_dataset",
+    "import_class_folders",
+    "imported_dataset",
+]
 
 
 def training_spec(session: Session) -> TileSpec:
     d = session.data
-    return TileSpec(d.tile_size, d.effective_stride(), MIN_FRACTION.default,
-                    foreground_channel=0 if d.skip_background else None)
+    return TileSpec(
+        d.tile_size,
+        d.effective_stride(),
+        MIN_FRACTION.default,
+        foreground_channel=0 if d.skip_background else None,
+    )
 
 
 def training_grid(shape: tuple[int, int], session: Session) -> TileGrid:
@@ -69,8 +86,7 @@ class PaintedCountCache:
         key = (grid, spec.min_fraction, n_classes)
         hit = self._store.get(id(layer))
         if hit is None or hit[0] != key:
-            hit = self._store[id(layer)] = (key, datasets.count_painted(layer.data, spec, n_classes,
-                                                                        grid))
+            hit = self._store[id(layer)] = (key, datasets.count_painted(layer.data, spec, n_classes, grid))
         return list(hit[1])
 
 
@@ -78,9 +94,13 @@ def first_channel(session: Session) -> int:
     return session.data.channels[0] if session.data.channels else 0
 
 
-def count_tiles(session: Session, fields: Sequence[Field], viewer,
-                foreground: ForegroundCache | None = None,
-                painted: PaintedCountCache | None = None) -> TileCounts:
+def count_tiles(
+    session: Session,
+    fields: Sequence[Field],
+    viewer,
+    foreground: ForegroundCache | None = None,
+    painted: PaintedCountCache | None = None,
+) -> TileCounts:
     """Labelled tiles per class (datasets' rules, with this widget's caches), per field id."""
     n_classes = len(session.classes)
     spec = training_spec(session)
@@ -117,15 +137,17 @@ def count_tiles(session: Session, fields: Sequence[Field], viewer,
 def problems(counts: TileCounts, class_names: Sequence[str]) -> list[str]:
     """Why training would fail or mislead, in the words shown above the Train button."""
     if counts.total == 0:
-        return ["No labelled tiles yet: paint classes on a field's labels layer, mark whole "
-                "fields as one class, or import class folders."]
+        return [
+            "No labelled tiles yet: paint classes on a field's labels layer, mark whole "
+            "fields as one class, or import class folders."
+        ]
     return datasets.problem_messages(counts, class_names)
 
 
 # -- training inputs ------------------------------------------------------------------------------
 @dataclass
 class TrainingInputs:
-    sources: list                      # datasets sources: copies of images and labels
+    sources: list  # datasets sources: copies of images and labels
     class_names: list[str]
     channel_indices: list[int]
     channel_names: list[str]
@@ -151,8 +173,10 @@ def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) ->
             if not labels.any():
                 continue
             if int(labels.max()) > n_classes:
-                raise ValueError(f"{layer.name!r} has label value {int(labels.max())} but there "
-                                 f"are only {n_classes} classes (values 1..{n_classes})")
+                raise ValueError(
+                    f"{layer.name!r} has label value {int(labels.max())} but there "
+                    f"are only {n_classes} classes (values 1..{n_classes})"
+                )
         elif not (isinstance(choice, int) and 1 <= choice <= n_classes):
             continue
         chosen = fld.check_channels(settings.channels)
@@ -160,19 +184,29 @@ def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) ->
             channel_indices = chosen
             channel_names = [fld.channel_names[c] for c in chosen]
         image = fld.stack(chosen)
-        sources.append(PaintedLabels(fld.name, labels, image) if labels is not None
-                       else WholeImage(fld.name, choice - 1, image))
+        sources.append(
+            PaintedLabels(fld.name, labels, image)
+            if labels is not None
+            else WholeImage(fld.name, choice - 1, image)
+        )
 
     imported = session.imported
     if not sources and imported is None:
-        raise ValueError("Nothing is labelled yet: paint classes on a field's labels layer, mark a "
-                         "whole field as one class, or import class folders.")
+        raise ValueError(
+            "Nothing is labelled yet: paint classes on a field's labels layer, mark a "
+            "whole field as one class, or import class folders."
+        )
     if channel_indices is None:
         channel_indices = list(settings.channels) or list(imported.channels) or []
         channel_names = list(imported.dataset.channel_names)
-    return TrainingInputs(sources=sources, class_names=session.class_names,
-                          channel_indices=list(channel_indices), channel_names=channel_names,
-                          spec=training_spec(session), imported=imported)
+    return TrainingInputs(
+        sources=sources,
+        class_names=session.class_names,
+        channel_indices=list(channel_indices),
+        channel_names=channel_names,
+        spec=training_spec(session),
+        imported=imported,
+    )
 
 
 def build_dataset(inputs: TrainingInputs) -> cdata.TileDataset:
@@ -184,13 +218,13 @@ def build_dataset(inputs: TrainingInputs) -> cdata.TileDataset:
     return datasets.build_dataset(sources, inputs.spec, inputs.class_names, inputs.channel_names)
 
 
-def import_class_folders(root: str, tile_size: int, channels: Sequence[int], mode: str = "resize"
-                         ) -> ClassFolders:
+def import_class_folders(
+    root: str, tile_size: int, channels: Sequence[int], mode: str = "resize"
+) -> ClassFolders:
     """Worker thread: root/<class>/<image> -> tiles (resized to one tile, or cut into tiles)."""
     return ClassFolders.read(root, tile_size, channels, mode)
 
 
-def imported_dataset(imported: ClassFolders, tile_size: int, channels: Sequence[int]
-                     ) -> cdata.TileDataset:
+def imported_dataset(imported: ClassFolders, tile_size: int, channels: Sequence[int]) -> cdata.TileDataset:
     """The imported tiles, re-read if tile size or channels changed since the import."""
     return imported.tiles_for(tile_size, channels)

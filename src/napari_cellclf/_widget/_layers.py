@@ -4,6 +4,7 @@ Every created layer sits exactly over its field (same scale and translate), says
 `metadata["cellclf"] = {"role", "field"}`, and is found again by that on the next run, so
 re-running updates the data of the existing layer instead of piling up new ones.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -14,21 +15,34 @@ from napari.layers import Labels
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
 from ..tiling import TileGrid, tile_values_to_map
-from ._fields import (ROLE_ATTRIBUTION, ROLE_CLASSES, ROLE_CONFIDENCE, ROLE_GRID, ROLE_LABELS,
-                      Field, derived_metadata, find_derived)
+from ._fields import (
+    ROLE_ATTRIBUTION,
+    ROLE_CLASSES,
+    ROLE_CONFIDENCE,
+    ROLE_GRID,
+    ROLE_LABELS,
+    Field,
+    derived_metadata,
+    find_derived,
+)
 
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
 
 # Grid overlay values: 0 nothing, 1 a tile border, 2 a pixel no training tile uses (dimmed).
 GRID_COLORMAP = Colormap(
     colors=[TRANSPARENT, (1.0, 1.0, 1.0, 0.55), (0.0, 0.0, 0.0, 0.6)],
-    controls=[0.0, 1 / 3, 2 / 3, 1.0], interpolation="zero", name="cellclf tile grid")
+    controls=[0.0, 1 / 3, 2 / 3, 1.0],
+    interpolation="zero",
+    name="cellclf tile grid",
+)
 
 # Diverging with black in the middle, so additive blending leaves unattributed pixels untouched:
 # evidence for the class glows orange, evidence against it blue.
 ATTRIBUTION_COLORMAP = Colormap(
     colors=[(0.15, 0.55, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0), (1.0, 0.5, 0.05, 1.0)],
-    controls=[0.0, 0.5, 1.0], name="cellclf attribution")
+    controls=[0.0, 0.5, 1.0],
+    name="cellclf attribution",
+)
 
 
 @contextmanager
@@ -60,8 +74,11 @@ def labels_layer(viewer, field: Field, colors: Sequence[str], create: bool = Tru
     if layer is None:
         name = f"{field.name} labels"
         for candidate in viewer.layers:
-            if (candidate.name == name and isinstance(candidate, Labels)
-                    and tuple(candidate.data.shape[-2:]) == field.shape):
+            if (
+                candidate.name == name
+                and isinstance(candidate, Labels)
+                and tuple(candidate.data.shape[-2:]) == field.shape
+            ):
                 layer = candidate
                 layer.metadata.update(derived_metadata(field.id, ROLE_LABELS))
                 break
@@ -70,8 +87,12 @@ def labels_layer(viewer, field: Field, colors: Sequence[str], create: bool = Tru
             return None
         dtype = np.uint8 if len(colors) < 255 else np.uint16
         layer = viewer.add_labels(
-            np.zeros(field.shape, dtype=dtype), name=f"{field.name} labels", opacity=0.6,
-            metadata=derived_metadata(field.id, ROLE_LABELS), **field.layer_kwargs())
+            np.zeros(field.shape, dtype=dtype),
+            name=f"{field.name} labels",
+            opacity=0.6,
+            metadata=derived_metadata(field.id, ROLE_LABELS),
+            **field.layer_kwargs(),
+        )
     layer.colormap = class_colormap(colors)
     return layer
 
@@ -93,7 +114,7 @@ def grid_image(grid: TileGrid, skipped: np.ndarray | None = None) -> np.ndarray:
     used = np.ones(len(origins), bool) if skipped is None else ~np.asarray(skipped, bool)
     covered = np.zeros((height, width), bool)
     for y0, x0 in origins[used]:
-        covered[y0:y0 + t, x0:x0 + t] = True
+        covered[y0 : y0 + t, x0 : x0 + t] = True
     # lines at every tile origin and after the last tile, per axis
     rows = np.minimum(np.r_[origins[:, 0], origins[:, 0].max() + t - 1], height - 1)
     cols = np.minimum(np.r_[origins[:, 1], origins[:, 1].max() + t - 1], width - 1)
@@ -113,9 +134,16 @@ def show_grid(viewer, field: Field, overlay: np.ndarray, visible: bool | None = 
     if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_image(
-                overlay, name="tile grid", colormap=GRID_COLORMAP, contrast_limits=(0, 2),
-                blending="translucent", interpolation2d="nearest", visible=visible is not False,
-                metadata=derived_metadata(field.id, ROLE_GRID), **kwargs)
+                overlay,
+                name="tile grid",
+                colormap=GRID_COLORMAP,
+                contrast_limits=(0, 2),
+                blending="translucent",
+                interpolation2d="nearest",
+                visible=visible is not False,
+                metadata=derived_metadata(field.id, ROLE_GRID),
+                **kwargs,
+            )
     else:
         layer.metadata.update(derived_metadata(field.id, ROLE_GRID))
         layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
@@ -133,7 +161,7 @@ def hide_grid(viewer) -> None:
 
 
 def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str]):
-    """"<field> classes" (each tile its own label value, tile index + 1, coloured by its predicted
+    """ "<field> classes" (each tile its own label value, tile index + 1, coloured by its predicted
     class, so hovering shows that tile's row in `features`) and "<field> confidence"."""
     grid = prediction.grid
     indices = np.asarray(prediction.indices)
@@ -152,9 +180,14 @@ def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str
     if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_labels(
-                tile_ids, name=f"{field.name} classes", opacity=0.45, features=features,
-                colormap=colormap, metadata=derived_metadata(field.id, ROLE_CLASSES),
-                **field.layer_kwargs())
+                tile_ids,
+                name=f"{field.name} classes",
+                opacity=0.45,
+                features=features,
+                colormap=colormap,
+                metadata=derived_metadata(field.id, ROLE_CLASSES),
+                **field.layer_kwargs(),
+            )
     else:
         layer.data = tile_ids
         layer.colormap = colormap
@@ -166,9 +199,15 @@ def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str
     if conf_layer is None:
         with keep_selection(viewer):
             conf_layer = viewer.add_image(
-                confidence, name=f"{field.name} confidence", colormap="magma",
-                contrast_limits=(0, 1), opacity=0.7, visible=False,
-                metadata=derived_metadata(field.id, ROLE_CONFIDENCE), **field.layer_kwargs())
+                confidence,
+                name=f"{field.name} confidence",
+                colormap="magma",
+                contrast_limits=(0, 1),
+                opacity=0.7,
+                visible=False,
+                metadata=derived_metadata(field.id, ROLE_CONFIDENCE),
+                **field.layer_kwargs(),
+            )
     else:
         conf_layer.data = confidence
         conf_layer.contrast_limits = (0, 1)
@@ -178,12 +217,14 @@ def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str
 def prediction_features(prediction) -> dict[str, np.ndarray]:
     """One row per classified tile; napari matches rows to label values through `index`."""
     table = prediction.table()
-    features = {"index": np.asarray(table["index"]) + 1,
-                "class": np.asarray(table["class_name"]),
-                "confidence": np.round(np.asarray(table["confidence"], dtype=float), 3),
-                "tile": np.asarray(table["index"]),
-                "row": np.asarray(table["row"]),
-                "col": np.asarray(table["col"])}
+    features = {
+        "index": np.asarray(table["index"]) + 1,
+        "class": np.asarray(table["class_name"]),
+        "confidence": np.round(np.asarray(table["confidence"], dtype=float), 3),
+        "tile": np.asarray(table["index"]),
+        "row": np.asarray(table["row"]),
+        "col": np.asarray(table["col"]),
+    }
     for key, column in table.items():
         if key.startswith("p_"):
             features[key] = np.round(np.asarray(column, dtype=float), 3)
@@ -202,9 +243,14 @@ def show_attribution(viewer, field: Field, attribution: np.ndarray, target: str)
     if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_image(
-                attribution, name=name, colormap=ATTRIBUTION_COLORMAP, blending="additive",
+                attribution,
+                name=name,
+                colormap=ATTRIBUTION_COLORMAP,
+                blending="additive",
                 contrast_limits=(-limit, limit),
-                metadata=derived_metadata(field.id, ROLE_ATTRIBUTION), **field.layer_kwargs())
+                metadata=derived_metadata(field.id, ROLE_ATTRIBUTION),
+                **field.layer_kwargs(),
+            )
     else:
         layer.data = attribution
         layer.contrast_limits = (-limit, limit)

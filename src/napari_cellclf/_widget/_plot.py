@@ -2,6 +2,7 @@
 coloured to sit on napari's dark or light theme. Drawing costs the UI thread tens of
 milliseconds, so callers redraw at most a few times a second (see TrainPanel), and the layout is
 fixed (no constrained layout pass per draw)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -27,8 +28,7 @@ def theme_colors(theme_name: str | None) -> tuple[str, str]:
 
 
 class TrainingCurves(QWidget):
-    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"),
-                 parent: QWidget | None = None):
+    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"), parent: QWidget | None = None):
         super().__init__(parent)
         self._bg, self._fg = colors
         self.figure = Figure(figsize=(3.6, 1.9), dpi=100, facecolor=self._bg)
@@ -66,16 +66,30 @@ class TrainingCurves(QWidget):
             alpha = 1.0 if run == last else 0.3
             x = [e.epoch + 1 for e in events]
             label = run == last
-            self.ax_loss.plot(x, [e.train_loss for e in events], color=TRAIN_COLOR, alpha=alpha,
-                              marker=".", label="train" if label else None)
-            self.ax_acc.plot(x, [e.train_accuracy for e in events], color=TRAIN_COLOR,
-                             alpha=alpha, marker=".")
+            self.ax_loss.plot(
+                x,
+                [e.train_loss for e in events],
+                color=TRAIN_COLOR,
+                alpha=alpha,
+                marker=".",
+                label="train" if label else None,
+            )
+            self.ax_acc.plot(
+                x, [e.train_accuracy for e in events], color=TRAIN_COLOR, alpha=alpha, marker="."
+            )
             val = [(e.epoch + 1, e.val_loss, e.val_accuracy) for e in events if e.val_loss is not None]
             if val:
-                self.ax_loss.plot([v[0] for v in val], [v[1] for v in val], color=VAL_COLOR,
-                                  alpha=alpha, marker=".", label="validation" if label else None)
-                self.ax_acc.plot([v[0] for v in val], [v[2] for v in val], color=VAL_COLOR,
-                                 alpha=alpha, marker=".")
+                self.ax_loss.plot(
+                    [v[0] for v in val],
+                    [v[1] for v in val],
+                    color=VAL_COLOR,
+                    alpha=alpha,
+                    marker=".",
+                    label="validation" if label else None,
+                )
+                self.ax_acc.plot(
+                    [v[0] for v in val], [v[2] for v in val], color=VAL_COLOR, alpha=alpha, marker="."
+                )
         self.ax_acc.set_ylim(-0.02, 1.02)
         if runs:
             legend = self.ax_loss.legend(fontsize=7, frameon=False)
@@ -89,8 +103,7 @@ class RunsBoxPlot(QWidget):
     """After a multi-run training (or loading such a model): validation accuracy and balanced
     accuracy of every run as points over a box plot (runs_report.runs_figure). Hidden otherwise."""
 
-    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"),
-                 parent: QWidget | None = None):
+    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"), parent: QWidget | None = None):
         super().__init__(parent)
         self._colors = colors
         self.figure = Figure(figsize=(3.6, 2.6), dpi=100, facecolor=colors[0])

@@ -1,4 +1,5 @@
 """Small Qt helpers shared by the panels."""
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@ confusion matrix, per-class precision/recall, the attribution checks and (after 
 training) a box plot of every run's validation accuracy. It draws what it is given
 (`show_metrics(dict)`: evaluation.ClassificationMetrics.to_dict() or a report's metrics.json)
 and computes nothing itself."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -54,8 +55,7 @@ def run_values(runs: Sequence[dict]) -> dict[str, list[float]]:
 class ReportPanel(QWidget):
     """`show_metrics(metrics, runs=None)`; `clear()`. Widgets are public for tests."""
 
-    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"),
-                 parent: QWidget | None = None):
+    def __init__(self, colors: tuple[str, str] = ("#23242b", "#f0f1f2"), parent: QWidget | None = None):
         super().__init__(parent)
         self._bg, self._fg = colors
         layout = QVBoxLayout(self)
@@ -128,10 +128,12 @@ class ReportPanel(QWidget):
         m = self.metrics
         names = [str(n) for n in m.get("classes", [])]
         interval = m.get("balanced_accuracy_interval")
-        lines = [f"accuracy {_percent(m.get('accuracy'))} (majority class {_percent(m.get('majority'))})",
-                 f"balanced accuracy {_percent(m.get('balanced_accuracy'))}"
-                 + (f" (95% interval {_percent(interval[0])}-{_percent(interval[1])})" if interval else ""),
-                 f"chance {_percent(m.get('chance'))} · {m.get('n', 0)} tiles"]
+        lines = [
+            f"accuracy {_percent(m.get('accuracy'))} (majority class {_percent(m.get('majority'))})",
+            f"balanced accuracy {_percent(m.get('balanced_accuracy'))}"
+            + (f" (95% interval {_percent(interval[0])}-{_percent(interval[1])})" if interval else ""),
+            f"chance {_percent(m.get('chance'))} · {m.get('n', 0)} tiles",
+        ]
         if m.get("dihedral_agreement") is not None:
             lines.append(f"same class under all 8 rotations/flips: {_percent(m['dihedral_agreement'])}")
         self.summary.setText("\n".join(lines))
@@ -210,7 +212,8 @@ class ReportPanel(QWidget):
             f"on cells {_percent(checks.get('foreground_share'))} of the attribution "
             f"({_percent(checks.get('foreground_pixel_share'))} of pixels); on the tile border "
             f"{_percent(checks.get('border_share'))} ({_percent(checks.get('border_pixel_share'))} "
-            "of pixels).")
+            "of pixels)."
+        )
         warnings = list(checks.get("warnings") or [])
         self.attribution_warnings.setText("\n".join(f"• {w}" for w in warnings))
         self.attribution_warnings.setVisible(bool(warnings))
@@ -230,9 +233,15 @@ class ReportPanel(QWidget):
         visible = n_runs >= 2
         self.canvas.setVisible(visible)
         if visible:
-            ax.boxplot([v for _, v in series], widths=0.5, showfliers=False,
-                       medianprops={"color": self._fg}, boxprops={"color": self._fg},
-                       whiskerprops={"color": self._fg}, capprops={"color": self._fg})
+            ax.boxplot(
+                [v for _, v in series],
+                widths=0.5,
+                showfliers=False,
+                medianprops={"color": self._fg},
+                boxprops={"color": self._fg},
+                whiskerprops={"color": self._fg},
+                capprops={"color": self._fg},
+            )
             for position, (name, values) in enumerate(series, start=1):
                 colour = ACC_COLOR if name == "accuracy" else BALANCED_COLOR
                 offsets = [position + 0.12 * ((k % 5) - 2) / 2 for k in range(len(values))]

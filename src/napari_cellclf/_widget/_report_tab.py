@@ -2,12 +2,20 @@
 memorisation per run and run box plot (ReportPanel), and per-field class fractions after
 classification. Everything shown comes from the model's meta (provenance.model_info) and the
 predictions (summaries.class_fractions)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import (QAbstractItemView, QGroupBox, QHeaderView, QTableWidget,
-                            QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QGroupBox,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..provenance import model_info
 from ..summaries import class_fractions
@@ -27,8 +35,9 @@ def session_fractions(session: Session) -> list[dict]:
 
 
 class ReportTab(QWidget):
-    def __init__(self, session: Session, colors: tuple[str, str] | None = None,
-                 parent: QWidget | None = None):
+    def __init__(
+        self, session: Session, colors: tuple[str, str] | None = None, parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self.session = session
         self.source = note_label("No model yet.")
@@ -36,10 +45,11 @@ class ReportTab(QWidget):
         self.memorisation = note_label(style=WARNING_STYLE)
         self.fractions = QTableWidget()
         self.fractions.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.fractions.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
-        self.fractions_note = note_label("Classify a field (Results tab) to see its class "
-                                         "fractions here; Export tile table writes them too.")
+        self.fractions.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.fractions_note = note_label(
+            "Classify a field (Results tab) to see its class "
+            "fractions here; Export tile table writes them too."
+        )
         box = QGroupBox("Class fractions per field")
         inner = QVBoxLayout(box)
         inner.addWidget(self.fractions_note)
@@ -50,8 +60,10 @@ class ReportTab(QWidget):
         layout.addWidget(self.memorisation)
         layout.addWidget(box)
         layout.addStretch(1)
-        self._connections = [(session.model_changed, self.refresh),
-                             (session.predictions_changed, self.refresh_fractions)]
+        self._connections = [
+            (session.model_changed, self.refresh),
+            (session.predictions_changed, self.refresh_fractions),
+        ]
         for signal, slot in self._connections:
             signal.connect(slot)
         self.refresh()
@@ -72,19 +84,19 @@ class ReportTab(QWidget):
             self.memorisation.setVisible(False)
             return
         info = model_info(trained.meta)
-        origin = ("Trained here" if trained.source == "trained"
-                  else f"Loaded from {Path(trained.source).name}")
+        origin = "Trained here" if trained.source == "trained" else f"Loaded from {Path(trained.source).name}"
         evaluation = info.get("evaluation")
-        self.source.setText(f"{origin}: {info['architecture']} network, classes "
-                            f"{', '.join(info['classes'])}."
-                            + ("" if evaluation else " The model stores no validation metrics."))
+        self.source.setText(
+            f"{origin}: {info['architecture']} network, classes "
+            f"{', '.join(info['classes'])}."
+            + ("" if evaluation else " The model stores no validation metrics.")
+        )
         if evaluation:
             self.panel.show_metrics(evaluation, runs=info["runs"])
         else:
             self.panel.clear()
             self.panel.show_runs(info["runs"])
-        notes = [f"Run {k + 1}: {message}" for k, message in enumerate(info["memorisation"])
-                 if message]
+        notes = [f"Run {k + 1}: {message}" for k, message in enumerate(info["memorisation"]) if message]
         self.memorisation.setText("\n".join(notes))
         self.memorisation.setVisible(bool(notes))
 
@@ -98,8 +110,13 @@ class ReportTab(QWidget):
         table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             confidence = row["mean_confidence"]
-            cells = (row["source"], row["class_name"], str(row["tiles"]), f"{row['share']:.1%}",
-                     "n/a" if confidence is None else f"{confidence:.3f}")
+            cells = (
+                row["source"],
+                row["class_name"],
+                str(row["tiles"]),
+                f"{row['share']:.1%}",
+                "n/a" if confidence is None else f"{confidence:.3f}",
+            )
             for c, text in enumerate(cells):
                 table.setItem(r, c, QTableWidgetItem(text))
         self.fractions_note.setVisible(not rows)

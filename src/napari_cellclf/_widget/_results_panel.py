@@ -1,4 +1,5 @@
 """Results panel: classify fields, explain, export the tile table, save and load the model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import (QComboBox, QGroupBox, QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QComboBox, QGroupBox, QPushButton, QVBoxLayout, QWidget
 
 from ..attribution import explain_field
+from ..modelfile import ModelFileError, load_model, save_model
 from ..summaries import fractions_csv_text
 from ..tables import write_predictions_csv
-from ..modelfile import ModelFileError, load_model, save_model
 from . import _dialogs
 from ._fields import fields_from_layers, model_channels
 from ._jobs import tagged
@@ -26,8 +27,9 @@ CSV_FILTER = "CSV table (*.csv)"
 
 
 class ResultsPanel(QWidget):
-    def __init__(self, viewer, session: Session, fields_provider, current_provider,
-                 parent: QWidget | None = None):
+    def __init__(
+        self, viewer, session: Session, fields_provider, current_provider, parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self.viewer, self.session = viewer, session
         self._fields, self._current = fields_provider, current_provider
@@ -43,8 +45,10 @@ class ResultsPanel(QWidget):
         self.field_note = note_label()
         self.classify_button = QPushButton("Classify selected field")
         self.classify_all_button = QPushButton("Classify all fields")
-        self.classify_note = note_label("Each tile is filled with its predicted class; hover a "
-                                        "tile to see its class and confidence in the status bar.")
+        self.classify_note = note_label(
+            "Each tile is filled with its predicted class; hover a "
+            "tile to see its class and confidence in the status bar."
+        )
         # The model's verdict (evaluation.py, stored in the model), beside the buttons it is about.
         self.verdict = note_label(style=WARNING_STYLE)
         self.verdict.setVisible(False)
@@ -56,11 +60,13 @@ class ResultsPanel(QWidget):
         box.addWidget(self.classify_note)
 
         self.target = QComboBox()
-        self.target.setToolTip("Which class's evidence to show: each tile's predicted class, "
-                               "or one class everywhere.")
+        self.target.setToolTip(
+            "Which class's evidence to show: each tile's predicted class, or one class everywhere."
+        )
         self.explain_button = QPushButton("Explain selected field")
-        self.explain_button.setToolTip("Gradient × input: orange pixels pushed the tile towards "
-                                       "the class, blue pixels away from it.")
+        self.explain_button.setToolTip(
+            "Gradient × input: orange pixels pushed the tile towards the class, blue pixels away from it."
+        )
         explain_box = QGroupBox("Explain")
         box = QVBoxLayout(explain_box)
         box.addWidget(self.target)
@@ -105,12 +111,16 @@ class ResultsPanel(QWidget):
             meta = trained.meta
             for k, name in enumerate(meta.class_names):
                 self.target.addItem(f"class {name}", k)
-            origin = ("trained here" + (" (cancelled: best so far)" if trained.cancelled else "")
-                      if trained.source == "trained" else Path(trained.source).name)
+            origin = (
+                "trained here" + (" (cancelled: best so far)" if trained.cancelled else "")
+                if trained.source == "trained"
+                else Path(trained.source).name
+            )
             self.model_info.setText(
                 f"{meta.architecture} network, {origin}\n"
                 f"tiles {meta.tile_size} px · channels {', '.join(meta.channel_names)}\n"
-                f"classes {', '.join(meta.class_names)}{_accuracy_text(trained.history)}")
+                f"classes {', '.join(meta.class_names)}{_accuracy_text(trained.history)}"
+            )
         self._update_enabled()
 
     @alive_only
@@ -122,8 +132,7 @@ class ResultsPanel(QWidget):
     def _update_enabled(self, *_) -> None:
         idle = not self.session.jobs.busy
         has_model = self.session.trained is not None
-        for button in (self.classify_button, self.classify_all_button, self.explain_button,
-                       self.save_button):
+        for button in (self.classify_button, self.classify_all_button, self.explain_button, self.save_button):
             button.setEnabled(idle and has_model)
         self.load_button.setEnabled(idle)
         self.export_button.setEnabled(bool(self.session.predictions))
@@ -142,9 +151,10 @@ class ResultsPanel(QWidget):
         """Main thread: the classifier and a (C, Y, X) copy of each field in the model's channels."""
         meta = self.session.trained.meta
         classifier = self.session.classifier(self.session.train.device)
-        images = [(fld.id, fld.name,
-                   fld.stack(model_channels(fld, meta.channel_names, meta.channel_indices)))
-                  for fld in fields]
+        images = [
+            (fld.id, fld.name, fld.stack(model_channels(fld, meta.channel_names, meta.channel_indices)))
+            for fld in fields
+        ]
         return classifier, images
 
     def classify(self, all_fields: bool = False) -> None:
@@ -167,8 +177,9 @@ class ResultsPanel(QWidget):
         def work(stop):
             done = []
             for i, (fid, name, image) in enumerate(images):
-                generator = classifier.predict_field(image, stride=stride,
-                                                     foreground_only=foreground_only, stop=stop)
+                generator = classifier.predict_field(
+                    image, stride=stride, foreground_only=foreground_only, stop=stop
+                )
                 prediction = yield from tagged(generator, name, i, len(images))
                 if stop.is_set():
                     break
@@ -200,8 +211,7 @@ class ResultsPanel(QWidget):
             show_error(f"Cannot explain: {exc}")
             return
         target = self.target.currentData()
-        target_name = ("predicted" if target is None
-                       else session.trained.meta.class_names[int(target)])
+        target_name = "predicted" if target is None else session.trained.meta.class_names[int(target)]
         stride = self._stride()
 
         def work(stop):
@@ -222,8 +232,7 @@ class ResultsPanel(QWidget):
         if not predictions:
             show_warning("Classify a field first.")
             return
-        path = _dialogs.ask_save_path(self, "Export per-tile predictions", CSV_FILTER,
-                                      "cellclf-tiles.csv")
+        path = _dialogs.ask_save_path(self, "Export per-tile predictions", CSV_FILTER, "cellclf-tiles.csv")
         if not path:
             return
         if not path.lower().endswith(".csv"):
@@ -241,8 +250,10 @@ class ResultsPanel(QWidget):
             show_error(f"Could not write {path}: {exc}")
             return
         n = sum(len(p.indices) for _, p in items)
-        show_info(f"Wrote {n} tiles from {len(items)} field(s) to {path}, class fractions per "
-                  f"field to {Path(fractions_path).name}")
+        show_info(
+            f"Wrote {n} tiles from {len(items)} field(s) to {path}, class fractions per "
+            f"field to {Path(fractions_path).name}"
+        )
 
     def save_model(self) -> None:
         trained = self.session.trained
@@ -289,8 +300,9 @@ def _merged_table(items) -> dict[str, np.ndarray]:
     """Tables of several fields as one, with a leading `source` column naming each row's field."""
     tables = [(name, prediction.table()) for name, prediction in items]
     columns = [k for k in tables[0][1] if all(k in t for _, t in tables)]
-    merged = {"source": np.concatenate([np.full(len(t[columns[0]]), name, dtype=object)
-                                        for name, t in tables])}
+    merged = {
+        "source": np.concatenate([np.full(len(t[columns[0]]), name, dtype=object) for name, t in tables])
+    }
     for key in columns:
         merged[key] = np.concatenate([np.asarray(t[key]) for _, t in tables])
     return merged

@@ -8,6 +8,7 @@ up in the session.
 
 Everything here is observable through psygnal signals; panels subscribe and redraw.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,23 +33,23 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_CLASS_NAMES = ("Control", "Treated")
 
 # How the pixels of a field are labelled for training (per-field choice in the Fields panel).
-LABELS_PAINTED = "painted"      # tiles take the majority class painted on "<field> labels"
-LABELS_UNUSED = "unused"        # the field is not used for training
+LABELS_PAINTED = "painted"  # tiles take the majority class painted on "<field> labels"
+LABELS_UNUSED = "unused"  # the field is not used for training
 # a whole-image choice is stored as the 1-based class value (int)
 
 
 @dataclass
 class ClassSpec:
     name: str
-    color: str          # "#rrggbb"
+    color: str  # "#rrggbb"
 
 
 @evented
 @dataclass
 class DataSettings:
     tile_size: int = TILE_SIZE.default
-    stride: int = 0                  # 0: same as the tile size (no overlap)
-    channels: tuple[int, ...] = ()   # chosen channel indices; () = all channels of the field
+    stride: int = 0  # 0: same as the tile size (no overlap)
+    channels: tuple[int, ...] = ()  # chosen channel indices; () = all channels of the field
     skip_background: bool = False
     show_grid: bool = True
 
@@ -61,12 +62,13 @@ class DataSettings:
 class TrainSettings:
     """The training settings the Train panel shows; defaults are training.TrainConfig's
     (through options), every other TrainConfig field keeps its default."""
+
     epochs: int = train_default("epochs")
     learning_rate: float = train_default("learning_rate")
     augment: bool = train_default("augment")
     seed: int = train_default("seed")
     runs: int = train_default("runs")
-    device: str = train_default("device")             # "auto" | "cpu" | "gpu"
+    device: str = train_default("device")  # "auto" | "cpu" | "gpu"
     architecture: str = train_default("architecture")
 
     def config(self) -> "TrainConfig":
@@ -82,13 +84,14 @@ class TrainedModel:
     model: "nn.Module"
     meta: "ModelMeta"
     history: "History | None" = None
-    source: str = "trained"          # "trained" | a file path
+    source: str = "trained"  # "trained" | a file path
     cancelled: bool = False
 
 
 @dataclass
 class TrainingLog:
     """What the Train panel shows; kept here so a re-opened widget shows it again."""
+
     epochs: list["EpochEnd"] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     memorisation: list[str] = field(default_factory=list)
@@ -97,11 +100,11 @@ class TrainingLog:
 class Session:
     classes_changed = Signal()
     model_changed = Signal()
-    labels_changed = Signal()          # painted labels / whole-image choices / imports changed
+    labels_changed = Signal()  # painted labels / whole-image choices / imports changed
     predictions_changed = Signal(str)  # field id
     log_changed = Signal()
-    current_changed = Signal()         # the selected field (`current_field`) changed
-    counts_changed = Signal()          # `counts` (labelled tiles per class) was recomputed
+    current_changed = Signal()  # the selected field (`current_field`) changed
+    counts_changed = Signal()  # `counts` (labelled tiles per class) was recomputed
 
     def __init__(self, viewer: "napari.Viewer | None" = None):
         from ..modelfile import default_class_colors
@@ -113,7 +116,7 @@ class Session:
         # field id -> LABELS_PAINTED | LABELS_UNUSED | 1-based class value (whole image)
         self.field_labels: dict[str, Any] = {}
         self.current_field: str | None = None
-        self.counts = None                 # _labelling.TileCounts, kept fresh by the widget
+        self.counts = None  # _labelling.TileCounts, kept fresh by the widget
         self.imported: ImportedFolders | None = None
         self.trained: TrainedModel | None = None
         # field id -> (field name, prediction)
@@ -177,7 +180,7 @@ class Session:
         name = name.strip()
         if not name:
             raise ValueError("a class name cannot be empty")
-        if name in self.class_names[:index] + self.class_names[index + 1:]:
+        if name in self.class_names[:index] + self.class_names[index + 1 :]:
             raise ValueError(f"a class named {name!r} already exists")
         self.classes[index].name = name
         self.classes_changed.emit()
@@ -243,13 +246,14 @@ class Session:
         `extra` (what the worker computed: "evaluation", "baseline") goes into meta.extra.
         A training cancelled before any epoch ended has no model worth keeping: False, and the
         previous model (if any) stays."""
-        if result.cancelled and not any(run.get("epochs_completed", 0) > 0
-                                        for run in result.history.runs):
+        if result.cancelled and not any(run.get("epochs_completed", 0) > 0 for run in result.history.runs):
             self.log.messages.append("Cancelled before the first epoch ended: no model kept.")
             self.log_changed.emit()
             return False
-        colors = [self.color_of(name, c) for name, c in
-                  zip(result.class_names, _fallback_colors(len(result.class_names)))]
+        colors = [
+            self.color_of(name, c)
+            for name, c in zip(result.class_names, _fallback_colors(len(result.class_names)))
+        ]
         meta = result.meta(class_colors=colors, channel_indices=list(channel_indices) or None)
         if extra:
             meta.extra = {**(meta.extra or {}), **extra}
@@ -273,8 +277,7 @@ class Session:
             self.set_classes(list(meta.class_names), list(meta.class_colors))
         self.data.tile_size = int(meta.tile_size)
         self.set_model(TrainedModel(model, meta, history, source=str(path)))
-        self.log = TrainingLog(epochs=_epochs_from_history(history),
-                               messages=[f"Loaded from {path}"])
+        self.log = TrainingLog(epochs=_epochs_from_history(history), messages=[f"Loaded from {path}"])
         self.log_changed.emit()
 
     # -- training log ----------------------------------------------------------------------------
@@ -315,12 +318,19 @@ def _epochs_from_history(history) -> list:
         train_acc = curves.get("train_accuracy") or []
         for epoch, loss in enumerate(train_loss):
             train_accuracy = _at(train_acc, epoch)
-            events.append(EpochEnd(
-                run=run, epoch=epoch, train_loss=float(loss),
-                train_accuracy=float("nan") if train_accuracy is None else train_accuracy,
-                val_loss=_at(val_loss, epoch), val_accuracy=_at(val_acc, epoch),
-                is_best=epoch == curves.get("best_epoch"), n_runs=len(history.runs),
-                n_epochs=len(train_loss)))
+            events.append(
+                EpochEnd(
+                    run=run,
+                    epoch=epoch,
+                    train_loss=float(loss),
+                    train_accuracy=float("nan") if train_accuracy is None else train_accuracy,
+                    val_loss=_at(val_loss, epoch),
+                    val_accuracy=_at(val_acc, epoch),
+                    is_best=epoch == curves.get("best_epoch"),
+                    n_runs=len(history.runs),
+                    n_epochs=len(train_loss),
+                )
+            )
     return events
 
 
@@ -338,8 +348,10 @@ def _fallback_colors(n: int) -> list[str]:
 def _run_text(event) -> str:
     acc = "n/a" if event.best_val_accuracy is None else f"{event.best_val_accuracy:.1%}"
     how = " (cancelled)" if event.cancelled else " (stopped early)" if event.stopped_early else ""
-    return (f"Run {event.run + 1} (seed {event.seed}): best validation accuracy {acc} "
-            f"at epoch {event.best_epoch + 1}{how}")
+    return (
+        f"Run {event.run + 1} (seed {event.seed}): best validation accuracy {acc} "
+        f"at epoch {event.best_epoch + 1}{how}"
+    )
 
 
 def _summary_text(history, cancelled: bool) -> str:
@@ -349,9 +361,11 @@ def _summary_text(history, cancelled: bool) -> str:
     if acc.get("mean") is None:
         return prefix + "Training finished (no validation tiles: accuracy unknown)."
     if summary.get("n_runs", 1) > 1:
-        return (prefix + f"{summary['n_runs']} runs: best validation accuracy "
-                f"{acc['mean']:.1%} ± {acc['std']:.1%} (min {acc['min']:.1%}, max {acc['max']:.1%}); "
-                f"kept run {int(summary.get('best_run') or 0) + 1}.")
+        return (
+            prefix + f"{summary['n_runs']} runs: best validation accuracy "
+            f"{acc['mean']:.1%} ± {acc['std']:.1%} (min {acc['min']:.1%}, max {acc['max']:.1%}); "
+            f"kept run {int(summary.get('best_run') or 0) + 1}."
+        )
     return prefix + f"Best validation accuracy {acc['mean']:.1%}."
 
 

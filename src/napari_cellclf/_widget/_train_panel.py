@@ -1,9 +1,19 @@
 """Train panel: settings, Train, live curves, warnings. Progress and Cancel live in the job bar."""
+
 from __future__ import annotations
 
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
-                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..options import train_option
 from ..training import TrainConfig, train
@@ -14,11 +24,13 @@ from ._session import Session
 from ._trust import baseline_sentence, training_extras
 
 DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
-PLOT_INTERVAL_MS = 500   # epochs of small datasets end many times a second: redraw at most 2/s
-ARCHITECTURE_HELP = {"fast": "fast: a small CNN for quick interactive training",
-                     "original": "original: the published 9-convolution network",
-                     "features": "features: no CNN; classical features with logistic regression "
-                                 "or random forest (seconds to train; cannot be explained)"}
+PLOT_INTERVAL_MS = 500  # epochs of small datasets end many times a second: redraw at most 2/s
+ARCHITECTURE_HELP = {
+    "fast": "fast: a small CNN for quick interactive training",
+    "original": "original: the published 9-convolution network",
+    "features": "features: no CNN; classical features with logistic regression "
+    "or random forest (seconds to train; cannot be explained)",
+}
 
 
 class TrainPanel(QWidget):
@@ -28,34 +40,44 @@ class TrainPanel(QWidget):
 
         self.epochs = QSpinBox()
         self.epochs.setRange(0, 1000)
-        self.epochs.setSpecialValueText("auto")     # 0 = training.epochs_for (from the data size)
+        self.epochs.setSpecialValueText("auto")  # 0 = training.epochs_for (from the data size)
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(5)
         self.learning_rate.setRange(1e-5, 1.0)
         self.learning_rate.setSingleStep(1e-4)
         self.augment = QCheckBox("Rotations and flips")
-        self.augment.setToolTip("90° rotations and mirror flips of every tile: valid for "
-                                "micrographs, which have no up or down.")
+        self.augment.setToolTip(
+            "90° rotations and mirror flips of every tile: valid for micrographs, which have no up or down."
+        )
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.runs = QSpinBox()
         self.runs.setRange(1, 50)
-        self.runs.setToolTip("Train several times with seeds seed, seed+1, ...: accuracy varies "
-                             "from run to run; the best run's model is kept.")
+        self.runs.setToolTip(
+            "Train several times with seeds seed, seed+1, ...: accuracy varies "
+            "from run to run; the best run's model is kept."
+        )
         self.device = QComboBox()
         for text, value in DEVICES:
             self.device.addItem(text, value)
         self.architecture = QComboBox()
         for name in train_option("architecture").choices or ():
             self.architecture.addItem(name, name)
-            self.architecture.setItemData(self.architecture.count() - 1,
-                                          ARCHITECTURE_HELP.get(name, name), 3)  # ToolTipRole
+            self.architecture.setItemData(
+                self.architecture.count() - 1, ARCHITECTURE_HELP.get(name, name), 3
+            )  # ToolTipRole
         settings_box = QGroupBox("Training")
         form = QFormLayout(settings_box)
         # Labels and tooltips from options.py (the CLI's --help says the same).
-        for name, control in (("epochs", self.epochs), ("learning_rate", self.learning_rate),
-                              ("augment", self.augment), ("seed", self.seed), ("runs", self.runs),
-                              ("device", self.device), ("architecture", self.architecture)):
+        for name, control in (
+            ("epochs", self.epochs),
+            ("learning_rate", self.learning_rate),
+            ("augment", self.augment),
+            ("seed", self.seed),
+            ("runs", self.runs),
+            ("device", self.device),
+            ("architecture", self.architecture),
+        ):
             option = train_option(name)
             if not control.toolTip():
                 control.setToolTip(option.help[:1].upper() + option.help[1:] + ".")
@@ -63,15 +85,19 @@ class TrainPanel(QWidget):
 
         self.warnings = note_label(style=WARNING_STYLE)
         self.train_button = QPushButton("Train")
-        self.train_button.setToolTip("Cut labelled tiles and train in the background; the viewer "
-                                     "stays usable. Cancel keeps the best model so far.")
+        self.train_button.setToolTip(
+            "Cut labelled tiles and train in the background; the viewer "
+            "stays usable. Cancel keeps the best model so far."
+        )
         self.memorisation = note_label(style=WARNING_STYLE)
         self.curves = TrainingCurves(theme_colors(getattr(viewer, "theme", None)))
         self.runs_plot = RunsBoxPlot(theme_colors(getattr(viewer, "theme", None)))
         self.log = note_label()
         self.baseline = note_label()
-        self.baseline.setToolTip("CNN vs classical features (intensity, shape, texture; logistic "
-                                 "regression / random forest) on the same validation split.")
+        self.baseline.setToolTip(
+            "CNN vs classical features (intensity, shape, texture; logistic "
+            "regression / random forest) on the same validation split."
+        )
 
         layout = QVBoxLayout(self)
         layout.addWidget(settings_box)
@@ -92,7 +118,7 @@ class TrainPanel(QWidget):
         self.device.currentIndexChanged.connect(self._store_settings)
         self.architecture.currentIndexChanged.connect(self._store_settings)
         self.train_button.clicked.connect(self.start_training)
-        session.train.events.connect(self._on_settings_changed)   # another dock on this viewer
+        session.train.events.connect(self._on_settings_changed)  # another dock on this viewer
         session.counts_changed.connect(self._on_counts_changed)
         session.log_changed.connect(self._on_log_changed)
         session.model_changed.connect(self._on_model_changed)
@@ -115,8 +141,15 @@ class TrainPanel(QWidget):
 
     @alive_only
     def _on_settings_changed(self, *_) -> None:
-        with signals_blocked(self.epochs, self.learning_rate, self.augment, self.seed, self.runs,
-                             self.device, self.architecture):
+        with signals_blocked(
+            self.epochs,
+            self.learning_rate,
+            self.augment,
+            self.seed,
+            self.runs,
+            self.device,
+            self.architecture,
+        ):
             self._load_settings()
 
     def _store_settings(self, *_) -> None:
@@ -161,15 +194,16 @@ class TrainPanel(QWidget):
     @alive_only
     def _on_counts_changed(self) -> None:
         counts = self.session.counts
-        self.warnings.setText("\n".join(problems(counts, self.session.class_names))
-                              if counts is not None else "")
+        self.warnings.setText(
+            "\n".join(problems(counts, self.session.class_names)) if counts is not None else ""
+        )
 
     @alive_only
     def _on_log_changed(self) -> None:
         log = self.session.log
         if not self.session.jobs.busy:
             self._redraw()
-        elif not self._redraw_later.isActive():   # a throttle, not a debounce: keep drawing
+        elif not self._redraw_later.isActive():  # a throttle, not a debounce: keep drawing
             self._redraw_later.start()
         self.memorisation.setText("\n".join(log.memorisation))
         self.memorisation.setVisible(bool(log.memorisation))

@@ -1,6 +1,7 @@
 """Glue between the trust engine (evaluation, baseline, provenance, summaries) and the panels:
 what a training stores beside its model, and what a model's file says about trusting it.
 No decisions here: every number and sentence comes from the engine."""
+
 from __future__ import annotations
 
 
@@ -28,7 +29,7 @@ def model_verdict(meta) -> str | None:
     verdict = stored_verdict(meta)
     if verdict:
         return verdict
-    evaluation = ((getattr(meta, "extra", None) or {}).get("evaluation") or {})
+    evaluation = (getattr(meta, "extra", None) or {}).get("evaluation") or {}
     warnings = evaluation.get("warnings") if isinstance(evaluation, dict) else None
     return " ".join(str(w) for w in warnings) if warnings else None
 
@@ -41,5 +42,4 @@ def baseline_sentence(meta) -> str:
     comparison, evaluation = extra.get("baseline"), extra.get("evaluation") or {}
     if not comparison:
         return ""
-    return comparison_sentence(evaluation.get("accuracy"), evaluation.get("balanced_accuracy"),
-                               comparison)
+    return comparison_sentence(evaluation.get("accuracy"), evaluation.get("balanced_accuracy"), comparison)

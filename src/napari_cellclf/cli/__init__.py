@@ -23,7 +23,17 @@ from typing import Sequence
 
 from .. import __version__
 from . import (
-    crosstest, demo, evaluate, explain, export, import_package, info, merge, predict, report, train,
+    crosstest,
+    demo,
+    evaluate,
+    explain,
+    export,
+    import_package,
+    info,
+    merge,
+    predict,
+    report,
+    train,
 )
 from ._common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, CLIError, err, one_line
 

@@ -196,8 +196,10 @@ def model_channels(meta, names: list[str], explicit: Sequence[int | str] | None,
             # Some channels of the image are left out: say which feed the model (issue 11: a
             # 1-channel model used to take channel 0 of a 2-channel image without a word).
             used = ", ".join(f"{i} ({names[i]})" for i in indices)
-            note(f"{source}: the model ({', '.join(meta.channel_names)}) reads channel(s) {used} "
-                 f"of the image's {len(names)} ({', '.join(names)}); choose others with --channels")
+            note(
+                f"{source}: the model ({', '.join(meta.channel_names)}) reads channel(s) {used} "
+                f"of the image's {len(names)} ({', '.join(names)}); choose others with --channels"
+            )
     if len(indices) != meta.in_channels:
         chosen = ", ".join(names[i] for i in indices)
         raise CLIError(

@@ -23,17 +23,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--classes; a class one dataset lacks is reported. Writes DIR/crosstest.csv (train, test, "
         "run, accuracy, balanced_accuracy, ...) and DIR/crosstest.png (median balanced accuracy, "
         "colour from chance to 1).\n\nA DATA may end in ':CH[,CH...]' to read only those channels "
-        "of it (e.g. cells:brightfield cells:darkfield); --channels applies to the others.\n\n"
-        + DATA_HELP,
+        "of it (e.g. cells:brightfield cells:darkfield); --channels applies to the others.\n\n" + DATA_HELP,
     )
     parser.add_argument("data", metavar="DATA", nargs="+", help="two or more labelled folders")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for the results")
     TILE_SIZE.add_to(parser)
     STRIDE.add_to(parser)
     FOLDER_MODE.add_to(parser)
-    parser.add_argument(
-        "--classes", metavar="A,B,...", help="label images: names of label values 1, 2, ..."
-    )
+    parser.add_argument("--classes", metavar="A,B,...", help="label images: names of label values 1, 2, ...")
     MIN_FRACTION.add_to(parser)
     add_channels(parser, for_model=False)
     add_train_arguments(parser)  # --runs N: models per dataset
@@ -74,7 +71,7 @@ def run(args) -> int:
     for text in args.data:
         root, channels, name = _split_spec(text, default_channels)
         if name in datasets:
-            name = str(root) + (text[len(str(root)):] if text.startswith(str(root)) else "")
+            name = str(root) + (text[len(str(root)) :] if text.startswith(str(root)) else "")
         if name in datasets:
             raise CLIError(f"{text}: given twice")
         layout = detect_layout(root)
@@ -105,7 +102,9 @@ def run(args) -> int:
     def show(event) -> None:
         if isinstance(event, CrosstestStep):
             printer.close()
-            out(f"training {event.index}/{event.n_trainings}: on {event.train}, run {event.run}/{event.n_runs}")
+            out(
+                f"training {event.index}/{event.n_trainings}: on {event.train}, run {event.run}/{event.n_runs}"
+            )
         else:
             printer(event)
 
@@ -120,8 +119,10 @@ def run(args) -> int:
     names = results.names
     matrix = results.matrix()
     width = max(len(n) for n in names)
-    out(f"median balanced accuracy over {runs} run(s) (chance {results.chance():.3f}); "
-        "rows trained on, columns tested on (diagonal: own held-out split)")
+    out(
+        f"median balanced accuracy over {runs} run(s) (chance {results.chance():.3f}); "
+        "rows trained on, columns tested on (diagonal: own held-out split)"
+    )
     out(" " * (width + 2) + "  ".join(f"{n:>{max(6, len(n))}}" for n in names))
     for name, row in zip(names, matrix):
         out(f"{name:<{width}}  " + "  ".join(f"{v:>{max(6, len(n))}.3f}" for v, n in zip(row, names)))

@@ -46,7 +46,6 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return parser
 
 
-
 def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
     """MODEL DATA and how DATA is read: the one set that `evaluate` and `report` share, so that
     `load_labelled` finds every attribute it reads on both."""
@@ -71,6 +70,7 @@ def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
     add_channels(parser, for_model=True)
     add_plane(parser)
     add_device(parser)
+
 
 def load_labelled(args):
     """(classifier, meta, dataset, layout) for MODEL DATA read the way the model was trained:
@@ -133,15 +133,18 @@ def held_out(meta, dataset, root: Path, use_all: bool):
         return dataset, None
     fraction, seed = config.get("val_fraction"), config.get("seed", 0)
     if not fraction:
-        return dataset, (f"{root} is the model's training data and it kept no validation split: "
-                         "these numbers are on training tiles and flatter the model")
+        return dataset, (
+            f"{root} is the model's training data and it kept no validation split: "
+            "these numbers are on training tiles and flatter the model"
+        )
     _, val_idx = split_train_val(dataset, fraction, seed=seed)
     val_idx = np.asarray(val_idx, dtype=np.int64)
     if len(val_idx) == 0:
         return dataset, f"{root} is the model's training data; no validation tiles could be re-made"
     return dataset.subset(val_idx), (
         f"{root} is the data the model was trained on: scoring its validation split only "
-        f"({len(val_idx)} of {len(dataset)} samples; --all-samples for every one)")
+        f"({len(val_idx)} of {len(dataset)} samples; --all-samples for every one)"
+    )
 
 
 def run(args) -> int:
@@ -154,8 +157,12 @@ def run(args) -> int:
     with progress(len(dataset), "evaluating", unit="tile") as bar:
         result = evaluate(classifier, dataset, on_progress=lambda done, total: bar.update(done - bar.n))
     report = result.metrics.to_dict()
-    report.update(model=str(args.model), data=str(args.data), layout=layout,
-                  split="validation" if split_note and "validation split only" in split_note else "all")
+    report.update(
+        model=str(args.model),
+        data=str(args.data),
+        layout=layout,
+        split="validation" if split_note and "validation split only" in split_note else "all",
+    )
 
     if args.json:
         out(json.dumps(report))

@@ -20,23 +20,34 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "before this command says it is done. Needs the extra: pip install 'napari-cellclf[bioimageio]'.",
     )
     parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
-    parser.add_argument("--format", choices=FORMATS, default="bioimageio", help="package format (default bioimageio)")
     parser.add_argument(
-        "--out", "-o", required=True, metavar="DIR_OR_ZIP",
+        "--format", choices=FORMATS, default="bioimageio", help="package format (default bioimageio)"
+    )
+    parser.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="DIR_OR_ZIP",
         help="new (or empty) folder, or a path ending in .zip",
     )
     parser.add_argument(
-        "--sample", metavar="IMAGE",
+        "--sample",
+        metavar="IMAGE",
         help="a field whose foreground tiles become the package's test input and cover "
         "(default: reproducible noise in the training intensity range)",
     )
     add_channels(parser, for_model=True)
     parser.add_argument("--name", help="package name (default: cellclf <class> vs <class>)")
     parser.add_argument("--author", action="append", metavar="NAME", help="author (repeat for several)")
-    parser.add_argument("--license", default="CC-BY-4.0", metavar="SPDX", help="licence of the model (default CC-BY-4.0)")
-    parser.add_argument("--github-user", metavar="USER", help="maintainer on GitHub (bioimage.io asks for one to upload)")
     parser.add_argument(
-        "--skip-test", action="store_true",
+        "--license", default="CC-BY-4.0", metavar="SPDX", help="licence of the model (default CC-BY-4.0)"
+    )
+    parser.add_argument(
+        "--github-user", metavar="USER", help="maintainer on GitHub (bioimage.io asks for one to upload)"
+    )
+    parser.add_argument(
+        "--skip-test",
+        action="store_true",
         help="do not run bioimageio.core's test of the package (it takes seconds)",
     )
     parser.set_defaults(handler=run)
@@ -45,13 +56,16 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     try:
-        from .. import bioimageio
         from loguru import logger
+
+        from .. import bioimageio
     except ImportError:
-        raise CLIError("bioimage.io export needs the extra: pip install 'napari-cellclf[bioimageio]'") from None
+        raise CLIError(
+            "bioimage.io export needs the extra: pip install 'napari-cellclf[bioimageio]'"
+        ) from None
     from ..modelfile import read_meta
 
-    logger.disable("bioimageio")          # its INFO lines would bury ours; failures still come back
+    logger.disable("bioimageio")  # its INFO lines would bury ours; failures still come back
     model_path = Path(args.model)
     if not model_path.is_file():
         raise CLIError(f"{model_path}: no such model file")
@@ -63,8 +77,13 @@ def run(args) -> int:
         field = cyx[model_channels(meta, names, parse_channels(args.channels), sample)]
     try:
         result = bioimageio.export_bioimageio(
-            model_path, Path(args.out), field_cyx=field, name=args.name, authors=args.author,
-            license=args.license, github_user=args.github_user,
+            model_path,
+            Path(args.out),
+            field_cyx=field,
+            name=args.name,
+            authors=args.author,
+            license=args.license,
+            github_user=args.github_user,
         )
     except ImportError as error:
         raise CLIError(str(error)) from None
@@ -74,7 +93,9 @@ def run(args) -> int:
     if not args.skip_test:
         summary = bioimageio.run_bioimageio_test(result.path)
         if summary.status != "passed":
-            raise CLIError(f"bioimageio.core's test of {result.path} did not pass ({summary.status}): "
-                           + "; ".join(f"{d.name}: {e.msg}" for d in summary.details for e in d.errors))
+            raise CLIError(
+                f"bioimageio.core's test of {result.path} did not pass ({summary.status}): "
+                + "; ".join(f"{d.name}: {e.msg}" for d in summary.details for e in d.errors)
+            )
         out("bioimageio.core test: passed (the package reproduces napari-cellclf's probabilities)")
     return 0

@@ -20,7 +20,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "and save it. Nothing is unpickled.",
     )
     parser.add_argument("package", metavar="PACKAGE", help="package folder, its rdf.yaml, or a .zip")
-    parser.add_argument("--out", "-o", required=True, metavar="MODEL", help="model file to write (.safetensors)")
+    parser.add_argument(
+        "--out", "-o", required=True, metavar="MODEL", help="model file to write (.safetensors)"
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -31,6 +33,8 @@ def run(args) -> int:
 
     saved = import_bioimageio(Path(args.package), Path(args.out))
     meta = read_meta(saved)
-    out(f"model ({', '.join(meta.class_names)}; {meta.tile_size} px tiles of "
-        f"{', '.join(meta.channel_names)}) saved to {saved}")
+    out(
+        f"model ({', '.join(meta.class_names)}; {meta.tile_size} px tiles of "
+        f"{', '.join(meta.channel_names)}) saved to {saved}"
+    )
     return 0

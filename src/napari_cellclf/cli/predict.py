@@ -11,8 +11,8 @@ from ._common import (
     add_channels,
     add_device,
     add_plane,
-    check_output,
     add_precision,
+    check_output,
     drive,
     err,
     load_classifier,
@@ -39,20 +39,25 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--foreground", action="store_true", help="skip background-only tiles")
     parser.add_argument(
-        "--out-dir", metavar="DIR",
+        "--out-dir",
+        metavar="DIR",
         help="one CSV per image in DIR (<stem>.csv, written atomically); a rerun skips images "
         "whose CSV exists (join them with `cellclf merge`)",
     )
     parser.add_argument(
-        "--workers", type=int, metavar="N",
+        "--workers",
+        type=int,
+        metavar="N",
         help="with --out-dir: N worker processes on a local dask.distributed cluster",
     )
     parser.add_argument(
-        "--scheduler", metavar="ADDRESS",
+        "--scheduler",
+        metavar="ADDRESS",
         help="with --out-dir: an existing dask.distributed scheduler (tcp://host:port)",
     )
     parser.add_argument(
-        "--shard", metavar="I/N",
+        "--shard",
+        metavar="I/N",
         help="with --out-dir: only every N-th image from I (0-based; e.g. $SLURM_ARRAY_TASK_ID/N)",
     )
     parser.add_argument(
@@ -129,8 +134,10 @@ def run(args) -> int:
         write_predictions_csv(args.out, merged)
         out(f"predictions of {len(merged['source'])} {unit} written to {args.out}")
     if verdict:
-        err(f"{PROG}: warning: the class counts above come from a model that is not clearly "
-            "better than chance; do not rely on them")
+        err(
+            f"{PROG}: warning: the class counts above come from a model that is not clearly "
+            "better than chance; do not rely on them"
+        )
     return 0
 
 
@@ -148,13 +155,21 @@ def _run_many(args) -> int:
     except ValueError as error:
         raise CLIError(str(error)) from None
     summary = distributed.predict_files(
-        Path(args.model), [Path(p) for p in args.images], Path(args.out_dir),
-        workers=args.workers, scheduler=args.scheduler, shard=shard, stride=args.stride,
-        foreground_only=args.foreground, device=args.device,
+        Path(args.model),
+        [Path(p) for p in args.images],
+        Path(args.out_dir),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        shard=shard,
+        stride=args.stride,
+        foreground_only=args.foreground,
+        device=args.device,
         precision=args.precision or "fp32",
-        on_result=lambda r: out(f"{r.source}: {r.status}"
-                                + (f" ({r.n_tiles} tiles)" if r.status == "done" else "")
-                                + (f" - {r.error}" if r.error else "")),
+        on_result=lambda r: out(
+            f"{r.source}: {r.status}"
+            + (f" ({r.n_tiles} tiles)" if r.status == "done" else "")
+            + (f" - {r.error}" if r.error else "")
+        ),
     )
     out(summary.line())
     return 1 if summary.count("failed") else 0

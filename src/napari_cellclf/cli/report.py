@@ -63,8 +63,12 @@ def run(args) -> int:
         out_dir,
         method="smoothgrad" if args.smoothgrad else "gradient_x_input",
         seed=args.seed,
-        details={"model": str(args.model), "data": str(data), "layout": layout,
-                 "split": "validation" if split_note and "validation split only" in split_note else "all"},
+        details={
+            "model": str(args.model),
+            "data": str(data),
+            "layout": layout,
+            "split": "validation" if split_note and "validation split only" in split_note else "all",
+        },
         title=f"Evaluation report: {Path(args.model).name} on {data.name or data}",
     )
     for line in format_metrics(document):

@@ -178,8 +178,10 @@ def run(args) -> int:
         meta.extra["objects"] = {"blank_background": bool(args.blank_background)}
     meta.pixel_size = training_pixel_size_of_files(dataset.sources)
     if meta.pixel_size:
-        out(f"training pixel size {meta.pixel_size['y']:.3g} x {meta.pixel_size['x']:.3g} "
-            f"{meta.pixel_size['unit'] or ''} stored in the model (predict warns on other sizes)")
+        out(
+            f"training pixel size {meta.pixel_size['y']:.3g} x {meta.pixel_size['x']:.3g} "
+            f"{meta.pixel_size['unit'] or ''} stored in the model (predict warns on other sizes)"
+        )
     meta.extra["evaluation"] = validation_report(result, dataset)
     add_provenance(meta, dataset, config)  # data summary and split in the model file
     saved = save_model(model_path, result.model, meta)

@@ -177,7 +177,12 @@ def load_folder(
                         f"unknown class '{folder.name}' ({folder}); the model knows: " + ", ".join(known)
                     )
         return data.from_class_folders(
-            root, spec.tile_size, mode=mode, channels=channels, stride=spec.stride, class_names=class_names,
+            root,
+            spec.tile_size,
+            mode=mode,
+            channels=channels,
+            stride=spec.stride,
+            class_names=class_names,
             plane=plane,
         )
 

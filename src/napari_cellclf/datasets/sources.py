@@ -257,7 +257,9 @@ def _objects_dataset(
         image = np.asarray(source.image)
         image = image[np.newaxis] if image.ndim == 2 else image
         if n_channels is not None and image.shape[0] != n_channels:
-            raise ValueError(f"{source.name} has {image.shape[0]} channel(s) but earlier fields have {n_channels}")
+            raise ValueError(
+                f"{source.name} has {image.shape[0]} channel(s) but earlier fields have {n_channels}"
+            )
         n_channels = image.shape[0]
         try:
             table, classes = object_classes(source.masks, source.labels, len(class_names))
