@@ -11,6 +11,7 @@ import pytest
 
 from napari_cellclf import baseline, data, synthetic
 from napari_cellclf.baseline import FeatureModel, compare_on_split, crude_features, extract_features
+from napari_cellclf.baseline import features as baseline_features
 
 TILE = 24
 
@@ -166,12 +167,12 @@ def test_features_agree_with_scikit_image():
         matrix = graycomatrix(
             quantised[i].astype(np.uint8),
             [1, 2],
-            list(baseline._GLCM_ANGLES),
+            list(baseline_features._GLCM_ANGLES),
             levels=16,
             symmetric=True,
             normed=True,
         )
-        ref = np.stack([graycoprops(matrix, p).mean(axis=1) for p in baseline._GLCM_PROPS], 1)
+        ref = np.stack([graycoprops(matrix, p).mean(axis=1) for p in baseline_features._GLCM_PROPS], 1)
         np.testing.assert_allclose(glcm[i], ref.ravel())
     images = rng.integers(0, 256, (3, 17, 19)).astype(np.uint8)
     ref = [
@@ -188,8 +189,8 @@ def test_features_agree_with_scikit_image():
             (((yy - 8) / 4) ** 2 + ((xx - 8) / 4) ** 2 < 1) | ((yy > 20) & (xx > 3)),
         ]
     )
-    n_objects, objects = baseline._largest_objects(masks)
-    shape = baseline._shape_features(objects)
+    n_objects, objects = baseline_features._largest_objects(masks)
+    shape = baseline_features._shape_features(objects)
     for i, mask in enumerate(masks):
         regions = regionprops(label(mask, connectivity=2))
         assert n_objects[i] == len(regions)
