@@ -241,7 +241,7 @@ def test_large_uncompressed_tiff_is_memmapped(tmp_path, monkeypatch):
     data = _ramp((2, 3, 64, 80), np.uint16, 4095)
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZCYX"})
-    monkeypatch.setattr(io, "LAZY_BYTES", 1024)
+    monkeypatch.setattr(io.limits, "LAZY_BYTES", 1024)
     image = io.read_image(path)
     assert image.lazy and isinstance(image.data, np.memmap)
     assert image.data.shape == data.shape and image.axes == "ZCYX"
@@ -254,8 +254,8 @@ def test_large_compressed_tiff_is_a_zarr_store_and_subsampled(tmp_path, monkeypa
     data = RNG.integers(0, 4096, (3, 2, 300, 280)).astype(np.uint16)
     path = tmp_path / "big_zlib.tif"
     tifffile.imwrite(path, data, compression="zlib", metadata={"axes": "TCYX"})
-    monkeypatch.setattr(io, "LAZY_BYTES", 1024)
-    monkeypatch.setattr(io, "SUBSAMPLE_SIDE", 64)
+    monkeypatch.setattr(io.limits, "LAZY_BYTES", 1024)
+    monkeypatch.setattr(io.limits, "SUBSAMPLE_SIDE", 64)
     image = io.read_image(path)
     assert image.lazy and not isinstance(image.data, np.ndarray)  # nothing read yet
     assert tuple(image.data.shape) == data.shape and image.axes == "TCYX"
@@ -570,7 +570,7 @@ def test_large_compressed_tiff_goes_lazy_by_its_decoded_size(tmp_path, monkeypat
     data = RNG.integers(0, 4000, (256, 512), dtype=np.uint16)  # 256 KiB decoded, real pixels
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, data, compression="zlib", tile=(64, 64))
-    monkeypatch.setattr(io, "LAZY_BYTES", 100_000)  # file < limit < decoded size
+    monkeypatch.setattr(io.limits, "LAZY_BYTES", 100_000)  # file < limit < decoded size
     assert path.stat().st_size > 100_000 / io.MAX_COMPRESSION_RATIO
     image = io.read_image(path)
     assert image.lazy and not isinstance(image.data, np.ndarray)
@@ -583,7 +583,7 @@ def test_field_larger_than_the_engine_limit_is_refused_before_reading(tmp_path, 
     path = tmp_path / "field.tif"
     tifffile.imwrite(path, np.zeros((2, 64, 64), np.uint16), imagej=True, metadata={"axes": "CYX"})
     image = io.read_image(path)
-    monkeypatch.setattr(io, "MAX_FIELD_VALUES", 2 * 64 * 64 - 1)
+    monkeypatch.setattr(io.limits, "MAX_FIELD_VALUES", 2 * 64 * 64 - 1)
     with pytest.raises(io.ImageReadError, match=r"field.tif: one plane .* 8,192 values"):
         io.to_cyx(image)
 

@@ -114,7 +114,7 @@ def test_large_file_layers_stay_lazy(tmp_path, monkeypatch):
     data = RNG.integers(0, 4096, (2, 64, 64)).astype(np.uint16)
     plain = tmp_path / "big.tif"
     tifffile.imwrite(plain, data, imagej=True, metadata={"axes": "CYX"})
-    monkeypatch.setattr(io, "LAZY_BYTES", 1024)
+    monkeypatch.setattr(io.limits, "LAZY_BYTES", 1024)
     layers = _reader.read_layers(str(plain))
     assert all(isinstance(d, np.memmap) for d, _, _ in layers)
     assert all(kw["metadata"]["cellclf"]["lazy"] for _, kw, _ in layers)
