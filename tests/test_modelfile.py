@@ -262,6 +262,21 @@ def test_default_colors_distinct_and_valid():
     assert default_class_colors(2) == ["#e69f00", "#56b4e9"]  # Okabe-Ito first
 
 
+def test_default_colors_stay_apart_for_many_classes():
+    """From 8 classes on, two classes shared a yellow (#f0e442, #f2d055: CIELAB distance 13.5);
+    every pair must differ about as much as the Okabe-Ito colours do among themselves (>= 26)."""
+    import numpy as np
+    from skimage.color import rgb2lab
+
+    for n in (12, 20):
+        rgb = np.array([[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in default_class_colors(n)])
+        lab = rgb2lab(rgb[np.newaxis])[0]
+        distance = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
+        np.fill_diagonal(distance, np.inf)
+        assert distance.min() >= 20, (n, distance.min())
+        assert lab[:, 0].min() >= 45  # visible on napari's dark canvas
+
+
 def test_saved_model_is_readable_by_others_like_any_new_file(tmp_path):
     """A model is meant to be shared: not mkstemp's owner-only 0600."""
     old = os.umask(0o022)

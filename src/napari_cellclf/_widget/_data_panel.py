@@ -23,8 +23,9 @@ from qtpy.QtWidgets import (
 
 from ..options import TILE_SIZE
 from ._fields import Field, field_id_of, fields_from_layers
+from ._grid import camera_of, grid_image, hide_grid, line_width, show_grid
 from ._labelling import ForegroundCache, first_channel, training_grid
-from ._layers import grid_image, hide_grid, labels_layer, show_grid
+from ._layers import labels_layer
 from ._qt import alive_only, debouncer, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
 
@@ -38,6 +39,7 @@ class FieldsPanel(QWidget):
         self.fields: list[Field] = []
         self._filling = False
         self._reveal_grid = False  # the checkbox was just ticked: show a grid the eye had hidden
+        self._grid_width = 1  # image px of the drawn grid lines (grows as the view zooms out)
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Tiles"])
@@ -45,6 +47,8 @@ class FieldsPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        # "xy_c…" told no two rows of one plate apart: the end of a name differs, not the start
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(COL_FIELD, QHeaderView.ResizeMode.Stretch)
         for col in (COL_SIZE, COL_LABELS, COL_TILES):
@@ -123,6 +127,7 @@ class FieldsPanel(QWidget):
         for emitter in (layers.events.inserted, layers.events.removed, layers.events.moved):
             emitter.connect(self._on_layers_changed)
         layers.selection.events.active.connect(self._on_active_layer)
+        camera_of(viewer).events.zoom.connect(self._on_zoom)
         session.classes_changed.connect(self._on_classes_changed)
         session.labels_changed.connect(self._on_labels_changed)
         session.counts_changed.connect(self._on_counts_changed)
@@ -153,6 +158,15 @@ class FieldsPanel(QWidget):
         d.show_grid = self.show_grid.isChecked()
         self._reveal_grid = self._reveal_grid or switched_on
         self._grid_later.start()
+
+    def _line_width(self, fld: Field) -> int:
+        return line_width(camera_of(self.viewer).zoom, min(fld.scale))
+
+    @alive_only
+    def _on_zoom(self, *_) -> None:
+        fld = self.current()
+        if fld is not None and self.session.data.show_grid and self._line_width(fld) != self._grid_width:
+            self._grid_later.start()
 
     def _on_channels_changed(self, *_) -> None:
         if self._filling:
@@ -349,7 +363,8 @@ class FieldsPanel(QWidget):
                 skipped = ~self._foreground.get(fld, grid, first_channel(self.session))
             except ValueError as exc:
                 self.grid_note.setText(f"Background detection failed: {exc}")
-        overlay = grid_image(grid, skipped)
+        self._grid_width = self._line_width(fld)
+        overlay = grid_image(grid, skipped, self._grid_width)
         show_grid(self.viewer, fld, overlay, visible=True if self._reveal_grid else None)
         self._reveal_grid = False
         used = grid.n_tiles - (int(skipped.sum()) if skipped is not None else 0)

@@ -14,12 +14,11 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
-from ..tiling import TileGrid, tile_values_to_map
+from ..tiling import tile_values_to_map
 from ._fields import (
     ROLE_ATTRIBUTION,
     ROLE_CLASSES,
     ROLE_CONFIDENCE,
-    ROLE_GRID,
     ROLE_LABELS,
     Field,
     derived_metadata,
@@ -27,14 +26,6 @@ from ._fields import (
 )
 
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
-
-# Grid overlay values: 0 nothing, 1 a tile border, 2 a pixel no training tile uses (dimmed).
-GRID_COLORMAP = Colormap(
-    colors=[TRANSPARENT, (1.0, 1.0, 1.0, 0.55), (0.0, 0.0, 0.0, 0.6)],
-    controls=[0.0, 1 / 3, 2 / 3, 1.0],
-    interpolation="zero",
-    name="cellclf tile grid",
-)
 
 # Diverging with black in the middle, so additive blending leaves unattributed pixels untouched:
 # evidence for the class glows orange, evidence against it blue.
@@ -103,61 +94,6 @@ def recolor_labels(viewer, colors: Sequence[str]) -> None:
     for layer in viewer.layers:
         if role_of(layer) == ROLE_LABELS:
             layer.colormap = class_colormap(colors)
-
-
-def grid_image(grid: TileGrid, skipped: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) uint8 overlay: 1 on tile borders (every `stride` pixels), 2 on pixels that no used
-    tile covers (skipped background tiles, the strip a 'drop' grid leaves), 0 elsewhere."""
-    height, width = grid.image_shape
-    t = grid.tile_size
-    origins = grid.origins()
-    used = np.ones(len(origins), bool) if skipped is None else ~np.asarray(skipped, bool)
-    covered = np.zeros((height, width), bool)
-    for y0, x0 in origins[used]:
-        covered[y0 : y0 + t, x0 : x0 + t] = True
-    # lines at every tile origin and after the last tile, per axis
-    rows = np.minimum(np.r_[origins[:, 0], origins[:, 0].max() + t - 1], height - 1)
-    cols = np.minimum(np.r_[origins[:, 1], origins[:, 1].max() + t - 1], width - 1)
-    border = np.zeros((height, width), bool)
-    border[np.unique(rows), :] = True
-    border[:, np.unique(cols)] = True
-    overlay = np.where(covered, 0, 2).astype(np.uint8)
-    overlay[border & covered] = 1
-    return overlay
-
-
-def show_grid(viewer, field: Field, overlay: np.ndarray, visible: bool | None = None):
-    """One "tile grid" layer, over the current field; moved and refilled when the field changes.
-    `visible=None` leaves an existing layer's eye as the user set it."""
-    layer = next((ly for ly in viewer.layers if _role(ly) == ROLE_GRID), None)
-    kwargs = field.layer_kwargs()
-    if layer is None:
-        with keep_selection(viewer):
-            layer = viewer.add_image(
-                overlay,
-                name="tile grid",
-                colormap=GRID_COLORMAP,
-                contrast_limits=(0, 2),
-                blending="translucent",
-                interpolation2d="nearest",
-                visible=visible is not False,
-                metadata=derived_metadata(field.id, ROLE_GRID),
-                **kwargs,
-            )
-    else:
-        layer.metadata.update(derived_metadata(field.id, ROLE_GRID))
-        layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
-        layer.data = overlay
-        layer.contrast_limits = (0, 2)
-        if visible is not None:
-            layer.visible = visible
-    return layer
-
-
-def hide_grid(viewer) -> None:
-    for layer in viewer.layers:
-        if _role(layer) == ROLE_GRID:
-            layer.visible = False
 
 
 def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str]):
@@ -256,9 +192,3 @@ def show_attribution(viewer, field: Field, attribution: np.ndarray, target: str)
         layer.contrast_limits = (-limit, limit)
     layer.metadata["cellclf"]["target"] = target
     return layer
-
-
-def _role(layer):
-    from ._fields import role_of
-
-    return role_of(layer)
