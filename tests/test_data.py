@@ -359,6 +359,23 @@ def test_split_never_empties_a_class_through_a_shared_field():
         assert _chebyshev_touching(ds, train, val) == 0
 
 
+def test_split_does_not_send_most_of_a_class_out_with_one_big_field():
+    # Like the two sample fields: field 0 holds all of b and a few a, field 1 holds most of a.
+    # Holding field 1 out whole would take 80 of a's 100 tiles from training (target 20), so a
+    # block of field 1 goes out instead and a keeps most of its tiles for training.
+    pos0 = [(r, c) for r in range(5) for c in range(10)][:40]
+    pos1 = [(r, c) for r in range(8) for c in range(10)]
+    labels = [0] * 20 + [1] * 20 + [0] * 80
+    groups = [0] * 40 + [1] * 80
+    ds = _tiny_dataset(labels, groups, pos0 + pos1, names=("a", "b"))
+    for seed in range(4):
+        train, val = split_train_val(ds, 0.2, seed=seed)
+        assert set(ds.labels[val]) == {0, 1}
+        assert (ds.labels[val] == 0).sum() <= 2 * 20
+        assert (ds.labels[train] == 0).sum() >= 50
+        assert _chebyshev_touching(ds, train, val) == 0
+
+
 # ------------------------------------------------------------------------------ real data
 
 

@@ -37,6 +37,10 @@ MIN_TILES_PER_CLASS = 2  # the split needs one training and one validation tile 
 FEW_TILES_PER_CLASS = 20  # below this a class is learnt from too little: runs differ seed to seed
 # Enough pixels for stable percentiles; more only costs time.
 _PERCENTILE_SAMPLE = 2**20
+# A whole field bigger than its class's validation target goes out only up to this many times
+# the target; a bigger one (two sample fields: the diffuse one held 151 of 181 Control tiles)
+# would take most of the class from training, so a block inside it is held out instead.
+MAX_GROUP_OVERSHOOT = 2.0
 
 
 @dataclass
@@ -770,8 +774,8 @@ def split_train_val(
     validation and tiles adjacent to that block (8-neighbourhood) are dropped from both sides.
     Every class with >= 2 tiles gets at least one validation tile. val_fraction=0 -> empty val.
 
-    A group held out goes out whole (tiles of every class in it), and only when every class in it
-    keeps training tiles elsewhere. A class with >= 2 groups for which no group can go out that
+    A group held out goes out whole (tiles of every class in it), only when every class in it
+    keeps training tiles elsewhere and it holds at most MAX_GROUP_OVERSHOOT x the class's target. A class with >= 2 groups for which no group can go out that
     way (each of its fields also holds the only tiles of another class) falls back to a block
     held out inside one of its fields. Blocks sit at one end of the class's tiles (fewest
     neighbours to drop). Deterministic for a seed."""
@@ -818,7 +822,11 @@ def split_train_val(
             if not val_group[g] and held[k] + per_group[g, k] <= target[k] and may_hold_out(g):
                 hold_out(g)
         if held[k] == 0:  # every group is bigger than the target: take the smallest that may go
-            allowed = [g for g in its_groups if may_hold_out(g)]
+            allowed = [
+                g
+                for g in its_groups
+                if may_hold_out(g) and per_group[g, k] <= MAX_GROUP_OVERSHOOT * target[k]
+            ]
             if allowed:
                 hold_out(min(allowed, key=lambda g: (per_group[g, k], g)))
 
