@@ -11,7 +11,7 @@ import csv
 import numpy as np
 import pytest
 
-from napari_cellclf._widget import _dialogs, _train_panel
+from napari_cellclf._widget import _controller, _dialogs
 from napari_cellclf.evaluation import validation_metrics
 from widget_support import (
     Notifications,
@@ -31,13 +31,13 @@ FIELDS = {"puncta": ("puncta", 1, 2), "diffuse": ("diffuse", 2, 1)}
 def _capture_training(monkeypatch) -> dict:
     """Keep what the training worker hands the engine, to recompute its numbers here."""
     seen: dict = {}
-    real = _train_panel.training_extras
+    real = _controller.training_extras
 
     def spy(result, dataset):
         seen["result"], seen["dataset"] = result, dataset
         return real(result, dataset)
 
-    monkeypatch.setattr(_train_panel, "training_extras", spy)
+    monkeypatch.setattr(_controller, "training_extras", spy)
     return seen
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
@@ -18,19 +20,22 @@ from qtpy.QtWidgets import (
 
 from . import _dialogs
 from ._fields import ROLE_LABELS, role_of
-from ._labelling import import_class_folders, problems
+from ._labelling import problems
 from ._layers import recolor_labels
 from ._qt import WARNING_STYLE, alive_only, note_label, row
 from ._session import Session
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._controller import Controller
 
 COL_COLOR, COL_NAME, COL_TILES = range(3)
 IMPORT_MODES = (("resize each image to one tile", "resize"), ("cut each image into tiles", "tile"))
 
 
 class ClassesPanel(QWidget):
-    def __init__(self, viewer, session: Session, parent: QWidget | None = None):
+    def __init__(self, viewer, session: Session, controller: "Controller", parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer, self.session = viewer, session
+        self.viewer, self.session, self.controller = viewer, session, controller
         self._filling = False
 
         self.table = QTableWidget(0, 3)
@@ -82,7 +87,7 @@ class ClassesPanel(QWidget):
         self.add_button.clicked.connect(self.add_class)
         self.remove_button.clicked.connect(self.remove_selected)
         self.import_button.clicked.connect(self.import_folders)
-        self.forget_button.clicked.connect(lambda: session.set_imported(None))
+        self.forget_button.clicked.connect(controller.forget_import)
         session.classes_changed.connect(self._on_classes_changed)
         session.counts_changed.connect(self._on_counts_changed)
         session.labels_changed.connect(self._on_import_changed)
@@ -178,30 +183,8 @@ class ClassesPanel(QWidget):
 
     def import_folders(self) -> None:
         root = _dialogs.ask_directory(self, "Folder with one subfolder per class")
-        if not root:
-            return
-        tile_size, channels = self.session.data.tile_size, tuple(self.session.data.channels)
-        mode = self.import_mode.currentData()
-
-        def work(stop):
-            return import_class_folders(root, tile_size, channels, mode)
-
-        session = self.session
-
-        def adopt(imported, cancelled):
-            if cancelled:
-                return
-            for name in imported.dataset.class_names:
-                if name not in session.class_names:
-                    session.add_class(name)
-            session.set_imported(imported)
-            counts = imported.dataset.class_counts()
-            show_info(
-                f"Imported {len(imported.dataset)} tiles from {root}: "
-                + ", ".join(f"{k} {v}" for k, v in counts.items())
-            )
-
-        session.jobs.start("import", work, adopt, title="Importing class folders")
+        if root:
+            self.controller.import_folders(root, self.import_mode.currentData())
 
     @alive_only
     def _on_import_changed(self) -> None:

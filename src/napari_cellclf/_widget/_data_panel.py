@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -33,9 +35,18 @@ COL_FIELD, COL_SIZE, COL_LABELS, COL_TILES = range(4)
 
 
 class FieldsPanel(QWidget):
-    def __init__(self, viewer, session: Session, foreground: ForegroundCache, parent: QWidget | None = None):
+    def __init__(
+        self,
+        viewer,
+        session: Session,
+        foreground: ForegroundCache,
+        fields_provider: Callable[[], list[Field]] | None = None,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.viewer, self.session, self._foreground = viewer, session, foreground
+        # the dock's one field registry (Controller.fields); alone, the viewer's layers
+        self._fields_provider = fields_provider or (lambda: fields_from_layers(viewer.layers))
         self.fields: list[Field] = []
         self._filling = False
         self._reveal_grid = False  # the checkbox was just ticked: show a grid the eye had hidden
@@ -195,7 +206,7 @@ class FieldsPanel(QWidget):
 
     @alive_only
     def refresh_fields(self) -> None:
-        self.fields = fields_from_layers(self.viewer.layers)
+        self.fields = self._fields_provider()
         ids = [f.id for f in self.fields]
         if self.session.current_field not in ids:
             self.session.set_current_field(ids[0] if ids else None)

@@ -18,8 +18,9 @@ from qtpy.QtWidgets import (
 
 from ..training import BatchProgress, EpochEnd
 from ._classes_panel import ClassesPanel
+from ._controller import Controller
 from ._data_panel import FieldsPanel
-from ._fields import ROLE_LABELS, fields_from_layers, role_of
+from ._fields import ROLE_LABELS, role_of
 from ._jobs import FieldStep
 from ._labelling import ForegroundCache, PaintedCountCache, TileCounts, count_tiles
 from ._plot import theme_colors
@@ -127,10 +128,12 @@ class CellClassifierWidget(QWidget):
         self._foreground = ForegroundCache()
         self._painted = PaintedCountCache()
 
-        self.fields_panel = FieldsPanel(napari_viewer, self.session, self._foreground)
-        self.classes_panel = ClassesPanel(napari_viewer, self.session)
-        self.train_panel = TrainPanel(napari_viewer, self.session, self.fields)
-        self.results_panel = ResultsPanel(napari_viewer, self.session, self.fields, self.current_field)
+        self.controller = Controller(napari_viewer, self.session)
+
+        self.fields_panel = FieldsPanel(napari_viewer, self.session, self._foreground, self.controller.fields)
+        self.classes_panel = ClassesPanel(napari_viewer, self.session, self.controller)
+        self.train_panel = TrainPanel(napari_viewer, self.session, self.controller)
+        self.results_panel = ResultsPanel(napari_viewer, self.session, self.controller)
         self.report_tab = ReportTab(self.session, theme_colors(getattr(napari_viewer, "theme", None)))
         self.job_bar = JobBar(self.session)
 
@@ -173,13 +176,14 @@ class CellClassifierWidget(QWidget):
 
     def shut_down(self) -> None:
         self.report_tab.disconnect_session()
+        self.controller.shut_down()
 
     # -- providers for the panels ----------------------------------------------------------------
     def fields(self):
-        return fields_from_layers(self.viewer.layers)
+        return self.controller.fields()
 
     def current_field(self):
-        return self.fields_panel.current()
+        return self.controller.current_field()
 
     # -- tile counts -----------------------------------------------------------------------------
     def _watch(self, layer) -> None:

@@ -1,38 +1,34 @@
-"""Results panel: classify fields, explain, export the tile table, save and load the model."""
+"""Results panel: classify fields, explain, export the tile table, save and load the model.
+Classify, Explain, Save and Load are the controller's (`_controller.Controller`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QComboBox, QGroupBox, QPushButton, QVBoxLayout, QWidget
 
-from ..attribution import explain_field
-from ..modelfile import ModelFileError, load_model, save_model
 from ..summaries import fractions_csv_text
 from ..tables import write_predictions_csv
 from . import _dialogs
-from ._fields import fields_from_layers, model_channels
-from ._jobs import tagged
-from ._layers import show_attribution, show_prediction
 from ._qt import WARNING_STYLE, alive_only, note_label, row
 from ._report_tab import session_fractions
 from ._session import Session
 from ._trust import model_verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._controller import Controller
 
 MODEL_FILTER = "napari-cellclf model (*.safetensors)"
 CSV_FILTER = "CSV table (*.csv)"
 
 
 class ResultsPanel(QWidget):
-    def __init__(
-        self, viewer, session: Session, fields_provider, current_provider, parent: QWidget | None = None
-    ):
+    def __init__(self, viewer, session: Session, controller: "Controller", parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer, self.session = viewer, session
-        self._fields, self._current = fields_provider, current_provider
+        self.viewer, self.session, self.controller = viewer, session, controller
 
         self.model_info = note_label("No model yet: train one (Train tab) or load a model file.")
         self.save_button = QPushButton("Save model…")
@@ -125,7 +121,7 @@ class ResultsPanel(QWidget):
 
     @alive_only
     def _on_current_changed(self) -> None:
-        fld = self._current()
+        fld = self.controller.current_field()
         self.field_note.setText(f"Selected field: {fld.name}" if fld else "No field selected.")
 
     @alive_only
@@ -137,95 +133,12 @@ class ResultsPanel(QWidget):
         self.load_button.setEnabled(idle)
         self.export_button.setEnabled(bool(self.session.predictions))
 
-    # -- actions ---------------------------------------------------------------------------------
-    def _class_colors(self) -> list[str]:
-        meta = self.session.trained.meta
-        return [self.session.color_of(n, c) for n, c in zip(meta.class_names, meta.class_colors)]
-
-    def _stride(self) -> int | None:
-        stride = self.session.data.stride
-        tile = self.session.trained.meta.tile_size
-        return stride if 0 < stride <= tile else None
-
-    def _prepare(self, fields):
-        """Main thread: the classifier and a (C, Y, X) copy of each field in the model's channels."""
-        meta = self.session.trained.meta
-        classifier = self.session.classifier(self.session.train.device)
-        images = [
-            (fld.id, fld.name, fld.stack(model_channels(fld, meta.channel_names, meta.channel_indices)))
-            for fld in fields
-        ]
-        return classifier, images
-
+    # -- actions (the controller's; the panel asks its questions first) --------------------------
     def classify(self, all_fields: bool = False) -> None:
-        session = self.session
-        if session.trained is None or session.jobs.busy:
-            return
-        fields = self._fields() if all_fields else [f for f in [self._current()] if f]
-        if not fields:
-            show_warning("Open a field of view first.")
-            return
-        try:
-            classifier, images = self._prepare(fields)
-        except ValueError as exc:
-            show_error(f"Cannot classify: {exc}")
-            return
-        stride, foreground_only = self._stride(), session.data.skip_background
-        colors = self._class_colors()
-        verdict = model_verdict(session.trained.meta)
-
-        def work(stop):
-            done = []
-            for i, (fid, name, image) in enumerate(images):
-                generator = classifier.predict_field(
-                    image, stride=stride, foreground_only=foreground_only, stop=stop
-                )
-                prediction = yield from tagged(generator, name, i, len(images))
-                if stop.is_set():
-                    break
-                done.append((fid, name, prediction))
-            return done
-
-        def show(done, cancelled):
-            viewer = session.viewer
-            if viewer is None:
-                return
-            by_id = {f.id: f for f in fields_from_layers(viewer.layers)}
-            for fid, name, prediction in done:
-                session.set_prediction(fid, name, prediction)
-                if fid in by_id:
-                    show_prediction(viewer, by_id[fid], prediction, colors)
-                if verdict:
-                    show_warning(f"{name} classified by a model that cannot be trusted: {verdict}")
-
-        session.jobs.start("classify", work, show, title="Classification")
+        self.controller.classify(all_fields)
 
     def explain(self) -> None:
-        session = self.session
-        fld = self._current()
-        if session.trained is None or session.jobs.busy or fld is None:
-            return
-        try:
-            classifier, [(fid, name, image)] = self._prepare([fld])
-        except ValueError as exc:
-            show_error(f"Cannot explain: {exc}")
-            return
-        target = self.target.currentData()
-        target_name = "predicted" if target is None else session.trained.meta.class_names[int(target)]
-        stride = self._stride()
-
-        def work(stop):
-            generator = explain_field(classifier, image, target=target, stride=stride, stop=stop)
-            return (yield from tagged(generator, name, 0, 1))
-
-        def show(attribution, cancelled):
-            viewer = session.viewer
-            by_id = {f.id: f for f in fields_from_layers(viewer.layers)} if viewer else {}
-            if cancelled or fid not in by_id:
-                return
-            show_attribution(viewer, by_id[fid], attribution, target_name)
-
-        session.jobs.start("explain", work, show, title="Explanation")
+        self.controller.explain(self.target.currentData())
 
     def export_csv(self) -> None:
         predictions = self.session.predictions
@@ -256,31 +169,16 @@ class ResultsPanel(QWidget):
         )
 
     def save_model(self) -> None:
-        trained = self.session.trained
-        if trained is None:
+        if self.session.trained is None:
             return
         path = _dialogs.ask_save_path(self, "Save model", MODEL_FILTER, "cellclf-model.safetensors")
-        if not path:
-            return
-        meta = dataclasses.replace(trained.meta, class_colors=self._class_colors())
-        try:
-            final = save_model(path, trained.model, meta)
-        except (OSError, ValueError) as exc:
-            show_error(f"Could not save the model to {path}: {exc}")
-            return
-        show_info(f"Saved the model to {final}")
+        if path:
+            self.controller.save_model(path)
 
     def load_model(self) -> None:
         path = _dialogs.ask_open_path(self, "Load model", MODEL_FILTER)
-        if not path:
-            return
-        try:
-            model, meta = load_model(path, device="cpu")
-        except (ModelFileError, OSError, ValueError) as exc:
-            show_error(f"Could not load a model: {exc}")
-            return
-        self.session.adopt_model_file(model, meta, path)
-        show_info(f"Loaded {Path(path).name}: classes {', '.join(meta.class_names)}")
+        if path:
+            self.controller.load_model(path)
 
 
 def fractions_path_for(csv_path: str) -> str:

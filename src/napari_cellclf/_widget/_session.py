@@ -6,7 +6,8 @@ lives in a per-viewer store (`session_for(viewer)`) and not in the widget. Backg
 the session too (`Session.jobs`), so a training started in a widget that is then closed still ends
 up in the session.
 
-Everything here is observable through psygnal signals; panels subscribe and redraw.
+Everything here is observable through psygnal signals; panels subscribe and redraw. State only:
+no notifications, no layers (the controller, `_controller.py`, acts and tells the user).
 """
 
 from __future__ import annotations
@@ -259,14 +260,13 @@ class Session:
             meta.extra = {**(meta.extra or {}), **extra}
         self.set_model(TrainedModel(result.model, meta, result.history, "trained", result.cancelled))
         self.log.messages.append(_summary_text(result.history, result.cancelled))
-        news = [w for w in result.history.warnings if w not in self.log.memorisation]
-        self.log.messages.extend(news)
+        self.log.messages.extend(self.unseen_warnings(result.history))
         self.log_changed.emit()
-        if news:
-            from napari.utils.notifications import show_warning
-
-            show_warning("Training: " + " ".join(news))
         return True
+
+    def unseen_warnings(self, history) -> list[str]:
+        """A finished training's warnings that the log has not shown live already."""
+        return [w for w in history.warnings if w not in self.log.memorisation]
 
     def adopt_model_file(self, model, meta, path: str) -> None:
         """A loaded model brings its classes (names, colours) and its training curves."""
@@ -293,10 +293,7 @@ class Session:
         if isinstance(event, EpochEnd):
             self.log.epochs.append(event)
         elif isinstance(event, MemorisationWarning):
-            from napari.utils.notifications import show_warning
-
-            self.log.memorisation.append(event.message)
-            show_warning(event.message)
+            self.log.memorisation.append(event.message)  # the controller notifies
         elif isinstance(event, RunFinished):
             self.log.messages.append(_run_text(event))
         else:

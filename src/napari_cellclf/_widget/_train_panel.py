@@ -1,8 +1,10 @@
-"""Train panel: settings, Train, live curves, warnings. Progress and Cancel live in the job bar."""
+"""Train panel: settings, Train, live curves, warnings. Progress and Cancel live in the job bar;
+what Train does is the controller's (`_controller.Controller.train`)."""
 
 from __future__ import annotations
 
-from napari.utils.notifications import show_error
+from typing import TYPE_CHECKING
+
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -16,12 +18,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..options import train_option
-from ..training import TrainConfig, train
-from ._labelling import build_dataset, gather_training_inputs, problems
+from ..training import TrainConfig
+from ._labelling import problems
 from ._plot import RunsBoxPlot, TrainingCurves, theme_colors
 from ._qt import WARNING_STYLE, alive_only, debouncer, note_label, signals_blocked
 from ._session import Session
-from ._trust import baseline_sentence, training_extras
+from ._trust import baseline_sentence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._controller import Controller
 
 DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
 PLOT_INTERVAL_MS = 500  # epochs of small datasets end many times a second: redraw at most 2/s
@@ -34,9 +39,9 @@ ARCHITECTURE_HELP = {
 
 
 class TrainPanel(QWidget):
-    def __init__(self, viewer, session: Session, fields_provider, parent: QWidget | None = None):
+    def __init__(self, viewer, session: Session, controller: "Controller", parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer, self.session, self._fields = viewer, session, fields_provider
+        self.viewer, self.session, self.controller = viewer, session, controller
 
         self.epochs = QSpinBox()
         self.epochs.setRange(0, 1000)
@@ -166,30 +171,7 @@ class TrainPanel(QWidget):
         return self.session.train.config()
 
     def start_training(self) -> None:
-        session = self.session
-        if session.jobs.busy:
-            return
-        try:
-            inputs = gather_training_inputs(session, self._fields(), self.viewer)
-        except ValueError as exc:
-            show_error(f"Cannot train: {exc}")
-            return
-        config = self.config()
-
-        def work(stop):
-            # Worker thread: tiles are cut here, from copies made above.
-            dataset = build_dataset(inputs)
-            result = yield from train(dataset, config, stop=stop)
-            # Still in the worker: the kept model's validation metrics and the classical
-            # features on the same split, stored in the model as `cellclf train` stores them.
-            return result, training_extras(result, dataset)
-
-        def adopt(outcome, cancelled):
-            result, extra = outcome
-            session.adopt_training(result, inputs.channel_indices, extra)
-
-        session.reset_log()
-        session.jobs.start("train", work, adopt, title="Training")
+        self.controller.train()
 
     @alive_only
     def _on_counts_changed(self) -> None:

@@ -1,0 +1,245 @@
+"""The dock's actions: what Train, Classify, Explain, Import, Load and Save do.
+
+Panels are views: they read the session, ask their question (a dialog, a combo) and call one
+method here. The controller copies what a job needs out of the layers on the main thread, starts
+the engine generator through the session's `JobRunner`, and applies the result on the main thread
+(session state, result layers, notifications). It makes no engine decision: tile counts, the
+trainability rules and the model's channel policy come from `datasets` and the engine.
+
+It also owns the one list of fields (`fields()`): every panel and job asks here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..attribution import explain_field
+from ..training import MemorisationWarning, train
+from ._fields import Field, fields_from_layers, model_channels
+from ._jobs import tagged
+from ._labelling import build_dataset, gather_training_inputs, import_class_folders
+from ._layers import show_attribution, show_prediction
+from ._session import Session
+from ._trust import model_verdict, training_extras
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..inference import Classifier
+
+
+class Controller:
+    """The actions of one dock over its viewer's session (state lives in the session)."""
+
+    def __init__(self, viewer, session: Session):
+        self.viewer, self.session = viewer, session
+        # A memorisation warning is news the moment the worker sees it, not at the end.
+        session.jobs.progress.connect(self._on_progress)
+
+    def shut_down(self) -> None:
+        """The dock is closing: jobs already started still end in the session."""
+        self.session.jobs.progress.disconnect(self._on_progress)
+
+    # -- the one field registry -----------------------------------------------------------------
+    def fields(self) -> list[Field]:
+        """Every field of view among the viewer's layers, in layer order."""
+        return fields_from_layers(self.viewer.layers)
+
+    def field(self, field_id: str | None) -> Field | None:
+        return next((f for f in self.fields() if f.id == field_id), None)
+
+    def current_field(self) -> Field | None:
+        """The selected field (the Fields table's row), else the first one."""
+        fields = self.fields()
+        chosen = next((f for f in fields if f.id == self.session.current_field), None)
+        return chosen or (fields[0] if fields else None)
+
+    # -- training ---------------------------------------------------------------------------------
+    def train(self) -> bool:
+        """Cut the labelled tiles and train in the background; False when nothing started."""
+        session = self.session
+        if session.jobs.busy:
+            return False
+        try:
+            inputs = gather_training_inputs(session, self.fields(), self.viewer)
+        except ValueError as exc:
+            show_error(f"Cannot train: {exc}")
+            return False
+        config = session.train.config()
+
+        def work(stop):
+            # Worker thread: tiles are cut here, from the copies made above.
+            dataset = build_dataset(inputs)
+            result = yield from train(dataset, config, stop=stop)
+            # Still in the worker: the kept model's validation metrics and the classical
+            # features on the same split, stored in the model as `cellclf train` stores them.
+            return result, training_extras(result, dataset)
+
+        def adopt(outcome, cancelled):
+            result, extra = outcome
+            news = session.unseen_warnings(result.history)
+            if session.adopt_training(result, inputs.channel_indices, extra) and news:
+                show_warning("Training: " + " ".join(news))
+
+        session.reset_log()
+        session.jobs.start("train", work, adopt, title="Training")
+        return True
+
+    def _on_progress(self, kind: str, event) -> None:
+        if kind == "train" and isinstance(event, MemorisationWarning):
+            show_warning(event.message)
+
+    # -- classify and explain -------------------------------------------------------------------
+    def _class_colors(self) -> list[str]:
+        assert self.session.trained is not None
+        meta = self.session.trained.meta
+        return [self.session.color_of(n, c) for n, c in zip(meta.class_names, meta.class_colors)]
+
+    def _stride(self) -> int | None:
+        assert self.session.trained is not None
+        stride = self.session.data.stride
+        tile = self.session.trained.meta.tile_size
+        return stride if 0 < stride <= tile else None
+
+    def _prepare(self, fields: Sequence[Field]) -> "tuple[Classifier, list]":
+        """Main thread: the classifier and a (C, Y, X) copy of each field in the model's channels."""
+        assert self.session.trained is not None
+        meta = self.session.trained.meta
+        classifier = self.session.classifier(self.session.train.device)
+        images = [
+            (fld.id, fld.name, fld.stack(model_channels(fld, meta.channel_names, meta.channel_indices)))
+            for fld in fields
+        ]
+        return classifier, images
+
+    def classify(self, all_fields: bool = False) -> bool:
+        """Classify the selected field (or every field) in the background."""
+        session = self.session
+        if session.trained is None or session.jobs.busy:
+            return False
+        current = self.current_field()
+        fields = self.fields() if all_fields else [current] if current else []
+        if not fields:
+            show_warning("Open a field of view first.")
+            return False
+        try:
+            classifier, images = self._prepare(fields)
+        except ValueError as exc:
+            show_error(f"Cannot classify: {exc}")
+            return False
+        stride, foreground_only = self._stride(), session.data.skip_background
+        colors = self._class_colors()
+        verdict = model_verdict(session.trained.meta)
+
+        def work(stop):
+            done = []
+            for i, (fid, name, image) in enumerate(images):
+                generator = classifier.predict_field(
+                    image, stride=stride, foreground_only=foreground_only, stop=stop
+                )
+                prediction = yield from tagged(generator, name, i, len(images))
+                if stop.is_set():
+                    break
+                done.append((fid, name, prediction))
+            return done
+
+        def show(done, cancelled):
+            by_id = {f.id: f for f in self.fields()}
+            for fid, name, prediction in done:
+                session.set_prediction(fid, name, prediction)
+                if fid in by_id:
+                    show_prediction(self.viewer, by_id[fid], prediction, colors)
+                if verdict:
+                    show_warning(f"{name} classified by a model that cannot be trusted: {verdict}")
+
+        session.jobs.start("classify", work, show, title="Classification")
+        return True
+
+    def explain(self, target: int | None = None) -> bool:
+        """Attribution map of the selected field for class `target` (None: each tile's predicted
+        class), in the background."""
+        session = self.session
+        fld = self.current_field()
+        if session.trained is None or session.jobs.busy or fld is None:
+            return False
+        try:
+            classifier, [(fid, name, image)] = self._prepare([fld])
+        except ValueError as exc:
+            show_error(f"Cannot explain: {exc}")
+            return False
+        target_name = "predicted" if target is None else session.trained.meta.class_names[int(target)]
+        stride = self._stride()
+
+        def work(stop):
+            generator = explain_field(classifier, image, target=target, stride=stride, stop=stop)
+            return (yield from tagged(generator, name, 0, 1))
+
+        def show(attribution, cancelled):
+            by_id = {f.id: f for f in self.fields()}
+            if cancelled or fid not in by_id:
+                return
+            show_attribution(self.viewer, by_id[fid], attribution, target_name)
+
+        session.jobs.start("explain", work, show, title="Explanation")
+        return True
+
+    # -- class folders ----------------------------------------------------------------------------
+    def import_folders(self, root: str, mode: str = "resize") -> bool:
+        """Read root/<class>/<image> in the background; its classes join the session's."""
+        session = self.session
+        if session.jobs.busy:
+            return False
+        tile_size, channels = session.data.tile_size, tuple(session.data.channels)
+
+        def work(stop):
+            return import_class_folders(root, tile_size, channels, mode)
+
+        def adopt(imported, cancelled):
+            if cancelled:
+                return
+            for name in imported.dataset.class_names:
+                if name not in session.class_names:
+                    session.add_class(name)
+            session.set_imported(imported)
+            counts = imported.dataset.class_counts()
+            show_info(
+                f"Imported {len(imported.dataset)} tiles from {root}: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
+
+        session.jobs.start("import", work, adopt, title="Importing class folders")
+        return True
+
+    def forget_import(self) -> None:
+        self.session.set_imported(None)
+
+    # -- model files ------------------------------------------------------------------------------
+    def save_model(self, path: str) -> str | None:
+        """Save the session's model (with the classes' current colours); the path written."""
+        from ..modelfile import save_model
+
+        trained = self.session.trained
+        if trained is None:
+            return None
+        meta = dataclasses.replace(trained.meta, class_colors=self._class_colors())
+        try:
+            final = save_model(path, trained.model, meta)
+        except (OSError, ValueError) as exc:
+            show_error(f"Could not save the model to {path}: {exc}")
+            return None
+        show_info(f"Saved the model to {final}")
+        return str(final)
+
+    def load_model(self, path: str) -> bool:
+        from ..modelfile import ModelFileError, load_model
+
+        try:
+            model, meta = load_model(path, device="cpu")
+        except (ModelFileError, OSError, ValueError) as exc:
+            show_error(f"Could not load a model: {exc}")
+            return False
+        self.session.adopt_model_file(model, meta, path)
+        show_info(f"Loaded {Path(path).name}: classes {', '.join(meta.class_names)}")
+        return True
