@@ -109,7 +109,8 @@ def test_table_columns_and_lengths():
         "p_bright",
     ]
     assert {len(v) for v in table.values()} == {35}
-    np.testing.assert_array_equal(table["index"], np.arange(35))
+    # tiles counted from 1 (the label value of the tile in the widget's classes layer)
+    np.testing.assert_array_equal(table["index"], np.arange(1, 36))
     np.testing.assert_array_equal(table["row"], np.arange(35) // 7)
     np.testing.assert_array_equal(table["col"], np.arange(35) % 7)
     np.testing.assert_array_equal(table["y"], table["row"] * TILE)

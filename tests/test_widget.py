@@ -143,7 +143,7 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * (SIZE // TILE) ** 2
     assert {r["source"] for r in rows} == {"puncta", "diffuse"}
-    first = next(r for r in rows if r["source"] == "puncta" and int(r["index"]) == value_at - 1)
+    first = next(r for r in rows if r["source"] == "puncta" and int(r["index"]) == value_at)
     assert first["class_name"] == row["class"]
     assert abs(float(first["confidence"]) - row["confidence"]) < 1e-3
 

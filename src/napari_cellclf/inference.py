@@ -101,13 +101,15 @@ class FieldPrediction:
     def table(self) -> dict[str, np.ndarray]:
         """Columns, one row per classified tile: index, row, col, y, x, class (1-based label value),
         class_name, confidence, p_<class name> per class. Usable as napari Labels `features`
-        (pandas.DataFrame(table)) and as CSV rows."""
+        (pandas.DataFrame(table)) and as CSV rows. `index` numbers the tiles from 1 (grid tile
+        n is index n + 1): the label value napari shows for the tile in the widget's classes
+        layer, so a tile hovered there is found in the CSV by the same number."""
         indices = np.asarray(self.indices, dtype=np.int64)
         rows, cols = self.grid.row_col(indices)
         predicted = self.predicted
         names = np.array(self.class_names, dtype=object)
         columns: dict[str, np.ndarray] = {
-            "index": indices,
+            "index": indices + 1,
             "row": rows.astype(np.int64),
             "col": cols.astype(np.int64),
             "y": (rows * self.grid.stride).astype(np.int64),

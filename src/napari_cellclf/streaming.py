@@ -135,7 +135,7 @@ def predict_streaming(
         )
         rows, cols = grid.row_col(global_index)
         table.update(
-            index=global_index,
+            index=global_index + 1,  # 1-based, as FieldPrediction.table()
             row=rows.astype(np.int64),
             col=cols.astype(np.int64),
             y=(rows * stride).astype(np.int64),

@@ -154,10 +154,9 @@ def prediction_features(prediction) -> dict[str, np.ndarray]:
     """One row per classified tile; napari matches rows to label values through `index`."""
     table = prediction.table()
     features = {
-        "index": np.asarray(table["index"]) + 1,
+        "index": np.asarray(table["index"]),  # = the label value, counted from 1 as in the CSV
         "class": np.asarray(table["class_name"]),
         "confidence": np.round(np.asarray(table["confidence"], dtype=float), 3),
-        "tile": np.asarray(table["index"]),
         "row": np.asarray(table["row"]),
         "col": np.asarray(table["col"]),
     }
