@@ -438,7 +438,7 @@ def test_class_folder_image_without_the_chosen_channel_is_named(tmp_path):
 
 
 def test_a_flat_training_channel_gives_a_normalisation_the_model_file_accepts():
-    from napari_cellclf.modelfile import _check_normalization
+    from napari_cellclf.modelfile.meta import _check_normalization
 
     tiles, _ = _two_brightness_classes()
     tiles[:, 1] = 7.0

@@ -394,4 +394,4 @@ def test_default_colors_return_for_thousands_of_classes():
     for n in (1_700, 5_000):
         colors = default_class_colors(n)
         assert len(colors) == n == len(set(colors))
-        assert all(modelfile._HEX_COLOR.match(c) for c in colors)
+        assert all(modelfile.colors._HEX_COLOR.match(c) for c in colors)
