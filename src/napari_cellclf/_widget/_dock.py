@@ -27,7 +27,7 @@ from ._plot import theme_colors
 from ._qt import alive_only, debouncer, row
 from ._report_tab import ReportTab
 from ._results_panel import ResultsPanel
-from ._session import Session, real_viewer, session_for
+from ._session import Session, session_for
 from ._train_panel import TrainPanel
 
 JOB_VERBS = {
@@ -122,7 +122,8 @@ class CellClassifierWidget(QWidget):
     # one napari also recognises; napari itself is not imported here).
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__()
-        napari_viewer = real_viewer(napari_viewer)
+        # The viewer as napari gave it (its public-only proxy): only the session key needs the
+        # viewer behind the proxy, and session_for unwraps it for that.
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self._foreground = ForegroundCache()

@@ -77,16 +77,20 @@ class PaintedCountCache:
     (counting a 2048² label image takes a noticeable fraction of a second)."""
 
     def __init__(self):
-        self._store: dict[int, tuple[tuple, list[int]]] = {}
+        # keyed by the layer's unique_id: napari hands plugins a new proxy object per access
+        self._store: dict[object, tuple[tuple, list[int]]] = {}
 
     def invalidate(self, layer) -> None:
-        self._store.pop(id(layer), None)
+        self._store.pop(layer.unique_id, None)
 
     def get(self, layer, spec: TileSpec, grid: TileGrid, n_classes: int) -> list[int]:
         key = (grid, spec.min_fraction, n_classes)
-        hit = self._store.get(id(layer))
+        hit = self._store.get(layer.unique_id)
         if hit is None or hit[0] != key:
-            hit = self._store[id(layer)] = (key, datasets.count_painted(layer.data, spec, n_classes, grid))
+            hit = self._store[layer.unique_id] = (
+                key,
+                datasets.count_painted(layer.data, spec, n_classes, grid),
+            )
         return list(hit[1])
 
 
