@@ -94,7 +94,8 @@ def test_report_opens_holds_its_figures_and_writes_the_metrics(tmp_path):
     assert np.asarray(metrics["confusion"]).sum() == 96
     assert metrics["model"] == "cells.safetensors"
     assert metrics["gallery"] and all(
-        set(g) >= {"true", "predicted", "confidence", "correct"} for g in metrics["gallery"]
+        set(g) >= {"true", "predicted", "confidence", "correct", "source", "origin"}
+        for g in metrics["gallery"]
     )
 
 

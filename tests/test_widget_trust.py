@@ -13,6 +13,7 @@ import pytest
 
 from napari_cellclf._widget import _controller, _dialogs
 from napari_cellclf.evaluation import validation_metrics
+from napari_cellclf.gallery import GalleryTile, gallery_tiles
 from widget_support import (
     Notifications,
     add_field,
@@ -154,3 +155,84 @@ def test_noise_labels_warn_beside_classify_and_close_cleanly(make_napari_viewer,
     qtbot.wait(50)
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "has been deleted" not in captured.err
+
+
+def test_gallery_goes_to_and_relabels_tiles_and_shows_attribution_checks(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    viewer = make_napari_viewer()
+    truths = {}
+    for i, (name, (phenotype, seed, _)) in enumerate(FIELDS.items()):
+        truths[name] = synthetic_field(phenotype, SIZE, seed)
+        add_field(viewer, name, truths[name].image, translate=(0.0, i * (SIZE + 16)))
+    dock, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: len(panel.fields) == 2, timeout=3000)
+    panel.tile_size.setValue(TILE)
+    for name, (_, _, value) in FIELDS.items():
+        truth = tile_truth(truths[name].labels, TILE)
+        panel.select_field(name)
+        panel.paint_button.click()
+        paint_tiles(viewer.layers[f"{name} labels"], list(zip(*np.nonzero(truth == value))), TILE, value)
+    seen = _capture_training(monkeypatch)
+    _train(qtbot, widget, 4)
+    meta = widget.session.trained.meta
+
+    # attribution checks of the kept model on its validation tiles, with their warnings
+    checks = meta.extra["evaluation"]["attribution"]
+    assert checks["n_tiles"] == meta.extra["evaluation"]["n"] > 0
+    text = widget.report_tab.panel.attribution.text()
+    assert "not computed" not in text
+    assert f"{checks['randomisation_similarity']:.2f} (gradient x input)" in text
+    shown = widget.report_tab.panel.attribution_warnings
+    assert shown.isVisibleTo(widget.report_tab) == bool(checks["warnings"])
+    assert all(w in shown.text() for w in checks["warnings"])
+
+    # the gallery is the engine's (the same function draws cellclf report's gallery.png)
+    evaluation = validation_metrics(seen["result"], seen["dataset"])
+    expected = gallery_tiles(
+        evaluation.dataset, evaluation.truth, evaluation.probabilities, evaluation.metrics.class_names
+    )
+    gallery = widget.report_tab.gallery
+    stored = [GalleryTile.from_dict(d) for d in meta.extra["gallery"]]
+    assert stored == gallery.tiles
+
+    def where(tiles):  # the recomputed probabilities may differ in the last float32 digit
+        return [(t.index, t.source, t.origin, t.true, t.predicted, t.correct) for t in tiles]
+
+    assert where(stored) == where(expected)
+    assert [t.confidence for t in stored] == pytest.approx([t.confidence for t in expected], abs=1e-5)
+    assert len(gallery.buttons) == len(expected) > 0
+    for tile, button in zip(expected, gallery.buttons):
+        assert button.text().startswith(f"true {tile.true}\npred {tile.predicted}")
+        assert not button.icon().isNull()  # a thumbnail cut from its open field
+        # each tile is a painted one: its label at its centre is its true class
+        y, x = (int(round(v)) for v in tile.centre)
+        painted = viewer.layers[f"{tile.source} labels"].data[y, x]
+        assert widget.session.class_names[painted - 1] == tile.true
+
+    # clicking a tile (of the shifted field when it has one) centres the camera on it
+    k = next((i for i, t in enumerate(expected) if t.source == "diffuse"), 0)
+    tile = expected[k]
+    gallery.buttons[k].click()
+    image = viewer.layers[f"{tile.source} [nuclei]"]
+    centre = image.data_to_world(tile.centre)
+    assert np.allclose(viewer.camera.center[-2:], centre[-2:])
+    across = min(viewer.canvas.size) / viewer.camera.zoom  # world pixels across the view
+    assert TILE < across < SIZE
+
+    # relabelling paints that tile on the labels layer and moves one tile between the classes
+    layer = viewer.layers[f"{tile.source} labels"]
+    old = widget.session.class_names.index(tile.true)
+    new = 1 - old
+    qtbot.waitUntil(lambda: widget.session.counts is not None, timeout=3000)
+    before = list(widget.session.counts.per_class)
+    gallery.relabel_class.setCurrentIndex(new)
+    gallery.relabel_button.click()
+    y0, x0 = tile.origin
+    assert (layer.data[y0 : y0 + TILE, x0 : x0 + TILE] == new + 1).all()
+    after = list(before)
+    after[old] -= 1
+    after[new] += 1
+    qtbot.waitUntil(lambda: list(widget.session.counts.per_class) == after, timeout=3000)
+    assert f"now {widget.session.class_names[new]}" in gallery.buttons[k].text()

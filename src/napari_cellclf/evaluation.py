@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -356,6 +357,9 @@ class Evaluation:
     probabilities: np.ndarray  # (N, K) in the model's class order
     truth: np.ndarray  # (N,) true class indices in the model's class order
     predicted: np.ndarray  # (N,)
+    # What was evaluated, kept for what follows (gallery.gallery_tiles, attribution checks).
+    dataset: Any = field(default=None, repr=False)  # data.TileDataset
+    classifier: Any = field(default=None, repr=False)  # inference.Classifier
 
 
 def model_labels(dataset, class_names: Sequence[str]) -> np.ndarray:
@@ -393,7 +397,7 @@ def evaluate(classifier, dataset, chunk: int = 1024, on_progress=None) -> Evalua
             on_progress(stop, total)
     predicted = probabilities.argmax(axis=1).astype(np.int64) if total else np.zeros(0, np.int64)
     metrics = classification_metrics(truth, predicted, classifier.class_names, probabilities)
-    return Evaluation(metrics, probabilities, truth, predicted)
+    return Evaluation(metrics, probabilities, truth, predicted, dataset, classifier)
 
 
 def validation_metrics(result, dataset, device: str = "cpu") -> Evaluation | None:

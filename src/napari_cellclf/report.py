@@ -25,6 +25,9 @@ import numpy as np
 
 from ._files import atomic_write
 from .evaluation import ClassificationMetrics
+from .gallery import GALLERY_EACH, GalleryTile, gallery_indices, gallery_tiles, split_gallery
+
+__all__ = ["GALLERY_EACH", "gallery_indices", "gallery_figure", "make_report", "write_report"]
 
 # Channel colours of the gallery's composites (first channel blue like a nuclear stain).
 _CHANNEL_COLOURS = [
@@ -38,7 +41,6 @@ _CHANNEL_COLOURS = [
 RIGHT_COLOUR = "#1a9641"
 WRONG_COLOUR = "#d7191c"
 DIHEDRAL_TILES = 2048  # tiles predicted under all 8 rotations/flips (8 x the cost)
-GALLERY_EACH = 6  # most confident right tiles and most confident wrong tiles shown
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -101,31 +103,6 @@ def composite(tile_cyx: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.nda
     for c, plane in enumerate(scaled):
         rgb += plane[..., None] * np.asarray(_CHANNEL_COLOURS[c % len(_CHANNEL_COLOURS)])
     return np.clip(rgb, 0, 1)
-
-
-def gallery_indices(
-    truth: np.ndarray, probabilities: np.ndarray, each: int = GALLERY_EACH
-) -> tuple[np.ndarray, np.ndarray]:
-    """(right, wrong): up to `each` most confidently right and most confidently wrong tiles,
-    taken in turn from each true class (most confident first), so every class shows up."""
-    truth = np.asarray(truth)
-    if len(truth) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    predicted = probabilities.argmax(axis=1)
-    confidence = probabilities.max(axis=1)
-    order = np.argsort(-confidence, kind="stable")
-
-    def pick(mask: np.ndarray) -> np.ndarray:
-        queues = [order[mask[order] & (truth[order] == k)] for k in np.unique(truth)]
-        chosen: list[int] = []
-        depth = 0
-        while len(chosen) < each and any(depth < len(q) for q in queues):
-            row = [int(q[depth]) for q in queues if depth < len(q)]
-            chosen += sorted(row, key=lambda i: -confidence[i])[: each - len(chosen)]
-            depth += 1
-        return np.asarray(chosen, dtype=np.int64)
-
-    return pick(predicted == truth), pick(predicted != truth)
 
 
 def gallery_figure(
@@ -225,15 +202,16 @@ def write_report(
     truth: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
     attributions: np.ndarray | None = None,
-    gallery: tuple[np.ndarray, np.ndarray] | None = None,
+    gallery: Sequence[GalleryTile] | tuple[np.ndarray, np.ndarray] | None = None,
     dihedral_agreement: float | None = None,
     attribution: dict | None = None,
     title: str = "Evaluation report",
     details: dict | None = None,
 ) -> dict:
     """Write DIR/report.html, metrics.json, confusion.png and gallery.png (the gallery only
-    when `tiles`, `truth` and `probabilities` are given; `gallery` = (right, wrong) indices and
-    `attributions` their maps in that order). Returns the metrics.json content.
+    when `tiles`, `truth` and `probabilities` are given; `gallery` = gallery.gallery_tiles (or
+    (right, wrong) indices), `attributions` their maps, right ones first). Returns the
+    metrics.json content.
 
     `attribution` is AttributionChecks.to_dict(); `details` (model, data, ...) go into
     metrics.json and the report's header."""
@@ -259,21 +237,26 @@ def write_report(
     figures: dict[str, bytes] = {}
     figures["confusion.png"] = png_bytes(confusion_figure(metrics.confusion, names))
     if tiles is not None and truth is not None and probabilities is not None:
-        right, wrong = gallery if gallery is not None else gallery_indices(truth, probabilities)
+        if gallery is None or isinstance(gallery, tuple):
+            right, wrong = gallery if gallery is not None else gallery_indices(truth, probabilities)
+            predicted = probabilities.argmax(axis=1)
+            entries = [
+                {
+                    "index": int(i),
+                    "true": names[int(truth[i])],
+                    "predicted": names[int(predicted[i])],
+                    "confidence": float(probabilities[i].max()),
+                    "correct": bool(predicted[i] == truth[i]),
+                }
+                for i in np.concatenate([right, wrong])
+            ]
+        else:
+            right, wrong = split_gallery(gallery)
+            entries = [tile.to_dict() for tile in gallery]
         figures["gallery.png"] = png_bytes(
             gallery_figure(tiles, np.asarray(truth), probabilities, attributions, names, right, wrong)
         )
-        predicted = probabilities.argmax(axis=1)
-        document["gallery"] = [
-            {
-                "index": int(i),
-                "true": names[int(truth[i])],
-                "predicted": names[int(predicted[i])],
-                "confidence": float(probabilities[i].max()),
-                "correct": bool(predicted[i] == truth[i]),
-            }
-            for i in np.concatenate([right, wrong])
-        ]
+        document["gallery"] = entries
     document["figures"] = sorted(figures)
     document = _json_ready(document)
 
@@ -445,8 +428,8 @@ def make_report(
     else:
         sample = np.arange(len(tiles))
     agreement = dihedral_agreement(classifier, tiles[sample]) if len(sample) else None
-    right, wrong = gallery_indices(result.truth, result.probabilities, each)
-    chosen = np.concatenate([right, wrong])
+    gallery = gallery_tiles(dataset, result.truth, result.probabilities, classifier.class_names, each)
+    chosen = np.concatenate(split_gallery(gallery))
     maps = None
     if len(chosen):
         target = torch.from_numpy(result.predicted[chosen])
@@ -460,7 +443,7 @@ def make_report(
         truth=result.truth,
         probabilities=result.probabilities,
         attributions=maps,
-        gallery=(right, wrong),
+        gallery=gallery,
         dihedral_agreement=agreement,
         attribution=checks.to_dict(),
         title=title,

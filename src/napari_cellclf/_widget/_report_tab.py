@@ -1,7 +1,8 @@
 """Report tab: the kept (or loaded) model's validation metrics, verdict, attribution checks,
-memorisation per run and run box plot (ReportPanel), and per-field class fractions after
-classification. Everything shown comes from the model's meta (provenance.model_info) and the
-predictions (summaries.class_fractions)."""
+memorisation per run and run box plot (ReportPanel), the gallery of its most confidently right
+and wrong validation tiles (GalleryPanel: click to go there, relabel), and per-field class
+fractions after classification. Everything shown comes from the model's meta
+(provenance.model_info, extra["gallery"]) and the predictions (summaries.class_fractions)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from qtpy.QtWidgets import (
 
 from ..provenance import model_info
 from ..summaries import class_fractions
+from ._gallery import GalleryPanel
 from ._qt import WARNING_STYLE, alive_only, note_label
 from ._report_panel import ReportPanel
 from ._session import Session
@@ -43,6 +45,9 @@ class ReportTab(QWidget):
         self.source = note_label("No model yet.")
         self.panel = ReportPanel(colors) if colors else ReportPanel()
         self.memorisation = note_label(style=WARNING_STYLE)
+        self.gallery = GalleryPanel(session)
+        gallery_box = QGroupBox("Gallery")
+        QVBoxLayout(gallery_box).addWidget(self.gallery)
         self.fractions = QTableWidget()
         self.fractions.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.fractions.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -58,11 +63,13 @@ class ReportTab(QWidget):
         layout.addWidget(self.source)
         layout.addWidget(self.panel)
         layout.addWidget(self.memorisation)
+        layout.addWidget(gallery_box)
         layout.addWidget(box)
         layout.addStretch(1)
         self._connections = [
             (session.model_changed, self.refresh),
             (session.predictions_changed, self.refresh_fractions),
+            (session.classes_changed, self.gallery.refresh_classes),
         ]
         for signal, slot in self._connections:
             signal.connect(slot)
@@ -77,6 +84,7 @@ class ReportTab(QWidget):
 
     @alive_only
     def refresh(self) -> None:
+        self.gallery.refresh()
         trained = self.session.trained
         if trained is None:
             self.source.setText("No model yet: train one (Train tab) or load a model file.")

@@ -7,18 +7,31 @@ from __future__ import annotations
 
 def training_extras(result, dataset) -> dict:
     """Worker thread, after training: the kept model on its validation split (as `cellclf train`
-    stores it, ModelMeta.extra["evaluation"]) and the classical features on the same split
-    (ModelMeta.extra["baseline"]). Empty when no epoch ended."""
+    stores it, ModelMeta.extra["evaluation"]) with the attribution checks on those tiles
+    (["evaluation"]["attribution"], as `cellclf report` computes them), the gallery of its most
+    confidently right and wrong validation tiles with their field and position
+    (ModelMeta.extra["gallery"], gallery.gallery_tiles) and the classical features on the same
+    split (ModelMeta.extra["baseline"]). Empty when no epoch ended."""
+    from ..attribution import attribution_checks
     from ..baseline import compare_on_training_split
     from ..evaluation import validation_metrics
+    from ..gallery import gallery_tiles
 
     if not any(run.get("epochs_completed", 0) > 0 for run in result.history.runs):
         return {}
     evaluation = validation_metrics(result, dataset)
-    extras: dict = {"evaluation": None if evaluation is None else evaluation.metrics.to_dict()}
-    if evaluation is not None:
-        extras["baseline"] = compare_on_training_split(dataset, result.config)
-    return extras
+    if evaluation is None:
+        return {"evaluation": None}
+    metrics = evaluation.metrics.to_dict()
+    metrics["attribution"] = attribution_checks(evaluation.classifier, evaluation.dataset.tiles).to_dict()
+    gallery = gallery_tiles(
+        evaluation.dataset, evaluation.truth, evaluation.probabilities, evaluation.metrics.class_names
+    )
+    return {
+        "evaluation": metrics,
+        "gallery": [tile.to_dict() for tile in gallery],
+        "baseline": compare_on_training_split(dataset, result.config),
+    }
 
 
 def model_verdict(meta) -> str | None:
