@@ -14,6 +14,11 @@ network's receptive field, so every tile sees exactly the pixels it sees when th
 in memory (reflect padding at the image border included). Dataset-mode normalisation is per
 pixel, per-tile mode per tile: both are the same band by band. Not supported here:
 foreground_only (its Otsu threshold is taken over the whole field).
+
+`open_lazy(image)` says when a file read by io.read_image takes this path: io left it unread
+(larger than io.LAZY_BYTES) and it is a plain 2-D image with channels. `cellclf predict` and
+`cellclf explain` then stream it (predict_image, explain_file_streaming) instead of converting
+the whole field to float32 first, which is 2x the uint16 file in memory before any work.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import csv
 import io as io_module
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
 import numpy as np
 
@@ -80,6 +85,24 @@ class LazyImage:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def open_lazy(image) -> LazyImage | None:
+    """A LazyImage of an io.ImageData that io left unread (io.LAZY_BYTES) when streaming
+    applies to it (a TIFF with axes YX, CYX or YXS, not an RGB photo); else None (the caller
+    reads it whole: planes to choose, other layouts)."""
+    if not getattr(image, "lazy", False) or getattr(image, "rgb", False) or not image.path:
+        return None
+    if Path(image.path).suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        lazy = LazyImage(image.path)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    names = list(image.channel_names or [])[: lazy.shape[0]]
+    if len(names) == lazy.shape[0]:
+        lazy.channel_names = [str(name) for name in names]
+    return lazy
 
 
 def band_rows(classifier, width: int, stride: int, budget: int | None = None) -> int:
@@ -147,6 +170,25 @@ def predict_streaming(
     return total
 
 
+def predict_image(
+    classifier, image, stride: int | None = None, channels: list[int] | None = None
+) -> Generator[InferenceProgress, None, dict]:
+    """predict_streaming collected into one table (the columns of FieldPrediction.table(), one
+    row per tile: small next to the pixels); yields its InferenceProgress events."""
+    parts: list[dict] = []
+    run = predict_streaming(classifier, image, stride, channels=channels)
+    while True:
+        try:
+            event = next(run)
+        except StopIteration:
+            break
+        if isinstance(event, dict):
+            parts.append(event)
+        else:
+            yield event
+    return {key: np.concatenate([np.asarray(part[key]) for part in parts]) for key in parts[0]}
+
+
 def _run(classifier, prepared):
     from ._generators import drive
 
@@ -210,8 +252,11 @@ def explain_streaming(
     stride: int | None = None,
     budget: int | None = None,
     channels: list[int] | None = None,
+    method: str = "gradient_x_input",
+    on_progress: Callable[[InferenceProgress], None] | None = None,
 ) -> Generator[np.ndarray, None, None]:
-    """Yields the (H, W) float32 gradient x input map in bands of whole TIFF_TILE rows, each
+    """Yields the (H, W) float32 gradient x input map (or `method`, see attribution.attribute)
+    in bands of whole TIFF_TILE rows, each
     equal to those rows of `attribution.explain_field` on the whole field: a band is explained
     from every tile that overlaps it (tiles straddling two bands are explained for both), so
     the overlap averages of `tiling.stitch_tile_maps` see the same tiles."""
@@ -224,6 +269,8 @@ def explain_streaming(
     stride = grid.stride
     rows_per_band = max(1, band_rows(classifier, width, stride, budget) * stride // TIFF_TILE)
     band = rows_per_band * TIFF_TILE
+    done = 0  # tiles explained (a tile straddling two bands counts twice)
+    total = grid.n_tiles
     for y0 in range(0, height, band):
         y1 = min(height, y0 + band)
         first = max(0, -(-(y0 - size + 1) // stride))  # first tile row reaching y0
@@ -233,8 +280,21 @@ def explain_streaming(
         pixels = image.rows(region_y0, region_y1)
         if channels is not None:
             pixels = pixels[channels]
-        stitched = drive(explain_field(classifier, pixels, target=target, stride=stride))
+        stitched = drive(
+            explain_field(classifier, pixels, target=target, stride=stride, method=method),
+            None if on_progress is None else _shifted(on_progress, done, total),
+        )
+        done += (last - first + 1) * grid.cols
         yield stitched[y0 - region_y0 : y1 - region_y0]
+
+
+def _shifted(on_progress: Callable[[InferenceProgress], None], offset: int, total: int):
+    """A band's progress events as progress over the whole image."""
+
+    def forward(event: InferenceProgress) -> None:
+        on_progress(InferenceProgress(offset + event.done, max(total, offset + event.total), "explain"))
+
+    return forward
 
 
 def explain_file_streaming(
@@ -245,21 +305,39 @@ def explain_file_streaming(
     stride: int | None = None,
     budget: int | None = None,
     channels: list[int] | None = None,
-) -> None:
+    method: str = "gradient_x_input",
+    on_progress: Callable[[InferenceProgress], None] | None = None,
+    pixel_size: tuple[float, float] | None = None,
+) -> dict:
     """Gradient x input of a TIFF of any size into a tiled, zlib-compressed float32 BigTIFF,
-    band by band (atomic: written beside the target, then renamed)."""
+    band by band (atomic: written beside the target, then renamed); `pixel_size` (y, x) in µm
+    goes into the resolution tags. Returns {"shape", "min", "max"} of the map."""
     import tifffile
 
     from ._files import atomic_write
 
     path = Path(path)
+    stats = {"shape": (0, 0), "min": np.inf, "max": -np.inf}
+    extra: dict = {}
+    if pixel_size:
+        extra = {
+            "resolution": (1.0 / pixel_size[1], 1.0 / pixel_size[0]),
+            "resolutionunit": tifffile.RESUNIT.MICROMETER,
+        }
 
     def write(binary) -> None:
         with LazyImage(path) as image:
             _, height, width = image.shape
+            stats["shape"] = (height, width)
 
             def tiles():
-                for band in explain_streaming(classifier, image, target, stride, budget, channels):
+                bands = explain_streaming(
+                    classifier, image, target, stride, budget, channels, method, on_progress
+                )
+                for band in bands:
+                    if band.size:
+                        stats["min"] = min(stats["min"], float(band.min()))
+                        stats["max"] = max(stats["max"], float(band.max()))
                     for ty in range(0, band.shape[0], TIFF_TILE):
                         for tx in range(0, width, TIFF_TILE):
                             tile = np.zeros((TIFF_TILE, TIFF_TILE), dtype=np.float32)
@@ -275,9 +353,11 @@ def explain_file_streaming(
                     tile=(TIFF_TILE, TIFF_TILE),
                     compression="zlib",
                     photometric="minisblack",
+                    **extra,
                 )
 
     atomic_write(Path(out_tiff), write)
+    return stats
 
 
 class _Named:

@@ -19,6 +19,7 @@ from ._common import (
     out,
     parse_channels,
     parse_plane,
+    progress,
     read_field,
 )
 
@@ -66,31 +67,84 @@ def run(args) -> int:
     check_output(args.out, [args.model, args.image])  # before any work
     classifier, meta = load_classifier(Path(args.model), args.device, args.precision)
     image_path = Path(args.image)
+    target = target_index(args.target, list(meta.class_names))
+    method = "smoothgrad" if args.smoothgrad else "gradient_x_input"
+    what = "the predicted class of each tile" if target is None else f"class {meta.class_names[target]}"
+    label = "SmoothGrad (gradient x input)" if args.smoothgrad else "gradient x input"
+    path = Path(args.out)
+    lazy = _lazy(image_path, meta)
+    if lazy is not None:  # too big to hold whole: band by band into a tiled BigTIFF
+        stats = _explain_streaming(args, classifier, meta, lazy, image_path, path, target, method)
+        height, width = stats["shape"]
+        out(
+            f"{label} for {what}: {height}x{width} float32 (range {stats['min']:.3g} .. "
+            f"{stats['max']:.3g}) written band by band to {path} (tiled, compressed BigTIFF)"
+        )
+        return 0
     image, cyx, names = read_field(image_path, parse_plane(args.plane))
     note_pixel_size(image, meta, image_path)
     cyx = cyx[model_channels(meta, names, parse_channels(args.channels), image_path)]
-    target = target_index(args.target, list(meta.class_names))
-
     attributions = drive(
-        attribution.explain_field(
-            classifier,
-            cyx,
-            target=target,
-            stride=args.stride,
-            method="smoothgrad" if args.smoothgrad else "gradient_x_input",
-        ),
+        attribution.explain_field(classifier, cyx, target=target, stride=args.stride, method=method),
         f"explaining {image_path.name}",
     )
     attributions = np.ascontiguousarray(attributions, dtype=np.float32)
-    path = Path(args.out)
     write_float_tiff(path, attributions, image.pixel_size, image.unit)
-    method = "SmoothGrad (gradient x input)" if args.smoothgrad else "gradient x input"
-    what = "the predicted class of each tile" if target is None else f"class {meta.class_names[target]}"
     out(
-        f"{method} for {what}: {attributions.shape[-2]}x{attributions.shape[-1]} float32 "
+        f"{label} for {what}: {attributions.shape[-2]}x{attributions.shape[-1]} float32 "
         f"(range {float(attributions.min()):.3g} .. {float(attributions.max()):.3g}) written to {path}"
     )
     return 0
+
+
+def _lazy(path: Path, meta):
+    """(streaming.LazyImage, io.ImageData) of a file io leaves unread (too large to convert
+    whole), or None: the in-memory path then reads it (and says what is wrong with it)."""
+    from .. import io, streaming
+
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    image = io.read_image(path)
+    lazy = streaming.open_lazy(image)
+    if lazy is None:
+        return None
+    note_pixel_size(image, meta, path)
+    return lazy, image
+
+
+def _explain_streaming(args, classifier, meta, lazy, image_path, path, target, method) -> dict:
+    from .. import streaming
+    from ..pixelsize import in_micrometres, pixel_size_record
+
+    image_lazy, image = lazy
+    with image_lazy:
+        channels = model_channels(meta, image_lazy.channel_names, parse_channels(args.channels), image_path)
+    pixel_size = in_micrometres(pixel_size_record(image.pixel_size, image.unit))
+    bar = None
+
+    def show(event) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(event.total, f"explaining {image_path.name}", unit="tile")
+        bar.total = event.total
+        bar.n = event.done
+        bar.refresh()
+
+    try:
+        return streaming.explain_file_streaming(
+            classifier,
+            image_path,
+            path,
+            target=target,
+            stride=args.stride,
+            channels=channels,
+            method=method,
+            on_progress=show,
+            pixel_size=pixel_size,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def target_index(target: str | None, class_names: list[str]) -> int | None:

@@ -79,6 +79,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run(args) -> int:
     import numpy as np
 
+    from .. import streaming
     from ..evaluation import stored_verdict
     from ..tables import write_predictions_csv
 
@@ -107,19 +108,29 @@ def run(args) -> int:
     columns: dict[str, list] = {}
     unit = "cells" if masks_paths is not None else "tiles"
     for i, image_path in enumerate(map(Path, args.images)):
-        image, cyx, names = read_field(image_path, plane)
-        note_pixel_size(image, meta, image_path)
-        cyx = cyx[model_channels(meta, names, explicit, image_path)]
-        if masks_paths is not None:
-            table = _predict_objects(classifier, cyx, masks_paths[i], blank)
+        lazy = None if masks_paths is not None or args.foreground else _lazy(image_path, meta)
+        if lazy is not None:  # too big to convert whole: band by band (streaming.py)
+            with lazy:
+                channels = model_channels(meta, lazy.channel_names, explicit, image_path)
+                table = drive(
+                    streaming.predict_image(classifier, lazy, args.stride, channels),
+                    f"classifying {image_path.name}",
+                )
             predicted = np.asarray(table["class"], np.int64) - 1
         else:
-            prediction = drive(
-                classifier.predict_field(cyx, stride=args.stride, foreground_only=args.foreground),
-                f"classifying {image_path.name}",
-            )
-            table = prediction.table()
-            predicted = prediction.predicted
+            image, cyx, names = read_field(image_path, plane)
+            note_pixel_size(image, meta, image_path)
+            cyx = cyx[model_channels(meta, names, explicit, image_path)]
+            if masks_paths is not None:
+                table = _predict_objects(classifier, cyx, masks_paths[i], blank)
+                predicted = np.asarray(table["class"], np.int64) - 1
+            else:
+                prediction = drive(
+                    classifier.predict_field(cyx, stride=args.stride, foreground_only=args.foreground),
+                    f"classifying {image_path.name}",
+                )
+                table = prediction.table()
+                predicted = prediction.predicted
         n_tiles = len(predicted)
         counts = np.bincount(predicted, minlength=len(meta.class_names))
         out(
@@ -173,6 +184,19 @@ def _run_many(args) -> int:
     )
     out(summary.line())
     return 1 if summary.count("failed") else 0
+
+
+def _lazy(path: Path, meta):
+    """streaming.LazyImage of a file io leaves unread (too large to convert whole), or None."""
+    from .. import io, streaming
+
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    image = io.read_image(path)
+    lazy = streaming.open_lazy(image)
+    if lazy is not None:
+        note_pixel_size(image, meta, path)
+    return lazy
 
 
 def _predict_objects(classifier, cyx, masks_path: Path, blank_background: bool) -> dict:
