@@ -22,7 +22,8 @@ from ..training import MemorisationWarning, train
 from ._fields import Field, fields_from_layers, model_channels
 from ._jobs import tagged
 from ._labelling import build_dataset, gather_training_inputs, import_class_folders
-from ._layers import show_attribution, show_prediction
+from ._layers import show_attribution
+from ._result_layers import DisplayStep, apply_step, build_results, display_steps, finish
 from ._session import Session
 from ._trust import model_verdict, training_extras
 
@@ -90,6 +91,8 @@ class Controller:
     def _on_progress(self, kind: str, event) -> None:
         if kind == "train" and isinstance(event, MemorisationWarning):
             show_warning(event.message)
+        elif isinstance(event, DisplayStep):  # one result layer, made in the worker
+            apply_step(self.viewer, self.fields(), event)
 
     # -- classify and explain -------------------------------------------------------------------
     def _class_colors(self) -> list[str]:
@@ -132,6 +135,7 @@ class Controller:
         stride, foreground_only = self._stride(), session.data.skip_background
         colors = self._class_colors()
         verdict = model_verdict(session.trained.meta)
+        placement = {f.id: f.layer_kwargs() for f in fields}
 
         def work(stop):
             done = []
@@ -142,15 +146,17 @@ class Controller:
                 prediction = yield from tagged(generator, name, i, len(images))
                 if stop.is_set():
                     break
-                done.append((fid, name, prediction))
+                # the result layers are made here and shown one per event-loop turn
+                results = build_results(fid, name, prediction, colors, placement[fid], classifier, image)
+                yield from display_steps(results, stop)
+                done.append((fid, name, results))
             return done
 
         def show(done, cancelled):
             by_id = {f.id: f for f in self.fields()}
-            for fid, name, prediction in done:
-                session.set_prediction(fid, name, prediction)
-                if fid in by_id:
-                    show_prediction(self.viewer, by_id[fid], prediction, colors)
+            for fid, name, results in done:
+                session.set_prediction(fid, name, results.prediction)
+                finish(self.viewer, by_id.get(fid), results)
                 if verdict:
                     show_warning(f"{name} classified by a model that cannot be trusted: {verdict}")
 

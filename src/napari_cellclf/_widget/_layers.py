@@ -14,11 +14,8 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
-from ..tiling import tile_values_to_map
 from ._fields import (
     ROLE_ATTRIBUTION,
-    ROLE_CLASSES,
-    ROLE_CONFIDENCE,
     ROLE_LABELS,
     Field,
     derived_metadata,
@@ -97,73 +94,11 @@ def recolor_labels(viewer, colors: Sequence[str]) -> None:
 
 
 def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str]):
-    """ "<field> classes" (each tile its own label value, tile index + 1, coloured by its predicted
-    class, so hovering shows that tile's row in `features`) and "<field> confidence"."""
-    grid = prediction.grid
-    indices = np.asarray(prediction.indices)
-    values = (indices + 1).astype(np.uint32)
-    tile_ids = tile_values_to_map(values, grid, indices, fill=0)
-    dtype = np.uint16 if grid.n_tiles + 1 < 2**16 else np.uint32
-    tile_ids = np.asarray(tile_ids).astype(dtype, copy=False)
+    """ "<field> classes", "<field> confidence" and "<field> uncertainty" at once, on the main
+    thread (the classify job builds them in its worker instead: _result_layers)."""
+    from ._result_layers import show_all
 
-    predicted = np.asarray(prediction.predicted)
-    color_dict = {None: TRANSPARENT, 0: TRANSPARENT}
-    color_dict.update({int(v): class_colors[int(k)] for v, k in zip(values, predicted)})
-    colormap = DirectLabelColormap(color_dict=color_dict)
-    features = prediction_features(prediction)
-
-    layer = find_derived(viewer.layers, field.id, ROLE_CLASSES)
-    if layer is None:
-        with keep_selection(viewer):
-            layer = viewer.add_labels(
-                tile_ids,
-                name=f"{field.name} classes",
-                opacity=0.45,
-                features=features,
-                colormap=colormap,
-                metadata=derived_metadata(field.id, ROLE_CLASSES),
-                **field.layer_kwargs(),
-            )
-    else:
-        layer.data = tile_ids
-        layer.colormap = colormap
-        layer.features = features
-    layer.editable = False
-
-    confidence = np.asarray(prediction.confidence_map(), dtype=np.float32)
-    conf_layer = find_derived(viewer.layers, field.id, ROLE_CONFIDENCE)
-    if conf_layer is None:
-        with keep_selection(viewer):
-            conf_layer = viewer.add_image(
-                confidence,
-                name=f"{field.name} confidence",
-                colormap="magma",
-                contrast_limits=(0, 1),
-                opacity=0.7,
-                visible=False,
-                metadata=derived_metadata(field.id, ROLE_CONFIDENCE),
-                **field.layer_kwargs(),
-            )
-    else:
-        conf_layer.data = confidence
-        conf_layer.contrast_limits = (0, 1)
-    return layer, conf_layer
-
-
-def prediction_features(prediction) -> dict[str, np.ndarray]:
-    """One row per classified tile; napari matches rows to label values through `index`."""
-    table = prediction.table()
-    features = {
-        "index": np.asarray(table["index"]),  # = the label value, counted from 1 as in the CSV
-        "class": np.asarray(table["class_name"]),
-        "confidence": np.round(np.asarray(table["confidence"], dtype=float), 3),
-        "row": np.asarray(table["row"]),
-        "col": np.asarray(table["col"]),
-    }
-    for key, column in table.items():
-        if key.startswith("p_"):
-            features[key] = np.round(np.asarray(column, dtype=float), 3)
-    return features
+    return show_all(viewer, field, prediction, class_colors)
 
 
 def show_attribution(viewer, field: Field, attribution: np.ndarray, target: str):
