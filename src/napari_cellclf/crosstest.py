@@ -256,7 +256,9 @@ def crosstest_figure(results: CrosstestResults) -> Figure:
     low = chance if chance is not None else 0.0
     n = len(results.names)
     size = 1.6 + 1.1 * n
-    figure = Figure(figsize=(size + 1.2, size), dpi=120)
+    # Room for the row names beside the matrix ("mlcp_cellcycle:brightfield" was cut off).
+    names_width = 0.075 * max((len(str(name)) for name in results.names), default=0)
+    figure = Figure(figsize=(size + 1.2 + names_width, size + names_width / 2), dpi=120)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
     image = ax.imshow(np.where(np.isnan(balanced), low, balanced), cmap="viridis", vmin=low, vmax=1.0)
