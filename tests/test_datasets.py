@@ -48,6 +48,35 @@ def test_the_count_shown_is_the_number_of_tiles_built(fields, spec):
     assert set(counts.per_source) == {"painted", "whole"}
 
 
+@pytest.mark.parametrize(
+    "spec", [TileSpec(16), TileSpec(16, stride=8, min_fraction=0.3), TileSpec(24, foreground_channel=0)]
+)
+def test_tiles_shown_labelled_are_the_tiles_built(fields, spec):
+    """The widget outlines painted_tile_classes / whole_tile_classes: per tile, the same (position,
+    class) set build_dataset cuts; split_positions is split_train_val's split, by position."""
+    from napari_cellclf.data import split_train_val
+
+    painted = PaintedLabels("painted", fields[0].labels, fields[0].image)
+    whole = WholeImage("whole", 1, fields[1].image)
+    dataset = build_dataset([painted, whole], spec, CLASSES, ["nuclei", "protein"])
+    for group, (name, classes) in enumerate(
+        (
+            ("painted", datasets.painted_tile_classes(painted.labels, spec)),
+            ("whole", datasets.whole_tile_classes(whole.image, spec, whole.image.shape[1:], 2)),
+        )
+    ):
+        grid = spec.grid(fields[group].labels.shape)
+        rows, cols = grid.row_col(np.flatnonzero(classes))
+        shown = set(zip(rows.tolist(), cols.tolist(), (classes[classes > 0] - 1).tolist()))
+        mine = dataset.groups == dataset.sources.index(name)
+        built = {(int(r), int(c), int(k)) for (r, c), k in zip(dataset.positions[mine], dataset.labels[mine])}
+        assert shown == built and built
+    split = datasets.split_positions(dataset, 0.25, seed=3)
+    _, val_idx = split_train_val(dataset, 0.25, seed=3)
+    held_out = {(dataset.sources[dataset.groups[i]], tuple(dataset.positions[i].tolist())) for i in val_idx}
+    assert {(n, p) for n, parts in split.items() for p in parts["validation"]} == held_out
+
+
 def test_class_folders_count_and_build_alike(tmp_path, fields):
     for name, fld in zip(CLASSES, fields):
         (tmp_path / name).mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from widget_support import add_field, open_widget
+from widget_support import add_field, open_widget, paint_tiles, wait_idle
 
 
 def _vertical_lines(shot: np.ndarray, row: int) -> int:
@@ -49,3 +49,135 @@ def test_tile_grid_comes_back_after_an_invalid_tile_size(make_napari_viewer, qtb
     assert panel.show_grid.isChecked()
     qtbot.waitUntil(lambda: viewer.layers["tile grid"].visible, timeout=3000)
     assert (np.asarray(viewer.layers["tile grid"].data)[::64, 5] == 1).all()
+
+
+def _world_box(layer) -> tuple[np.ndarray, np.ndarray]:
+    extent = np.asarray(layer.extent.world)[:, -2:]
+    return extent[0], extent[1]
+
+
+def _disjoint(a, b) -> bool:
+    (a0, a1), (b0, b1) = a, b
+    return bool((a1 <= b0).any() or (b1 <= a0).any())
+
+
+def test_two_sample_fields_opened_from_the_menu_never_overlap(make_napari_viewer, qtbot):
+    """File > Open Sample twice: napari puts both 1024 px fields at the origin; the widget moves the
+    second, with its ground truth, beside the first, and its labels layer follows."""
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    viewer.open_sample("napari-cellclf", "puncta")
+    viewer.open_sample("napari-cellclf", "diffuse")
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: len(panel.fields) == 2, timeout=5000)
+    groups = {
+        name: [ly for ly in viewer.layers if ly.name.startswith(name)] for name in ("puncta", "diffuse")
+    }
+    assert all(len(g) == 3 for g in groups.values())  # two channels and the ground truth
+    for a in groups["puncta"]:
+        for b in groups["diffuse"]:
+            assert _disjoint(_world_box(a), _world_box(b)), (a.name, b.name)
+    # within a field the channels still sit on one another (composited per field)
+    boxes = {tuple(np.r_[_world_box(ly)]) for ly in groups["diffuse"]}
+    assert len(boxes) == 1
+    panel.select_field("diffuse")
+    panel.paint_button.click()
+    labels = viewer.layers["diffuse labels"]
+    np.testing.assert_allclose(_world_box(labels), _world_box(groups["diffuse"][0]))
+    qtbot.waitUntil(
+        lambda: (
+            "tile grid" in viewer.layers
+            and np.allclose(viewer.layers["tile grid"].translate, labels.translate)
+        ),
+        timeout=3000,
+    )
+
+
+def test_a_field_dropped_on_another_is_moved_beside_it(make_napari_viewer, qtbot, tmp_path):
+    import tifffile
+
+    for name in ("xy_c01_long_plate_name_A01", "xy_c01_long_plate_name_A02"):
+        tifffile.imwrite(tmp_path / f"{name}.tif", np.zeros((2, 64, 96), np.uint16), metadata={"axes": "CYX"})
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    for name in ("xy_c01_long_plate_name_A01", "xy_c01_long_plate_name_A02"):
+        viewer.open(str(tmp_path / f"{name}.tif"), plugin="napari-cellclf")
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: len(panel.fields) == 2, timeout=5000)
+    first, second = panel.fields
+    assert _disjoint(_world_box(first.layers[0]), _world_box(second.layers[0]))
+    assert first.translate == (0.0, 0.0)
+
+
+def test_labelled_tile_overlay_is_what_training_receives(make_napari_viewer, qtbot, monkeypatch):
+    """Outlines on exactly the tiles the training got (recorded at the call of training.train),
+    white rings on the ones its split held out, and hover text without selecting any layer."""
+    from napari_cellclf import data
+    from napari_cellclf._widget import _controller
+
+    received = []
+
+    def recording_train(dataset, config, **kwargs):
+        received.append((dataset, config))
+        return (yield from real_train(dataset, config, **kwargs))
+
+    real_train = _controller.train
+    monkeypatch.setattr(_controller, "train", recording_train)
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    add_field(viewer, "A01", rng.normal(100, 10, (2, 128, 192)).astype(np.float32))
+    _, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    panel.tile_size.setValue(32)
+    panel.paint_button.click()
+    labels = viewer.layers["A01 labels"]
+    paint_tiles(labels, [(0, c) for c in range(6)], 32, 1)
+    paint_tiles(labels, [(2, c) for c in range(6)], 32, 2)
+    labels.data_setitem(tuple(np.mgrid[96:108, 0:32].reshape(2, -1)), 2)  # 3/8 of a tile: not counted
+    labels.data_setitem(tuple(np.mgrid[96:116, 32:64].reshape(2, -1)), 1)  # 5/8: counted
+    qtbot.waitUntil(lambda: "A01 labelled tiles" in viewer.layers, timeout=5000)
+    overlay = viewer.layers["A01 labelled tiles"]
+    qtbot.waitUntil(lambda: len(overlay.features) == 13, timeout=3000)
+    assert overlay.contour >= 1  # outlines, not fills
+
+    train = widget.train_panel
+    train.epochs.setValue(2)
+    train.architecture.setCurrentIndex(train.architecture.findData("fast"))
+    train.train_button.click()
+    wait_idle(qtbot, widget, 120)
+    ((dataset, config),) = received
+    got = {(int(r), int(c), dataset.class_names[k]) for (r, c), k in zip(dataset.positions, dataset.labels)}
+    features = overlay.features
+    shown = {(int(r), int(c), str(k)) for r, c, k in zip(features["row"], features["col"], features["class"])}
+    assert shown == got and len(got) == 13
+    _, val_idx = data.split_train_val(dataset, config.val_fraction, seed=config.seed)
+    held_out = {tuple(int(v) for v in dataset.positions[i]) for i in val_idx}
+    assert held_out
+    qtbot.waitUntil(lambda: "A01 validation tiles" in viewer.layers, timeout=3000)
+    rings = np.asarray(viewer.layers["A01 validation tiles"].data)
+    assert {(int(y) // 32, int(x) // 32) for y, x in rings} == held_out
+    qtbot.waitUntil(lambda: set(overlay.features["split"]) == {"train", "validation"}, timeout=3000)
+
+    # hover over a Treated tile while the image layer (not ours) is selected
+    viewer.layers.selection.active = viewer.layers["A01 [nuclei]"]
+    viewer.cursor.position = (2 * 32 + 16, 3 * 32 + 16)
+    assert "labelled Treated" in str(viewer.status)
+    viewer.cursor.position = (3 * 32 + 16, 16)
+    assert "not labelled" in str(viewer.status)
+
+
+def test_one_brush_click_labels_one_tile(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    add_field(viewer, "A01", np.zeros((2, 128, 128), np.float32))
+    _, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    panel.tile_size.setValue(32)
+    panel.paint_button.click()
+    labels = viewer.layers["A01 labels"]
+    assert labels.brush_size == 32
+    labels.paint((48, 80), 2)  # what a click of the brush does, at the centre of tile (1, 2)
+    table = widget.classes_panel.table
+    qtbot.waitUntil(lambda: table.item(1, 2).text() == "1", timeout=5000)
+    qtbot.waitUntil(lambda: "A01 labelled tiles" in viewer.layers, timeout=5000)
+    features = viewer.layers["A01 labelled tiles"].features
+    assert list(zip(features["row"], features["col"], features["class"])) == [(1, 2, "Treated")]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..attribution import explain_field
+from ..datasets import split_positions
 from ..training import MemorisationWarning, train
 from ._fields import Field, fields_from_layers, model_channels
 from ._jobs import tagged
@@ -76,10 +77,12 @@ class Controller:
             result = yield from train(dataset, config, stop=stop)
             # Still in the worker: the kept model's validation metrics and the classical
             # features on the same split, stored in the model as `cellclf train` stores them.
-            return result, training_extras(result, dataset)
+            split = split_positions(dataset, config.val_fraction, config.seed)
+            return result, training_extras(result, dataset), split
 
         def adopt(outcome, cancelled):
-            result, extra = outcome
+            result, extra, split = outcome
+            session.training_split = split  # before adopting: the overlay redraws on model_changed
             news = session.unseen_warnings(result.history)
             if session.adopt_training(result, inputs.channel_indices, extra) and news:
                 show_warning("Training: " + " ".join(news))

@@ -28,6 +28,8 @@ from ._fields import Field, field_id_of, fields_from_layers
 from ._grid import camera_of, grid_image, hide_grid, line_width, show_grid
 from ._labelling import ForegroundCache, first_channel, training_grid
 from ._layers import labels_layer
+from ._layout import lay_out
+from ._overlay import LabelledTiles
 from ._qt import alive_only, debouncer, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
 
@@ -101,6 +103,13 @@ class FieldsPanel(QWidget):
             "(dimmed in the tile grid)."
         )
         self.show_grid = QCheckBox("Show tile grid")
+        self.show_labelled = QCheckBox("Outline the tiles training receives")
+        self.show_labelled.setChecked(True)
+        self.show_labelled.setToolTip(
+            "'<field> labelled tiles': each tile that takes a class (at least half of it painted, "
+            "or a whole-image class) outlined in its class colour; after a training, tiles held "
+            "out for validation carry a white ring. Hover a tile for its details."
+        )
 
         tiles_box = QGroupBox("Tiles")
         form = QFormLayout(tiles_box)
@@ -108,6 +117,7 @@ class FieldsPanel(QWidget):
         form.addRow("Stride", self.stride)
         form.addRow(self.skip_background)
         form.addRow(self.show_grid)
+        form.addRow(self.show_labelled)
         channels_box = QGroupBox("Channels")
         QVBoxLayout(channels_box).addWidget(self.channel_list)
         self.grid_note = note_label()
@@ -124,6 +134,9 @@ class FieldsPanel(QWidget):
         self._load_settings()
         self._refresh_fields_later = debouncer(self, 50, self.refresh_fields)
         self._grid_later = debouncer(self, 120, self.update_grid)
+        self.labelled = LabelledTiles(viewer, session, lambda: self.fields, foreground, self._line_width)
+        self._labelled_later = debouncer(self, 120, self._refresh_labelled)
+        self.destroyed.connect(self.labelled.close)  # the viewer outlives the dock
 
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.paint_button.clicked.connect(self.paint_labels)
@@ -133,6 +146,7 @@ class FieldsPanel(QWidget):
         self.stride.valueChanged.connect(self._on_tile_settings)
         self.skip_background.toggled.connect(self._on_tile_settings)
         self.show_grid.toggled.connect(self._on_tile_settings)
+        self.show_labelled.toggled.connect(self._outline_later)
 
         layers = viewer.layers
         for emitter in (layers.events.inserted, layers.events.removed, layers.events.moved):
@@ -142,6 +156,8 @@ class FieldsPanel(QWidget):
         session.classes_changed.connect(self._on_classes_changed)
         session.labels_changed.connect(self._on_labels_changed)
         session.counts_changed.connect(self._on_counts_changed)
+        session.counts_changed.connect(self._outline_later)
+        session.model_changed.connect(self._outline_later)  # the split of a new training
         session.data.events.connect(self._on_settings_changed)  # e.g. a loaded model's tile size
         self._fill_paint_classes()
         self.refresh_fields()
@@ -178,6 +194,16 @@ class FieldsPanel(QWidget):
         fld = self.current()
         if fld is not None and self.session.data.show_grid and self._line_width(fld) != self._grid_width:
             self._grid_later.start()
+            self._labelled_later.start()
+
+    @alive_only
+    def _outline_later(self, *_) -> None:
+        self._labelled_later.start()
+
+    @alive_only
+    def _refresh_labelled(self) -> None:
+        self.labelled.enabled = self.show_labelled.isChecked()
+        self.labelled.refresh()
 
     def _on_channels_changed(self, *_) -> None:
         if self._filling:
@@ -207,6 +233,8 @@ class FieldsPanel(QWidget):
     @alive_only
     def refresh_fields(self) -> None:
         self.fields = self._fields_provider()
+        if lay_out(self.viewer, self.fields):
+            self.viewer.reset_view()  # show every field, the moved ones included
         ids = [f.id for f in self.fields]
         if self.session.current_field not in ids:
             self.session.set_current_field(ids[0] if ids else None)
@@ -345,13 +373,16 @@ class FieldsPanel(QWidget):
         layer = labels_layer(self.viewer, fld, self.session.class_colors)
         self.session.set_labels_source(fld.id, LABELS_PAINTED)
         self.viewer.layers.selection.active = layer
-        layer.brush_size = max(10, self.session.data.tile_size // 2)
+        # A brush as wide as a tile: one click in a tile paints pi/4 of it, over the half a tile
+        # needs to count, so a click labels a tile and a stroke a row of tiles.
+        layer.brush_size = self.session.data.tile_size
         layer.selected_label = int(self.paint_class.currentData() or 1)
         layer.mode = "paint"
         show_info(
             f"Painting on '{layer.name}': value k = class k "
             f"({', '.join(f'{k} {n}' for k, n in enumerate(self.session.class_names, 1))}). "
-            "A tile takes a class when at least half of it is painted."
+            "A tile takes a class when at least half of it is painted: one click in a tile "
+            "with this brush (one tile wide) labels it; counted tiles get an outline."
         )
 
     @alive_only

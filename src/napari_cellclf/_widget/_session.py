@@ -120,6 +120,8 @@ class Session:
         self.counts = None  # _labelling.TileCounts, kept fresh by the widget
         self.imported: ImportedFolders | None = None
         self.trained: TrainedModel | None = None
+        # source (field) name -> {"train", "validation": {(row, col)}} of the last training
+        self.training_split: dict[str, dict[str, set]] = {}
         # field id -> (field name, prediction)
         self.predictions: dict[str, tuple[str, "FieldPrediction"]] = {}
         self.log = TrainingLog()

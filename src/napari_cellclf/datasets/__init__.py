@@ -49,9 +49,12 @@ from .sources import (
     count_painted,
     count_tiles,
     count_whole,
+    painted_tile_classes,
     problem_messages,
     problems,
+    split_positions,
     whole_image_tiles,
+    whole_tile_classes,
 )
 
 __all__ = [
@@ -75,6 +78,9 @@ __all__ = [
     "count_painted",
     "count_tiles",
     "count_whole",
+    "painted_tile_classes",
+    "split_positions",
+    "whole_tile_classes",
     "problems",
     "problem_messages",
     "whole_image_tiles",

@@ -38,13 +38,20 @@ class TileSpec:
         return make_grid((int(shape[-2]), int(shape[-1])), self.tile_size, self.step, border=_BORDER)
 
 
+def painted_tile_classes(labels: np.ndarray, spec: TileSpec, grid: TileGrid | None = None) -> np.ndarray:
+    """Class value (1..K, 0 = not labelled) of every grid tile of a painted label image: the rule
+    data.from_label_images cuts training tiles by (tiling.tile_labels_from_label_image on
+    `spec`'s grid), which the counts and the widget's labelled-tile overlay read too."""
+    grid = grid or spec.grid(np.shape(labels))
+    return np.asarray(tile_labels_from_label_image(np.asarray(labels), grid, spec.min_fraction), np.int64)
+
+
 def count_painted(
     labels: np.ndarray, spec: TileSpec, n_classes: int, grid: TileGrid | None = None
 ) -> list[int]:
     """Tiles per class (1..n_classes) of a painted label image."""
-    grid = grid or spec.grid(np.shape(labels))
-    tile_labels = tile_labels_from_label_image(np.asarray(labels), grid, spec.min_fraction)
-    hist = np.bincount(np.asarray(tile_labels, np.int64).ravel(), minlength=n_classes + 1)
+    tile_labels = painted_tile_classes(labels, spec, grid)
+    hist = np.bincount(tile_labels.ravel(), minlength=n_classes + 1)
     return [int(v) for v in hist[1 : n_classes + 1]]
 
 
@@ -61,6 +68,28 @@ def whole_image_tiles(image: np.ndarray | None, spec: TileSpec, shape: tuple[int
 
 def count_whole(image: np.ndarray | None, spec: TileSpec, shape: tuple[int, int]) -> int:
     return int(whole_image_tiles(image, spec, shape).sum())
+
+
+def whole_tile_classes(
+    image: np.ndarray | None, spec: TileSpec, shape: tuple[int, int], class_value: int
+) -> np.ndarray:
+    """Class value (`class_value` or 0) of every grid tile of a field declared one class."""
+    return np.where(whole_image_tiles(image, spec, shape), int(class_value), 0).astype(np.int64)
+
+
+def split_positions(dataset: TileDataset, val_fraction: float, seed: int) -> dict[str, dict[str, set]]:
+    """Source name -> {"train": {(row, col), ...}, "validation": {...}}: where each tile of a
+    training went, by the very call training.train splits with (data.split_train_val with the
+    config's val_fraction and seed)."""
+    out: dict[str, dict[str, set]] = {name: {"train": set(), "validation": set()} for name in dataset.sources}
+    if len(dataset) == 0:
+        return out
+    train_idx, val_idx = data.split_train_val(dataset, val_fraction, seed=seed)
+    for part, indices in (("train", train_idx), ("validation", val_idx)):
+        for i in np.asarray(indices, dtype=np.int64):
+            name = dataset.sources[int(dataset.groups[i])]
+            out[name][part].add(tuple(int(v) for v in dataset.positions[i]))
+    return out
 
 
 @dataclass

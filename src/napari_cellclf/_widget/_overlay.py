@@ -1,0 +1,268 @@
+"""What counted: the tiles training receives, outlined in their class colour, and where they went.
+
+"<field> labelled tiles" is a Labels layer drawn as outlines (`contour`): one label value per
+labelled tile (tile index + 1), coloured by its class, so painted strokes (fills on "<field>
+labels") and predicted classes (fills on "<field> classes") never look like what was said. The
+tiles are the ones `datasets` cuts for training (painted_tile_classes / whole_tile_classes on the
+training grid): the same rule as the counts, not a second one. After a training, "<field>
+validation tiles" marks the tiles the split held out (datasets.split_positions, the split
+training made).
+
+Hovering any tile of any field puts its info (labelled class, train/validation, predicted class
+and confidence) in the status bar, whichever layer is selected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import datasets
+from ..tiling import TileGrid, tile_values_to_map
+from ._fields import (
+    ROLE_CLASSES,
+    ROLE_LABELLED,
+    ROLE_VALIDATION,
+    Field,
+    derived_metadata,
+    find_derived,
+)
+from ._labelling import ForegroundCache, first_channel, training_spec
+from ._layers import TRANSPARENT, keep_selection, labels_layer
+from ._session import LABELS_PAINTED, Session
+
+VALIDATION_COLOR = "#ffffff"
+
+
+def tile_classes(session: Session, fld: Field, viewer, foreground: ForegroundCache | None = None):
+    """(grid, class value per tile, 0 = not labelled) of a field as training will cut it; None
+    when the field gives no tiles (not used, nothing painted, no valid grid)."""
+    spec = training_spec(session)
+    choice = session.labels_source(fld.id)
+    try:
+        grid = spec.grid(fld.shape)
+    except ValueError:
+        return None
+    if choice == LABELS_PAINTED:
+        layer = labels_layer(viewer, fld, session.class_colors, create=False)
+        if layer is None:
+            return None
+        return grid, datasets.painted_tile_classes(np.asarray(layer.data), spec, grid)
+    if isinstance(choice, int) and 1 <= choice <= len(session.classes):
+        if spec.foreground_channel is None:
+            return grid, datasets.whole_tile_classes(None, spec, fld.shape, choice)
+        if foreground is None:
+            image = fld.stack([first_channel(session)])
+            return grid, datasets.whole_tile_classes(image, spec, fld.shape, choice)
+        try:
+            used = foreground.get(fld, grid, first_channel(session))
+        except ValueError:
+            return None
+        return grid, np.where(used, choice, 0).astype(np.int64)
+    return None
+
+
+def outline_width(tile_size: int, line_px: int) -> int:
+    """Outline thickness in image px: visible beside the 1-screen-px grid, thin next to a tile."""
+    return int(max(2 * line_px, min(4, max(1, tile_size // 16))))
+
+
+def show_labelled(viewer, fld: Field, grid: TileGrid, classes: np.ndarray, names, colors, split, width: int):
+    """Create or refill "<field> labelled tiles" (and its validation marks); None when empty."""
+    layer = find_derived(viewer.layers, fld.id, ROLE_LABELLED)
+    chosen = np.flatnonzero(classes)
+    if not len(chosen):
+        if layer is not None:
+            viewer.layers.remove(layer)
+        _show_validation(viewer, fld, grid, chosen, split)
+        return None
+    values = (chosen + 1).astype(np.int64)
+    dtype = np.uint16 if grid.n_tiles + 1 < 2**16 else np.uint32
+    tile_ids = np.asarray(tile_values_to_map(values, grid, chosen, fill=0)).astype(dtype, copy=False)
+    color_dict = {None: TRANSPARENT, 0: TRANSPARENT}
+    color_dict.update({int(v): colors[int(classes[t]) - 1] for v, t in zip(values, chosen)})
+    rows, cols = grid.row_col(chosen)
+    held_out = split.get("validation", set()) if split else set()
+    features = {
+        "index": values,
+        "class": np.asarray([names[int(classes[t]) - 1] for t in chosen]),
+        "row": rows,
+        "col": cols,
+        "split": np.asarray(
+            [
+                ("validation" if (int(r), int(c)) in held_out else "train") if split else "-"
+                for r, c in zip(rows, cols)
+            ]
+        ),
+    }
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colormap = DirectLabelColormap(color_dict=color_dict)
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_labels(
+                tile_ids,
+                name=f"{fld.name} labelled tiles",
+                colormap=colormap,
+                features=features,
+                opacity=1.0,
+                metadata=derived_metadata(fld.id, ROLE_LABELLED),
+                **fld.layer_kwargs(),
+            )
+    else:
+        layer.data = tile_ids
+        layer.colormap = colormap
+        layer.features = features
+    layer.contour = width
+    layer.editable = False
+    _show_validation(viewer, fld, grid, chosen, split)
+    return layer
+
+
+def _show_validation(viewer, fld: Field, grid: TileGrid, chosen: np.ndarray, split) -> None:
+    """A white ring in the middle of each labelled tile that the last training held out."""
+    layer = find_derived(viewer.layers, fld.id, ROLE_VALIDATION)
+    held_out = (split or {}).get("validation", set())
+    rows, cols = grid.row_col(chosen)
+    keep = [i for i, (r, c) in enumerate(zip(rows, cols)) if (int(r), int(c)) in held_out]
+    if not keep:
+        if layer is not None:
+            viewer.layers.remove(layer)
+        return
+    origins = grid.origins()[chosen[keep]]
+    centres = origins + (grid.tile_size - 1) / 2
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_points(
+                centres,
+                name=f"{fld.name} validation tiles",
+                symbol="ring",
+                size=grid.tile_size * 0.4,
+                face_color=VALIDATION_COLOR,
+                border_width=0,
+                metadata=derived_metadata(fld.id, ROLE_VALIDATION),
+                **fld.layer_kwargs(),
+            )
+    else:
+        layer.data = centres
+        layer.size = grid.tile_size * 0.4
+    layer.editable = False
+
+
+def hover_text(viewer, session: Session, fields, cache: dict, world) -> str:
+    """The tile under `world` (any field): where it is, its class as labelled, its split and its
+    predicted class; "" outside every field."""
+    point = np.asarray(world, dtype=float)[-2:]
+    for fld in fields:
+        (sy, sx), (ty, tx) = fld.scale, fld.translate
+        y, x = (point[0] - ty) / sy, (point[1] - tx) / sx
+        if not (-0.5 <= y < fld.shape[0] - 0.5 and -0.5 <= x < fld.shape[1] - 0.5):
+            continue
+        parts = [fld.name]
+        hit = cache.get(fld.id)
+        try:
+            grid = hit[0] if hit else training_spec(session).grid(fld.shape)
+        except ValueError:
+            return fld.name
+        tile = grid.tile_at(y, x)
+        if tile is not None:
+            row, col = (int(v) for v in grid.row_col(tile))
+            parts.append(f"tile {tile + 1} (row {row}, col {col})")
+            value = int(hit[1][tile]) if hit else 0
+            if value:
+                split = session_split(session).get(fld.name)
+                where = ""
+                if split:
+                    where = " (validation)" if (row, col) in split["validation"] else " (train)"
+                parts.append(f"labelled {session.class_names[value - 1]}{where}")
+            else:
+                parts.append("not labelled")
+        predicted = _predicted(viewer, fld, world)
+        if predicted:
+            parts.append(predicted)
+        return " · ".join(parts)
+    return ""
+
+
+def session_split(session: Session) -> dict:
+    return getattr(session, "training_split", None) or {}
+
+
+def _predicted(viewer, fld: Field, world) -> str:
+    layer = find_derived(viewer.layers, fld.id, ROLE_CLASSES)
+    if layer is None or not layer.visible:
+        return ""
+    value = layer.get_value(world, world=True)
+    features = layer.features
+    if not value or "index" not in features:
+        return ""
+    rows = features[features["index"] == int(value)]
+    if not len(rows):
+        return ""
+    first = rows.iloc[0]
+    confidence = f", confidence {float(first['confidence']):.2f}" if "confidence" in rows else ""
+    return f"predicted {first['class']}{confidence}"
+
+
+class LabelledTiles:
+    """Keeps every field's "labelled tiles" overlay in step with the counts, and the hover text."""
+
+    def __init__(self, viewer, session: Session, fields, foreground: ForegroundCache, line_px):
+        self.viewer, self.session = viewer, session
+        self._fields, self._foreground, self._line_px = fields, foreground, line_px
+        self.enabled = True
+        self.cache: dict[str, tuple] = {}  # field id -> (grid, classes)
+        self._drawn: dict[str, tuple] = {}  # field id -> what the layer shows (skip equal redraws)
+        viewer.cursor.events.position.connect(self.on_hover)
+
+    def refresh(self) -> None:
+        names, colors = self.session.class_names, self.session.class_colors
+        splits = session_split(self.session)
+        seen = set()
+        for fld in self._fields():
+            seen.add(fld.id)
+            hit = tile_classes(self.session, fld, self.viewer, self._foreground) if self.enabled else None
+            if hit is None:
+                self.cache.pop(fld.id, None)
+                if self._drawn.pop(fld.id, None) is not None:
+                    _remove(self.viewer, fld.id)
+                continue
+            grid, classes = hit
+            self.cache[fld.id] = hit
+            split = splits.get(fld.name)
+            width = outline_width(grid.tile_size, self._line_px(fld))
+            key = (grid, classes.tobytes(), tuple(names), tuple(colors), _frozen(split), width)
+            if self._drawn.get(fld.id) == key and find_derived(self.viewer.layers, fld.id, ROLE_LABELLED):
+                continue
+            self._drawn[fld.id] = key
+            show_labelled(self.viewer, fld, grid, classes, names, colors, split, width)
+        for fid in set(self._drawn) - seen:
+            self._drawn.pop(fid, None)
+            self.cache.pop(fid, None)
+
+    def on_hover(self, event=None) -> None:
+        text = hover_text(self.viewer, self.session, self._fields(), self.cache, self.viewer.cursor.position)
+        if not text:
+            return
+        status = self.viewer.status
+        if isinstance(status, dict):
+            status = dict(status)
+            status["coordinates"] = f"{status.get('coordinates', '')}  {text}".strip()
+            self.viewer.status = status
+        else:
+            self.viewer.status = text
+
+    def close(self, *_) -> None:
+        self.viewer.cursor.events.position.disconnect(self.on_hover)
+
+
+def _frozen(split) -> tuple:
+    if not split:
+        return ()
+    return tuple(sorted(split.get("validation", ()))), tuple(sorted(split.get("train", ())))
+
+
+def _remove(viewer, field_id: str) -> None:
+    for role in (ROLE_LABELLED, ROLE_VALIDATION):
+        layer = find_derived(viewer.layers, field_id, role)
+        if layer is not None:
+            viewer.layers.remove(layer)
