@@ -178,6 +178,7 @@ class CellClassifierWidget(QWidget):
     def shut_down(self) -> None:
         self.report_tab.disconnect_session()
         self.controller.shut_down()
+        self.results_panel.shut_down()
 
     # -- providers for the panels ----------------------------------------------------------------
     def fields(self):

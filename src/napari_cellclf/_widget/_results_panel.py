@@ -8,13 +8,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QComboBox, QGroupBox, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QGroupBox,
+    QHeaderView,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..summaries import fractions_csv_text
 from ..tables import write_predictions_csv
 from . import _dialogs
 from ._qt import WARNING_STYLE, alive_only, note_label, row
 from ._report_tab import session_fractions
+from ._review import NEXT_KEY, Review
 from ._session import Session
 from ._trust import model_verdict
 
@@ -68,13 +79,41 @@ class ResultsPanel(QWidget):
         box.addWidget(self.target)
         box.addWidget(self.explain_button)
 
+        # Per field: the share of tiles per class and their mean confidence, the numbers of the
+        # Report tab and of the exported fractions CSV (one function: _report_tab.session_fractions).
+        self.readout = QTableWidget()
+        self.readout.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.readout.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.readout.setToolTip("Per field: share of its classified tiles per class (mean confidence).")
         self.export_button = QPushButton("Export tile table (CSV)…")
+        self.export_button.setToolTip(
+            "Writes the per-tile table and, beside it, the per-field class fractions."
+        )
+        readout_box = QGroupBox("Per field")
+        box = QVBoxLayout(readout_box)
+        box.addWidget(self.readout)
+        box.addWidget(self.export_button)
+
+        self.review = Review(viewer, session, controller.fields)
+        self.next_button = QPushButton(f"Next uncertain ({NEXT_KEY.upper()})")
+        self.next_button.setToolTip(
+            "Centre the view on the most uncertain tile nobody labelled yet; keys 1..K label it "
+            "as class k and go on to the next."
+        )
+        self.review_note = note_label(
+            "Classify a field, then let the model ask about the tiles it is unsure of."
+        )
+        review_box = QGroupBox("Label what the model asks")
+        box = QVBoxLayout(review_box)
+        box.addWidget(self.next_button)
+        box.addWidget(self.review_note)
 
         layout = QVBoxLayout(self)
         layout.addWidget(model_box)
         layout.addWidget(classify_box)
+        layout.addWidget(readout_box)
+        layout.addWidget(review_box)
         layout.addWidget(explain_box)
-        layout.addWidget(self.export_button)
         layout.addStretch(1)
 
         self.save_button.clicked.connect(self.save_model)
@@ -83,6 +122,9 @@ class ResultsPanel(QWidget):
         self.classify_all_button.clicked.connect(lambda: self.classify(all_fields=True))
         self.explain_button.clicked.connect(self.explain)
         self.export_button.clicked.connect(self.export_csv)
+        self.next_button.clicked.connect(self.review.next)
+        self.review.listeners.append(self._on_asked)
+        session.predictions_changed.connect(self._refresh_readout)
         session.model_changed.connect(self._on_model_changed)
         session.classes_changed.connect(self._on_model_changed)
         session.current_changed.connect(self._on_current_changed)
@@ -91,6 +133,12 @@ class ResultsPanel(QWidget):
         session.jobs.finished.connect(self._update_enabled)
         self._on_model_changed()
         self._on_current_changed()
+        self._refresh_readout()
+
+    def shut_down(self) -> None:
+        """The dock is closing: the session outlives this panel."""
+        self.review.shut_down()
+        self.session.predictions_changed.disconnect(self._refresh_readout)
 
     # -- state -> controls -----------------------------------------------------------------------
     @alive_only
@@ -132,6 +180,39 @@ class ResultsPanel(QWidget):
             button.setEnabled(idle and has_model)
         self.load_button.setEnabled(idle)
         self.export_button.setEnabled(bool(self.session.predictions))
+        self.next_button.setEnabled(idle and bool(self.session.predictions))
+
+    @alive_only
+    def _refresh_readout(self, *_) -> None:
+        rows = session_fractions(self.session)
+        fields = list(dict.fromkeys(r["source"] for r in rows))
+        classes = list(dict.fromkeys(r["class_name"] for r in rows))
+        table = self.readout
+        table.clear()
+        table.setColumnCount(2 + len(classes))
+        table.setHorizontalHeaderLabels(["field", "tiles"] + classes)
+        table.setRowCount(len(fields))
+        for r, name in enumerate(fields):
+            mine = {row["class_name"]: row for row in rows if row["source"] == name}
+            table.setItem(r, 0, QTableWidgetItem(name))
+            table.setItem(r, 1, QTableWidgetItem(str(sum(row["tiles"] for row in mine.values()))))
+            for c, cls in enumerate(classes):
+                row = mine.get(cls)
+                text = "" if row is None else readout_text(row)
+                table.setItem(r, 2 + c, QTableWidgetItem(text))
+        table.setVisible(bool(rows))
+
+    @alive_only
+    def _on_asked(self, asked) -> None:
+        if asked is None:
+            self.review_note.setText("No unlabelled classified tile left to ask about.")
+            return
+        keys = ", ".join(f"{k + 1} {n}" for k, n in enumerate(self.session.class_names[:9]))
+        self.review_note.setText(
+            f"{asked.field_name}, tile {asked.tile + 1} at pixel (y, x) {asked.origin}: predicted "
+            f"{asked.predicted} ({asked.confidence:.0%}), uncertainty {asked.score:.2f}. "
+            f"Press {keys}, or {NEXT_KEY.upper()} to skip."
+        )
 
     # -- actions (the controller's; the panel asks its questions first) --------------------------
     def classify(self, all_fields: bool = False) -> None:
@@ -179,6 +260,12 @@ class ResultsPanel(QWidget):
         path = _dialogs.ask_open_path(self, "Load model", MODEL_FILTER)
         if path:
             self.controller.load_model(path)
+
+
+def readout_text(row) -> str:
+    """One class of one field in the readout: share of tiles (mean confidence)."""
+    confidence = row["mean_confidence"]
+    return f"{row['share']:.1%}" + ("" if confidence is None else f" ({confidence:.2f})")
 
 
 def fractions_path_for(csv_path: str) -> str:

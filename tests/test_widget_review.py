@@ -1,0 +1,123 @@
+"""Reviewing a classification in the dock, driven through its own controls on a small synthetic
+field: the uncertainty layer, "Next uncertain" centring the camera on the most uncertain
+unlabelled tile and a key press labelling it, the per-field readout equal to the exported CSV,
+and the CSV's tile index equal to the classes layer's label value."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_cellclf._widget import _dialogs
+from napari_cellclf._widget._grid import camera_of
+from napari_cellclf.tiling import tile_labels_from_label_image
+from widget_support import add_field, open_widget, paint_tiles, synthetic_field, tile_truth, wait_idle
+
+TILE = 32
+SIZE = 192
+
+
+@pytest.fixture
+def classified(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    truth = synthetic_field("puncta", SIZE, 1)
+    add_field(viewer, "puncta", truth.image)
+    dock, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: len(panel.fields) == 1, timeout=3000)
+    panel.tile_size.setValue(TILE)
+    panel.select_field("puncta")
+    panel.paint_button.click()
+    tiles = tile_truth(truth.labels, TILE)
+    labels = viewer.layers["puncta labels"]
+    for value in (1, 2):  # a few tiles of each class: most of the field stays unlabelled
+        paint_tiles(labels, list(zip(*np.nonzero(tiles == value)))[:4], TILE, value)
+    train = widget.train_panel
+    train.epochs.setValue(4)
+    train.architecture.setCurrentIndex(train.architecture.findData("fast"))
+    train.train_button.click()
+    wait_idle(qtbot, widget, 120)
+    widget.results_panel.classify_button.click()
+    wait_idle(qtbot, widget, 60)
+    return viewer, widget
+
+
+def _tile_centre(viewer, tile: int) -> tuple[float, float]:
+    row, col = divmod(tile, SIZE // TILE)
+    return row * TILE + (TILE - 1) / 2, col * TILE + (TILE - 1) / 2
+
+
+def test_next_uncertain_centres_on_the_most_uncertain_unlabelled_tile_and_keys_label_it(classified, qtbot):
+    viewer, widget = classified
+    results = widget.results_panel
+    classes = viewer.layers["puncta classes"]
+    shown = viewer.layers["puncta uncertainty"]
+    features = classes.features
+    scores = np.asarray(features["uncertainty"], float)
+    tiles = np.asarray(features["index"]) - 1
+    # the uncertainty layer paints each tile's score over its pixels
+    centres = np.asarray(shown.data)[TILE // 2 :: TILE, TILE // 2 :: TILE].ravel()
+    np.testing.assert_allclose(centres[tiles], scores, atol=1e-3)
+    assert 0 <= scores.min() and scores.max() <= 1
+
+    def expected_next(visited):
+        labelled = tile_labels_from_label_image(
+            np.asarray(viewer.layers["puncta labels"].data),
+            widget.session.predictions["/data/puncta.tif"][1].grid,
+            0.5,
+        )
+        free = [(s, t) for s, t in zip(scores, tiles) if labelled[t] == 0 and t not in visited]
+        best = max(s for s, _ in free)
+        return min(t for s, t in free if s == best)
+
+    first = expected_next(set())
+    results.next_button.click()
+    assert tuple(camera_of(viewer).center[-2:]) == pytest.approx(_tile_centre(viewer, first))
+    assert viewer.layers.selection.active is classes
+    assert f"tile {first + 1}" in results.review_note.text()
+
+    # one key press (2 = the second class) labels that tile and asks the next one
+    viewer.window._qt_viewer.canvas.native.setFocus()
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_2)
+    labels = np.asarray(viewer.layers["puncta labels"].data)
+    y, x = (int(v) for v in _tile_centre(viewer, first))
+    assert labels[y - TILE // 2 + 1 : y + TILE // 2, x - TILE // 2 + 1 : x + TILE // 2].min() == 2
+    second = expected_next({first})
+    assert second != first
+    assert tuple(camera_of(viewer).center[-2:]) == pytest.approx(_tile_centre(viewer, second))
+
+
+def test_readout_equals_csv_and_csv_index_is_the_layer_value(classified, monkeypatch, tmp_path):
+    viewer, widget = classified
+    results = widget.results_panel
+    csv_path = tmp_path / "tiles.csv"
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda *a, **k: str(csv_path))
+    results.export_button.click()
+    with open(csv_path, newline="") as handle:
+        tiles = list(csv.DictReader(handle))
+    with open(tmp_path / "tiles-fractions.csv", newline="") as handle:
+        fractions = list(csv.DictReader(handle))
+    table = results.readout
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert table.rowCount() == 1 and headers[:2] == ["field", "tiles"]
+    assert table.item(0, 0).text() == "puncta" and int(table.item(0, 1).text()) == len(tiles)
+    for row in fractions:
+        cell = table.item(0, headers.index(row["class_name"])).text()
+        mine = [t for t in tiles if t["class_name"] == row["class_name"]]
+        share = len(mine) / len(tiles)
+        assert float(row["share"]) == pytest.approx(share)
+        expected = f"{share:.1%}"
+        if mine:
+            expected += f" ({float(row['mean_confidence']):.2f})"
+            assert float(row["mean_confidence"]) == pytest.approx(
+                np.mean([float(t["confidence"]) for t in mine]), abs=1e-5
+            )
+        assert cell == expected
+    # the CSV's tile index is the value napari shows for that tile in the classes layer
+    classes = np.asarray(viewer.layers["puncta classes"].data)
+    for t in tiles[:: max(1, len(tiles) // 7)]:
+        y, x = int(t["y"]) + TILE // 2, int(t["x"]) + TILE // 2
+        assert int(classes[y, x]) == int(t["index"])
