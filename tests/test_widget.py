@@ -126,10 +126,10 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
     results.target.setCurrentIndex(0)  # each tile's predicted class
     results.explain_button.click()
     wait_idle(qtbot, widget, 60)
-    attribution = viewer.layers["puncta attribution"]
+    attribution = viewer.layers["puncta: predicted class attribution"]
     amap = np.asarray(attribution.data)
     assert amap.shape == (SIZE, SIZE) and np.isfinite(amap).all()
-    assert attribution.blending == "additive"
+    assert attribution.blending == "translucent"
     low, high = attribution.contrast_limits
     assert low == -high and high > 0
     cells = fields["puncta"].labels > 0

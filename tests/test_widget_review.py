@@ -121,3 +121,36 @@ def test_readout_equals_csv_and_csv_index_is_the_layer_value(classified, monkeyp
     for t in tiles[:: max(1, len(tiles) // 7)]:
         y, x = int(t["y"]) + TILE // 2, int(t["x"]) + TILE // 2
         assert int(classes[y, x]) == int(t["index"])
+
+
+def test_attribution_is_named_outlines_the_classes_and_can_show_one_value_per_tile(classified, qtbot):
+    viewer, widget = classified
+    results = widget.results_panel
+    classes, labels = viewer.layers["puncta classes"], viewer.layers["puncta labels"]
+    assert classes.contour == 0 and labels.contour == 0
+    results.target.setCurrentIndex(results.target.findData(1))  # the second class everywhere
+    results.explain_button.click()
+    wait_idle(qtbot, widget, 60)
+    name = widget.session.class_names[1]
+    layer = viewer.layers[f"puncta: {name} attribution"]
+    assert layer.blending == "translucent" and layer.metadata["cellclf"]["target"] == name
+    # zero evidence is transparent, both signs strongly coloured: readable over any image
+    low, high = layer.contrast_limits
+    assert low == -high and high > 0
+    rgba = layer.colormap.map(np.array([0.0, 0.5, 1.0]))
+    assert rgba[1][3] == pytest.approx(0.0, abs=1e-6) and min(rgba[0][3], rgba[2][3]) > 0.8
+    assert rgba[0][2] > rgba[0][0] and rgba[2][0] > rgba[2][2]  # blue against, red for
+    # while shown, the class fill and the painted labels are outlines only
+    assert classes.contour > 0 and labels.contour > 0
+    raw = np.asarray(layer.data).copy()
+
+    results.display.setCurrentIndex(results.display.findData("tile mean"))
+    per_tile = np.asarray(layer.data)
+    block = per_tile[TILE : 2 * TILE, TILE : 2 * TILE]
+    assert np.ptp(block) == 0
+    assert block[0, 0] == pytest.approx(raw[TILE : 2 * TILE, TILE : 2 * TILE].mean(), rel=1e-4, abs=1e-7)
+    results.display.setCurrentIndex(results.display.findData("smoothed"))
+    assert np.abs(np.diff(np.asarray(layer.data), axis=1)).mean() < np.abs(np.diff(raw, axis=1)).mean()
+
+    layer.visible = False  # hiding the explanation fills the classes again
+    assert classes.contour == 0 and labels.contour == 0

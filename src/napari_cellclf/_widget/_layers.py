@@ -16,6 +16,7 @@ from napari.utils.colormaps import Colormap, DirectLabelColormap
 
 from ._fields import (
     ROLE_ATTRIBUTION,
+    ROLE_CLASSES,
     ROLE_LABELS,
     Field,
     derived_metadata,
@@ -24,11 +25,18 @@ from ._fields import (
 
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
 
-# Diverging with black in the middle, so additive blending leaves unattributed pixels untouched:
-# evidence for the class glows orange, evidence against it blue.
+# Diverging, drawn translucent: its alpha rises with |value|, so pixels without evidence show the
+# image unchanged, and the two saturated ends (blue against, red for the class) stay visible over
+# dark and bright images alike (additive orange over a bright grey image stayed white).
 ATTRIBUTION_COLORMAP = Colormap(
-    colors=[(0.15, 0.55, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0), (1.0, 0.5, 0.05, 1.0)],
-    controls=[0.0, 0.5, 1.0],
+    colors=[
+        (0.05, 0.3, 0.95, 0.95),
+        (0.35, 0.6, 1.0, 0.45),
+        (1.0, 1.0, 1.0, 0.0),
+        (1.0, 0.45, 0.3, 0.45),
+        (0.85, 0.05, 0.05, 0.95),
+    ],
+    controls=[0.0, 0.25, 0.5, 0.75, 1.0],
     name="cellclf attribution",
 )
 
@@ -101,28 +109,75 @@ def show_prediction(viewer, field: Field, prediction, class_colors: Sequence[str
     return show_all(viewer, field, prediction, class_colors)
 
 
-def show_attribution(viewer, field: Field, attribution: np.ndarray, target: str):
-    """Gradient x input over the original pixels: diverging, symmetric limits, additive."""
-    attribution = np.asarray(attribution, dtype=np.float32)
-    finite = np.abs(attribution[np.isfinite(attribution)])
-    limit = float(np.percentile(finite, 99.5)) if finite.size else 0.0
-    if not limit > 0:
-        limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    name = f"{field.name} attribution"
+def attribution_name(field: Field, target: str) -> str:
+    """ "<field>: <class> attribution", or "<field>: predicted class attribution"."""
+    return f"{field.name}: {'predicted class' if target == 'predicted' else target} attribution"
+
+
+def show_attribution(
+    viewer, field: Field, attribution: np.ndarray, target: str, mode: str = "pixels", grid=None
+):
+    """Gradient x input over the original pixels, named after the class it explains (`target`;
+    "predicted": each tile's own class): diverging, symmetric limits, translucent. While it is
+    visible the field's class fill and painted labels are drawn as outlines only, so it is not
+    hidden under them; hiding or removing it fills them again. `mode`: attribution_display."""
+    from ..attribution_display import display_map, symmetric_limit
+
+    raw = np.asarray(attribution, dtype=np.float32)
+    shown = display_map(raw, mode, grid)
+    limit = symmetric_limit(shown)
+    name = attribution_name(field, target)
     layer = find_derived(viewer.layers, field.id, ROLE_ATTRIBUTION)
     if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_image(
-                attribution,
+                shown,
                 name=name,
                 colormap=ATTRIBUTION_COLORMAP,
-                blending="additive",
+                blending="translucent",
                 contrast_limits=(-limit, limit),
                 metadata=derived_metadata(field.id, ROLE_ATTRIBUTION),
                 **field.layer_kwargs(),
             )
+        fid, key = field.id, layer.unique_id
+
+        def on_removed(event) -> None:
+            if getattr(event.value, "unique_id", None) == key:
+                _RAW_ATTRIBUTION.pop(key, None)
+                _outline_results(viewer, fid, False)
+
+        layer.events.visible.connect(lambda event: _outline_results(viewer, fid, bool(event.source.visible)))
+        viewer.layers.events.removed.connect(on_removed)
     else:
-        layer.data = attribution
+        layer.data = shown
         layer.contrast_limits = (-limit, limit)
-    layer.metadata["cellclf"]["target"] = target
+        layer.name = name
+        layer.visible = True
+    _RAW_ATTRIBUTION[layer.unique_id] = raw
+    layer.metadata["cellclf"].update(target=target, display=mode)
+    _outline_results(viewer, field.id, True)
     return layer
+
+
+def set_attribution_display(viewer, field: Field, mode: str, grid) -> bool:
+    """Redraw the field's attribution layer as `mode` from the map it was given; False if none."""
+    layer = find_derived(viewer.layers, field.id, ROLE_ATTRIBUTION)
+    raw = _RAW_ATTRIBUTION.get(layer.unique_id) if layer is not None else None
+    if raw is None:
+        return False
+    show_attribution(viewer, field, raw, layer.metadata["cellclf"].get("target", "predicted"), mode, grid)
+    return True
+
+
+# The map each attribution layer was given (by unique_id: it may show a smoothed or per-tile view).
+_RAW_ATTRIBUTION: dict = {}
+OUTLINE_PX = 2
+
+
+def _outline_results(viewer, field_id: str, outline: bool) -> None:
+    """The field's classes and painted labels as outlines (Labels.contour), or filled again."""
+    from ._fields import field_id_of, role_of
+
+    for layer in viewer.layers:
+        if role_of(layer) in (ROLE_CLASSES, ROLE_LABELS) and field_id_of(layer) == field_id:
+            layer.contour = OUTLINE_PX if outline else 0

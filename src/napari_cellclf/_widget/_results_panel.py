@@ -20,9 +20,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..attribution_display import MODES as DISPLAY_MODES
 from ..summaries import fractions_csv_text
 from ..tables import write_predictions_csv
+from ..tiling import make_grid
 from . import _dialogs
+from ._layers import set_attribution_display
 from ._qt import WARNING_STYLE, alive_only, note_label, row
 from ._report_tab import session_fractions
 from ._review import NEXT_KEY, Review
@@ -72,11 +75,20 @@ class ResultsPanel(QWidget):
         )
         self.explain_button = QPushButton("Explain selected field")
         self.explain_button.setToolTip(
-            "Gradient × input: orange pixels pushed the tile towards the class, blue pixels away from it."
+            "Gradient × input: red pixels pushed the tile towards the class, blue pixels away from "
+            "it; while it is shown, class fill and labels are drawn as outlines."
+        )
+        self.display = QComboBox()
+        for mode in DISPLAY_MODES:
+            self.display.addItem(f"show: {mode}", mode)
+        self.display.setToolTip(
+            "Pixels as computed, smoothed over an eighth of a tile, or one value per tile "
+            "(the mean evidence of each tile)."
         )
         explain_box = QGroupBox("Explain")
         box = QVBoxLayout(explain_box)
         box.addWidget(self.target)
+        box.addWidget(self.display)
         box.addWidget(self.explain_button)
 
         # Per field: the share of tiles per class and their mean confidence, the numbers of the
@@ -123,6 +135,8 @@ class ResultsPanel(QWidget):
         self.explain_button.clicked.connect(self.explain)
         self.export_button.clicked.connect(self.export_csv)
         self.next_button.clicked.connect(self.review.next)
+        self.display.currentIndexChanged.connect(self._redisplay)
+        session.jobs.finished.connect(self._on_job_finished)
         self.review.listeners.append(self._on_asked)
         session.predictions_changed.connect(self._refresh_readout)
         session.model_changed.connect(self._on_model_changed)
@@ -139,6 +153,7 @@ class ResultsPanel(QWidget):
         """The dock is closing: the session outlives this panel."""
         self.review.shut_down()
         self.session.predictions_changed.disconnect(self._refresh_readout)
+        self.session.jobs.finished.disconnect(self._on_job_finished)
 
     # -- state -> controls -----------------------------------------------------------------------
     @alive_only
@@ -201,6 +216,21 @@ class ResultsPanel(QWidget):
                 text = "" if row is None else readout_text(row)
                 table.setItem(r, 2 + c, QTableWidgetItem(text))
         table.setVisible(bool(rows))
+
+    @alive_only
+    def _on_job_finished(self, kind: str, ok: bool) -> None:
+        if kind == "explain" and ok and self.display.currentData() != "pixels":
+            self._redisplay()
+
+    @alive_only
+    def _redisplay(self, *_) -> None:
+        """Show the selected field's attribution as the chosen display mode."""
+        fld, trained = self.controller.current_field(), self.session.trained
+        if fld is None or trained is None:
+            return
+        tile, stride = trained.meta.tile_size, self.session.data.stride
+        grid = make_grid(fld.shape, tile, stride if 0 < stride <= tile else None, border="pad")
+        set_attribution_display(self.viewer, fld, self.display.currentData(), grid)
 
     @alive_only
     def _on_asked(self, asked) -> None:
