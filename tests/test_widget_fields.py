@@ -181,3 +181,50 @@ def test_one_brush_click_labels_one_tile(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: "A01 labelled tiles" in viewer.layers, timeout=5000)
     features = viewer.layers["A01 labelled tiles"].features
     assert list(zip(features["row"], features["col"], features["class"])) == [(1, 2, "Treated")]
+
+
+def test_a_stack_is_listed_with_its_reason_and_one_plane_becomes_a_field(make_napari_viewer, qtbot, tmp_path):
+    import tifffile
+
+    stack = np.stack([np.full((64, 64), 10 * (z + 1), np.uint16) for z in range(3)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    viewer.open(str(tmp_path / "stack.tif"), plugin="napari-cellclf")
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 1, timeout=5000)
+    assert panel.fields == [] and "3-D stack (Z 3)" in panel.table.item(0, 0).toolTip()
+    assert "Z 3" in panel.table.item(0, 1).text()
+    viewer.dims.set_current_step(0, 2)
+    panel.table.cellWidget(0, 2).click()  # "Use plane"
+    qtbot.waitUntil(lambda: len(panel.fields) == 1, timeout=5000)
+    (fld,) = panel.fields
+    assert fld.name == "stack Z=2" and fld.shape == (64, 64)
+    np.testing.assert_array_equal(fld.stack()[0], stack[2])
+
+
+def test_one_file_per_channel_is_grouped_into_one_field(make_napari_viewer, qtbot, tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    planes = {c: rng.integers(0, 4000, (48, 64), dtype=np.uint16) for c in "DFR"}
+    for c, plane in planes.items():
+        tifffile.imwrite(tmp_path / f"A01_{c}.tif", plane)
+    tifffile.imwrite(tmp_path / "A02_D.tif", planes["D"])  # a lone channel: left alone
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    for name in ("A01_R", "A01_D", "A02_D", "A01_F"):
+        viewer.open(str(tmp_path / f"{name}.tif"), plugin="napari-cellclf")
+    panel = widget.fields_panel
+    qtbot.waitUntil(lambda: len(panel.fields) == 4, timeout=5000)
+    assert panel.group_button.isVisibleTo(panel)
+    panel.group_button.click()
+    qtbot.waitUntil(lambda: len(panel.fields) == 2, timeout=5000)
+    merged = next(f for f in panel.fields if f.name == "A01")
+    assert merged.channel_names == ["D", "F", "R"]
+    np.testing.assert_array_equal(merged.stack(), np.stack([planes[c] for c in "DFR"]).astype(np.float32))
+    assert len({tuple(ly.translate) for ly in merged.layers}) == 1
+    others = [ly for ly in viewer.layers if ly not in merged.layers]
+    for a in merged.layers:
+        for b in others:
+            assert _disjoint(_world_box(a), _world_box(b))

@@ -7,33 +7,38 @@ from typing import Callable
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFormLayout,
     QGroupBox,
-    QHeaderView,
     QListWidget,
     QListWidgetItem,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from ..options import TILE_SIZE
+from ._field_files import Unusable, channel_groups, group_channels, unusable_images, use_plane
 from ._fields import Field, field_id_of, fields_from_layers
-from ._grid import camera_of, grid_image, hide_grid, line_width, show_grid
-from ._labelling import ForegroundCache, first_channel, training_grid
+from ._fields_table import (
+    COL_FIELD,
+    COL_LABELS,
+    COL_SIZE,
+    COL_TILES,
+    fields_table,
+    fill_unusable_row,
+    labels_combo,
+)
+from ._grid import camera_of, draw_grid, line_width
+from ._labelling import ForegroundCache
 from ._layers import labels_layer
 from ._layout import lay_out
 from ._overlay import LabelledTiles
 from ._qt import alive_only, debouncer, note_label, row, signals_blocked
-from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
-
-COL_FIELD, COL_SIZE, COL_LABELS, COL_TILES = range(4)
+from ._session import LABELS_PAINTED, Session
 
 
 class FieldsPanel(QWidget):
@@ -50,22 +55,12 @@ class FieldsPanel(QWidget):
         # the dock's one field registry (Controller.fields); alone, the viewer's layers
         self._fields_provider = fields_provider or (lambda: fields_from_layers(viewer.layers))
         self.fields: list[Field] = []
+        self.unusable: list[Unusable] = []  # stacks and time series: listed, with a way to pick a plane
         self._filling = False
         self._reveal_grid = False  # the checkbox was just ticked: show a grid the eye had hidden
         self._grid_width = 1  # image px of the drawn grid lines (grows as the view zooms out)
 
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Tiles"])
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        # "xy_c…" told no two rows of one plate apart: the end of a name differs, not the start
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(COL_FIELD, QHeaderView.ResizeMode.Stretch)
-        for col in (COL_SIZE, COL_LABELS, COL_TILES):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table = fields_table()
         self.table.setMinimumHeight(110)
         self.table.setToolTip(
             "Open images or the sample data (File > Open Sample) to add fields. "
@@ -80,6 +75,11 @@ class FieldsPanel(QWidget):
             "class k with napari's brush, fill and eraser."
         )
         self.paint_class = QComboBox()
+        self.group_button = QPushButton("Group channel files into fields")
+        self.group_button.setToolTip(
+            "One file per channel (same name but a channel suffix such as _D/_F/_R, _w1/_w2, "
+            "_ch00; same size) becomes one field with those channels."
+        )
         self.paint_class.setToolTip("The class the brush paints (the labels layer's label value)")
 
         self.channel_list = QListWidget()
@@ -126,6 +126,7 @@ class FieldsPanel(QWidget):
         layout.addWidget(self.table)
         layout.addWidget(self.empty_note)
         layout.addLayout(row(self.paint_button, self.paint_class))
+        layout.addWidget(self.group_button)
         layout.addWidget(channels_box)
         layout.addWidget(tiles_box)
         layout.addWidget(self.grid_note)
@@ -140,6 +141,7 @@ class FieldsPanel(QWidget):
 
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.paint_button.clicked.connect(self.paint_labels)
+        self.group_button.clicked.connect(self.group_channel_files)
         self.paint_class.currentIndexChanged.connect(self._on_paint_class)
         self.channel_list.itemChanged.connect(self._on_channels_changed)
         self.tile_size.valueChanged.connect(self._on_tile_settings)
@@ -233,6 +235,7 @@ class FieldsPanel(QWidget):
     @alive_only
     def refresh_fields(self) -> None:
         self.fields = self._fields_provider()
+        self.unusable = unusable_images(self.viewer.layers)
         if lay_out(self.viewer, self.fields):
             self.viewer.reset_view()  # show every field, the moved ones included
         ids = [f.id for f in self.fields]
@@ -240,14 +243,21 @@ class FieldsPanel(QWidget):
             self.session.set_current_field(ids[0] if ids else None)
         self._fill_table()
         self._fill_channels()
-        self.empty_note.setVisible(not self.fields)
+        self.empty_note.setVisible(not self.fields and not self.unusable)
+        groups = channel_groups(self.fields)
+        self.group_button.setVisible(bool(groups))
+        self.group_button.setToolTip(
+            "\n".join(f"{g.stem}: {', '.join(g.channels)}" for g, _ in groups) or self.group_button.toolTip()
+        )
         self.paint_button.setEnabled(bool(self.fields))
         self._grid_later.start()
 
     def _fill_table(self) -> None:
         self._filling = True
         try:
-            self.table.setRowCount(len(self.fields))
+            self.table.setRowCount(len(self.fields) + len(self.unusable))
+            for r, item in enumerate(self.unusable, start=len(self.fields)):
+                fill_unusable_row(self.table, r, item, lambda _=False, it=item: use_plane(self.viewer, it))
             for r, fld in enumerate(self.fields):
                 name = QTableWidgetItem(fld.name)
                 name.setToolTip(f"{fld.source}\nchannels: {', '.join(fld.channel_names)}")
@@ -276,18 +286,7 @@ class FieldsPanel(QWidget):
             layer.selected_label = int(self.paint_class.currentData())
 
     def _labels_combo(self, fld: Field) -> QComboBox:
-        combo = QComboBox()
-        combo.addItem("painted labels", LABELS_PAINTED)
-        for k, name in enumerate(self.session.class_names, start=1):
-            combo.addItem(f"whole image: {name}", k)
-        combo.addItem("not used", LABELS_UNUSED)
-        index = combo.findData(self.session.labels_source(fld.id))
-        combo.setCurrentIndex(max(index, 0))
-        combo.setToolTip("How this field's tiles get their class for training")
-        combo.currentIndexChanged.connect(
-            lambda _i, fid=fld.id, c=combo: self.session.set_labels_source(fid, c.currentData())
-        )
-        return combo
+        return labels_combo(self.session, fld)
 
     def labels_combo(self, field_name: str) -> QComboBox:
         """The 'Training labels' choice of a field (tests and keyboard users select through it)."""
@@ -365,6 +364,15 @@ class FieldsPanel(QWidget):
                 )
 
     # -- actions ---------------------------------------------------------------------------------
+    def group_channel_files(self) -> None:
+        groups = group_channels(self.viewer, self.fields)
+        self.refresh_fields()
+        show_info(
+            "Grouped " + "; ".join(f"{g.stem} ({', '.join(g.channels)})" for g in groups)
+            if groups
+            else "No channel files to group."
+        )
+
     def paint_labels(self) -> None:
         fld = self.current()
         if fld is None:
@@ -387,30 +395,11 @@ class FieldsPanel(QWidget):
 
     @alive_only
     def update_grid(self) -> None:
-        d = self.session.data
         fld = self.current()
-        if fld is None or not d.show_grid:
-            hide_grid(self.viewer)
-            self.grid_note.setText("")
-            return
-        try:
-            grid = training_grid(fld.shape, self.session)
-        except ValueError as exc:
-            hide_grid(self.viewer)
-            self.grid_note.setText(f"{fld.name}: {exc}")
-            return
-        skipped = None
-        if d.skip_background:
-            try:
-                skipped = ~self._foreground.get(fld, grid, first_channel(self.session))
-            except ValueError as exc:
-                self.grid_note.setText(f"Background detection failed: {exc}")
-        self._grid_width = self._line_width(fld)
-        overlay = grid_image(grid, skipped, self._grid_width)
-        show_grid(self.viewer, fld, overlay, visible=True if self._reveal_grid else None)
-        self._reveal_grid = False
-        used = grid.n_tiles - (int(skipped.sum()) if skipped is not None else 0)
-        self.grid_note.setText(
-            f"{fld.name}: {grid.rows}×{grid.cols} = {grid.n_tiles} tiles"
-            + (f", {used} with foreground" if skipped is not None else "")
+        if fld is not None:
+            self._grid_width = self._line_width(fld)
+        note = draw_grid(
+            self.viewer, self.session, fld, self._foreground, self._grid_width, self._reveal_grid
         )
+        self._reveal_grid = False
+        self.grid_note.setText(note)

@@ -170,7 +170,11 @@ def _channels_of(layer, name) -> list[Channel]:
 
 
 def _display_name(field_id: str) -> str:
-    """ "/data/plate1/A01.ome.tif" -> "A01"; "sample:puncta" -> "puncta"."""
+    """ "/data/plate1/A01.ome.tif" -> "A01"; "sample:puncta" -> "puncta"; a plane picked from a
+    stack, "/data/s.tif#Z=3" -> "s Z=3"."""
+    if "#" in field_id:
+        base, _, tag = field_id.rpartition("#")
+        return f"{_display_name(base)} {tag}"
     scheme, sep, rest = field_id.partition(":")
     if sep and len(scheme) > 1 and scheme.isalpha() and not rest.startswith(("/", "\\")):
         return rest or field_id

@@ -17,6 +17,7 @@ from napari.utils.colormaps import Colormap
 
 from ..tiling import TileGrid
 from ._fields import ROLE_GRID, Field, derived_metadata, role_of
+from ._labelling import first_channel, training_grid
 from ._layers import TRANSPARENT, keep_selection
 
 # Grid overlay values: 0 nothing, 1 a tile border, 2 a pixel no training tile uses (dimmed).
@@ -120,3 +121,30 @@ def hide_grid(viewer) -> None:
         if layer.visible:
             layer.metadata.setdefault("cellclf", {})[_HIDDEN_BY_WIDGET] = True
         layer.visible = False
+
+
+def draw_grid(viewer, session, fld: Field | None, foreground, width: int, reveal: bool) -> str:
+    """Show the training grid of `fld` (or hide it: no field, 'Show tile grid' off, no valid
+    grid); the note under the settings. `reveal`: the checkbox was just ticked, so a grid the
+    eye had hidden is shown."""
+    d = session.data
+    if fld is None or not d.show_grid:
+        hide_grid(viewer)
+        return ""
+    try:
+        grid = training_grid(fld.shape, session)
+    except ValueError as exc:
+        hide_grid(viewer)
+        return f"{fld.name}: {exc}"
+    skipped, note = None, ""
+    if d.skip_background:
+        try:
+            skipped = ~foreground.get(fld, grid, first_channel(session))
+        except ValueError as exc:
+            note = f"Background detection failed: {exc}"
+    show_grid(viewer, fld, grid_image(grid, skipped, width), visible=True if reveal else None)
+    used = grid.n_tiles - (int(skipped.sum()) if skipped is not None else 0)
+    return note or (
+        f"{fld.name}: {grid.rows}×{grid.cols} = {grid.n_tiles} tiles"
+        + (f", {used} with foreground" if skipped is not None else "")
+    )
