@@ -154,3 +154,19 @@ def test_attribution_is_named_outlines_the_classes_and_can_show_one_value_per_ti
 
     layer.visible = False  # hiding the explanation fills the classes again
     assert classes.contour == 0 and labels.contour == 0
+
+
+def test_display_steps_stop_waiting_when_nobody_applies_them(monkeypatch):
+    """A dock closed during Classify applies no step: the worker waits once, then sends none."""
+    from napari_cellclf._widget import _result_layers
+    from napari_cellclf.inference import FieldPrediction
+    from napari_cellclf.tiling import make_grid
+
+    monkeypatch.setattr(_result_layers, "ACK_TIMEOUT_S", 0.05)
+    grid = make_grid((64, 64), 32, None, border="pad")
+    prediction = FieldPrediction(grid, np.arange(4), np.full((4, 2), 0.5, np.float32), ["a", "b"])
+    results = _result_layers.build_results("f", "f", prediction, ["#000000", "#ffffff"], {})
+    unanswered: list = []
+    assert len(list(_result_layers.display_steps(results, None, unanswered))) == 1
+    assert len(list(_result_layers.display_steps(results, None, unanswered))) == 0  # next field
+    assert results.method == "entropy" and np.allclose(results.scores, 1.0)

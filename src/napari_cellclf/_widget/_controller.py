@@ -141,7 +141,7 @@ class Controller:
         placement = {f.id: f.layer_kwargs() for f in fields}
 
         def work(stop):
-            done = []
+            done, unanswered = [], []
             for i, (fid, name, image) in enumerate(images):
                 generator = classifier.predict_field(
                     image, stride=stride, foreground_only=foreground_only, stop=stop
@@ -151,7 +151,7 @@ class Controller:
                     break
                 # the result layers are made here and shown one per event-loop turn
                 results = build_results(fid, name, prediction, colors, placement[fid], classifier, image)
-                yield from display_steps(results, stop)
+                yield from display_steps(results, stop, unanswered)
                 done.append((fid, name, results))
             return done
 

@@ -143,14 +143,19 @@ def build_results(
     return ResultLayers(field_id, field_name, prediction, method, scores, built)
 
 
-def display_steps(results: ResultLayers, stop: threading.Event | None = None):
-    """Worker thread: yield one DisplayStep per layer, each once the previous one was applied."""
+def display_steps(results: ResultLayers, stop: threading.Event | None = None, unanswered: list | None = None):
+    """Worker thread: yield one DisplayStep per layer, each once the previous one was applied.
+    A step nobody acknowledged in ACK_TIMEOUT_S (the dock was closed: nothing applies steps) is
+    noted in `unanswered` (one list per job), and the job then sends no more steps and waits no
+    more: its result callback shows what is left (`finish`)."""
+    unanswered = [] if unanswered is None else unanswered
     for role in STAGES:
-        if stop is not None and stop.is_set():
+        if (stop is not None and stop.is_set()) or unanswered:
             return
         step = DisplayStep(results, role, threading.Event())
         yield step
-        step.ack.wait(ACK_TIMEOUT_S)
+        if not step.ack.wait(ACK_TIMEOUT_S):
+            unanswered.append(step)
 
 
 def apply_step(viewer, fields: Sequence[Field], step: DisplayStep) -> None:
