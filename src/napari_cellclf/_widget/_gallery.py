@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtGui import QIcon, QImage, QPixmap
+from qtpy.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
-    QGridLayout,
     QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -25,37 +27,52 @@ from ..gallery import GalleryTile
 from ..report import RIGHT_COLOUR, WRONG_COLOUR, composite
 from ._fields import Field, fields_from_layers, model_channels
 from ._layers import labels_layer
-from ._qt import WARNING_STYLE, alive_only, note_label, row
+from ._qt import WARNING_STYLE, alive_only, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, Session
 
-THUMBNAIL_PX = 72
-PER_ROW = 4
+THUMBNAIL_PX = 64
+FRAME_PX = 3
+# One cell of the icon grid: the thumbnail and three short lines ("true", "pred", "now").
+CELL = QSize(118, THUMBNAIL_PX + 2 * FRAME_PX + 50)
 # A clicked tile is shown with about two neighbours on each side: enough context to judge it.
 VIEW_TILES = 5
 
 
-def _thumbnail(rgb: np.ndarray) -> QIcon:
-    image = np.ascontiguousarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
-    height, width = image.shape[:2]
-    qimage = QImage(image.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
-    pixmap = QPixmap.fromImage(qimage).scaled(
-        THUMBNAIL_PX,
-        THUMBNAIL_PX,
-        Qt.AspectRatioMode.KeepAspectRatio,
-        Qt.TransformationMode.FastTransformation,  # nearest: pixels stay pixels
-    )
+def _thumbnail(rgb: np.ndarray | None, colour: str) -> QIcon:
+    """The tile (nearest-neighbour scaled: pixels stay pixels) in a frame of `colour`; a grey
+    square for a tile whose field is not open."""
+    side = THUMBNAIL_PX + 2 * FRAME_PX
+    pixmap = QPixmap(side, side)
+    pixmap.fill(QColor(colour))
+    painter = QPainter(pixmap)
+    if rgb is None:
+        painter.fillRect(FRAME_PX, FRAME_PX, THUMBNAIL_PX, THUMBNAIL_PX, QColor("#50525a"))
+    else:
+        image = np.ascontiguousarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+        height, width = image.shape[:2]
+        qimage = QImage(image.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+        tile = QPixmap.fromImage(qimage).scaled(
+            THUMBNAIL_PX,
+            THUMBNAIL_PX,
+            Qt.AspectRatioMode.IgnoreAspectRatio,
+            Qt.TransformationMode.FastTransformation,
+        )
+        painter.drawPixmap(FRAME_PX, FRAME_PX, tile)
+    painter.end()
     return QIcon(pixmap)
 
 
 class GalleryPanel(QWidget):
-    """`refresh()` redraws from the session's model. Widgets are public for tests: `buttons`
-    (one per tile, in `tiles` order), `relabel_class`, `relabel_button`, `note`."""
+    """`refresh()` redraws from the session's model. Widgets are public for tests: `list` (one
+    item per tile, in `tiles` order, its picture in `thumbnails`; clicking or arrowing to an item
+    goes to its tile),
+    `relabel_class`, `relabel_button`, `note`."""
 
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
         self.tiles: list[GalleryTile] = []
-        self.buttons: list[QToolButton] = []
+        self.thumbnails: list[np.ndarray | None] = []  # (T, T, 3) RGB cut from the open field
         self.selected: int | None = None
         self.relabelled: dict[int, str] = {}
         layout = QVBoxLayout(self)
@@ -65,9 +82,20 @@ class GalleryPanel(QWidget):
             "to it in its field; relabel it if its label was wrong."
         )
         layout.addWidget(self.intro)
-        self.grid = QGridLayout()
-        self.grid.setSpacing(4)
-        layout.addLayout(self.grid)
+        # Icon mode flows the tiles into as many columns as the dock is wide.
+        self.list = QListWidget()
+        self.list.setViewMode(QListView.ViewMode.IconMode)
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)
+        self.list.setMovement(QListView.Movement.Static)
+        self.list.setWrapping(True)
+        self.list.setWordWrap(True)
+        self.list.setIconSize(QSize(THUMBNAIL_PX + 2 * FRAME_PX, THUMBNAIL_PX + 2 * FRAME_PX))
+        self.list.setGridSize(CELL)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.list.setMinimumHeight(2 * CELL.height() + 12)
+        self.list.currentRowChanged.connect(self._on_row)
+        self.list.itemClicked.connect(lambda item: self._on_row(self.list.row(item)))
+        layout.addWidget(self.list)
         self.relabel_class = QComboBox()
         self.relabel_class.setToolTip("The class to paint over the selected tile")
         self.relabel_button = QPushButton("Relabel tile")
@@ -98,25 +126,17 @@ class GalleryPanel(QWidget):
         self.tiles = [GalleryTile.from_dict(d) for d in stored]
         self.selected = None
         self.relabelled = {}
-        for button in self.buttons:
-            self.grid.removeWidget(button)
-            button.deleteLater()
-        self.buttons = []
-        icons = self._icons()
-        for k, tile in enumerate(self.tiles):
-            button = QToolButton()
-            button.setCheckable(True)
-            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
-            button.setIconSize(QSize(THUMBNAIL_PX, THUMBNAIL_PX))
-            if icons[k] is not None:
-                button.setIcon(icons[k])
-            colour = RIGHT_COLOUR if tile.correct else WRONG_COLOUR
-            button.setStyleSheet(f"QToolButton {{ color: {colour}; border: 2px solid {colour}; }}")
-            button.setToolTip(f"{tile.source}, pixel (y, x) {tile.origin}")
-            button.clicked.connect(lambda _=False, k=k: self.go_to(k))
-            self._label(k, button)
-            self.grid.addWidget(button, k // PER_ROW, k % PER_ROW)
-            self.buttons.append(button)
+        icons = self.thumbnails = self._icons()
+        with signals_blocked(self.list):
+            self.list.clear()
+            for k, tile in enumerate(self.tiles):
+                colour = RIGHT_COLOUR if tile.correct else WRONG_COLOUR
+                item = QListWidgetItem(_thumbnail(icons[k], colour), "")
+                item.setForeground(QColor(colour))
+                item.setToolTip(f"{tile.source}, pixel (y, x) {tile.origin}")
+                self.list.addItem(item)
+                self._label(k)
+        self.list.setVisible(bool(self.tiles))
         self.intro.setVisible(bool(self.tiles))
         self.relabel_button.setEnabled(False)
         self.note.setStyleSheet("")
@@ -127,18 +147,18 @@ class GalleryPanel(QWidget):
             "`cellclf report` draws one for any model."
         )
 
-    def _label(self, k: int, button: QToolButton) -> None:
+    def _label(self, k: int) -> None:
         tile = self.tiles[k]
         text = f"true {tile.true}\npred {tile.predicted} {tile.confidence:.0%}"
         if k in self.relabelled:
             text += f"\nnow {self.relabelled[k]}"
-        button.setText(text)
+        self.list.item(k).setText(text)
 
     def _fields(self) -> dict[str, Field]:
         viewer = self.session.viewer
         return {} if viewer is None else {f.name: f for f in fields_from_layers(viewer.layers)}
 
-    def _icons(self) -> list[QIcon | None]:
+    def _icons(self) -> list[np.ndarray | None]:
         """Thumbnails cut from the open fields, contrast set over all the gallery's tiles (as
         gallery.png sets it); None for a tile whose field is not open."""
         trained = self.session.trained
@@ -155,9 +175,7 @@ class GalleryPanel(QWidget):
         sample = np.stack(present)
         low = np.percentile(sample, 1, axis=(0, 2, 3))
         high = np.percentile(sample, 99.8, axis=(0, 2, 3))
-        return [
-            None if c is None or c.shape[0] != len(low) else _thumbnail(composite(c, low, high)) for c in cut
-        ]
+        return [None if c is None or c.shape[0] != len(low) else composite(c, low, high) for c in cut]
 
     def _cut(self, fld: Field, tile: GalleryTile) -> np.ndarray | None:
         meta = self.session.trained.meta
@@ -175,10 +193,16 @@ class GalleryPanel(QWidget):
     def _tile_field(self, k: int) -> Field | None:
         return self._fields().get(self.tiles[k].source)
 
+    @alive_only
+    def _on_row(self, k: int) -> None:
+        if 0 <= k < len(self.tiles):
+            self.go_to(k)
+
     def go_to(self, k: int) -> None:
         """Centre the camera on tile k in its field and zoom to about VIEW_TILES tiles across."""
-        for j, button in enumerate(self.buttons):
-            button.setChecked(j == k)
+        if self.list.currentRow() != k:
+            with signals_blocked(self.list):
+                self.list.setCurrentRow(k)
         self.selected = k
         tile = self.tiles[k]
         fld = self._tile_field(k)
@@ -229,6 +253,6 @@ class GalleryPanel(QWidget):
         lead = tuple(np.zeros(yy.size, np.int64) for _ in range(layer.data.ndim - 2))
         layer.data_setitem(lead + (yy.ravel(), xx.ravel()), value)
         self.relabelled[k] = name
-        self._label(k, self.buttons[k])
+        self._label(k)
         self.note.setStyleSheet("")
         self.note.setText(f"Painted the tile at {tile.origin} of {fld.name} as {name}: retrain to use it.")
