@@ -158,10 +158,16 @@ def test_labelled_tile_overlay_is_what_training_receives(make_napari_viewer, qtb
     assert {(int(y) // 32, int(x) // 32) for y, x in rings} == held_out
     qtbot.waitUntil(lambda: set(overlay.features["split"]) == {"train", "validation"}, timeout=3000)
 
+    # classified: the predicted fill is added later, yet the outlines stay above it
+    widget.results_panel.classify_all_button.click()
+    wait_idle(qtbot, widget, 60)
+    qtbot.waitUntil(lambda: "A01 classes" in viewer.layers, timeout=5000)
+    layers = viewer.layers
+    qtbot.waitUntil(lambda: layers.index(overlay) > layers.index(layers["A01 classes"]), timeout=3000)
     # hover over a Treated tile while the image layer (not ours) is selected
     viewer.layers.selection.active = viewer.layers["A01 [nuclei]"]
     viewer.cursor.position = (2 * 32 + 16, 3 * 32 + 16)
-    assert "labelled Treated" in str(viewer.status)
+    assert "labelled Treated" in str(viewer.status) and "predicted" in str(viewer.status)
     viewer.cursor.position = (3 * 32 + 16, 16)
     assert "not labelled" in str(viewer.status)
 

@@ -21,16 +21,20 @@ from ..tiling import TileGrid, tile_values_to_map
 from ._fields import (
     ROLE_CLASSES,
     ROLE_LABELLED,
+    ROLE_LABELS,
     ROLE_VALIDATION,
     Field,
     derived_metadata,
+    field_id_of,
     find_derived,
+    role_of,
 )
 from ._labelling import ForegroundCache, first_channel, training_spec
 from ._layers import TRANSPARENT, keep_selection, labels_layer
 from ._session import LABELS_PAINTED, Session
 
 VALIDATION_COLOR = "#ffffff"
+_FILLS = {ROLE_LABELS, ROLE_CLASSES}
 
 
 def tile_classes(session: Session, fld: Field, viewer, foreground: ForegroundCache | None = None):
@@ -184,6 +188,10 @@ def hover_text(viewer, session: Session, fields, cache: dict, world) -> str:
 
 
 def session_split(session: Session) -> dict:
+    """The last training's split while its model is the current one (a loaded model has none)."""
+    trained = session.trained
+    if trained is None or trained.source != "trained":
+        return {}
     return getattr(session, "training_split", None) or {}
 
 
@@ -231,10 +239,10 @@ class LabelledTiles:
             split = splits.get(fld.name)
             width = outline_width(grid.tile_size, self._line_px(fld))
             key = (grid, classes.tobytes(), tuple(names), tuple(colors), _frozen(split), width)
-            if self._drawn.get(fld.id) == key and find_derived(self.viewer.layers, fld.id, ROLE_LABELLED):
-                continue
-            self._drawn[fld.id] = key
-            show_labelled(self.viewer, fld, grid, classes, names, colors, split, width)
+            if self._drawn.get(fld.id) != key or not find_derived(self.viewer.layers, fld.id, ROLE_LABELLED):
+                self._drawn[fld.id] = key
+                show_labelled(self.viewer, fld, grid, classes, names, colors, split, width)
+            _keep_on_top(self.viewer, fld.id)
         for fid in set(self._drawn) - seen:
             self._drawn.pop(fid, None)
             self.cache.pop(fid, None)
@@ -253,6 +261,21 @@ class LabelledTiles:
 
     def close(self, *_) -> None:
         self.viewer.cursor.events.position.disconnect(self.on_hover)
+
+
+def _keep_on_top(viewer, field_id: str) -> None:
+    """Outlines and rings above the field's fills (painted labels, predicted classes), which are
+    added later and would otherwise cover them."""
+    layers = viewer.layers
+    fills = [layers.index(ly) for ly in layers if field_id_of(ly) == field_id and role_of(ly) in _FILLS]
+    for role in (ROLE_LABELLED, ROLE_VALIDATION):
+        layer = find_derived(layers, field_id, role)
+        if layer is not None and fills and layers.index(layer) < max(fills):
+            with keep_selection(viewer):
+                layers.move(layers.index(layer), len(layers))
+            fills = [
+                layers.index(ly) for ly in layers if field_id_of(ly) == field_id and role_of(ly) in _FILLS
+            ]
 
 
 def _frozen(split) -> tuple:
