@@ -20,16 +20,11 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 from functools import lru_cache
 from pathlib import Path
 
 from . import io
-
-# Channel names that are nuclear stains: shown blue, like on the microscope.
-NUCLEAR = re.compile(r"dapi|hoechst|h33342|h3342|\bhoe|dna|nucle|draq|\bh2b|sytox|\bpi\b", re.I)
-# Other channels of a multi-channel image, in order (blue stays free for the nucleus).
-COLOR_CYCLE = ("green", "magenta", "cyan", "yellow", "red", "gray")
+from .channels import COLOR_CYCLE, NUCLEAR, channel_colormaps  # noqa: F401 (the reader's names)
 
 
 def get_reader(path):
@@ -126,19 +121,6 @@ def channel_names(image: io.ImageData) -> list[str]:
     n = 1 if axis is None else int(image.data.shape[axis])
     names = list(image.channel_names or [])
     return names if len(names) == n else [f"ch{i}" for i in range(n)]
-
-
-def channel_colormaps(names: list[str], file_colors: list[str] | None = None) -> list[str]:
-    """napari colormap per channel: one channel -> gray; the file's own colours (ImageJ LUTs,
-    RGB samples) when it has them; else nuclear stains blue and the rest green, magenta, cyan,
-    yellow, ..."""
-    if len(names) == 1:
-        return ["gray"]
-    if file_colors and len(file_colors) == len(names):
-        return list(file_colors)
-    colors = ["blue" if NUCLEAR.search(name) else None for name in names]
-    cycle = iter(c for c in COLOR_CYCLE * len(names))
-    return [c or next(cycle) for c in colors]
 
 
 def _geometry(image: io.ImageData, layer_axes: str) -> dict:

@@ -10,6 +10,7 @@ Two questions, answered here for io, the CLI, the widget and inference alike:
 
 from __future__ import annotations
 
+import re
 from typing import Sequence, Union
 
 import numpy as np
@@ -71,3 +72,22 @@ def model_channel_indices(
         f"the model expects {len(wanted)} channel(s) ({', '.join(wanted)}), "
         f"the image has {len(names)} ({', '.join(names)})"
     )
+
+
+# Channel names that are nuclear stains: shown blue, like on the microscope.
+NUCLEAR = re.compile(r"dapi|hoechst|h33342|h3342|\bhoe|dna|nucle|draq|\bh2b|sytox|\bpi\b", re.I)
+# Other channels of a multi-channel image, in order (blue stays free for the nucleus).
+COLOR_CYCLE = ("green", "magenta", "cyan", "yellow", "red", "gray")
+
+
+def channel_colormaps(names: list[str], file_colors: list[str] | None = None) -> list[str]:
+    """napari colormap per channel: one channel -> gray; the file's own colours (ImageJ LUTs,
+    RGB samples) when it has them; else nuclear stains blue and the rest green, magenta, cyan,
+    yellow, ..."""
+    if len(names) == 1:
+        return ["gray"]
+    if file_colors and len(file_colors) == len(names):
+        return list(file_colors)
+    colors = ["blue" if NUCLEAR.search(name) else None for name in names]
+    cycle = iter(c for c in COLOR_CYCLE * len(names))
+    return [c or next(cycle) for c in colors]

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from napari.layers import Image
 
-from .._reader import channel_colormaps
+from ..channels import channel_colormaps
 from ..datasets.channel_files import ChannelGroup, group_channel_files
 from ._fields import META_KEY, Field, _level0, _plane_shape, field_id_of, role_of
 from ._layers import keep_selection
