@@ -170,3 +170,52 @@ def test_display_steps_stop_waiting_when_nobody_applies_them(monkeypatch):
     assert len(list(_result_layers.display_steps(results, None, unanswered))) == 1
     assert len(list(_result_layers.display_steps(results, None, unanswered))) == 0  # next field
     assert results.method == "entropy" and np.allclose(results.scores, 1.0)
+
+
+def test_next_uncertain_asks_about_cells_in_object_mode(make_napari_viewer, qtbot):
+    """Object mode's "<field> cell classes" (instance ids; features: the per-object table, as
+    _objects makes it): Next goes to the most uncertain unlabelled cell's centroid, a key paints
+    the whole cell."""
+    from napari_cellclf._widget._fields import derived_metadata
+    from napari_cellclf._widget._review import ROLE_CELLS
+
+    viewer = make_napari_viewer(show=True)
+    truth = synthetic_field("puncta", SIZE, 1)
+    add_field(viewer, "puncta", truth.image)
+    dock, widget = open_widget(viewer)
+    qtbot.waitUntil(lambda: len(widget.fields_panel.fields) == 1, timeout=3000)
+    masks = np.zeros((SIZE, SIZE), np.uint16)
+    masks[10:30, 10:30], masks[60:90, 100:130], masks[150:170, 20:40] = 3, 5, 9
+    p_a = np.array([0.9, 0.55, 0.6])  # cell 5 is the least sure
+    features = {
+        "index": np.array([3, 5, 9]),
+        "label": np.array([3, 5, 9]),
+        "centroid_y": np.array([19.5, 74.5, 159.5]),
+        "centroid_x": np.array([19.5, 114.5, 29.5]),
+        "area": np.array([400, 900, 400]),
+        "class_name": np.array(["Control", "Control", "Control"], dtype=object),
+        "confidence": p_a,
+        "p_Control": p_a,
+        "p_Treated": 1 - p_a,
+    }
+    viewer.add_labels(
+        masks,
+        name="puncta cell classes",
+        features=features,
+        metadata=derived_metadata("/data/puncta.tif", ROLE_CELLS),
+    )
+    class CellPrediction:  # what object mode stores: a table per cell, no tile grid
+        class_names = ["Control", "Treated"]
+
+        def table(self):
+            return features
+
+    widget.session.set_prediction("/data/puncta.tif", "puncta", CellPrediction())
+    results = widget.results_panel
+    results.next_button.click()
+    assert tuple(camera_of(viewer).center[-2:]) == pytest.approx((74.5, 114.5))
+    assert "cell 5" in results.review_note.text()
+    results.review.answer(2)
+    painted = np.asarray(viewer.layers["puncta labels"].data)
+    assert (painted[masks == 5] == 2).all() and (painted[masks != 5] == 0).all()
+    assert tuple(camera_of(viewer).center[-2:]) == pytest.approx((159.5, 29.5))  # then cell 9

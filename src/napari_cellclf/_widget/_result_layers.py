@@ -149,7 +149,7 @@ def display_steps(results: ResultLayers, stop: threading.Event | None = None, un
     noted in `unanswered` (one list per job), and the job then sends no more steps and waits no
     more: its result callback shows what is left (`finish`)."""
     unanswered = [] if unanswered is None else unanswered
-    for role in STAGES:
+    for role in results.built:  # STAGES for tiles; object mode builds its own
         if (stop is not None and stop.is_set()) or unanswered:
             return
         step = DisplayStep(results, role, threading.Event())
@@ -172,7 +172,7 @@ def finish(viewer, fld: Field | None, results: ResultLayers) -> None:
     """Main thread, at the job's end: the layers no DisplayStep applied (dock closed meanwhile)."""
     if fld is None:
         return
-    for role in STAGES:
+    for role in results.built:
         if role not in results.applied:
             apply_role(viewer, fld, results, role)
 
@@ -188,7 +188,7 @@ def apply_role(viewer, fld: Field, results: ResultLayers, role: str) -> None:
             viewer.layers.append(built)
         layer = built
     else:
-        if role == ROLE_CLASSES:
+        if isinstance(built, Labels):  # tile classes, or object mode's cell classes
             layer.data = built.data
             layer.colormap = built.colormap
             layer.features = built.features

@@ -239,7 +239,7 @@ class ResultsPanel(QWidget):
             return
         keys = ", ".join(f"{k + 1} {n}" for k, n in enumerate(self.session.class_names[:9]))
         self.review_note.setText(
-            f"{asked.field_name}, tile {asked.tile + 1} at pixel (y, x) {asked.origin}: predicted "
+            f"{asked.field_name}, {where(asked)}: predicted "
             f"{asked.predicted} ({asked.confidence:.0%}), uncertainty {asked.score:.2f}. "
             f"Press {keys}, or {NEXT_KEY.upper()} to skip."
         )
@@ -290,6 +290,12 @@ class ResultsPanel(QWidget):
         path = _dialogs.ask_open_path(self, "Load model", MODEL_FILTER)
         if path:
             self.controller.load_model(path)
+
+
+def where(asked) -> str:
+    if asked.kind == "tile":
+        return f"tile {asked.item + 1} at pixel (y, x) {asked.origin}"
+    return f"cell {asked.item} at pixel (y, x) ({asked.centre[0]:.0f}, {asked.centre[1]:.0f})"
 
 
 def readout_text(row) -> str:
