@@ -23,7 +23,8 @@ On `--device cuda` the same table runs on the GPU: the Classifier sizes batches 
 activation budget, copies pinned host tiles with non_blocking transfers, runs under autocast
 (bf16 where the GPU has it, else fp16, unless --precision fp32), the matmul ceiling is a CUDA
 torch.mm, training uses the GPU with its AMP, and peak GPU memory is printed per section
-(torch.cuda.max_memory_allocated; the cache is emptied after each job).
+(torch.cuda.max_memory_allocated; the cache is emptied after each job): one number for the
+interleaved inference and attribution rounds, one for training.
 Not a test; nothing is asserted.
 """
 
@@ -136,6 +137,18 @@ def show(name: str, rate: Rate, flops_per_item: float, ceiling: float, unit: str
         f"  {name:<40} {rate.best:8.1f} {unit} (median {rate.median:7.1f})  "
         f"{gflops:6.1f} GFLOP/s = {gflops / ceiling:5.1%} of ceiling{others}"
     )
+
+
+def gpu_memory(device: str, section: str) -> None:
+    """On CUDA: the section's peak allocated memory, then the cache emptied and the peak reset,
+    so each section's number is its own (a no-op on CPU)."""
+    if not device.startswith("cuda"):
+        return
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    print(f"  peak GPU memory, {section}: {peak:.0f} MiB (cache emptied after the job)")
 
 
 def main(argv=None) -> int:
@@ -334,6 +347,7 @@ def main(argv=None) -> int:
         f" (eager: {rates['eager'].best / rates['explain eager'].best:.2f}x)"
     )
 
+    gpu_memory(args.device, "inference and attribution rounds (interleaved, so one number)")
     if not args.skip_training:
         train_rate = measure_training(args, rng, tile)
         print("\ntraining (training.train: augmentation, weighted loss, optimiser step)")
@@ -345,9 +359,7 @@ def main(argv=None) -> int:
             unit="samples/s",
         )
 
-    if cuda:
-        print(f"peak GPU memory over the run: {torch.cuda.max_memory_allocated(args.device) / 2**20:.0f} MiB")
-        torch.cuda.empty_cache()
+        gpu_memory(args.device, "training")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 

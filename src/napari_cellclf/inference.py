@@ -162,7 +162,10 @@ class Classifier:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.meta = meta
         self.device = choose_device(device)
-        self.model = prepare_for_device(model, self.device).eval()
+        # eval() first: prepare_for_device folds BatchNorm only in eval mode, and without the
+        # fold a model handed over in training mode (build_model's default) missed the oneDNN
+        # backend and ran eager, as bench_engine.py's did.
+        self.model = prepare_for_device(model.eval(), self.device)
         self.normalization = Normalization.from_dict(meta.normalization)
         self.class_names = list(meta.class_names)
         self.channel_names = list(meta.channel_names)
