@@ -82,6 +82,8 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
     results = widget.results_panel
     results.classify_all_button.click()
     wait_idle(qtbot, widget, 60)
+    # the number format the engine chose is in the model info (the suite pins fp32)
+    assert "precision fp32 (attribution fp32)" in results.model_info.text()
     for name, (_, _, value) in FIELDS.items():
         layer = viewer.layers[f"{name} classes"]
         assert layer.data.shape == (SIZE, SIZE)

@@ -143,6 +143,7 @@ class ResultsPanel(QWidget):
         session.classes_changed.connect(self._on_model_changed)
         session.current_changed.connect(self._on_current_changed)
         session.predictions_changed.connect(self._update_enabled)
+        session.predictions_changed.connect(self._show_precision)  # chosen when it first classifies
         session.jobs.started.connect(self._update_enabled)
         session.jobs.finished.connect(self._update_enabled)
         self._on_model_changed()
@@ -181,6 +182,15 @@ class ResultsPanel(QWidget):
                 f"classes {', '.join(meta.class_names)}{_accuracy_text(trained.history)}"
             )
         self._update_enabled()
+
+    @alive_only
+    def _show_precision(self, *_) -> None:
+        """The number format the engine chose for the model (precision.py), once it has one."""
+        report = self.session.precision_report
+        text = self.model_info.text().split("\nprecision ")[0]
+        if report is not None and self.session.trained is not None:
+            text += f"\nprecision {report.precision} (attribution {report.explain_precision})"
+        self.model_info.setText(text)
 
     @alive_only
     def _on_current_changed(self) -> None:

@@ -240,6 +240,11 @@ class Session:
             self._classifier = (device, Classifier(self.trained.model, self.trained.meta, device=device))
         return self._classifier[1]
 
+    @property
+    def precision_report(self):
+        """precision.PrecisionReport of the wrapped model, None until it has been wrapped."""
+        return None if self._classifier is None else self._classifier[1].precision_report
+
     def set_prediction(self, field_id: str, field_name: str, prediction: "FieldPrediction") -> None:
         self.predictions[field_id] = (field_name, prediction)
         self.predictions_changed.emit(field_id)
