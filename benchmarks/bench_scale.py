@@ -147,76 +147,116 @@ def section_precision_dense(args, model_factory, meta, field) -> dict:
 
 # ------------------------------------------------------------------------------ big image
 
-CHILD = r"""
-import json, resource, sys, time
-from napari_cellclf.inference import Classifier
-from napari_cellclf import streaming
-import tifffile
-mode, model_path, tif, out, stride = sys.argv[1:6]
-stride = int(stride) if stride != "none" else None
-classifier = Classifier.from_file(model_path, device="cpu", precision="auto")
-start = time.perf_counter()
-if mode == "stream":
-    n = streaming.predict_file_streaming(classifier, tif, out, stride=stride)
-else:
-    image = tifffile.imread(tif)
-    n = len(classifier.predict_field_sync(image, stride=stride).indices)
-seconds = time.perf_counter() - start
-print(json.dumps({"tiles": n, "seconds": seconds, "precision": classifier.precision,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+
+def run_measured(command: list[str], workdir: Path) -> dict:
+    """Run `command`; its wall time and peak RSS (os.wait4's rusage of that child alone:
+    RUSAGE_CHILDREN would report the largest child so far), stdout and return code."""
+    stdout, stderr = workdir / "child.out", workdir / "child.err"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "rc": child.returncode,
+        "seconds": seconds,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "stdout": stdout.read_text(),
+        "stderr": stderr.read_text()[-2000:],
+    }
+
+
+def cli(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "napari_cellclf.cli", *arguments]
+
+
+def write_big_tiff(path: Path, size: int, rows: int | None = None) -> None:
+    """(2, rows or size, size) uint16 tiled BigTIFF, written tile by tile (the benchmark itself stays
+    in bounded memory): smooth blobs on noise, so tiles differ like a real field's."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    with tifffile.TiffWriter(path, bigtiff=True) as writer:
+        writer.write(
+            _tiles(size, rng, rows or size),
+            shape=(2, rows or size, size),
+            dtype=np.uint16,
+            tile=(512, 512),
+            compression="zlib",
+            photometric="minisblack",
+            metadata={"axes": "CYX"},
+        )
 
 
 def section_big(args, model_path: Path, workdir: Path) -> dict:
-    import tifffile
+    """`cellclf predict` and `cellclf explain` on big tiled TIFFs, each a fresh process: peak RSS
+    and tiles/s (wall time of the whole command, minus the same command's start-up measured on a
+    one-tile image, so model loading and the precision probe are not counted as tile time). A
+    reference size small enough for io to read whole (<= io.LAZY_BYTES) runs in memory: its
+    tiles/s is the rate the streamed runs are compared with."""
+    from napari_cellclf import io
 
-    results = {}
-    sizes = sorted({max(1024, args.big // 4), args.big})
+    big_dir = Path(args.big_dir) if args.big_dir else workdir
+    big_dir.mkdir(parents=True, exist_ok=True)
+    reference = 2048  # 2 x 2048² uint16 = 16 MB: read whole
+    sizes = sorted({reference, *args.big})
+    results: dict = {"lazy_bytes": io.LAZY_BYTES, "load_average_start": os.getloadavg()}
+    tiny = workdir / "tiny.tif"
+    write_big_tiff(tiny, args.tile_size)
+    startup = {}
+    for kind in args.big_commands:
+        out = workdir / ("tiny.csv" if kind == "predict" else "tiny_map.tif")
+        startup[kind] = run_measured(cli(kind, str(model_path), str(tiny), "--out", str(out)), workdir)[
+            "seconds"
+        ]
+    results["startup_seconds"] = startup
     for size in sizes:
-        tif = workdir / f"big_{size}.tif"
+        rows = min(size, args.big_rows) if args.big_rows and size != reference else size
+        tif = big_dir / f"big_{rows}x{size}.tif"
         if not tif.exists():
-            rng = np.random.default_rng(0)
-            with tifffile.TiffWriter(tif, bigtiff=True) as writer:
-                # Written tile by tile: the benchmark itself stays in bounded memory too.
-                writer.write(
-                    _tiles(size, rng),
-                    shape=(2, size, size),
-                    dtype=np.uint16,
-                    tile=(512, 512),
-                    photometric="minisblack",
-                    metadata={"axes": "CYX"},
-                )
-        for mode in ("stream", "memory") if size <= args.in_memory_max else ("stream",):
-            command = [
-                sys.executable,
-                "-c",
-                CHILD,
-                mode,
-                str(model_path),
-                str(tif),
-                str(workdir / f"out_{size}_{mode}.csv"),
-                "none",
-            ]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr[-2000:])
+            write_big_tiff(tif, size, rows)
+        # border="pad": every pixel covered
+        tiles = (-(-size // args.tile_size)) * (-(-rows // args.tile_size))
+        for kind in args.big_commands:
+            out = workdir / (f"out_{size}.csv" if kind == "predict" else f"map_{size}.tif")
+            row = run_measured(cli(kind, str(model_path), str(tif), "--out", str(out)), workdir)
+            out.unlink(missing_ok=True)
+            if row["rc"] != 0:
+                print(f"  {size}² {kind} failed:\n{row['stderr']}")
                 continue
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            row["tiles_per_s"] = row["tiles"] / row["seconds"]
-            results[f"{size} {mode}"] = row
+            row["tiles"], row["shape"] = tiles, [2, rows, size]
+            row["streamed"] = 2 * 2 * rows * size > io.LAZY_BYTES  # io reads it lazily: streamed
+            row["tiles_per_s"] = tiles / max(row["seconds"] - startup[kind], 1e-9)
+            row["load_average"] = os.getloadavg()
+            del row["stdout"], row["stderr"]
+            results[f"{size} {kind}"] = row
             print(
-                f"  {size}x{size} {mode:<6}: {row['tiles']} tiles, {row['seconds']:.1f} s "
-                f"({row['tiles_per_s']:.0f} tiles/s), peak RSS {row['peak_rss_mb']:.0f} MB"
+                f"  {rows}x{size} {kind:<7} {'streamed' if row['streamed'] else 'in memory'}: "
+                f"{tiles} tiles, {row['seconds']:.1f} s ({row['tiles_per_s']:.0f} tiles/s after "
+                f"{startup[kind]:.1f} s start-up), peak RSS {row['peak_rss_mb']:.0f} MB, load "
+                f"{row['load_average'][0]:.1f}"
             )
+    for kind in args.big_commands:
+        base = results.get(f"{reference} {kind}")
+        for size in sizes:
+            row = results.get(f"{size} {kind}")
+            if base and row and size != reference:
+                row["rate_vs_in_memory"] = row["tiles_per_s"] / base["tiles_per_s"]
+                print(f"  {size}² {kind}: {row['rate_vs_in_memory']:.2f}x the in-memory {reference}² rate")
     return results
 
 
-def _tiles(size: int, rng):
-    """Tiles of a (2, size, size) image in TIFF tile order, generated lazily."""
+def _tiles(size: int, rng, rows: int):
+    """Tiles of a (2, rows, size) image in TIFF tile order, generated lazily."""
+    from scipy.ndimage import uniform_filter
+
     for _c in range(2):
-        for _y in range(0, size, 512):
+        for _y in range(0, rows, 512):
             for _x in range(0, size, 512):
-                yield rng.integers(0, 4096, (512, 512)).astype(np.uint16)
+                blobs = uniform_filter(rng.random((512, 512), dtype=np.float32), 9)
+                noise = rng.integers(0, 400, (512, 512))
+                yield (np.clip(blobs - 0.45, 0, None) * 40000 + noise).astype(np.uint16)
 
 
 # ------------------------------------------------------------------------------ dask
@@ -265,9 +305,23 @@ def main(argv=None) -> int:
     parser.add_argument("--field", type=int, default=768)
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--big", type=int, default=4096, help="side of the big TIFF (px)")
     parser.add_argument(
-        "--in-memory-max", type=int, default=8192, help="largest side also run in memory (RSS comparison)"
+        "--big", type=int, nargs="+", default=[8192], help="sides of the big TIFFs (px), e.g. 8192 20000"
+    )
+    parser.add_argument(
+        "--big-rows",
+        type=int,
+        default=None,
+        help="rows of the big TIFFs (default: square); a band spans the width, so peak RSS depends "
+        "on the width only and fewer rows measure it in less time",
+    )
+    parser.add_argument(
+        "--big-commands", nargs="+", default=["predict", "explain"], choices=["predict", "explain"]
+    )
+    parser.add_argument(
+        "--big-dir",
+        default=None,
+        help="where the big TIFFs are written and kept (default: a temporary folder)",
     )
     parser.add_argument("--files", type=int, default=6, help="files for the dask section")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dense", "big", "dask"])
@@ -324,7 +378,7 @@ def main(argv=None) -> int:
                 print(f"  bf16 inference = {share:.0%} of the bf16 matmul ceiling")
                 report["engine"]["ratios"]["bf16_share_of_ceiling"] = share
         if "big" not in args.skip:
-            print("\n== big image: streaming vs in memory (fresh subprocesses) ==")
+            print("\n== big images: cellclf predict / explain, each a fresh process ==")
             report["big"] = section_big(args, model_path, workdir)
         if "dask" not in args.skip:
             print("\n== many files: serial vs dask.distributed LocalCluster ==")
