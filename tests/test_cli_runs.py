@@ -87,3 +87,39 @@ def test_crosstest_needs_two_datasets_and_info_a_model(tmp_path, capsys):
     assert status == 2 and "at least two" in err
     status, out, err = run(capsys, "info", tmp_path / "none.safetensors")
     assert status == 2 and "no such model file" in err
+
+
+def write_stacks(root: Path, seed: int, n: int = 16) -> Path:
+    """Class folders of 3-plane Z stacks (ImageJ ZCYX): the classes differ only in plane 2;
+    planes 0 and 1 are the same background noise for both."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:16, 0:16]
+    blob = np.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / 18.0)
+    for name, level in (("dim", 20), ("bright", 200)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            planes = [rng.poisson(20 + 0 * blob), rng.poisson(20 + 0 * blob), rng.poisson(20 + level * blob)]
+            stack = np.stack(planes)[:, None].astype(np.uint16)  # Z, C, Y, X
+            tifffile.imwrite(root / name / f"{i:02d}.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    return root
+
+
+def test_crosstest_reads_data_as_train_does_plane_chosen_by_option(tmp_path, capsys):
+    """crosstest reads DATA through the same options and reader as train (it used to load folders
+    its own way and had no --plane): a Z stack needs --plane, and the plane chosen is the one
+    trained and tested on (the classes differ only in plane 2)."""
+    a, b = write_stacks(tmp_path / "a", 1), write_stacks(tmp_path / "b", 2)
+    status, out, err = run(capsys, "crosstest", a, b, "--out", tmp_path / "x", *FAST)
+    assert status == 2 and "--plane Z=k" in err and len(err.strip().splitlines()) == 1
+
+    def balanced(plane: int) -> list[float]:
+        folder = tmp_path / f"z{plane}"
+        status, out, err = run(
+            capsys, "crosstest", a, b, "--out", folder, "--plane", f"Z={plane}", *FAST, "--epochs", 6
+        )
+        assert status == 0, err
+        with open(folder / "crosstest.csv") as handle:
+            return [float(r["balanced_accuracy"]) for r in csv.DictReader(handle) if r["train"] != r["test"]]
+
+    assert min(balanced(2)) >= 0.9  # trained on a, tested on all of b, and back
+    assert max(balanced(0)) <= 0.75  # the same folders, the plane without the phenotype

@@ -143,6 +143,23 @@ def check_output(path, inputs: Sequence = (), option: str = "--out") -> Path:
     return check_output_path(path, inputs, option=option)
 
 
+def train_config(args):
+    """training.TrainConfig from the parsed options, checked; the engine names TrainConfig
+    fields in its messages, the CLI says the options."""
+    from .. import options
+    from ..training import check_config
+
+    config = options.train_config_from(vars(args))
+    try:
+        check_config(config)
+    except ValueError as error:
+        message = str(error)
+        for field_name, flag in options.option_of_config_field().items():
+            message = message.replace(f"TrainConfig.{field_name}", flag)
+        raise CLIError(message) from None
+    return config
+
+
 # -- fields, channels, models ---------------------------------------------------------------------
 def read_field(path: Path, plane: dict[str, int] | None = None):
     """(io.ImageData, float32 (C, Y, X) array of every channel, channel names)."""

@@ -6,13 +6,14 @@ import argparse
 import threading
 from pathlib import Path
 
-from ._common import DATA_HELP, CLIError, add_channels, err, note, out, parse_channels, reading_bar
+from ._common import DATA_HELP, CLIError, err, out, parse_channels, train_config
+from ._labelled import add_training_data_arguments, check_training_data_arguments, read_training_data
 
 NAME = "crosstest"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from ..options import FOLDER_MODE, MIN_FRACTION, STRIDE, TILE_SIZE, add_train_arguments
+    from ..options import add_train_arguments
 
     parser = commands.add_parser(
         NAME,
@@ -27,12 +28,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("data", metavar="DATA", nargs="+", help="two or more labelled folders")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for the results")
-    TILE_SIZE.add_to(parser)
-    STRIDE.add_to(parser)
-    FOLDER_MODE.add_to(parser)
-    parser.add_argument("--classes", metavar="A,B,...", help="label images: names of label values 1, 2, ...")
-    MIN_FRACTION.add_to(parser)
-    add_channels(parser, for_model=False)
+    add_training_data_arguments(parser)  # DATA is read as `cellclf train` reads it
     add_train_arguments(parser)  # --runs N: models per dataset
     parser.set_defaults(handler=run)
     return parser
@@ -47,25 +43,14 @@ def _split_spec(text: str, default_channels):
 
 
 def run(args) -> int:
-    from .. import options
     from ..crosstest import crosstest, write_crosstest
-    from ..datasets import TileSpec, detect_layout, load_folder
-    from ..training import check_config
-    from ._common import parse_class_list
     from .train import _TrainingPrinter
 
     if len(args.data) < 2:
         raise CLIError("crosstest needs at least two DATA folders")
-    config = options.train_config_from(vars(args))
+    check_training_data_arguments(args)
+    config = train_config(args)
     runs = config.runs
-    try:
-        check_config(config)
-    except ValueError as error:
-        message = str(error)
-        for field_name, flag in options.option_of_config_field().items():
-            message = message.replace(f"TrainConfig.{field_name}", flag)
-        raise CLIError(message) from None
-    class_names = parse_class_list(args.classes)
     default_channels = parse_channels(args.channels)
     datasets = {}
     for text in args.data:
@@ -74,21 +59,7 @@ def run(args) -> int:
             name = str(root) + (text[len(str(root)) :] if text.startswith(str(root)) else "")
         if name in datasets:
             raise CLIError(f"{text}: given twice")
-        layout = detect_layout(root)
-        update, close = reading_bar(f"reading {name}")
-        try:
-            dataset = load_folder(
-                root,
-                layout,
-                TileSpec(args.tile_size, args.stride, args.min_fraction),
-                mode=args.mode,
-                channels=channels,
-                class_names=class_names,
-                note=note,
-                progress=update,
-            )
-        finally:
-            close()
+        dataset, _, _ = read_training_data(args, root, channels, name=name)
         out(
             f"{name}: {len(dataset)} samples, channel(s) {', '.join(dataset.channel_names)}: "
             + ", ".join(f"{k} {n}" for k, n in dataset.class_counts().items())

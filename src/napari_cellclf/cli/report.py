@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from ._common import DATA_HELP, PROG, CLIError, err, out
-from .evaluate import add_labelled_data_arguments
+from ._labelled import add_labelled_data_arguments
 
 NAME = "report"
 
@@ -48,7 +48,7 @@ def _check_out_dir(out_dir: Path, data: Path, model: Path) -> None:
 def run(args) -> int:
     from ..evaluation import format_metrics
     from ..report import make_report
-    from .evaluate import held_out, load_labelled
+    from ._labelled import held_out, load_labelled
 
     out_dir, data = Path(args.out), Path(args.data)
     _check_out_dir(out_dir, data, Path(args.model))

@@ -11,31 +11,20 @@ from ._common import (
     DATA_HELP,
     EXIT_INTERRUPTED,
     PROG,
-    CLIError,
-    add_channels,
-    add_plane,
     err,
     format_accuracy,
-    note,
     out,
     parse_channels,
-    parse_class_list,
-    parse_plane,
     progress,
-    reading_bar,
+    train_config,
 )
+from ._labelled import add_training_data_arguments, check_training_data_arguments, read_training_data
 
 NAME = "train"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from ..options import (
-        FOLDER_MODE,
-        MIN_FRACTION,
-        STRIDE,
-        TILE_SIZE,
-        add_train_arguments,
-    )
+    from ..options import add_train_arguments
 
     parser = commands.add_parser(
         NAME,
@@ -53,23 +42,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         metavar="MODEL",
         help="model file to write (.safetensors added when missing)",
     )
-    TILE_SIZE.add_to(parser)
-    STRIDE.add_to(parser)
-    FOLDER_MODE.add_to(parser)
-    parser.add_argument(
-        "--classes",
-        metavar="A,B,...",
-        help="label images: names of label values 1, 2, ... (default 'class 1', ...)",
-    )
-    MIN_FRACTION.add_to(parser)
-    parser.add_argument(
-        "--blank-background",
-        action="store_true",
-        help="objects layout (<stem>_objects.tif): zero the pixels outside each cell in its tile "
-        "(predict --objects does the same for this model)",
-    )
-    add_channels(parser, for_model=False)
-    add_plane(parser)
+    add_training_data_arguments(parser)
     add_train_arguments(parser)  # one option per training.TrainConfig field
     parser.add_argument(
         "--report",
@@ -82,76 +55,22 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .. import data, options
-    from ..datasets import TileSpec, detect_layout, load_folder, probe_image
+    from .. import data
     from ..model import choose_device
     from ..modelfile import model_file_path, save_model
     from ..pixelsize import training_pixel_size_of_files
     from ..provenance import add_provenance
     from ..runs_report import write_runs_report
-    from ..training import check_config
-    from ._common import channel_indices, check_output, read_field
+    from ._common import check_output
 
     # Settings that cannot work fail before any data is read.
-    try:
-        options.check_tile_size(args.tile_size)
-    except ValueError:
-        tile = options.TILE_SIZE
-        raise CLIError(f"--tile-size {args.tile_size}: must be {tile.minimum}..{tile.maximum} px") from None
-    if args.stride is not None and args.stride < 1:
-        raise CLIError(f"--stride {args.stride}: must be at least 1")
-    config = options.train_config_from(vars(args))
-    try:
-        check_config(config)
-    except ValueError as error:  # the engine names TrainConfig fields; say the options
-        message = str(error)
-        for field_name, flag in options.option_of_config_field().items():
-            message = message.replace(f"TrainConfig.{field_name}", flag)
-        raise CLIError(message) from None
+    check_training_data_arguments(args)
+    config = train_config(args)
     choose_device(config.device)  # a GPU asked for but absent
     root = Path(args.data)
     # The output is checked now, not after an hour of training (the real name, suffix added).
     model_path = check_output(model_file_path(args.out), [root])
-    channels = parse_channels(args.channels)
-    class_names = parse_class_list(args.classes)
-    layout = detect_layout(root)
-    out(
-        f"{root}: "
-        + (
-            "class folders (DATA/<class>/<image>), mode " + args.mode
-            if layout == "folders"
-            else f"label images (<stem> + <stem>_labels), tiles of {args.tile_size} px"
-            if layout == "labels"
-            else f"objects (<stem> + <stem>_labels + <stem>_objects), one {args.tile_size} px tile per cell"
-        )
-    )
-    if layout == "folders" and class_names is not None:
-        raise CLIError(
-            "--classes names label values of label images; with class folders the "
-            "folder names are the classes"
-        )
-
-    probe = probe_image(root, layout)
-    plane = parse_plane(args.plane)
-    _, _, probe_names = read_field(probe, plane)
-    indices = channel_indices(probe_names, channels, probe)
-
-    update, close = reading_bar()
-    try:
-        dataset = load_folder(
-            root,
-            layout,
-            TileSpec(args.tile_size, args.stride, args.min_fraction),
-            mode=args.mode,
-            channels=channels,
-            class_names=class_names,
-            note=note,
-            progress=update,
-            plane=plane,
-            blank_background=args.blank_background,
-        )
-    finally:
-        close()
+    dataset, layout, indices = read_training_data(args, root, parse_channels(args.channels))
     counts = dataset.class_counts()
     out(
         f"{len(dataset)} samples of {args.tile_size}x{args.tile_size} px, "
