@@ -129,7 +129,7 @@ def test_tta_option_is_stored_and_restored(tmp_path):
     [
         (40, 150),  # 2 steps an epoch: the 300-step floor
         (160, 60),  # 5 steps an epoch
-        (2400, 15),  # 75 steps an epoch: 15 epochs = 1125 steps
+        (2400, 30),  # 75 steps an epoch: 30 epochs = 2250 steps
         (100_000, 4),  # 3125 steps an epoch: capped at 10,000 steps
         (5, training.MAX_AUTO_EPOCHS),
     ],
