@@ -88,6 +88,11 @@ def test_next_uncertain_centres_on_the_most_uncertain_unlabelled_tile_and_keys_l
     second = expected_next({first})
     assert second != first
     assert tuple(camera_of(viewer).center[-2:]) == pytest.approx(_tile_centre(viewer, second))
+    # N skips to the next one, also while the labels layer is selected for painting
+    viewer.layers.selection.active = viewer.layers["puncta labels"]
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_N)
+    third = expected_next({first, second})
+    assert tuple(camera_of(viewer).center[-2:]) == pytest.approx(_tile_centre(viewer, third))
 
 
 def test_readout_equals_csv_and_csv_index_is_the_layer_value(classified, monkeypatch, tmp_path):
@@ -204,6 +209,7 @@ def test_next_uncertain_asks_about_cells_in_object_mode(make_napari_viewer, qtbo
         features=features,
         metadata=derived_metadata("/data/puncta.tif", ROLE_CELLS),
     )
+
     class CellPrediction:  # what object mode stores: a table per cell, no tile grid
         class_names = ["Control", "Treated"]
 

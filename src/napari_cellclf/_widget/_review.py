@@ -1,8 +1,7 @@
 """The model asks for labels: "Next uncertain" and one key press per answer (tiles or cells).
 
 After a classification every classified tile has an uncertainty (the classes layer's
-`uncertainty` feature, from _result_layers / uncertainty.py). "Next uncertain" (button, or N with
-a classes layer selected) centres the camera on the most uncertain tile of any classified field
+`uncertainty` feature, from _result_layers / uncertainty.py). "Next uncertain" (button, or N) centres the camera on the most uncertain tile of any classified field
 that is not labelled (the tile rule of training: painted pixels on at least MIN_FRACTION of it,
 tiling.tile_labels_from_label_image) and not visited yet, and selects that field's classes layer,
 whose keys 1..K then paint the tile as class k on "<field> labels" (Labels.data_setitem, as the
@@ -56,9 +55,23 @@ class Review:
         self.asked: Asked | None = None
         self.listeners: list = []  # called with the new `asked` (the panel's note)
         session.predictions_changed.connect(self._on_prediction)
+        # N on the viewer too, so it works while painting on a labels layer (which binds no N);
+        # never taken from whoever bound it first
+        try:
+            viewer.bind_key(NEXT_KEY, self._on_next_key)
+            self._viewer_key = True
+        except ValueError:
+            self._viewer_key = False
+
+    def _on_next_key(self, _viewer) -> None:
+        if self.session.predictions and not self.session.jobs.busy:
+            self.next()
 
     def shut_down(self) -> None:
         self.session.predictions_changed.disconnect(self._on_prediction)
+        if self._viewer_key:
+            self.viewer.bind_key(NEXT_KEY, None)
+            self._viewer_key = False
 
     def _on_prediction(self, field_id: str) -> None:
         self.visited.pop(field_id, None)  # a new classification asks afresh
