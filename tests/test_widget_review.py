@@ -20,8 +20,7 @@ TILE = 32
 SIZE = 192
 
 
-@pytest.fixture
-def classified(make_napari_viewer, qtbot):
+def _classify(make_napari_viewer, qtbot, runs: int = 1):
     viewer = make_napari_viewer(show=True)
     truth = synthetic_field("puncta", SIZE, 1)
     add_field(viewer, "puncta", truth.image)
@@ -37,12 +36,27 @@ def classified(make_napari_viewer, qtbot):
         paint_tiles(labels, list(zip(*np.nonzero(tiles == value)))[:4], TILE, value)
     train = widget.train_panel
     train.epochs.setValue(4)
+    train.runs.setValue(runs)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
     train.train_button.click()
     wait_idle(qtbot, widget, 120)
     widget.results_panel.classify_button.click()
     wait_idle(qtbot, widget, 60)
     return viewer, widget
+
+
+@pytest.fixture
+def classified(make_napari_viewer, qtbot):
+    return _classify(make_napari_viewer, qtbot)
+
+
+def test_an_ensemble_shows_its_members_disagreement(make_napari_viewer, qtbot):
+    viewer, widget = _classify(make_napari_viewer, qtbot, runs=2)
+    assert widget.session.trained.meta.n_members == 2
+    layer = viewer.layers["puncta uncertainty"]
+    assert layer.metadata["cellclf"]["method"] == "disagreement"
+    scores = np.asarray(viewer.layers["puncta classes"].features["uncertainty"], float)
+    assert 0 <= scores.min() and scores.max() <= 1 and scores.max() > 0
 
 
 def _tile_centre(viewer, tile: int) -> tuple[float, float]:
