@@ -15,6 +15,7 @@ and confidence) in the status bar, whichever layer is selected.
 from __future__ import annotations
 
 import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
 
 from .. import datasets
 from ..tiling import TileGrid, tile_values_to_map
@@ -70,8 +71,36 @@ def outline_width(tile_size: int, line_px: int) -> int:
     return int(max(2 * line_px, min(4, max(1, tile_size // 16))))
 
 
+def outline_map(grid: TileGrid, classes: np.ndarray, width: int) -> np.ndarray:
+    """(H, W) uint8/uint16: the class value on a `width`-px band inside the border of each
+    labelled tile's cell (TileGrid.tile_at's cells), 0 elsewhere. Drawn here with 1-D masks
+    because napari's Labels `contour` (a grey erosion per refresh) took over 1 s on a 2048² field."""
+    n = grid.n_tiles
+    cells = np.asarray(tile_values_to_map(np.arange(1, n + 1), grid, np.arange(n), fill=0))
+    mid = grid.tile_size // 2
+    row_of = np.where(cells[:, mid] > 0, (cells[:, mid] - 1) // grid.cols, -1)
+    col_of = np.where(cells[mid, :] > 0, (cells[mid, :] - 1) % grid.cols, -1)
+    border = [_band(row_of, width)[:, None], _band(col_of, width)[None, :]]
+    lut = np.zeros(n + 1, dtype=np.uint16 if classes.max(initial=0) >= 255 else np.uint8)
+    lut[1:] = classes
+    return np.where(border[0] | border[1], lut[cells], 0).astype(lut.dtype, copy=False)
+
+
+def _band(cell: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within `width` of a change of cell along one axis (the axis ends count as one)."""
+    padded = np.r_[-2, cell, -2]
+    out = np.zeros(len(cell), bool)
+    for k in range(1, max(1, int(width)) + 1):
+        before = np.r_[np.full(k - 1, -2), padded[: len(padded) - k]][: len(cell)]
+        after = np.r_[padded[k + 1 :], np.full(k - 1, -2)][: len(cell)]
+        out |= (before != cell) | (after != cell)
+    return out
+
+
 def show_labelled(viewer, fld: Field, grid: TileGrid, classes: np.ndarray, names, colors, split, width: int):
-    """Create or refill "<field> labelled tiles" (and its validation marks); None when empty."""
+    """Create or refill "<field> labelled tiles" (and its validation marks); None when empty.
+    Label value = class value (K colours, cheap to draw); the per-tile table (row, col, class,
+    split) is in metadata["cellclf"]["tiles"]."""
     layer = find_derived(viewer.layers, fld.id, ROLE_LABELLED)
     chosen = np.flatnonzero(classes)
     if not len(chosen):
@@ -79,44 +108,42 @@ def show_labelled(viewer, fld: Field, grid: TileGrid, classes: np.ndarray, names
             viewer.layers.remove(layer)
         _show_validation(viewer, fld, grid, chosen, split)
         return None
-    values = (chosen + 1).astype(np.int64)
-    dtype = np.uint16 if grid.n_tiles + 1 < 2**16 else np.uint32
-    tile_ids = np.asarray(tile_values_to_map(values, grid, chosen, fill=0)).astype(dtype, copy=False)
+    outlines = outline_map(grid, classes, width)
     color_dict = {None: TRANSPARENT, 0: TRANSPARENT}
-    color_dict.update({int(v): colors[int(classes[t]) - 1] for v, t in zip(values, chosen)})
+    color_dict.update({k: c for k, c in enumerate(colors, start=1)})
     rows, cols = grid.row_col(chosen)
     held_out = split.get("validation", set()) if split else set()
-    features = {
-        "index": values,
-        "class": np.asarray([names[int(classes[t]) - 1] for t in chosen]),
-        "row": rows,
-        "col": cols,
-        "split": np.asarray(
-            [
-                ("validation" if (int(r), int(c)) in held_out else "train") if split else "-"
-                for r, c in zip(rows, cols)
-            ]
-        ),
+    tiles = {
+        "tile": [int(t) + 1 for t in chosen],
+        "row": [int(r) for r in rows],
+        "col": [int(c) for c in cols],
+        "class": [names[int(classes[t]) - 1] for t in chosen],
+        "split": [
+            ("validation" if (int(r), int(c)) in held_out else "train") if split else "-"
+            for r, c in zip(rows, cols)
+        ],
     }
-    from napari.utils.colormaps import DirectLabelColormap
-
-    colormap = DirectLabelColormap(color_dict=color_dict)
+    features = {"index": np.arange(1, len(names) + 1), "class": np.asarray(names)}
+    metadata = derived_metadata(fld.id, ROLE_LABELLED)
+    metadata["cellclf"].update(tiles=tiles, colors=list(colors))
     if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_labels(
-                tile_ids,
+                outlines,
                 name=f"{fld.name} labelled tiles",
-                colormap=colormap,
+                colormap=DirectLabelColormap(color_dict=color_dict),
                 features=features,
                 opacity=1.0,
-                metadata=derived_metadata(fld.id, ROLE_LABELLED),
+                metadata=metadata,
                 **fld.layer_kwargs(),
             )
     else:
-        layer.data = tile_ids
-        layer.colormap = colormap
+        recolour = layer.metadata.get("cellclf", {}).get("colors") != list(colors)
+        layer.metadata.update(metadata)
+        if recolour:  # each colormap change redraws the whole field: only when classes changed
+            layer.colormap = DirectLabelColormap(color_dict=color_dict)
         layer.features = features
-    layer.contour = width
+        layer.data = outlines
     layer.editable = False
     _show_validation(viewer, fld, grid, chosen, split)
     return layer
