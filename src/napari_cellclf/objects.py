@@ -7,18 +7,28 @@ An instance mask is a (Y, X) integer image: 0 = background, each other value one
   edge get whole tiles; `blank_background` zeroes every pixel that is not the object itself.
 - `object_classes(masks, painted, n_classes)`: class of each object = the majority painted label
   inside it (0 when none of its pixels is painted) — the one counting rule for object labels.
-- `predict_objects(classifier, image_cyx, masks)`: per-object probabilities through the same
-  `Classifier.predict_tiles` as tile mode, as a table (label, centroid, area, class, confidence,
-  p_<class>) usable as napari Labels `features` and as CSV rows.
+- `classify_objects(classifier, image_cyx, masks)`: a generator (progress per batch, a stop
+  event as in tile mode) returning an `ObjectPrediction`, per-object probabilities through the
+  same `Classifier.predict_tiles` as tile mode; `ObjectPrediction.table()` is the one table
+  (label, centroid, area, class, confidence, p_<class>) for napari Labels `features` and CSV
+  rows alike. `predict_objects` runs it to the end and returns that table.
+- `model_settings(meta)`: how a model cuts its object tiles (what training stored in
+  `meta.extra["objects"]`, written by `settings_extra`), so classifying cuts them the same way.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Any, Generator
 
 import numpy as np
 
 OBJECTS_SUFFIX = "_objects"  # <stem>.tif has its instance mask in <stem>_objects.tif
+EXTRA_KEY = "objects"  # ModelMeta.extra[EXTRA_KEY]: the object settings a model was trained with
+# The cell's neighbourhood stays in its tile by default: context (neighbours, background) is
+# part of what a tile-trained model sees too.
+DEFAULT_BLANK_BACKGROUND = False
 
 
 @dataclass
@@ -82,7 +92,7 @@ def object_tiles(
     masks: np.ndarray,
     tile_size: int,
     table: ObjectTable | None = None,
-    blank_background: bool = False,
+    blank_background: bool = DEFAULT_BLANK_BACKGROUND,
 ) -> np.ndarray:
     """(N, C, T, T) tiles (the image's dtype; float32 when blanking), one per object of `table`
     (default: every object of `masks`), centred on the rounded centroid: with an even T the centre
@@ -142,27 +152,96 @@ def count_objects(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> lis
     return [int(v) for v in np.bincount(classes, minlength=n_classes + 1)[1 : n_classes + 1]]
 
 
-def predict_objects(
-    classifier, image_cyx: np.ndarray, masks: np.ndarray, blank_background: bool = False
-) -> dict[str, np.ndarray]:
-    """Columns, one row per object: label, centroid_y, centroid_x, area, class (1-based),
-    class_name, confidence, p_<class name> — through `classifier.predict_tiles` (normalisation,
-    ensembles and TTA as in tile mode)."""
+@dataclass
+class ObjectProgress:
+    done: int  # objects classified so far
+    total: int
+    stage: str = "classify"
+
+
+@dataclass
+class ObjectPrediction:
+    """Per-object probabilities of one field; `table()` gives its rows."""
+
+    objects: ObjectTable
+    probabilities: np.ndarray  # (N, K) float32, rows in `objects` order
+    class_names: list[str]
+    cancelled: bool = False  # stopped early: only the first `len(probabilities)` objects
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Object ids that were classified (what a tile prediction's `indices` are to tiles)."""
+        return self.objects.labels[: len(self.probabilities)]
+
+    @property
+    def predicted(self) -> np.ndarray:  # (N,) 0..K-1
+        return np.asarray(self.probabilities.argmax(axis=1) if len(self.probabilities) else [], np.int64)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return np.asarray(self.probabilities.max(axis=1) if len(self.probabilities) else [], np.float32)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Columns, one row per classified object: label, centroid_y, centroid_x, area, class
+        (1-based), class_name, confidence, p_<class name>."""
+        n = len(self.probabilities)
+        predicted = self.predicted
+        names = np.array(self.class_names, dtype=object)
+        columns: dict[str, np.ndarray] = {
+            "label": self.objects.labels[:n],
+            "centroid_y": self.objects.centroids[:n, 0],
+            "centroid_x": self.objects.centroids[:n, 1],
+            "area": self.objects.areas[:n],
+            "class": predicted + 1,
+            "class_name": names[predicted] if n else np.zeros(0, dtype=object),
+            "confidence": self.confidence,
+        }
+        for k, name in enumerate(self.class_names):
+            columns[f"p_{name}"] = self.probabilities[:n, k].astype(np.float32)
+        return columns
+
+
+def classify_objects(
+    classifier,
+    image_cyx: np.ndarray,
+    masks: np.ndarray,
+    blank_background: bool = DEFAULT_BLANK_BACKGROUND,
+    stop: threading.Event | None = None,
+) -> Generator[ObjectProgress, None, ObjectPrediction]:
+    """One tile per object of `masks`, classified batch by batch through
+    `classifier.predict_tiles` (normalisation, ensembles and TTA as in tile mode); a set `stop`
+    ends it after the current batch with the objects done so far (`cancelled`)."""
     table = measure_objects(masks)
     tiles = object_tiles(image_cyx, masks, classifier.tile_size, table, blank_background)
     n_classes = len(classifier.class_names)
-    probabilities = classifier.predict_tiles(tiles) if len(tiles) else np.zeros((0, n_classes), np.float32)
-    predicted = probabilities.argmax(axis=1) if len(tiles) else np.zeros(0, np.int64)
-    names = np.array(classifier.class_names, dtype=object)
-    columns: dict[str, np.ndarray] = {
-        "label": table.labels,
-        "centroid_y": table.centroids[:, 0],
-        "centroid_x": table.centroids[:, 1],
-        "area": table.areas,
-        "class": predicted.astype(np.int64) + 1,
-        "class_name": names[predicted] if len(predicted) else np.zeros(0, dtype=object),
-        "confidence": probabilities.max(axis=1) if len(tiles) else np.zeros(0, np.float32),
-    }
-    for k, name in enumerate(classifier.class_names):
-        columns[f"p_{name}"] = probabilities[:, k].astype(np.float32)
-    return columns
+    probabilities = np.zeros((len(tiles), n_classes), np.float32)
+    batch = max(int(getattr(classifier, "batch_size", 256)), 1)
+    done = 0
+    while done < len(tiles):
+        if stop is not None and stop.is_set():
+            break
+        chunk = tiles[done : done + batch]
+        probabilities[done : done + len(chunk)] = classifier.predict_tiles(chunk)
+        done += len(chunk)
+        yield ObjectProgress(done, len(tiles))
+    return ObjectPrediction(table, probabilities[:done], list(classifier.class_names), done < len(tiles))
+
+
+def settings_extra(blank_background: bool) -> dict[str, Any]:
+    """What a model trained on objects stores in `meta.extra[EXTRA_KEY]`."""
+    return {"blank_background": bool(blank_background)}
+
+
+def model_settings(meta) -> dict[str, Any]:
+    """The object settings `meta` was trained with (a model without them: the defaults)."""
+    stored = ((getattr(meta, "extra", None) or {}).get(EXTRA_KEY)) or {}
+    return {"blank_background": bool(stored.get("blank_background", DEFAULT_BLANK_BACKGROUND))}
+
+
+def predict_objects(
+    classifier, image_cyx: np.ndarray, masks: np.ndarray, blank_background: bool = DEFAULT_BLANK_BACKGROUND
+) -> dict[str, np.ndarray]:
+    """`classify_objects` run to the end: its table, one row per object."""
+    from ._generators import drive
+
+    return drive(classify_objects(classifier, image_cyx, masks, blank_background)).table()

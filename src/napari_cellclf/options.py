@@ -22,7 +22,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from . import baseline, data, model, tiling, training
+from . import baseline, data, model, objects, tiling, training
 from .data import FOLDER_MODES, NORMALIZATION_MODES, FolderMode, NormalizationMode  # noqa: F401
 from .training import TrainConfig
 
@@ -39,6 +39,7 @@ __all__ = [
     "STRIDE",
     "MIN_FRACTION",
     "FOLDER_MODE",
+    "BLANK_BACKGROUND",
     "FolderMode",
     "NormalizationMode",
 ]
@@ -306,6 +307,15 @@ FOLDER_MODE = Option(
     "--mode",
     label="Folder images",
     choices=tuple(FOLDER_MODES),
+)
+
+# Object mode (one tile per cell of an instance mask): the default lives in objects.py.
+BLANK_BACKGROUND = Option(
+    "blank_background",
+    objects.DEFAULT_BLANK_BACKGROUND,
+    "object mode: zero the pixels outside each cell in its tile (classifying with the model does the same)",
+    "--blank-background",
+    label="Blank around cells",
 )
 
 

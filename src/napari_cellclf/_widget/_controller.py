@@ -24,6 +24,7 @@ from ._fields import Field, fields_from_layers, model_channels
 from ._jobs import tagged
 from ._labelling import build_dataset, gather_training_inputs, import_class_folders
 from ._layers import show_attribution
+from ._objects import build_cell_results, field_masks, prediction_steps
 from ._result_layers import DisplayStep, apply_step, build_results, display_steps, finish
 from ._session import Session
 from ._trust import model_verdict, training_extras
@@ -78,7 +79,7 @@ class Controller:
             # Still in the worker: the kept model's validation metrics and the classical
             # features on the same split, stored in the model as `cellclf train` stores them.
             split = split_positions(dataset, config.val_fraction, config.seed)
-            return result, training_extras(result, dataset), split
+            return result, {**training_extras(result, dataset), **inputs.extra}, split
 
         def adopt(outcome, cancelled):
             result, extra, split = outcome
@@ -132,25 +133,31 @@ class Controller:
             return False
         try:
             classifier, images = self._prepare(fields)
+            masks = {fld.id: field_masks(session, self.viewer, fld) for fld in fields}  # object mode
         except ValueError as exc:
             show_error(f"Cannot classify: {exc}")
             return False
         stride, foreground_only = self._stride(), session.data.skip_background
         colors = self._class_colors()
-        verdict = model_verdict(session.trained.meta)
+        meta = session.trained.meta
+        verdict = model_verdict(meta)
         placement = {f.id: f.layer_kwargs() for f in fields}
 
         def work(stop):
             done, unanswered = [], []
             for i, (fid, name, image) in enumerate(images):
-                generator = classifier.predict_field(
-                    image, stride=stride, foreground_only=foreground_only, stop=stop
+                generator = prediction_steps(
+                    classifier, image, masks[fid], meta, stop, stride=stride, foreground_only=foreground_only
                 )
                 prediction = yield from tagged(generator, name, i, len(images))
                 if stop.is_set():
                     break
                 # the result layers are made here and shown one per event-loop turn
-                results = build_results(fid, name, prediction, colors, placement[fid], classifier, image)
+                results = (
+                    build_results(fid, name, prediction, colors, placement[fid], classifier, image)
+                    if masks[fid] is None
+                    else build_cell_results(fid, name, prediction, colors, placement[fid], masks[fid])
+                )
                 yield from display_steps(results, stop, unanswered)
                 done.append((fid, name, results))
             return done

@@ -26,6 +26,7 @@ from ._fields import Field, field_id_of, fields_from_layers
 from ._fields_table import (
     COL_FIELD,
     COL_LABELS,
+    COL_OBJECTS,
     COL_SIZE,
     COL_TILES,
     fields_table,
@@ -36,6 +37,7 @@ from ._grid import camera_of, draw_grid, line_width
 from ._labelling import ForegroundCache
 from ._layers import labels_layer
 from ._layout import lay_out
+from ._objects import ObjectsBox, objects_combo
 from ._overlay import LabelledTiles
 from ._qt import alive_only, debouncer, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, Session
@@ -121,6 +123,7 @@ class FieldsPanel(QWidget):
         channels_box = QGroupBox("Channels")
         QVBoxLayout(channels_box).addWidget(self.channel_list)
         self.grid_note = note_label()
+        self.objects_box = ObjectsBox(session)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
@@ -130,6 +133,7 @@ class FieldsPanel(QWidget):
         layout.addWidget(channels_box)
         layout.addWidget(tiles_box)
         layout.addWidget(self.grid_note)
+        layout.addWidget(self.objects_box)
         layout.addStretch(1)
 
         self._load_settings()
@@ -264,6 +268,7 @@ class FieldsPanel(QWidget):
                 self.table.setItem(r, COL_FIELD, name)
                 self.table.setItem(r, COL_SIZE, QTableWidgetItem(f"{fld.shape[1]}×{fld.shape[0]}"))
                 self.table.setCellWidget(r, COL_LABELS, self._labels_combo(fld))
+                self.table.setCellWidget(r, COL_OBJECTS, objects_combo(self.viewer, self.session, fld))
                 self.table.setItem(r, COL_TILES, QTableWidgetItem(""))
                 if fld.id == self.session.current_field:
                     self.table.selectRow(r)
@@ -293,6 +298,13 @@ class FieldsPanel(QWidget):
         for r, fld in enumerate(self.fields):
             if fld.name == field_name:
                 return self.table.cellWidget(r, COL_LABELS)
+        raise KeyError(field_name)
+
+    def objects_combo(self, field_name: str) -> QComboBox:
+        """The 'Objects' choice of a field: tiles, or a Labels layer of cell masks."""
+        for r, fld in enumerate(self.fields):
+            if fld.name == field_name:
+                return self.table.cellWidget(r, COL_OBJECTS)
         raise KeyError(field_name)
 
     def _fill_channels(self) -> None:

@@ -1,4 +1,5 @@
-"""The Fields table's widgets: the table itself, a field's 'Training labels' choice, a stack's row."""
+"""The Fields table's widgets: the table itself, a field's 'Training labels' choice, a stack's row.
+(The 'Objects' column's combo is object mode's: `_objects.objects_combo`.)"""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from ._field_files import Unusable
 from ._fields import Field
 from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
 
-COL_FIELD, COL_SIZE, COL_LABELS, COL_TILES = range(4)
+COL_FIELD, COL_SIZE, COL_LABELS, COL_OBJECTS, COL_TILES = range(5)
 
 
 def fields_table() -> QTableWidget:
-    table = QTableWidget(0, 4)
-    table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Tiles"])
+    table = QTableWidget(0, 5)
+    table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Objects", "Tiles"])
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -30,7 +31,7 @@ def fields_table() -> QTableWidget:
     table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     header = table.horizontalHeader()
     header.setSectionResizeMode(COL_FIELD, QHeaderView.ResizeMode.Stretch)
-    for col in (COL_SIZE, COL_LABELS, COL_TILES):
+    for col in (COL_SIZE, COL_LABELS, COL_OBJECTS, COL_TILES):
         header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
     return table
 

@@ -1,7 +1,8 @@
 """The widget's adapter to `datasets`: what the user labelled in napari, as labelling sources —
 classes painted on "<field> labels" layers, whole fields declared one class, imported class
 folders. Counting, problems and tile cutting are `datasets`' (one rule for the widget and the CLI);
-this module only reads layers and caches.
+this module only reads layers and caches. A field with cell masks chosen (object mode, `_objects`)
+counts and trains one sample per labelled cell instead of tiles.
 
 `count_tiles` runs on the main thread after every paint (debounced) and must stay cheap.
 `gather_training_inputs` copies everything training needs out of the layers on the main thread;
@@ -10,18 +11,20 @@ this module only reads layers and caches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from .. import data as cdata
 from .. import datasets
-from ..datasets import ClassFolders, PaintedLabels, TileCounts, TileSpec, WholeImage
+from ..datasets import ClassFolders, InstanceObjects, PaintedLabels, TileCounts, TileSpec, WholeImage
+from ..objects import EXTRA_KEY, settings_extra
 from ..options import MIN_FRACTION
 from ..tiling import TileGrid
 from ._fields import Field
 from ._layers import labels_layer
+from ._objects import choices_for, count_all_objects, count_painted_objects, field_masks, objects_layer
 from ._session import LABELS_PAINTED, LABELS_UNUSED, Session
 
 __all__ = [
@@ -119,11 +122,17 @@ def count_tiles(
             counts.notes.append(f"{fld.name}: {exc}")
             continue
         per_class = [0] * n_classes
+        cells = objects_layer(session, viewer, fld)
         if choice == LABELS_PAINTED:
             layer = labels_layer(viewer, fld, session.class_colors, create=False)
             if layer is None:
                 continue
-            per_class = (painted or PaintedCountCache()).get(layer, spec, grid, n_classes)
+            if cells is not None:
+                per_class = count_painted_objects(cells, layer, n_classes)
+            else:
+                per_class = (painted or PaintedCountCache()).get(layer, spec, grid, n_classes)
+        elif isinstance(choice, int) and 1 <= choice <= n_classes and cells is not None:
+            per_class[choice - 1] = count_all_objects(cells)
         elif isinstance(choice, int) and 1 <= choice <= n_classes:
             n = grid.n_tiles
             if spec.foreground_channel is not None and foreground is not None:
@@ -157,6 +166,7 @@ class TrainingInputs:
     channel_names: list[str]
     spec: TileSpec
     imported: ClassFolders | None = None
+    extra: dict = field(default_factory=dict)  # for the model's meta.extra (object settings)
 
 
 def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) -> TrainingInputs:
@@ -166,6 +176,8 @@ def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) ->
     sources: list = []
     channel_indices: list[int] | None = None
     channel_names: list[str] = []
+    blank_background = choices_for(session).blank_background
+    extra: dict = {}
     for fld in fields:
         choice = session.labels_source(fld.id)
         labels = None
@@ -188,11 +200,16 @@ def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) ->
             channel_indices = chosen
             channel_names = [fld.channel_names[c] for c in chosen]
         image = fld.stack(chosen)
-        sources.append(
-            PaintedLabels(fld.name, labels, image)
-            if labels is not None
-            else WholeImage(fld.name, choice - 1, image)
-        )
+        masks = field_masks(session, viewer, fld)
+        if masks is not None:
+            # object mode: one sample per labelled cell; a whole-image class labels every cell
+            painted = labels if labels is not None else np.full(fld.shape, choice, np.uint16)
+            sources.append(InstanceObjects(fld.name, masks, painted, image, blank_background))
+            extra[EXTRA_KEY] = settings_extra(blank_background)
+        elif labels is not None:
+            sources.append(PaintedLabels(fld.name, labels, image))
+        else:
+            sources.append(WholeImage(fld.name, choice - 1, image))
 
     imported = session.imported
     if not sources and imported is None:
@@ -210,6 +227,7 @@ def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) ->
         channel_names=channel_names,
         spec=training_spec(session),
         imported=imported,
+        extra=extra,
     )
 
 

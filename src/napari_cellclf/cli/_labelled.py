@@ -31,7 +31,7 @@ from ._common import (
 def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
     """How training DATA is read: tiles, layout mode, class names, painted fraction, objects,
     channels, plane."""
-    from ..options import FOLDER_MODE, MIN_FRACTION, STRIDE, TILE_SIZE
+    from ..options import BLANK_BACKGROUND, FOLDER_MODE, MIN_FRACTION, STRIDE, TILE_SIZE
 
     TILE_SIZE.add_to(parser)
     STRIDE.add_to(parser)
@@ -42,12 +42,7 @@ def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="label images: names of label values 1, 2, ... (default 'class 1', ...)",
     )
     MIN_FRACTION.add_to(parser)
-    parser.add_argument(
-        "--blank-background",
-        action="store_true",
-        help="objects layout (<stem>_objects.tif): zero the pixels outside each cell in its tile "
-        "(predict --objects does the same for this model)",
-    )
+    BLANK_BACKGROUND.add_to(parser)  # objects layout (<stem>_objects.tif) only
     add_channels(parser, for_model=False)
     add_plane(parser)
 

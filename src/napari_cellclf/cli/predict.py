@@ -81,6 +81,7 @@ def run(args) -> int:
 
     from .. import streaming
     from ..evaluation import stored_verdict
+    from ..objects import model_settings
     from ..tables import write_predictions_csv
 
     if args.out_dir or args.workers or args.scheduler or args.shard:
@@ -104,7 +105,7 @@ def run(args) -> int:
         )
     if masks_paths is not None and (args.stride is not None or args.foreground):
         raise CLIError("--objects classifies one tile per cell; --stride and --foreground do not apply")
-    blank = bool(((meta.extra or {}).get("objects") or {}).get("blank_background", False))
+    blank = model_settings(meta)["blank_background"]
     columns: dict[str, list] = {}
     unit = "cells" if masks_paths is not None else "tiles"
     for i, image_path in enumerate(map(Path, args.images)):

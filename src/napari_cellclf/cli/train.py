@@ -55,7 +55,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .. import data
+    from .. import data, objects
     from ..model import choose_device
     from ..modelfile import model_file_path, save_model
     from ..pixelsize import training_pixel_size_of_files
@@ -94,7 +94,7 @@ def run(args) -> int:
         "cli": {"layout": layout, "mode": args.mode, "stride": args.stride, "data": str(root)},
     }
     if layout == "objects":
-        meta.extra["objects"] = {"blank_background": bool(args.blank_background)}
+        meta.extra[objects.EXTRA_KEY] = objects.settings_extra(args.blank_background)
     meta.pixel_size = training_pixel_size_of_files(dataset.sources)
     if meta.pixel_size:
         out(

@@ -1,0 +1,209 @@
+"""Object mode in the widget: cells from a segmentation instead of a tile grid.
+
+Any napari Labels layer of instance masks (Cellpose, StarDist, a threshold; 0 = background, each
+other value one cell) of a field's size can be chosen as that field's objects (the "Objects"
+column of the Fields table). Then each cell is one tile centred on it, a stroke or a click inside
+a cell on "<field> labels" labels the whole cell (the majority painted class inside it), training
+cuts one tile per labelled cell, and classifying colours each cell by its predicted class in
+"<field> cell classes", whose `features` are the engine's per-object table, the rows the CSV export
+writes. Every rule (centring, majority, blanking, the table) is `objects.py`'s; this module
+reads layers, keeps the choice per session, and draws.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtWidgets import QCheckBox, QComboBox, QGroupBox, QVBoxLayout, QWidget
+
+from ..objects import (
+    ObjectPrediction,
+    check_masks,
+    classify_objects,
+    count_objects,
+    measure_objects,
+    model_settings,
+)
+from ..options import BLANK_BACKGROUND
+from ._fields import Field, derived_metadata, role_of
+from ._qt import alive_only, note_label, signals_blocked
+from ._result_layers import TRANSPARENT, ResultLayers
+
+ROLE_CELLS = "cells"  # the results layer of object mode: instance ids coloured by class
+NO_OBJECTS_TEXT = "none (tiles)"
+
+
+@dataclass
+class ObjectChoices:
+    """Which Labels layer (by napari's `unique_id`) holds each field's objects, and how object
+    tiles are cut for training. Kept per session, so a re-opened dock shows the same choices."""
+
+    layers: dict[str, Any] = field(default_factory=dict)  # field id -> Labels layer unique_id
+    blank_background: bool = BLANK_BACKGROUND.default
+
+
+_CHOICES: "weakref.WeakKeyDictionary[Any, ObjectChoices]" = weakref.WeakKeyDictionary()
+
+
+def choices_for(session) -> ObjectChoices:
+    choices = _CHOICES.get(session)
+    if choices is None:
+        choices = _CHOICES[session] = ObjectChoices()
+    return choices
+
+
+def candidate_layers(viewer, fld: Field) -> list:
+    """Labels layers that can be a field's objects: 2-D, the field's size, not made by us."""
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Labels)
+        and role_of(layer) is None
+        and layer.data.ndim == 2
+        and tuple(layer.data.shape) == tuple(fld.shape)
+    ]
+
+
+def objects_layer(session, viewer, fld: Field):
+    """The Labels layer chosen as the field's objects, None in tile mode (also when that layer
+    was deleted or no longer fits the field)."""
+    chosen = choices_for(session).layers.get(fld.id)
+    if chosen is None or viewer is None:
+        return None
+    return next((ly for ly in candidate_layers(viewer, fld) if ly.unique_id == chosen), None)
+
+
+def set_objects_layer(session, field_id: str, layer) -> None:
+    """Choose `layer` (None: tile mode) as a field's objects; the tile counts follow."""
+    layers = choices_for(session).layers
+    new = None if layer is None else layer.unique_id
+    if layers.get(field_id) != new:
+        if new is None:
+            layers.pop(field_id, None)
+        else:
+            layers[field_id] = new
+        session.labels_changed.emit()
+
+
+def field_masks(session, viewer, fld: Field) -> np.ndarray | None:
+    """Main thread: a checked copy of the field's instance mask, None in tile mode."""
+    layer = objects_layer(session, viewer, fld)
+    if layer is None:
+        return None
+    return check_masks(np.array(layer.data, copy=True), fld.shape, repr(layer.name)).copy()
+
+
+# -- labelling ----------------------------------------------------------------------------------
+def count_painted_objects(masks_layer, painted_layer, n_classes: int) -> list[int]:
+    """Labelled cells per class: objects.count_objects' majority rule on the painted layer."""
+    return count_objects(np.asarray(masks_layer.data), np.asarray(painted_layer.data), n_classes)
+
+
+def count_all_objects(masks_layer) -> int:
+    return len(measure_objects(np.asarray(masks_layer.data)))
+
+
+# -- classification -----------------------------------------------------------------------------
+def prediction_steps(classifier, image, masks, meta, stop, **tile_options):
+    """Worker thread: the engine generator for one field: one tile per object when `masks` is
+    given (cut as the model was trained, objects.model_settings), else the tile grid."""
+    if masks is None:
+        return classifier.predict_field(image, stop=stop, **tile_options)
+    return classify_objects(classifier, image, masks, model_settings(meta)["blank_background"], stop=stop)
+
+
+def cell_features(prediction: ObjectPrediction) -> dict[str, np.ndarray]:
+    """The engine's per-object table as Labels `features`; napari matches rows to label values
+    through `index` (the object id), the other columns are the CSV's."""
+    table = prediction.table()
+    return {"index": np.asarray(table["label"]), **table}
+
+
+def build_cell_results(
+    field_id: str,
+    field_name: str,
+    prediction: ObjectPrediction,
+    class_colors: Sequence[str],
+    layer_kwargs: dict,
+    masks: np.ndarray,
+) -> ResultLayers:
+    """Worker thread: "<field> cell classes", the instance mask with each cell coloured by its
+    predicted class (DirectLabelColormap) and its row of the table in `features` (hovering shows
+    it), shown by the controller like the tile results (`_result_layers`)."""
+    ids = np.asarray(masks)
+    ids = ids.astype(np.uint16 if ids.max(initial=0) < 2**16 else np.uint32, copy=False)
+    color_dict: dict = {None: TRANSPARENT, 0: TRANSPARENT}
+    color_dict.update(
+        {int(v): class_colors[int(k)] for v, k in zip(prediction.indices, prediction.predicted)}
+    )
+    layer = Labels(
+        ids,
+        name=f"{field_name} cell classes",
+        opacity=0.5,
+        features=cell_features(prediction),
+        colormap=DirectLabelColormap(color_dict=color_dict),
+        metadata=derived_metadata(field_id, ROLE_CELLS),
+        **layer_kwargs,
+    )
+    layer.editable = False
+    return ResultLayers(field_id, field_name, prediction, "", np.zeros(0), {ROLE_CELLS: layer})
+
+
+# -- controls ------------------------------------------------------------------------------------
+def objects_combo(viewer, session, fld: Field) -> QComboBox:
+    """The per-field choice: tile mode, or one of the Labels layers of the field's size."""
+    combo = QComboBox()
+    combo.addItem(NO_OBJECTS_TEXT, None)
+    candidates = candidate_layers(viewer, fld)
+    for layer in candidates:
+        combo.addItem(layer.name, layer.unique_id)
+    chosen = objects_layer(session, viewer, fld)
+    combo.setCurrentIndex(max(combo.findData(chosen.unique_id), 0) if chosen is not None else 0)
+    combo.setToolTip(
+        "A Labels layer of cell masks (0 = background, one value per cell): each cell becomes "
+        "one tile centred on it, and a stroke or click inside a cell labels that cell."
+        if candidates
+        else "Add a Labels layer of cell masks of this field's size to classify cells."
+    )
+
+    def chosen_changed(_index: int) -> None:
+        uid = combo.currentData()
+        layer = next((ly for ly in candidate_layers(viewer, fld) if ly.unique_id == uid), None)
+        set_objects_layer(session, fld.id, layer)
+
+    combo.currentIndexChanged.connect(chosen_changed)
+    return combo
+
+
+class ObjectsBox(QGroupBox):
+    """How object tiles are cut (the engine's option), and what a stroke means in object mode."""
+
+    def __init__(self, session, parent: QWidget | None = None):
+        super().__init__("Cells (object mode)", parent)
+        self.session = session
+        self.blank_background = QCheckBox(BLANK_BACKGROUND.label)
+        self.blank_background.setToolTip(BLANK_BACKGROUND.help[:1].upper() + BLANK_BACKGROUND.help[1:] + ".")
+        self.blank_background.setChecked(choices_for(session).blank_background)
+        layout = QVBoxLayout(self)
+        layout.addWidget(
+            note_label(
+                "Choose a field's cell masks in the Objects column: each cell is then one tile "
+                "centred on it, and painting anywhere inside a cell labels the whole cell."
+            )
+        )
+        layout.addWidget(self.blank_background)
+        self.blank_background.toggled.connect(self._on_blank)
+        session.labels_changed.connect(self._load)
+
+    def _on_blank(self, on: bool) -> None:
+        choices_for(self.session).blank_background = bool(on)
+
+    @alive_only
+    def _load(self) -> None:
+        with signals_blocked(self.blank_background):
+            self.blank_background.setChecked(choices_for(self.session).blank_background)

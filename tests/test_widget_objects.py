@@ -1,0 +1,134 @@
+"""Object mode in the dock: cell masks chosen per field, cells labelled by strokes, one tile per
+cell trained and classified, the results layer's features are the CSV's rows (issue 12 item 1)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from scipy.ndimage import find_objects
+
+from napari_cellclf import synthetic
+from napari_cellclf._sample_data import SEEDS
+from napari_cellclf._widget import _dialogs
+from napari_cellclf.objects import measure_objects, object_classes
+from widget_support import PLUGIN, open_widget, wait_idle
+
+LABEL_EVERY = 2  # the user labels every other cell; the rest are held out
+TILE = 32
+
+
+def _click_inside(layer, cells: np.ndarray, box, label: int, value: int, radius: int = 3) -> None:
+    """A brush click (a small disc, kept inside the cell as a careful user's would be) at the
+    cell's pixel nearest its centroid, through Labels.data_setitem, where napari's brush ends."""
+    ys, xs = np.nonzero(cells[box] == label)
+    ys, xs = ys + box[0].start, xs + box[1].start
+    nearest = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    inside = (ys - ys[nearest]) ** 2 + (xs - xs[nearest]) ** 2 <= radius**2
+    layer.data_setitem((ys[inside], xs[inside]), value)
+
+
+@pytest.mark.slow
+def test_object_mode_on_the_sample_fields_with_their_cell_masks(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    viewer = make_napari_viewer()
+    for phenotype in SEEDS:
+        viewer.open_sample(PLUGIN, phenotype)
+    _, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    panel.refresh_fields()
+    assert sorted(f.name for f in panel.fields) == sorted(SEEDS)
+    panel.tile_size.setValue(TILE)
+
+    truth, labelled = {}, {}
+    for fld in panel.fields:
+        # The sample files hold the class labels; their instance masks come from the same seeds.
+        cells = synthetic.make_field(fld.name, fld.shape, seed=SEEDS[fld.name]).cells
+        classes = np.asarray(viewer.layers[f"{fld.name} ground truth"].data)
+        assert np.array_equal(synthetic.make_field(fld.name, fld.shape, seed=SEEDS[fld.name]).labels, classes)
+        viewer.add_labels(cells, name=f"{fld.name} masks", **fld.layer_kwargs())
+        panel.refresh_fields()
+        combo = panel.objects_combo(fld.name)
+        combo.setCurrentIndex(combo.findText(f"{fld.name} masks"))
+        table, cell_class = object_classes(cells, classes, 2)
+        truth[fld.name] = dict(zip(table.labels.tolist(), cell_class.tolist()))
+
+        # Label every other cell with a click inside it; a click counts for the whole cell.
+        panel.select_field(fld.name)
+        panel.paint_button.click()
+        painted = viewer.layers[f"{fld.name} labels"]
+        chosen = table.labels[::LABEL_EVERY]
+        boxes = find_objects(cells)
+        for label in chosen.tolist():
+            _click_inside(painted, cells, boxes[label - 1], label, truth[fld.name][label])
+        labelled[fld.name] = set(chosen.tolist())
+
+    by_name = {f.name: f for f in panel.fields}
+    qtbot.waitUntil(
+        lambda: all(
+            sum(widget.session.counts.per_field.get(by_name[n].id, [])) == len(labelled[n]) for n in labelled
+        ),
+        timeout=10000,
+    )
+
+    train = widget.train_panel
+    train.epochs.setValue(20)
+    train.learning_rate.setValue(3e-3)
+    train.architecture.setCurrentIndex(train.architecture.findData("fast"))
+    train.device.setCurrentIndex(train.device.findData("cpu"))
+    train.train_button.click()
+    wait_idle(qtbot, widget, 300)
+    trained = widget.session.trained
+    assert trained is not None and trained.meta.tile_size == TILE
+    assert trained.meta.extra["objects"] == {"blank_background": False}
+
+    widget.results_panel.classify_all_button.click()
+    wait_idle(qtbot, widget, 120)
+
+    right = total = 0
+    features_by_field = {}
+    colors = trained.meta.class_colors
+    for name in SEEDS:
+        layer = viewer.layers[f"{name} cell classes"]
+        features = layer.features
+        features_by_field[name] = features
+        assert features["label"].tolist() == sorted(truth[name])  # one row per cell
+        assert np.array_equal(np.asarray(layer.data), np.asarray(viewer.layers[f"{name} masks"].data))
+        # each cell is drawn in its predicted class's colour
+        for label, k in zip(features["label"][:20], features["class"][:20]):
+            expected = np.array([int(colors[k - 1][i : i + 2], 16) / 255 for i in (1, 3, 5)])
+            np.testing.assert_allclose(layer.colormap.map(np.array([label]))[0][:3], expected, atol=1e-3)
+        for label, k in zip(features["label"], features["class"]):
+            if int(label) not in labelled[name]:
+                total += 1
+                right += int(k == truth[name][int(label)])
+    accuracy = right / total
+    print(f"held-out cells right: {accuracy:.3f} of {total}")
+    assert total > 500
+    assert accuracy >= 0.90
+
+    out = tmp_path / "cells.csv"
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda *a, **k: str(out))
+    widget.results_panel.export_button.click()
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for name, features in features_by_field.items():
+        mine = [r for r in rows if r["source"] == name]
+        assert len(mine) == len(features)
+        for column in features.columns:
+            if column == "index":
+                continue
+            values = [r[column] for r in mine]
+            if features[column].dtype.kind in "iuf":
+                np.testing.assert_allclose(
+                    np.asarray(values, float), features[column].to_numpy(float), rtol=1e-5
+                )
+            else:
+                assert values == [str(v) for v in features[column]]
+        assert set(mine[0]) == {"source", *features.columns} - {"index"}
+    centroids = measure_objects(np.asarray(viewer.layers["puncta masks"].data)).centroids
+    np.testing.assert_allclose(
+        features_by_field["puncta"][["centroid_y", "centroid_x"]].to_numpy(), centroids
+    )
