@@ -13,7 +13,7 @@ from napari_cellclf import synthetic
 from napari_cellclf._sample_data import SEEDS
 from napari_cellclf._widget import _dialogs
 from napari_cellclf.objects import measure_objects, object_classes
-from widget_support import PLUGIN, open_widget, wait_idle
+from widget_support import PLUGIN, add_field, open_widget, wait_idle
 
 LABEL_EVERY = 2  # the user labels every other cell; the rest are held out
 TILE = 32
@@ -132,3 +132,71 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
     np.testing.assert_allclose(
         features_by_field["puncta"][["centroid_y", "centroid_x"]].to_numpy(), centroids
     )
+
+
+def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_tiles(
+    make_napari_viewer, qtbot
+):
+    viewer = make_napari_viewer()
+    fields = {}
+    for i, (phenotype, seed) in enumerate((("puncta", 3), ("diffuse", 4))):
+        field = synthetic.make_field(phenotype, shape=(128, 128), seed=seed, cell_radius=8)
+        add_field(viewer, phenotype, field.image, translate=(0.0, i * 150.0))
+        fields[phenotype] = field
+    _, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    panel.refresh_fields()
+    panel.tile_size.setValue(16)
+    by_name = {f.name: f for f in panel.fields}
+    for name, field in fields.items():
+        viewer.add_labels(field.cells, name=f"{name} masks", **by_name[name].layer_kwargs())
+    panel.refresh_fields()
+    combo = panel.objects_combo("puncta")
+    # only Labels layers of the field's size that the widget did not make are offered
+    assert [combo.itemText(i) for i in range(combo.count())] == [
+        "none (tiles)",
+        "puncta masks",
+        "diffuse masks",
+    ]
+    combo.setCurrentIndex(combo.findText("puncta masks"))
+    panel.select_field("puncta")
+    panel.paint_button.click()
+    painted = viewer.layers["puncta labels"]
+    cells = fields["puncta"].cells
+    first, second, third = measure_objects(cells).labels[:3]
+    ys, xs = np.nonzero(cells == first)
+    painted.data_setitem((ys[:5], xs[:5]), 1)  # a stroke mostly of class 2 across one cell
+    painted.data_setitem((ys[5:15], xs[5:15]), 2)
+    ys, xs = np.nonzero(cells == second)
+    painted.data_setitem((ys[:1], xs[:1]), 1)  # a one-pixel click labels the whole cell
+    ys, xs = np.nonzero(cells == third)
+    painted.data_setitem((ys[:3], xs[:3]), 2)
+    fid = by_name["puncta"].id
+    qtbot.waitUntil(lambda: widget.session.counts.per_field.get(fid) == [1, 2], timeout=5000)
+
+    panel.objects_box.blank_background.setChecked(True)
+    combo = panel.objects_combo("diffuse")
+    combo.setCurrentIndex(combo.findText("diffuse masks"))
+    whole = panel.labels_combo("diffuse")
+    whole.setCurrentIndex(whole.findText("whole image: Control"))  # every cell of it is Control
+    n_diffuse = len(measure_objects(fields["diffuse"].cells))
+    diffuse_id = by_name["diffuse"].id
+    qtbot.waitUntil(lambda: widget.session.counts.per_field.get(diffuse_id) == [n_diffuse, 0], timeout=5000)
+    train = widget.train_panel
+    train.epochs.setValue(1)
+    train.architecture.setCurrentIndex(train.architecture.findData("fast"))
+    train.device.setCurrentIndex(train.device.findData("cpu"))
+    train.train_button.click()
+    wait_idle(qtbot, widget, 120)
+    assert widget.session.trained.meta.extra["objects"] == {"blank_background": True}
+    widget.results_panel.classify_button.click()
+    wait_idle(qtbot, widget, 60)
+    result = viewer.layers["puncta cell classes"]
+    assert result.features["label"].tolist() == measure_objects(cells).labels.tolist()
+    assert not result.editable
+
+    viewer.layers.remove("puncta masks")
+    panel.refresh_fields()
+    assert panel.objects_combo("puncta").currentText() == "none (tiles)"
+    # back to tiles: the two small strokes cover no half tile
+    qtbot.waitUntil(lambda: widget.session.counts.per_field.get(fid) == [0, 0], timeout=5000)
