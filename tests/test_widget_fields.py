@@ -211,6 +211,13 @@ def test_a_stack_is_listed_with_its_reason_and_one_plane_becomes_a_field(make_na
     (fld,) = panel.fields
     assert fld.name == "stack Z=2" and fld.shape == (64, 64)
     np.testing.assert_array_equal(fld.stack()[0], stack[2])
+    # a stack from another reader (no axes known) is listed too, and gives a named plane
+    viewer.add_image(np.arange(2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16), name="other")
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 3, timeout=5000)
+    assert "2 planes along axis 0" in panel.table.item(2, 0).toolTip()
+    viewer.dims.set_current_step(0, 1)
+    panel.table.cellWidget(2, 2).click()
+    qtbot.waitUntil(lambda: "other plane=1" in [f.name for f in panel.fields], timeout=5000)
 
 
 def test_one_file_per_channel_is_grouped_into_one_field(make_napari_viewer, qtbot, tmp_path):

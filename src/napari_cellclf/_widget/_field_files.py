@@ -61,14 +61,15 @@ def unusable_images(layers: Iterable) -> list[Unusable]:
 
 def _reason(shape: tuple[int, ...], axes: str) -> str:
     extra = [(a, n) for a, n in zip(axes, shape) if a not in "YX" and n > 1] if axes else []
-    if not extra:
-        extra = [(f"axis {i}", n) for i, n in enumerate(shape[:-2]) if n > 1]
-    what = {"Z": "a 3-D stack", "T": "a time series"}
-    kinds = " and ".join(what.get(a, f"{n} planes along {a}") for a, n in extra) or "not one 2-D plane"
-    counts = ", ".join(f"{a} {n}" for a, n in extra)
+    if extra:
+        what = {"Z": "a 3-D stack", "T": "a time series"}
+        kinds = " and ".join(what.get(a, f"{n} planes along {a}") for a, n in extra)
+        kinds += " (" + ", ".join(f"{a} {n}" for a, n in extra) + ")"
+    else:
+        kinds = " and ".join(f"{n} planes along axis {i}" for i, n in enumerate(shape[:-2]) if n > 1)
     return (
-        f"{kinds} ({counts}): the classifier works on one 2-D plane. Move the slider to the "
-        "plane to use, then 'Use plane' (CLI: --plane Z=k)."
+        f"{kinds or 'not one 2-D plane'}: the classifier works on one 2-D plane. Move the slider "
+        "to the plane to use, then 'Use plane' (CLI: --plane Z=k)."
     )
 
 
@@ -86,13 +87,15 @@ def use_plane(viewer, item: Unusable) -> list:
     """Add the viewer's current plane of every channel of `item` as a 2-D field; hide the stack."""
     plane = current_plane(viewer, item.layers[0])
     axes = item.axes[: len(plane)] if item.axes else ""
-    tag = ",".join(f"{a}={k}" for a, k in zip(axes, plane)) if axes else ",".join(map(str, plane))
+    tag = ",".join(f"{a}={k}" for a, k in zip(axes, plane)) if axes else "plane=" + ",".join(map(str, plane))
+    # a layer of another reader has no file id: its name stands in ("stack#plane=2" -> "stack plane=2")
+    base = item.name if item.id.startswith("layer:") else item.id
     added = []
     with keep_selection(viewer):
         for layer in item.layers:
             data = np.asarray(_level0(layer)[plane])
             info = dict((layer.metadata or {}).get(META_KEY) or {})
-            info.update(field=f"{item.id}#{tag}", layer_axes=(item.axes[len(plane) :] if axes else "YX"))
+            info.update(field=f"{base}#{tag}", layer_axes=(item.axes[len(plane) :] if axes else "YX"))
             info.setdefault("channel_index", 0)
             info.setdefault("channel_name", layer.name)
             new = viewer.add_image(
