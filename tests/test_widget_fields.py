@@ -268,3 +268,21 @@ def test_labelled_tile_outlines_stay_fast_on_a_2048_field(make_napari_viewer, qt
     elapsed = time.perf_counter() - start
     assert viewer.layers["big labelled tiles"].data[32, 40] == 2
     assert elapsed < 1.5, f"labelled-tile overlay took {elapsed:.2f} s"
+
+
+def test_arrange_moves_only_overlapping_fields_into_free_slots():
+    from napari_cellclf._widget._fields import Field
+    from napari_cellclf._widget._layout import arrange, field_box, overlaps
+
+    def fld(i, shape=(100, 100), translate=(0.0, 0.0), scale=(1.0, 1.0)):
+        return Field(f"f{i}", f"f{i}", [], shape, scale, translate)
+
+    fields = [fld(0), fld(1), fld(2, translate=(500.0, 500.0)), fld(3, shape=(50, 200), scale=(2.0, 0.5))]
+    moves = arrange(fields)
+    assert set(moves) == {"f1", "f3"}  # the first stays; the one already apart stays
+    for f in fields:
+        if f.id in moves:
+            f.translate = moves[f.id]
+    boxes = [field_box(f) for f in fields]
+    assert not any(overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert arrange(fields) == {}  # laid out: nothing moves again
