@@ -98,7 +98,8 @@ def remove_stale_temporaries(path: str | Path, older_than: float = STALE_TEMP_SE
     """Delete the temporary files of earlier saves of `path` that were killed mid-write."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    pattern, now, removed = _temp_pattern(path.name), time.time(), []
+    pattern, now = _temp_pattern(path.name), time.time()
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -123,7 +124,7 @@ def _failure(path: Path, exc: OSError) -> OSError:
     return error
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(binary_handle)` on a temporary file beside `path`, then replace `path`.
     Only a regular file (or nothing) is replaced under `path`."""
     path = Path(path)

@@ -12,6 +12,7 @@ Classifier runs eager PyTorch, and tests/test_onednn.py fails loudly so the brea
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,9 +20,9 @@ from torch import nn
 
 def _pack_weight(weight: torch.Tensor, padding: list[int], input_shape) -> torch.Tensor:
     """Convolution weight reordered once into oneDNN's blocked layout (any batch size works)."""
-    return torch._C._nn.mkldnn_reorder_conv2d_weight(
-        weight.to_mkldnn(), padding, [1, 1], [1, 1], 1, list(input_shape)
-    )
+    # A private op: torch's type stub lists it without the input-size argument it takes.
+    reorder: Any = torch._C._nn.mkldnn_reorder_conv2d_weight
+    return reorder(weight.to_mkldnn(), padding, [1, 1], [1, 1], 1, list(input_shape))
 
 
 class _FusedConv:
@@ -37,6 +38,8 @@ class _FusedConv:
         dtype: torch.dtype = torch.float32,
     ):
         weight = conv.weight.detach().to(dtype).contiguous()
+        if isinstance(conv.padding, str):  # _fusable lets only numeric padding through
+            raise ValueError(f"padding {conv.padding!r} cannot be fused")
         (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
         self.relu = relu
         self.padding = [ph, pw]
@@ -198,13 +201,8 @@ def onednn_net(
                     if not _fusable(layer):
                         return None
                     relu = _is_layer(layers, i + 1, nn.ReLU)
-                    pool = (
-                        layers[i + 2]
-                        if relu
-                        and _is_layer(layers, i + 2, nn.MaxPool2d)
-                        and not layers[i + 2].return_indices
-                        else None
-                    )
+                    after = layers[i + 2] if relu and i + 2 < len(layers) else None
+                    pool = after if isinstance(after, nn.MaxPool2d) and not after.return_indices else None
                     used = layers[i : i + 1 + relu + (pool is not None)]
                     steps.append(_FusedConv(layer, relu, (batch_size, *x.shape[1:]), pool, dtype))
                     for module in used:

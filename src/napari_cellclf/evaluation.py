@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 CONFIDENCE = 0.95
 _DRAWS = 4000
@@ -73,7 +74,7 @@ class ClassificationMetrics:
 
     def summary(self) -> str:
         """One line: accuracy beside balanced accuracy and chance."""
-        if not self.n:
+        if not self.n or self.balanced_accuracy_interval is None:
             return "no labelled tiles evaluated"
         low, high = self.balanced_accuracy_interval
         return (
@@ -149,8 +150,8 @@ def balanced_accuracy_interval(
 
 
 def classification_metrics(
-    truth: Sequence[int],
-    predicted: Sequence[int],
+    truth: ArrayLike,
+    predicted: ArrayLike,
     class_names: Sequence[str],
     probabilities: np.ndarray | None = None,
 ) -> ClassificationMetrics:

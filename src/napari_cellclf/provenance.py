@@ -16,9 +16,9 @@ prints); format_info(info) is the plain-text version.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 MAX_SOURCES_LISTED = 20
 
@@ -40,8 +40,8 @@ def data_summary(dataset) -> dict:
 
 def split_summary(
     dataset,
-    train_idx: Sequence[int],
-    val_idx: Sequence[int],
+    train_idx: ArrayLike,
+    val_idx: ArrayLike,
     *,
     seed: int | None = None,
     val_fraction: float | None = None,

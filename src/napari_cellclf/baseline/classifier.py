@@ -82,7 +82,7 @@ class FeatureModel:
         return self.predict_proba_features(self.features(tiles))
 
     def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
-        if not self.fitted:
+        if not self.fitted or self.n_classes is None:
             raise ValueError("the feature model is not fitted")
         features = np.asarray(features, dtype=np.float64)
         expected = int(self.arrays["n_features"][0])

@@ -22,22 +22,27 @@ METHOD_LABELS = {
     "logistic": "classical features, logistic regression",
     "random_forest": "classical features, random forest",
 }
+_METHOD_NAMES = tuple(method[0] for method in METHODS)
 
 
-def _metrics(truth: np.ndarray, predicted: np.ndarray, class_names, probabilities=None) -> dict:
-    """accuracy, balanced accuracy, chance and majority, from evaluation.classification_metrics
-    (the one place metrics are computed)."""
+def _metrics(truth: np.ndarray, predicted: np.ndarray, class_names, probabilities=None) -> dict[str, float]:
+    """accuracy, balanced accuracy, chance and majority of a non-empty validation split, from
+    evaluation.classification_metrics (the one place metrics are computed)."""
     metrics = classification_metrics(truth, predicted, class_names, probabilities=probabilities)
-    return {
-        "accuracy": float(metrics.accuracy),
-        "balanced_accuracy": float(metrics.balanced_accuracy),
-        "chance": float(metrics.chance),
-        "majority": float(metrics.majority),
+    values = {
+        "accuracy": metrics.accuracy,
+        "balanced_accuracy": metrics.balanced_accuracy,
+        "chance": metrics.chance,
+        "majority": metrics.majority,
     }
+    missing = [name for name, value in values.items() if value is None]
+    if missing:  # only an empty split has none; callers score non-empty ones
+        raise ValueError(f"no {', '.join(missing)} without validation tiles")
+    return {name: float(value) for name, value in values.items() if value is not None}
 
 
 def compare_on_split(
-    dataset, train_idx, val_idx, seed: int = 0, methods=tuple(name for name, _, _ in METHODS)
+    dataset, train_idx, val_idx, seed: int = 0, methods: tuple[str, ...] = _METHOD_NAMES
 ) -> dict:
     """Fit the classical baselines on dataset[train_idx], score them on dataset[val_idx].
 

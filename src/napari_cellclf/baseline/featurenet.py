@@ -141,32 +141,35 @@ def train_features(dataset, config=None, kind: str = "auto", stop=None):
     )
     train_x, val_x = values[: len(train_idx)], values[len(train_idx) :]
     kinds = list(KINDS) if kind == "auto" and len(val_idx) else ["logistic"] if kind == "auto" else [kind]
-    candidates, cancelled = {}, False
+    models: dict[str, FeatureModel] = {}
+    candidates: dict[str, dict[str, float]] = {}  # kind -> validation scores (none without tiles)
+    cancelled = False
     truth = labels[val_idx]
     for candidate in kinds:
-        if stop is not None and stop.is_set() and candidates:
+        if stop is not None and stop.is_set() and models:
             cancelled = True
             break
-        model = FeatureModel(kind=candidate, seed=int(config.seed)).fit_features(
+        fitted = FeatureModel(kind=candidate, seed=int(config.seed)).fit_features(
             train_x, labels[train_idx], n_classes, names
         )
-        scores = {"model": model}
+        scores: dict[str, float] = {}
         if len(val_idx):
-            probabilities = model.predict_proba_features(val_x)
+            probabilities = fitted.predict_proba_features(val_x)
             scores.update(
                 _metrics(truth, np.argmax(probabilities, axis=1), dataset.class_names, probabilities)
             )
             scores["val_loss"] = _log_loss(probabilities, truth)
-        candidates[candidate] = scores
+        models[candidate], candidates[candidate] = fitted, scores
     chosen = max(candidates, key=lambda k: candidates[k].get("balanced_accuracy", 0.0))
-    model = candidates[chosen]["model"]
+    model = models[chosen]
     train_probabilities = model.predict_proba_features(train_x)
     train_accuracy = float(np.mean(np.argmax(train_probabilities, axis=1) == labels[train_idx]))
     best = candidates[chosen]
     val_accuracy = best.get("accuracy")
+    train_loss = _log_loss(train_probabilities, labels[train_idx])
     run = {
         "seed": int(config.seed),
-        "train_loss": [_log_loss(train_probabilities, labels[train_idx])],
+        "train_loss": [train_loss],
         "train_accuracy": [train_accuracy],
         "val_loss": [best.get("val_loss")],
         "val_accuracy": [val_accuracy],
@@ -183,14 +186,14 @@ def train_features(dataset, config=None, kind: str = "auto", stop=None):
             "kind": chosen,
             "n_features": len(names),
             "chance": best.get("chance"),
-            "candidates": {k: {m: v for m, v in s.items() if m != "model"} for k, s in candidates.items()},
+            "candidates": {k: dict(scores) for k, scores in candidates.items()},
         },
     }
     history.runs.append(run)
     yield training.EpochEnd(
         run=0,
         epoch=0,
-        train_loss=run["train_loss"][0],
+        train_loss=train_loss,
         train_accuracy=train_accuracy,
         val_loss=best.get("val_loss"),
         val_accuracy=val_accuracy,

@@ -190,7 +190,7 @@ def _shape_features(objects: np.ndarray) -> np.ndarray:
     )
     perimeter = _PERIMETER_WEIGHTS[np.minimum(codes, 49)].sum(axis=(1, 2))
     # Bounding box -> extent.
-    rows_any, cols_any = objects.any(axis=2), objects.any(axis=1)
+    rows_any, cols_any = np.asarray(objects.any(axis=2)), np.asarray(objects.any(axis=1))
     height = h - np.argmax(rows_any[:, ::-1], axis=1) - np.argmax(rows_any, axis=1)
     width = w - np.argmax(cols_any[:, ::-1], axis=1) - np.argmax(cols_any, axis=1)
     extent = np.where(area > 0, area / np.maximum(height * width, 1), 0.0)
@@ -214,7 +214,7 @@ def lbp_histograms(images: np.ndarray) -> np.ndarray:
     padded = np.zeros((m, h + 2, w + 2))
     padded[:, 1:-1, 1:-1] = images
     centre = padded[:, 1:-1, 1:-1]
-    signs = []
+    planes = []
     for p in range(_LBP_POINTS):
         rr = round(-_LBP_RADIUS * np.sin(2 * np.pi * p / _LBP_POINTS), 5)
         cc = round(_LBP_RADIUS * np.cos(2 * np.pi * p / _LBP_POINTS), 5)
@@ -227,8 +227,8 @@ def lbp_histograms(images: np.ndarray) -> np.ndarray:
 
         top = (1 - dc) * at(r0, c0) + dc * at(r0, c1)
         bottom = (1 - dc) * at(r1, c0) + dc * at(r1, c1)
-        signs.append(((1 - dr) * top + dr * bottom) - centre >= 0)
-    signs = np.stack(signs)  # (P, M, T, T)
+        planes.append(((1 - dr) * top + dr * bottom) - centre >= 0)
+    signs = np.stack(planes)  # (P, M, T, T)
     changes = (signs[:-1] != signs[1:]).sum(axis=0)  # skimage: not circular
     codes = np.where(changes <= 2, signs.sum(axis=0), _LBP_POINTS + 1)
     counts = np.bincount(

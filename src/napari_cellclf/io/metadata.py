@@ -48,15 +48,21 @@ def _ome_info(xml: str, axes: str, n_channels: int) -> dict:
     if pixels is None:
         return {}
     out: dict = {}
+    size_y, size_x, size_z = (pixels.get(f"PhysicalSize{a}") for a in "YXZ")
+    # Sizes that are absent or not numbers are unknown, never a reason to refuse the image.
     try:
-        y, x = float(pixels.get("PhysicalSizeY")), float(pixels.get("PhysicalSizeX"))
-        if y > 0 and x > 0:
-            out["pixel_size"] = (y, x)
-            out["unit"] = _normalise_unit(pixels.get("PhysicalSizeXUnit", "µm"))
-    except (TypeError, ValueError):
+        if size_y is not None and size_x is not None:
+            y, x = float(size_y), float(size_x)
+            if y > 0 and x > 0:
+                out["pixel_size"] = (y, x)
+                out["unit"] = _normalise_unit(pixels.get("PhysicalSizeXUnit", "µm"))
+    except ValueError:
         pass
-    if "Z" in axes and pixels.get("PhysicalSizeZ"):
-        out["z_spacing"] = float(pixels.get("PhysicalSizeZ"))
+    try:
+        if "Z" in axes and size_z:
+            out["z_spacing"] = float(size_z)
+    except ValueError:
+        pass
     names = [c.get("Name") for c in pixels if _local(c.tag) == "Channel"]
     if len(names) == n_channels and all(names):
         out["channel_names"] = names
@@ -108,8 +114,8 @@ def _lut_color(lut: np.ndarray) -> str | None:
     """napari colormap name of an ImageJ LUT that is a plain black-to-colour ramp, else None."""
     if lut.shape != (3, 256) or lut[:, 0].max() > 8:
         return None
-    end = tuple(int(v > 127) for v in lut[:, 255])
-    return _LUT_COLORS.get(end)
+    red, green, blue = (int(v > 127) for v in lut[:, 255])
+    return _LUT_COLORS.get((red, green, blue))
 
 
 def _plain_resolution(page) -> tuple[tuple[float, float] | None, str | None]:

@@ -21,7 +21,7 @@ def subsample(image: ImageData, channel: int | None = None, max_side: int | None
     data, axes = image.data, image.axes
     max_side = max_side or limits.SUBSAMPLE_SIDE
     leading = [i for i, a in enumerate(axes) if a in "TZ"]
-    picks = []
+    picks: list[Sequence[int | slice]] = []
     for i, a in enumerate(axes):
         n = int(data.shape[i])
         if a in "YX":
@@ -38,7 +38,7 @@ def subsample(image: ImageData, channel: int | None = None, max_side: int | None
     return np.concatenate([p.ravel() for p in pieces])
 
 
-def _product(picks: list[list]) -> list[tuple]:
+def _product(picks: Sequence[Sequence[int | slice]]) -> list[tuple]:
     out: list[tuple] = [()]
     for options in picks:
         out = [prefix + (o,) for prefix in out for o in options]

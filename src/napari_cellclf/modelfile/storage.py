@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -259,4 +260,10 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelM
     model.eval()
     # Not model.prepare_for_device: that folds BatchNorm for inference, and a loaded model must
     # keep the layout its file has (to be saved again, exported, or trained further).
-    return model.to(device=choose_device(device), memory_format=torch.channels_last), meta
+    return _to_channels_last(model, choose_device(device)), meta
+
+
+def _to_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
+    # Module.to takes memory_format at run time; torch's type stubs list only device/dtype/tensor.
+    to: Any = model.to
+    return to(device=device, memory_format=torch.channels_last)
