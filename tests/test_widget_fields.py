@@ -107,6 +107,11 @@ def test_a_field_dropped_on_another_is_moved_beside_it(make_napari_viewer, qtbot
     first, second = panel.fields
     assert _disjoint(_world_box(first.layers[0]), _world_box(second.layers[0]))
     assert first.translate == (0.0, 0.0)
+    # names of one plate differ at the end: elided in the middle, the whole path in the tooltip
+    from qtpy.QtCore import Qt
+
+    assert panel.table.textElideMode() == Qt.TextElideMode.ElideMiddle
+    assert panel.table.item(1, 0).toolTip().startswith(str(tmp_path / "xy_c01_long_plate_name_A02"))
 
 
 def test_labelled_tile_overlay_is_what_training_receives(make_napari_viewer, qtbot, monkeypatch):

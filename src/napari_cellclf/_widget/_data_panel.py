@@ -198,7 +198,7 @@ class FieldsPanel(QWidget):
     @alive_only
     def _on_zoom(self, *_) -> None:
         fld = self.current()
-        if fld is not None and self.session.data.show_grid and self._line_width(fld) != self._grid_width:
+        if fld is not None and self._line_width(fld) != self._grid_width:  # outlines follow it too
             self._grid_later.start()
             self._labelled_later.start()
 
