@@ -173,6 +173,12 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
     painted.data_setitem((ys[:3], xs[:3]), 2)
     fid = by_name["puncta"].id
     qtbot.waitUntil(lambda: widget.session.counts.per_field.get(fid) == [1, 2], timeout=5000)
+    # what counted is outlined per cell, in its class colour (value = class), not per tile
+    qtbot.waitUntil(lambda: "puncta labelled cells" in viewer.layers, timeout=5000)
+    outlines = np.asarray(viewer.layers["puncta labelled cells"].data)
+    on = outlines > 0
+    assert dict(zip(cells[on].tolist(), outlines[on].tolist())) == {first: 2, second: 1, third: 2}
+    assert "puncta labelled tiles" not in viewer.layers
 
     panel.objects_box.blank_background.setChecked(True)
     combo = panel.objects_combo("diffuse")
@@ -200,3 +206,4 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
     assert panel.objects_combo("puncta").currentText() == "none (tiles)"
     # back to tiles: the two small strokes cover no half tile
     qtbot.waitUntil(lambda: widget.session.counts.per_field.get(fid) == [0, 0], timeout=5000)
+    qtbot.waitUntil(lambda: "puncta labelled cells" not in viewer.layers, timeout=5000)

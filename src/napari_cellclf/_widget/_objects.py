@@ -28,13 +28,16 @@ from ..objects import (
     count_objects,
     measure_objects,
     model_settings,
+    object_classes,
 )
 from ..options import BLANK_BACKGROUND
-from ._fields import Field, derived_metadata, role_of
+from ._fields import Field, derived_metadata, find_derived, role_of
+from ._layers import keep_selection
 from ._qt import alive_only, note_label, signals_blocked
 from ._result_layers import TRANSPARENT, ResultLayers
 
 ROLE_CELLS = "cells"  # the results layer of object mode: instance ids coloured by class
+ROLE_LABELLED_CELLS = "labelled cells"  # outlines of the cells training receives
 NO_OBJECTS_TEXT = "none (tiles)"
 
 
@@ -106,6 +109,69 @@ def count_painted_objects(masks_layer, painted_layer, n_classes: int) -> list[in
 
 def count_all_objects(masks_layer) -> int:
     return len(measure_objects(np.asarray(masks_layer.data)))
+
+
+def outline_classes(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> np.ndarray:
+    """(H, W) uint8/uint16: each labelled cell's class value (objects.object_classes, the
+    training rule) on its border pixels (a pixel whose right or lower neighbour is another id,
+    both sides marked), 0 elsewhere. Drawn with array shifts, not Labels `contour`, which is slow
+    on large fields."""
+    masks = np.asarray(masks)
+    table, classes = object_classes(masks, painted, n_classes)
+    border = np.zeros(masks.shape, bool)
+    for axis in (0, 1):
+        step = np.diff(masks, axis=axis) != 0
+        lead = [slice(None)] * 2
+        lead[axis] = slice(0, -1)
+        trail = [slice(None)] * 2
+        trail[axis] = slice(1, None)
+        border[tuple(lead)] |= step
+        border[tuple(trail)] |= step
+    border &= masks > 0
+    ys, xs = np.nonzero(border)
+    ids = masks[ys, xs]
+    value = classes[np.searchsorted(table.labels, ids)] if len(table) else np.zeros(0, np.int64)
+    out = np.zeros(masks.shape, np.uint8 if n_classes < 255 else np.uint16)
+    out[ys, xs] = value
+    return out
+
+
+def show_labelled_cells(viewer, session, fld: Field, painted_layer, enabled: bool = True):
+    """ "<field> labelled cells": the outline of every cell a training receives, in its class
+    colour (the tile mode overlay's counterpart); removed in tile mode or with nothing labelled."""
+    layer = find_derived(viewer.layers, fld.id, ROLE_LABELLED_CELLS)
+    cells = objects_layer(session, viewer, fld) if enabled else None
+    outlines = None
+    if cells is not None and painted_layer is not None:
+        outlines = outline_classes(
+            np.asarray(cells.data), np.asarray(painted_layer.data), len(session.classes)
+        )
+    if outlines is None or not outlines.any():
+        if layer is not None:
+            viewer.layers.remove(layer)
+        return None
+    color_dict: dict = {None: TRANSPARENT, 0: TRANSPARENT}
+    color_dict.update({k: c for k, c in enumerate(session.class_colors, start=1)})
+    colormap = DirectLabelColormap(color_dict=color_dict)
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_labels(
+                outlines,
+                name=f"{fld.name} labelled cells",
+                colormap=colormap,
+                opacity=1.0,
+                metadata=derived_metadata(fld.id, ROLE_LABELLED_CELLS),
+                **fld.layer_kwargs(),
+            )
+    else:
+        if layer.metadata["cellclf"].get("colors") != list(session.class_colors):
+            layer.colormap = colormap
+        # unchanged outlines are not set again: a data event would trigger a recount, then this
+        if not np.array_equal(np.asarray(layer.data), outlines):
+            layer.data = outlines
+    layer.metadata["cellclf"]["colors"] = list(session.class_colors)
+    layer.editable = False
+    return layer
 
 
 # -- classification -----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from ._fields import (
 )
 from ._labelling import ForegroundCache, first_channel, training_spec
 from ._layers import TRANSPARENT, keep_selection, labels_layer
+from ._objects import objects_layer, show_labelled_cells
 from ._session import LABELS_PAINTED, Session
 
 VALIDATION_COLOR = "#ffffff"
@@ -43,6 +44,8 @@ def tile_classes(session: Session, fld: Field, viewer, foreground: ForegroundCac
     when the field gives no tiles (not used, nothing painted, no valid grid)."""
     spec = training_spec(session)
     choice = session.labels_source(fld.id)
+    if objects_layer(session, viewer, fld) is not None:
+        return None  # object mode: the cells are outlined instead (_objects.show_labelled_cells)
     try:
         grid = spec.grid(fld.shape)
     except ValueError:
@@ -255,6 +258,8 @@ class LabelledTiles:
         seen = set()
         for fld in self._fields():
             seen.add(fld.id)
+            painted = labels_layer(self.viewer, fld, colors, create=False)
+            show_labelled_cells(self.viewer, self.session, fld, painted, self.enabled)
             hit = tile_classes(self.session, fld, self.viewer, self._foreground) if self.enabled else None
             if hit is None:
                 self.cache.pop(fld.id, None)
