@@ -4,10 +4,13 @@ streaming of a big TIFF, and many files on dask.distributed. Ratios within one r
     nice python benchmarks/bench_scale.py                      # ~3-5 min on 2 idle cores
     nice python benchmarks/bench_scale.py --big 20000 --files 8 --seconds 20
     python benchmarks/bench_scale.py --model my.safetensors    # dense agreement on a trained net
+    nice python benchmarks/bench_scale.py --skip dense dask --arch fast --big 20000 \
+        --big-rows 4096 --big-dir /tmp/big      # cellclf predict/explain RSS, 20000 px wide
 
 Rates are the best of interleaved rounds (each round runs every configuration once), so other
 processes on a shared machine hit every configuration alike; the load average is printed.
-Peak RSS of the big-image runs is measured in fresh subprocesses (ru_maxrss of the child).
+Peak RSS of the big-image runs is that of `cellclf predict` / `cellclf explain` in fresh
+subprocesses (ru_maxrss of each child, from os.wait4).
 Not a test; nothing is asserted.
 """
 
@@ -154,7 +157,11 @@ def run_measured(command: list[str], workdir: Path) -> dict:
     stdout, stderr = workdir / "child.out", workdir / "child.err"
     with stdout.open("w") as out, stderr.open("w") as err:
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=err)
+        times = workdir / "times.json"
+        times.unlink(missing_ok=True)
+        child = subprocess.Popen(
+            command, stdout=out, stderr=err, env={**os.environ, "CELLCLF_BENCH_TIMES": str(times)}
+        )
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -162,13 +169,34 @@ def run_measured(command: list[str], workdir: Path) -> dict:
         "rc": child.returncode,
         "seconds": seconds,
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        "work_seconds": json.loads(times.read_text())["work_seconds"] if times.exists() else None,
         "stdout": stdout.read_text(),
         "stderr": stderr.read_text()[-2000:],
     }
 
 
+# `cellclf ARGS` in this interpreter, with the time from the model loaded (probe included) to
+# the command's end written to $CELLCLF_BENCH_TIMES: the tile rate without start-up, which on a
+# loaded machine varies too much to subtract.
+CLI_CHILD = r"""
+import json, os, sys, time
+from napari_cellclf.cli import main, explain, predict
+marks = {}
+for module in (predict, explain):
+    def timed(*a, _load=module.load_classifier, **k):
+        loaded = _load(*a, **k)
+        marks["loaded"] = time.perf_counter()
+        return loaded
+    module.load_classifier = timed
+code = main(sys.argv[1:])
+with open(os.environ["CELLCLF_BENCH_TIMES"], "w") as handle:
+    json.dump({"work_seconds": time.perf_counter() - marks.get("loaded", float("nan"))}, handle)
+sys.exit(code)
+"""
+
+
 def cli(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "napari_cellclf.cli", *arguments]
+    return [sys.executable, "-c", CLI_CHILD, *arguments]
 
 
 def write_big_tiff(path: Path, size: int, rows: int | None = None) -> None:
@@ -177,7 +205,8 @@ def write_big_tiff(path: Path, size: int, rows: int | None = None) -> None:
     import tifffile
 
     rng = np.random.default_rng(0)
-    with tifffile.TiffWriter(path, bigtiff=True) as writer:
+    partial = path.with_name(path.name + ".partial")  # an interrupted run leaves no broken file
+    with tifffile.TiffWriter(partial, bigtiff=True) as writer:
         writer.write(
             _tiles(size, rng, rows or size),
             shape=(2, rows or size, size),
@@ -187,12 +216,12 @@ def write_big_tiff(path: Path, size: int, rows: int | None = None) -> None:
             photometric="minisblack",
             metadata={"axes": "CYX"},
         )
+    partial.replace(path)
 
 
 def section_big(args, model_path: Path, workdir: Path) -> dict:
     """`cellclf predict` and `cellclf explain` on big tiled TIFFs, each a fresh process: peak RSS
-    and tiles/s (wall time of the whole command, minus the same command's start-up measured on a
-    one-tile image, so model loading and the precision probe are not counted as tile time). A
+    and tiles/s (from the model loaded, precision probe included, to the command's end). A
     reference size small enough for io to read whole (<= io.LAZY_BYTES) runs in memory: its
     tiles/s is the rate the streamed runs are compared with."""
     from napari_cellclf import io
@@ -202,15 +231,6 @@ def section_big(args, model_path: Path, workdir: Path) -> dict:
     reference = 2048  # 2 x 2048² uint16 = 16 MB: read whole
     sizes = sorted({reference, *args.big})
     results: dict = {"lazy_bytes": io.LAZY_BYTES, "load_average_start": os.getloadavg()}
-    tiny = workdir / "tiny.tif"
-    write_big_tiff(tiny, args.tile_size)
-    startup = {}
-    for kind in args.big_commands:
-        out = workdir / ("tiny.csv" if kind == "predict" else "tiny_map.tif")
-        startup[kind] = run_measured(cli(kind, str(model_path), str(tiny), "--out", str(out)), workdir)[
-            "seconds"
-        ]
-    results["startup_seconds"] = startup
     for size in sizes:
         rows = min(size, args.big_rows) if args.big_rows and size != reference else size
         tif = big_dir / f"big_{rows}x{size}.tif"
@@ -227,14 +247,14 @@ def section_big(args, model_path: Path, workdir: Path) -> dict:
                 continue
             row["tiles"], row["shape"] = tiles, [2, rows, size]
             row["streamed"] = 2 * 2 * rows * size > io.LAZY_BYTES  # io reads it lazily: streamed
-            row["tiles_per_s"] = tiles / max(row["seconds"] - startup[kind], 1e-9)
+            row["tiles_per_s"] = tiles / row["work_seconds"]
             row["load_average"] = os.getloadavg()
             del row["stdout"], row["stderr"]
             results[f"{size} {kind}"] = row
             print(
                 f"  {rows}x{size} {kind:<7} {'streamed' if row['streamed'] else 'in memory'}: "
                 f"{tiles} tiles, {row['seconds']:.1f} s ({row['tiles_per_s']:.0f} tiles/s after "
-                f"{startup[kind]:.1f} s start-up), peak RSS {row['peak_rss_mb']:.0f} MB, load "
+                f"{row['seconds'] - row['work_seconds']:.1f} s start-up), peak RSS {row['peak_rss_mb']:.0f} MB, load "
                 f"{row['load_average'][0]:.1f}"
             )
     for kind in args.big_commands:
@@ -243,7 +263,11 @@ def section_big(args, model_path: Path, workdir: Path) -> dict:
             row = results.get(f"{size} {kind}")
             if base and row and size != reference:
                 row["rate_vs_in_memory"] = row["tiles_per_s"] / base["tiles_per_s"]
-                print(f"  {size}² {kind}: {row['rate_vs_in_memory']:.2f}x the in-memory {reference}² rate")
+                print(
+                    f"  {row['shape'][1]}x{size} {kind}: {row['rate_vs_in_memory']:.2f}x the in-memory "
+                    f"{reference}² rate (load {base['load_average'][0]:.1f} then, "
+                    f"{row['load_average'][0]:.1f} now)"
+                )
     return results
 
 
