@@ -96,7 +96,7 @@ def test_explain_bands_equal_the_in_memory_map(big_tiff, tmp_path, monkeypatch, 
 
 def test_cli_streams_a_large_tiff_like_the_in_memory_path(big_tiff, tmp_path, monkeypatch, capsys):
     """`cellclf predict` and `cellclf explain` on a file io leaves unread (here made "large" by
-    lowering io.LAZY_BYTES and the band budget) go band by band and give what the same commands
+    lowering io.limits.LAZY_BYTES and the band budget) go band by band and give what the same commands
     give on the file read whole: the same CSV, the same attribution map (a tiled BigTIFF)."""
     from napari_cellclf import io
     from napari_cellclf.cli import main
@@ -114,7 +114,7 @@ def test_cli_streams_a_large_tiff_like_the_in_memory_path(big_tiff, tmp_path, mo
     monkeypatch.setenv("CELLCLF_PRECISION", "fp32")
 
     def run(kind: str, large: bool) -> None:
-        monkeypatch.setattr(io, "LAZY_BYTES", 1 if large else 2**40)
+        monkeypatch.setattr(io.limits, "LAZY_BYTES", 1 if large else 2**40)
         monkeypatch.setattr(streaming, "BAND_BUDGET_BYTES", 1 if large else 64 * 2**20)
         monkeypatch.setattr(streaming, "TIFF_TILE", 32)
         out = tmp_path / f"{kind}_{large}.{'csv' if kind == 'predict' else 'tif'}"
@@ -133,3 +133,28 @@ def test_cli_streams_a_large_tiff_like_the_in_memory_path(big_tiff, tmp_path, mo
     reference = tifffile.imread(tmp_path / "explain_False.tif")
     assert streamed.shape == reference.shape == image.shape[1:]
     np.testing.assert_allclose(streamed, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())
+
+
+def test_distributed_predict_one_streams_a_large_file(big_tiff, tmp_path, monkeypatch):
+    """--out-dir / --workers go through distributed.predict_one: a file io leaves unread is
+    classified band by band there too, with the CSV of the in-memory path."""
+    from napari_cellclf import distributed, io
+
+    path, _ = big_tiff
+    model = classifier()
+    bands = []
+    original = streaming.LazyImage.rows
+    monkeypatch.setattr(
+        streaming.LazyImage, "rows", lambda self, y0, y1: bands.append(y1) or original(self, y0, y1)
+    )
+    monkeypatch.setattr(streaming, "BAND_BUDGET_BYTES", 1)
+    monkeypatch.setattr(io.limits, "LAZY_BYTES", 1)
+    streamed = tmp_path / "streamed.csv"
+    n = distributed.predict_one(model, path, streamed)
+    assert len(bands) > 4
+    monkeypatch.setattr(io.limits, "LAZY_BYTES", 2**40)
+    read_lazily = len(bands)
+    whole = tmp_path / "whole.csv"
+    assert distributed.predict_one(model, path, whole) == n
+    assert len(bands) == read_lazily  # read whole this time
+    assert_same_predictions(streamed, whole)

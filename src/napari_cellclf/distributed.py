@@ -129,14 +129,19 @@ def predict_one(
     foreground_only: bool = False,
 ) -> int:
     """Classify one file and write its CSV atomically; returns the number of tiles."""
-    from . import io
+    from . import io, streaming
     from .channels import model_channel_indices
     from .tables import write_predictions_csv
 
     image = Path(image)
     data = io.read_image(image)
-    cyx, names = io.to_cyx(data)
     meta = classifier.meta
+    lazy = None if foreground_only else streaming.open_lazy(data)
+    if lazy is not None:  # too large to convert whole: band by band, rows appended as they come
+        with lazy:
+            channels = model_channel_indices(meta.channel_names, meta.channel_indices, lazy.channel_names)
+        return streaming.predict_file_streaming(classifier, image, out, stride=stride, channels=channels)
+    cyx, names = io.to_cyx(data)
     cyx = cyx[model_channel_indices(meta.channel_names, meta.channel_indices, names)]
     prediction = classifier.predict_field_sync(cyx, stride=stride, foreground_only=foreground_only)
     write_predictions_csv(out, prediction.table(), source=image.name)

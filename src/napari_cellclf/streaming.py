@@ -16,7 +16,7 @@ pixel, per-tile mode per tile: both are the same band by band. Not supported her
 foreground_only (its Otsu threshold is taken over the whole field).
 
 `open_lazy(image)` says when a file read by io.read_image takes this path: io left it unread
-(larger than io.LAZY_BYTES) and it is a plain 2-D image with channels. `cellclf predict` and
+(larger than io.limits.LAZY_BYTES) and it is a plain 2-D image with channels. `cellclf predict` and
 `cellclf explain` then stream it (predict_image, explain_file_streaming) instead of converting
 the whole field to float32 first, which is 2x the uint16 file in memory before any work.
 """
@@ -88,7 +88,7 @@ class LazyImage:
 
 
 def open_lazy(image) -> LazyImage | None:
-    """A LazyImage of an io.ImageData that io left unread (io.LAZY_BYTES) when streaming
+    """A LazyImage of an io.ImageData that io left unread (io.limits.LAZY_BYTES) when streaming
     applies to it (a TIFF with axes YX, CYX or YXS, not an RGB photo); else None (the caller
     reads it whole: planes to choose, other layouts)."""
     if not getattr(image, "lazy", False) or getattr(image, "rgb", False) or not image.path:
