@@ -207,3 +207,7 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
     # back to tiles: the two small strokes cover no half tile
     qtbot.waitUntil(lambda: widget.session.counts.per_field.get(fid) == [0, 0], timeout=5000)
     qtbot.waitUntil(lambda: "puncta labelled cells" not in viewer.layers, timeout=5000)
+    # classified per tile now: the cell results of before are hidden, not mixed with the tiles
+    widget.results_panel.classify_button.click()
+    wait_idle(qtbot, widget, 60)
+    assert viewer.layers["puncta classes"].visible and not result.visible

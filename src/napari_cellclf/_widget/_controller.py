@@ -24,7 +24,7 @@ from ._fields import Field, fields_from_layers, model_channels
 from ._jobs import tagged
 from ._labelling import build_dataset, gather_training_inputs, import_class_folders
 from ._layers import show_attribution
-from ._objects import build_cell_results, field_masks, prediction_steps
+from ._objects import build_cell_results, field_masks, hide_other_results, prediction_steps
 from ._result_layers import DisplayStep, apply_step, build_results, display_steps, finish
 from ._session import Session
 from ._trust import model_verdict, training_extras
@@ -167,6 +167,7 @@ class Controller:
             for fid, name, results in done:
                 session.set_prediction(fid, name, results.prediction)
                 finish(self.viewer, by_id.get(fid), results)
+                hide_other_results(self.viewer, fid, results)
                 if verdict:
                     show_warning(f"{name} classified by a model that cannot be trusted: {verdict}")
 

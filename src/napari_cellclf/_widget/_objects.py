@@ -34,7 +34,7 @@ from ..options import BLANK_BACKGROUND
 from ._fields import Field, derived_metadata, find_derived, role_of
 from ._layers import keep_selection
 from ._qt import alive_only, note_label, signals_blocked
-from ._result_layers import TRANSPARENT, ResultLayers
+from ._result_layers import STAGES, TRANSPARENT, ResultLayers
 
 ROLE_CELLS = "cells"  # the results layer of object mode: instance ids coloured by class
 ROLE_LABELLED_CELLS = "labelled cells"  # outlines of the cells training receives
@@ -218,6 +218,16 @@ def build_cell_results(
     )
     layer.editable = False
     return ResultLayers(field_id, field_name, prediction, "", np.zeros(0), {ROLE_CELLS: layer})
+
+
+def hide_other_results(viewer, field_id: str, results: ResultLayers) -> None:
+    """Main thread: a field classified per cell hides its earlier tile results, and one
+    classified per tile its earlier cell results: they are not what was classified now."""
+    shown = set(results.built)
+    for role in (ROLE_CELLS, *STAGES):
+        layer = find_derived(viewer.layers, field_id, role) if role not in shown else None
+        if layer is not None:
+            layer.visible = False
 
 
 # -- controls ------------------------------------------------------------------------------------
