@@ -303,7 +303,7 @@ def _saved(tmp_path):
 @pytest.mark.parametrize("tile", [30_000, 1_000_000, MAX_TILE_SIZE + 1])
 def test_tile_size_above_the_limit_is_refused(tmp_path, tile):
     path = hostile.edit_model_header(_saved(tmp_path), lambda m: m.update(tile_size=tile))
-    with pytest.raises(ModelFileError, match=f"tile_size must be an integer 16..{MAX_TILE_SIZE}"):
+    with pytest.raises(ModelFileError, match=f"tile_size must be an integer of 16..{MAX_TILE_SIZE} px"):
         read_meta(path)
 
 

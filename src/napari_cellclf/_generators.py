@@ -17,3 +17,16 @@ def drive(generator: Generator[Any, None, Result], on_event: Callable[[Any], Non
             return done.value
         if on_event is not None:
             on_event(event)
+
+
+def relay(
+    generator: Generator[Any, None, Result], convert: Callable[[Any], Any]
+) -> Generator[Any, None, Result]:
+    """Re-yield each event of `generator` as `convert(event)`; return its return value (an engine
+    step that reports an inner step's progress in its own terms)."""
+    while True:
+        try:
+            event = next(generator)
+        except StopIteration as done:
+            return done.value
+        yield convert(event)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._generators import drive
+from ._generators import drive, relay
 from ._onednn import onednn_net
 from .channels import model_channel_indices  # noqa: F401  (re-exported: old import path)
 from .data import Normalization
@@ -416,13 +416,7 @@ class Classifier:
 
         if dense is not False and dense_module.applies(self, prepared.grid.stride):
             run = dense_module.predict_dense(self, prepared, stop)
-            while True:
-                try:
-                    done, _ = next(run)
-                except StopIteration as finished:
-                    probabilities, done = finished.value
-                    break
-                yield InferenceProgress(done, total)
+            probabilities, done = yield from relay(run, lambda event: InferenceProgress(event[0], total))
             return FieldPrediction(
                 prepared.grid, prepared.indices[:done], probabilities, list(self.class_names), done < total
             )

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..baseline import FEATURES_ARCHITECTURE
 from ..data import NORMALIZATION_MODES as _NORMALIZATION_MODES
-from ..model import ARCHITECTURES, MIN_TILE_SIZE
-from ..tiling import MAX_CLASSES, MAX_TILE_SIZE
+from ..model import ARCHITECTURES
+from ..tiling import MAX_CLASSES, MAX_TILE_SIZE, MIN_TILE_SIZE, check_tile_size
 from .colors import _HEX_COLOR
 
 FORMAT_VERSION = 1
@@ -128,10 +128,14 @@ class ModelMeta:
                     f"integers (one per channel), got {channel_indices!r}"
                 )
         tile_size = d["tile_size"]
-        if not _is_int(tile_size) or not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
-            raise ModelFileError(
-                f"tile_size must be an integer {MIN_TILE_SIZE}..{MAX_TILE_SIZE}, got {tile_size!r}"
-            )
+        try:  # JSON gives ints; 64.0 would be a hand-edited file
+            if not _is_int(tile_size):
+                raise ValueError(
+                    f"tile_size must be an integer of {MIN_TILE_SIZE}..{MAX_TILE_SIZE} px, got {tile_size!r}"
+                )
+            check_tile_size(tile_size, MIN_TILE_SIZE, MAX_TILE_SIZE)  # the faces' rule
+        except ValueError as exc:
+            raise ModelFileError(str(exc)) from None
         architecture = d["architecture"]
         if architecture not in ARCHITECTURES and architecture != FEATURES_ARCHITECTURE:
             raise ModelFileError(
