@@ -611,3 +611,19 @@ def test_z_stack_error_names_the_cli_option(tmp_path):
     tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint16), imagej=True, metadata={"axes": "ZYX"})
     with pytest.raises(ValueError, match=r"--plane Z=k with k in 0..2"):
         io.to_cyx(io.read_image(path))
+
+
+def test_ome_tiff_with_a_non_numeric_z_spacing_opens_with_the_spacing_unknown(tmp_path):
+    """A malformed PhysicalSizeZ is unknown metadata, not a reason to refuse the pixels (it made
+    read_image raise 'not a readable TIFF'); the XY pixel size is still read."""
+    path = tmp_path / "stack.ome.tif"
+    pixels = np.arange(3 * 32 * 32, dtype=np.uint16).reshape(3, 32, 32)
+    metadata = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0}
+    tifffile.imwrite(path, pixels, ome=True, metadata=metadata)
+    raw = path.read_bytes()
+    assert b'PhysicalSizeZ="2.0"' in raw
+    path.write_bytes(raw.replace(b'PhysicalSizeZ="2.0"', b'PhysicalSizeZ="abc"'))
+    image = io.read_image(path)
+    assert image.axes == "ZYX" and image.pixel_size == (0.5, 0.5)
+    assert "z_spacing" not in image.metadata
+    assert np.array_equal(np.asarray(image.data), pixels)
