@@ -75,11 +75,14 @@ def _compact(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def measure_objects(masks: np.ndarray) -> ObjectTable:
     masks = check_masks(masks)
-    ids, compact = _compact(masks)
+    return _measure(*_compact(masks))
+
+
+def _measure(ids: np.ndarray, compact: np.ndarray) -> ObjectTable:
     flat = compact.ravel()
     n = len(ids) + 1
     areas = np.bincount(flat, minlength=n)
-    yy, xx = np.indices(masks.shape)
+    yy, xx = np.indices(compact.shape)
     sum_y = np.bincount(flat, weights=yy.ravel(), minlength=n)
     sum_x = np.bincount(flat, weights=xx.ravel(), minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -137,8 +140,8 @@ def object_classes(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> tu
         raise ValueError(f"label value {top} is painted but there are only {n_classes} classes")
     if painted.size and painted.min() < 0:
         raise ValueError("label values must be >= 0 (0 = unlabelled)")
-    table = measure_objects(masks)
-    _, compact = _compact(masks)
+    ids, compact = _compact(masks)  # once: the sort in np.unique is most of the cost
+    table = _measure(ids, compact)
     k = n_classes + 1
     joint = np.bincount((compact * k + painted).ravel(), minlength=(len(table) + 1) * k)
     votes = joint.reshape(len(table) + 1, k)[1:, 1:]  # objects x classes 1..K
