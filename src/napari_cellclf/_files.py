@@ -17,6 +17,7 @@ killed save left behind (older than STALE_TEMP_SECONDS) are removed by the next 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import stat
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
+
+import numpy as np
 
 # A save that has not finished its temporary file within this long was killed.
 STALE_TEMP_SECONDS = 15 * 60
@@ -175,3 +178,19 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def json_ready(value):
+    """numpy scalars/arrays and tuples to plain JSON types; NaN/inf (a diverged loss) to None: what
+    every JSON we write (model-file metadata, metrics.json) goes through."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

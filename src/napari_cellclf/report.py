@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_write
+from ._files import atomic_write, json_ready
 from .evaluation import ClassificationMetrics
 from .gallery import GALLERY_EACH, GalleryTile, gallery_indices, gallery_tiles, split_gallery
 
@@ -177,23 +177,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data))
 
 
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def write_report(
     out_dir: str | Path,
     metrics: ClassificationMetrics,
@@ -258,7 +241,7 @@ def write_report(
         )
         document["gallery"] = entries
     document["figures"] = sorted(figures)
-    document = _json_ready(document)
+    document = json_ready(document)
 
     for name, data in figures.items():
         _write_bytes(out / name, data)

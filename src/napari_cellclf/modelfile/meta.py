@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._files import json_ready
 from ..baseline import FEATURES_ARCHITECTURE
 from ..data import NORMALIZATION_MODES as _NORMALIZATION_MODES
 from ..model import ARCHITECTURES
@@ -56,7 +57,7 @@ class ModelMeta:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict (numpy scalars become Python numbers, NaN/inf become None)."""
-        return _json_ready(
+        return json_ready(
             {
                 "format_version": self.format_version,
                 "class_names": list(self.class_names),
@@ -278,18 +279,3 @@ def _check_pixel_size(value) -> dict | None:
             f"pixel_size must be null or {{'y': >0, 'x': >0, 'unit': text or null}}, got {value!r}"
         )
     return {"y": float(value["y"]), "x": float(value["x"]), "unit": value.get("unit")}
-
-
-def _json_ready(value):
-    """numpy scalars/arrays and tuples to plain JSON types; NaN/inf (a diverged loss) to None."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
