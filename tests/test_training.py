@@ -429,3 +429,19 @@ def test_real_cells_interphase_vs_mitotic_default_recipe_beats_majority_and_crud
     # the best rich classical pipeline 0.914 balanced. The class-weighted loss (balance="weights",
     # the default for painted labels) trades a little accuracy for balanced accuracy.
     assert cnn_bal > base_bal + 0.03
+
+
+def test_class_weights_past_the_cap_become_balanced_batches():
+    # 60 tiles of one class beside 4 of the other: weights would differ 15-fold, past the cap, so
+    # balance="weights" draws balanced batches instead (and says so); a 2-fold ratio keeps weights.
+    tiles = make_tiles(60, tile=16)
+    rare = np.flatnonzero(tiles.labels == 1)[:4]
+    skewed = tiles.subset(np.concatenate([np.flatnonzero(tiles.labels == 0), rare]))
+    config = TrainConfig(epochs=1, device="cpu", val_fraction=0, compare_baseline=False)
+    assert run_training(skewed, config).history.delivered["balance"] == "sampler"
+    mild = tiles.subset(
+        np.concatenate([np.flatnonzero(tiles.labels == 0), np.flatnonzero(tiles.labels == 1)[:30]])
+    )
+    assert run_training(mild, config).history.delivered["balance"] == "weights"
+    none = run_training(skewed, TrainConfig(**{**config.__dict__, "balance": "none"}))
+    assert none.history.delivered["balance"] == "none"

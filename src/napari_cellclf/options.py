@@ -133,7 +133,8 @@ _TRAIN_TEXT: dict[str, dict[str, Any]] = {
         flag="--balance",
         label="Class balance",
         help="weights: every class counts equally in the loss, right when the labelled "
-        "ratio is arbitrary; sampler: balanced batches; none: plain loss, best "
+        "ratio is arbitrary (balanced batches when classes differ more than 10-fold); "
+        "sampler: balanced batches; none: plain loss, best "
         "accuracy when labels follow the true class ratio",
     ),
     "val_fraction": dict(

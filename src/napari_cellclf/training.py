@@ -26,8 +26,10 @@
 - Default recipe: the "batchnorm" network, AdamW (weight decay 0.05), cosine learning-rate decay
   over the run, label smoothing 0.1, batch 32, dihedral augmentation; lr_schedule="constant",
   weight_decay=0, label_smoothing=0 give plain Adam. balance="weights" (default) counts every
-  class equally, right for painted labels whose ratio is arbitrary; balance="none" maximises
-  accuracy when the labels follow the true ratio.
+  class equally, right for painted labels whose ratio is arbitrary (class-weighted loss; when the
+  classes differ more than MAX_CLASS_WEIGHT_RATIO-fold, balanced batches instead, as "sampler";
+  history.delivered["balance"] says which); balance="none" maximises accuracy when the labels
+  follow the true ratio.
 - compare_baseline (default on): at the end, baseline.compare_on_split fits classical features
   on the same split; History.baseline holds it beside the CNN's numbers, and a warning says so
   when the CNN's validation balanced accuracy does not beat the best classical method.
@@ -100,7 +102,7 @@ class TrainConfig:
     rotate_degrees: float = 0.0  # extra small arbitrary rotations (0 = off)
     shift_fraction: float = 0.0  # random sub-tile shifts up to this fraction of the tile
     intensity_jitter: float = 0.0  # per-tile, per-channel gain exp(U(-j, j)) (0 = off)
-    balance: str = "weights"  # "weights" (class-weighted loss) | "sampler" | "none"
+    balance: str = "weights"  # "weights" (class-weighted loss; "sampler" past 10x) | "sampler" | "none"
     val_fraction: float = 0.2
     patience: int = 0  # early stopping on validation loss; 0 = off
     select: str = "last"  # kept weights per run: "last" epoch | "best" validation loss
@@ -437,9 +439,14 @@ def train(
         [len(train_idx) / (n_classes * n) if n else 0.0 for n in train_counts], dtype=torch.float32
     )
     positive = class_weights[class_weights > 0]
+    capped = bool(len(positive)) and float(positive.max()) > float(positive.min()) * MAX_CLASS_WEIGHT_RATIO
     if len(positive):
         class_weights = class_weights.clamp(max=float(positive.min()) * MAX_CLASS_WEIGHT_RATIO)
-    loss_weights = class_weights if config.balance == "weights" else None
+    # Where the cap binds, capped weights leave the rarest classes under-counted; balanced batches
+    # (drawn with replacement, unweighted loss) count them fully without huge loss weights: on the
+    # 7 classes 0.827 balanced accuracy against 0.766 with capped weights (README).
+    balance = "sampler" if config.balance == "weights" and capped else config.balance
+    loss_weights = class_weights if balance == "weights" else None
     val_weights = class_weights if config.balance != "none" else torch.ones(n_classes)
 
     epochs = epochs_for(config, len(train_idx))
@@ -464,6 +471,7 @@ def train(
             y_val=y_val,
             loss_weights=loss_weights,
             val_weights=val_weights,
+            balanced_batches=balance == "sampler",
             stop=stop,
             history=history,
         )
@@ -507,6 +515,7 @@ def train(
         model = DihedralTTA(model).eval()
     delivered["tta"] = bool(config.tta)
     delivered["epochs"] = int(epochs)
+    delivered["balance"] = balance  # the mode used: "weights" may have become "sampler"
     if x_val is not None and not stop.is_set():
         evaluated = _evaluate(
             prepare_for_device(model, torch.device("cpu")),
@@ -611,6 +620,7 @@ def _train_one_run(
     y_val,
     loss_weights,
     val_weights,
+    balanced_batches,
     stop,
     history,
 ):
@@ -631,7 +641,7 @@ def _train_one_run(
         label_smoothing=float(config.label_smoothing),
     )
     sample_weights = None
-    if config.balance == "sampler":
+    if balanced_batches:
         counts = torch.bincount(y_train, minlength=n_classes).clamp(min=1).double()
         sample_weights = 1.0 / counts[y_train]
 
