@@ -9,7 +9,15 @@ import csv
 import numpy as np
 
 from napari_cellclf._widget import _dialogs
-from widget_support import add_field, open_widget, paint_tiles, synthetic_field, tile_truth, wait_idle
+from widget_support import (
+    add_field,
+    click_when_enabled,
+    open_widget,
+    paint_tiles,
+    synthetic_field,
+    tile_truth,
+    wait_idle,
+)
 
 TILE = 32
 SIZE = 256
@@ -68,7 +76,7 @@ def test_paint_train_classify_explain_export_save_reopen(make_napari_viewer, qtb
     train.epochs.setValue(40)
     train.learning_rate.setValue(3e-3)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
-    train.train_button.click()
+    click_when_enabled(qtbot, train.train_button)
     assert not train.train_button.isEnabled() and widget.job_bar.cancel_button.isEnabled()
     wait_idle(qtbot, widget, 120)
     trained = widget.session.trained

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from widget_support import add_field, open_widget, paint_tiles, wait_idle
+from widget_support import add_field, click_when_enabled, open_widget, paint_tiles, wait_idle
 
 
 def _vertical_lines(shot: np.ndarray, row: int) -> int:
@@ -150,7 +150,7 @@ def test_labelled_tile_overlay_is_what_training_receives(make_napari_viewer, qtb
     train = widget.train_panel
     train.epochs.setValue(2)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
-    train.train_button.click()
+    click_when_enabled(qtbot, train.train_button)
     wait_idle(qtbot, widget, 120)
     ((dataset, config),) = received
     got = {(int(r), int(c), dataset.class_names[k]) for (r, c), k in zip(dataset.positions, dataset.labels)}

@@ -168,7 +168,9 @@ def test_tile_grid_stays_fast_on_a_2048_field(make_napari_viewer, qtbot):
     assert elapsed < 1.0, f"grid overlay took {elapsed:.2f} s"
 
 
-def test_import_class_folders_adds_classes_and_tiles(make_napari_viewer, qtbot, monkeypatch, tmp_path):
+def test_import_class_folders_picks_classes_and_forget_removes_the_empty_ones(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path
+):
     rng = np.random.default_rng(0)
     for name, n in (("Control", 3), ("Treated", 2), ("Mitotic", 4)):
         (tmp_path / name).mkdir()
@@ -185,29 +187,48 @@ def test_import_class_folders_adds_classes_and_tiles(make_napari_viewer, qtbot, 
     _, widget = open_widget(viewer)
     widget.fields_panel.tile_size.setValue(32)
     monkeypatch.setattr(_dialogs, "ask_directory", lambda parent, caption: str(tmp_path))
+    offered = []
+
+    def pick(parent, caption, items):  # the user unticks Treated in the class picker
+        offered.extend(items)
+        return ["Control", "Mitotic"]
+
+    monkeypatch.setattr(_dialogs, "ask_choices", pick)
     widget.classes_panel.import_button.click()
     wait_idle(qtbot, widget, 30)
 
+    assert offered == ["Control", "Mitotic", "Treated"]  # folders with images, not the litter
     assert widget.session.class_names == ["Control", "Treated", "Mitotic"]
     table = widget.classes_panel.table
-    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(3)] == ["3", "2", "4"], timeout=3000)
-    assert "9 tiles" in widget.classes_panel.import_note.text()
+    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(3)] == ["3", "0", "4"], timeout=3000)
+    assert "7 tiles" in widget.classes_panel.import_note.text()
+    # Forget import: its tiles go, and so does the class it added that nothing else labels
     widget.classes_panel.forget_button.click()
-    qtbot.waitUntil(lambda: table.item(2, 2).text() == "0", timeout=3000)
+    assert widget.session.class_names == ["Control", "Treated"]
+    qtbot.waitUntil(lambda: [table.item(r, 2).text() for r in range(2)] == ["0", "0"], timeout=3000)
 
 
 def test_import_of_a_bad_folder_is_an_error_message(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     viewer = make_napari_viewer()
     _, widget = open_widget(viewer)
+    (tmp_path / "Control").mkdir()
+    (tmp_path / "Control" / "broken.tif").write_bytes(b"not a tiff")
+    monkeypatch.setattr(_dialogs, "ask_choices", lambda parent, caption, items: items)
     notes = Notifications()
     try:
+        monkeypatch.setattr(_dialogs, "ask_directory", lambda parent, caption: str(tmp_path / "Control"))
+        widget.classes_panel.import_button.click()  # a folder without class subfolders: said at once
+        assert widget.session.jobs.kind is None
+        qtbot.waitUntil(lambda: bool(notes.warnings()), timeout=3000)
+        assert "no subfolders with images" in notes.warnings()[0]
         monkeypatch.setattr(_dialogs, "ask_directory", lambda parent, caption: str(tmp_path))
-        widget.classes_panel.import_button.click()  # an empty folder
+        widget.classes_panel.import_button.click()  # an unreadable image
         wait_idle(qtbot, widget, 30)
         qtbot.waitUntil(lambda: bool(notes.errors()), timeout=3000)
     finally:
         notes.close()
-    assert notes.errors()[0].startswith("Importing class folders failed: " + str(tmp_path))
+    assert notes.errors()[0].startswith("Importing class folders failed: ")
+    assert "broken.tif" in notes.errors()[0]
     assert widget.session.imported is None and widget.classes_panel.import_button.isEnabled()
 
 

@@ -13,7 +13,7 @@ from napari_cellclf import synthetic
 from napari_cellclf._sample_data import SEEDS
 from napari_cellclf._widget import _dialogs
 from napari_cellclf.objects import measure_objects, object_classes
-from widget_support import PLUGIN, add_field, open_widget, wait_idle
+from widget_support import PLUGIN, add_field, click_when_enabled, open_widget, wait_idle
 
 LABEL_EVERY = 2  # the user labels every other cell; the rest are held out
 TILE = 32
@@ -78,7 +78,7 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
     train.learning_rate.setValue(3e-3)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
     train.device.setCurrentIndex(train.device.findData("cpu"))
-    train.train_button.click()
+    click_when_enabled(qtbot, train.train_button)
     wait_idle(qtbot, widget, 300)
     trained = widget.session.trained
     assert trained is not None and trained.meta.tile_size == TILE
@@ -192,7 +192,7 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
     train.epochs.setValue(1)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
     train.device.setCurrentIndex(train.device.findData("cpu"))
-    train.train_button.click()
+    click_when_enabled(qtbot, train.train_button)
     wait_idle(qtbot, widget, 120)
     assert widget.session.trained.meta.extra["objects"] == {"blank_background": True}
     widget.results_panel.classify_button.click()

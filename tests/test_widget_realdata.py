@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from widget_support import open_widget, wait_idle
+from widget_support import click_when_enabled, open_widget, wait_idle
 
 NEUBIAS = "neubias/image_data"
 
@@ -45,7 +45,7 @@ def test_real_control_and_treated_fields_train_and_classify(make_napari_viewer, 
     train.epochs.setValue(15)
     train.learning_rate.setValue(3e-3)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
-    train.train_button.click()
+    click_when_enabled(qtbot, train.train_button)
     wait_idle(qtbot, widget, 300)
     assert widget.session.trained is not None
     assert widget.session.trained.meta.channel_names == control.channel_names

@@ -14,7 +14,15 @@ from qtpy.QtCore import Qt
 from napari_cellclf._widget import _dialogs
 from napari_cellclf._widget._grid import camera_of
 from napari_cellclf.tiling import tile_labels_from_label_image
-from widget_support import add_field, open_widget, paint_tiles, synthetic_field, tile_truth, wait_idle
+from widget_support import (
+    add_field,
+    click_when_enabled,
+    open_widget,
+    paint_tiles,
+    synthetic_field,
+    tile_truth,
+    wait_idle,
+)
 
 TILE = 32
 SIZE = 192
@@ -38,7 +46,7 @@ def _classify(make_napari_viewer, qtbot, runs: int = 1):
     train.epochs.setValue(4)
     train.runs.setValue(runs)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
-    train.train_button.click()
+    click_when_enabled(qtbot, train.train_button)
     wait_idle(qtbot, widget, 120)
     widget.results_panel.classify_button.click()
     wait_idle(qtbot, widget, 60)

@@ -17,6 +17,7 @@ from napari_cellclf.gallery import GalleryTile, gallery_tiles
 from widget_support import (
     Notifications,
     add_field,
+    click_when_enabled,
     open_widget,
     paint_tiles,
     synthetic_field,
@@ -47,7 +48,7 @@ def _train(qtbot, widget, epochs: int) -> None:
     train.epochs.setValue(epochs)
     train.learning_rate.setValue(3e-3)
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
-    train.train_button.click()
+    click_when_enabled(qtbot, train.train_button)
     wait_idle(qtbot, widget, 120)
     assert widget.session.trained is not None
 
@@ -142,15 +143,11 @@ def test_noise_labels_warn_beside_classify_and_close_cleanly(make_napari_viewer,
     finally:
         notes.close()
 
-    # closing the dock: the session lives on, the report tab no longer listens to it
+    # closing the dock: the session lives on, no view of the closed dock listens to it
     session = widget.session
-    listening = len(session.model_changed), len(session.predictions_changed)
+    assert len(session.model_changed) > 0
     viewer.window.remove_dock_widget(dock)
-    # (predictions: the Report tab's fractions, the Results panel's readout and its review)
-    assert (len(session.model_changed), len(session.predictions_changed)) == (
-        listening[0] - 1,
-        listening[1] - 3,
-    )
+    assert (len(session.model_changed), len(session.predictions_changed)) == (0, 0)
     session.set_model(session.trained)
     session.predictions_changed.emit("noise")
     qtbot.wait(50)

@@ -98,3 +98,10 @@ class Notifications:
 
     def close(self) -> None:
         self._manager.notification_ready.disconnect(self._on_notification)
+
+
+def click_when_enabled(qtbot, button, timeout_s: float = 10) -> None:
+    """Click a job button once its check allows it: the dock re-checks (recounts labelled tiles)
+    a moment after the labels or settings change, as a user's next click would find it."""
+    qtbot.waitUntil(button.isEnabled, timeout=int(timeout_s * 1000))
+    button.click()

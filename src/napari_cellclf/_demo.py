@@ -96,6 +96,19 @@ class ScriptedDemo:
             return
         QTimer.singleShot(200, self._next)  # let the layers draw before the next step
 
+    def _click_when_enabled(self, button, waited_ms: int = 0) -> None:
+        """Click as a user would once the dock has re-checked the job (it recounts labelled
+        tiles a moment after a change); a button that stays off ends the demo with its reason."""
+        from qtpy.QtCore import QTimer
+
+        if button.isEnabled():
+            button.click()
+        elif waited_ms >= 10_000:
+            print(f"demo failed: {button.text()!r} stayed off: {button.toolTip()}")
+            self.on_done(1)
+        else:
+            QTimer.singleShot(100, lambda: self._click_when_enabled(button, waited_ms + 100))
+
     def label(self) -> None:
         w = self.widget
         classes = w.classes_panel.table
@@ -134,18 +147,18 @@ class ScriptedDemo:
         panel.epochs.setValue(self.epochs)
         panel.architecture.setCurrentIndex(panel.architecture.findData("fast"))
         self.widget.tabs.setCurrentIndex(2)
-        panel.train_button.click()
+        self._click_when_enabled(panel.train_button)
 
     def classify(self) -> None:
         self.widget.tabs.setCurrentIndex(3)
-        self.widget.results_panel.classify_all_button.click()
+        self._click_when_enabled(self.widget.results_panel.classify_all_button)
 
     def explain(self) -> None:
         fields = self.widget.fields_panel
         puncta = next((f.name for f in fields.fields if "puncta" in f.name.lower()), None)
         if puncta:
             fields.select_field(puncta)
-        self.widget.results_panel.explain_button.click()
+        self._click_when_enabled(self.widget.results_panel.explain_button)
 
     def finish(self) -> None:
         self.widget.tabs.setCurrentIndex(2)  # the training curves make the best picture

@@ -553,6 +553,7 @@ def from_class_folders(
     stride: int | None = None,
     class_names: Sequence[str] | None = None,
     plane: dict[str, int] | None = None,
+    only: Sequence[str] | None = None,
 ) -> TileDataset:
     """root/<class>/<image>: mode="resize" resizes each image to tile_size (like Keras
     flow_from_directory), mode="tile" slices it into tiles. Hidden files and stray entries are
@@ -560,6 +561,8 @@ def from_class_folders(
     `class_names` fixes the order (then folders not in it -> ValueError naming them; classes of
     `class_names` without a folder simply have no samples, for evaluating on part of the classes).
     Empty root / unreadable file / channel-count mismatch -> ValueError naming the path.
+
+    `only`: read just these class folders (the user's pick); the others are left out.
 
     Each file is its own group (source). In "tile" mode partial tiles are dropped, and a file
     smaller than one tile is a ValueError naming it."""
@@ -575,6 +578,8 @@ def from_class_folders(
             files = io.list_images(folder)
             if files:
                 files_of[folder.name] = files
+    if only is not None:
+        files_of = {name: files for name, files in files_of.items() if name in set(only)}
     if not files_of:
         raise ValueError(
             f"{root}: no class subfolders with images in them (expected {root}/<class name>/<image files>)"

@@ -22,7 +22,7 @@ from . import _dialogs
 from ._fields import ROLE_LABELS, role_of
 from ._labelling import problems
 from ._layers import recolor_labels
-from ._qt import WARNING_STYLE, alive_only, note_label, row
+from ._qt import WARNING_STYLE, Links, alive_only, note_label, row
 from ._session import Session
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +35,7 @@ IMPORT_MODES = (("resize each image to one tile", "resize"), ("cut each image in
 class ClassesPanel(QWidget):
     def __init__(self, viewer, session: Session, controller: "Controller", parent: QWidget | None = None):
         super().__init__(parent)
+        self.links = Links()  # undone when the dock closes
         self.viewer, self.session, self.controller = viewer, session, controller
         self._filling = False
 
@@ -88,11 +89,11 @@ class ClassesPanel(QWidget):
         self.remove_button.clicked.connect(self.remove_selected)
         self.import_button.clicked.connect(self.import_folders)
         self.forget_button.clicked.connect(controller.forget_import)
-        session.classes_changed.connect(self._on_classes_changed)
-        session.counts_changed.connect(self._on_counts_changed)
-        session.labels_changed.connect(self._on_import_changed)
-        session.jobs.started.connect(self._on_busy)
-        session.jobs.finished.connect(self._on_busy)
+        self.links.connect(session.classes_changed, self._on_classes_changed)
+        self.links.connect(session.counts_changed, self._on_counts_changed)
+        self.links.connect(session.labels_changed, self._on_import_changed)
+        self.links.connect(session.jobs.started, self._on_busy)
+        self.links.connect(session.jobs.finished, self._on_busy)
         self._fill()
         self._on_import_changed()
         self._on_busy()
@@ -183,8 +184,15 @@ class ClassesPanel(QWidget):
 
     def import_folders(self) -> None:
         root = _dialogs.ask_directory(self, "Folder with one subfolder per class")
-        if root:
-            self.controller.import_folders(root, self.import_mode.currentData())
+        if not root:
+            return
+        offered = self.controller.class_folder_names(root)
+        if not offered:
+            show_warning(f"{root}: no subfolders with images in them (one subfolder per class).")
+            return
+        picked = _dialogs.ask_choices(self, "Classes to import (one folder each)", offered)
+        if picked:
+            self.controller.import_folders(root, self.import_mode.currentData(), picked)
 
     @alive_only
     def _on_import_changed(self) -> None:

@@ -15,16 +15,19 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from .. import datasets
 from ..attribution import explain_field
 from ..datasets import split_positions
 from ..training import MemorisationWarning, train
 from ._fields import Field, fields_from_layers, model_channels
-from ._jobs import tagged
+from ._jobs import JobStage, tagged
 from ._labelling import build_dataset, gather_training_inputs, import_class_folders
-from ._layers import show_attribution
+from ._layers import labels_layer, show_attribution
 from ._objects import build_cell_results, field_masks, hide_other_results, prediction_steps
+from ._preflight import Check, classify_check, explain_check, model_differences, train_check
 from ._result_layers import DisplayStep, apply_step, build_results, display_steps, finish
 from ._session import Session
 from ._trust import model_verdict, training_extras
@@ -59,11 +62,31 @@ class Controller:
         chosen = next((f for f in fields if f.id == self.session.current_field), None)
         return chosen or (fields[0] if fields else None)
 
+    # -- would a job be refused? (the panels enable their buttons with these) -----------------
+    def train_check(self) -> Check:
+        return train_check(self.session, self.fields(), self.viewer)
+
+    def classify_check(self, all_fields: bool = False) -> Check:
+        current = self.current_field()
+        return classify_check(
+            self.session, self.fields() if all_fields else [current] if current else [], all_fields
+        )
+
+    def explain_check(self) -> Check:
+        return explain_check(self.session, self.current_field())
+
+    def model_differences(self) -> list[str]:
+        return model_differences(self.session)
+
     # -- training ---------------------------------------------------------------------------------
     def train(self) -> bool:
         """Cut the labelled tiles and train in the background; False when nothing started."""
         session = self.session
         if session.jobs.busy:
+            return False
+        check = self.train_check()
+        if not check.ok:
+            show_error("Cannot train: " + " ".join(check.blocking))
             return False
         try:
             inputs = gather_training_inputs(session, self.fields(), self.viewer)
@@ -76,6 +99,12 @@ class Controller:
             # Worker thread: tiles are cut here, from the copies made above.
             dataset = build_dataset(inputs)
             result = yield from train(dataset, config, stop=stop)
+            # After Cancel too: training stopped within a batch; the bar says what runs now.
+            yield JobStage(
+                "Training stopped: evaluating the kept model…"
+                if stop.is_set()
+                else "Evaluating the kept model…"
+            )
             # Still in the worker: the kept model's validation metrics and the classical
             # features on the same split, stored in the model as `cellclf train` stores them.
             split = split_positions(dataset, config.val_fraction, config.seed)
@@ -126,12 +155,13 @@ class Controller:
         session = self.session
         if session.trained is None or session.jobs.busy:
             return False
-        current = self.current_field()
-        fields = self.fields() if all_fields else [current] if current else []
-        if not fields:
-            show_warning("Open a field of view first.")
+        check = self.classify_check(all_fields)
+        if not check.ok:
+            show_error("Cannot classify: " + " ".join(check.blocking))
             return False
+        skipped = check.skipped  # classify all: what the model can, and say what it left out
         try:
+            fields = check.usable
             classifier, images = self._prepare(fields)
             masks = {fld.id: field_masks(session, self.viewer, fld) for fld in fields}  # object mode
         except ValueError as exc:
@@ -170,6 +200,10 @@ class Controller:
                 hide_other_results(self.viewer, fid, results)
                 if verdict:
                     show_warning(f"{name} classified by a model that cannot be trusted: {verdict}")
+            if skipped:
+                show_warning(
+                    f"Classified {len(done)} field(s); skipped {len(skipped)}: " + "; ".join(skipped)
+                )
 
         session.jobs.start("classify", work, show, title="Classification")
         return True
@@ -180,6 +214,10 @@ class Controller:
         session = self.session
         fld = self.current_field()
         if session.trained is None or session.jobs.busy or fld is None:
+            return False
+        check = self.explain_check()
+        if not check.ok:
+            show_error("Cannot explain: " + " ".join(check.blocking))
             return False
         try:
             classifier, [(fid, name, image)] = self._prepare([fld])
@@ -203,23 +241,29 @@ class Controller:
         return True
 
     # -- class folders ----------------------------------------------------------------------------
-    def import_folders(self, root: str, mode: str = "resize") -> bool:
-        """Read root/<class>/<image> in the background; its classes join the session's."""
+    def class_folder_names(self, root: str) -> list[str]:
+        """The classes root offers (its subfolders with images), for the user to pick from."""
+        return datasets.class_folder_names(root)
+
+    def import_folders(self, root: str, mode: str = "resize", classes: Sequence[str] = ()) -> bool:
+        """Read root/<class>/<image> (only the `classes` picked; () = all) in the background;
+        its classes join the session's."""
         session = self.session
         if session.jobs.busy:
             return False
         tile_size, channels = session.data.tile_size, tuple(session.data.channels)
+        picked = tuple(classes)
 
         def work(stop):
-            return import_class_folders(root, tile_size, channels, mode)
+            return import_class_folders(root, tile_size, channels, mode, picked)
 
         def adopt(imported, cancelled):
             if cancelled:
                 return
-            for name in imported.dataset.class_names:
-                if name not in session.class_names:
-                    session.add_class(name)
-            session.set_imported(imported)
+            added = [n for n in imported.dataset.class_names if n not in session.class_names]
+            for name in added:
+                session.add_class(name)
+            session.set_imported(imported, added)
             counts = imported.dataset.class_counts()
             show_info(
                 f"Imported {len(imported.dataset)} tiles from {root}: "
@@ -230,7 +274,40 @@ class Controller:
         return True
 
     def forget_import(self) -> None:
-        self.session.set_imported(None)
+        """Drop the imported tiles, and the classes the import added that nothing else labels
+        now (no tiles from another source, no painted pixel of theirs or above them: removing
+        them renumbers nothing). Says which classes went and which stayed."""
+        session = self.session
+        counts, added = session.counts, list(session.import_added)
+        from_import = (counts.per_field.get("imported") if counts else None) or []
+        session.set_imported(None)
+        painted_top = max((int(np.max(f.data)) for f in self._labels_layers() if np.size(f.data)), default=0)
+        removed, kept = [], []
+        for name in reversed(added):
+            if name not in session.class_names:
+                continue
+            k = session.class_names.index(name)
+            others = (counts.per_class[k] if counts and k < len(counts.per_class) else 0) - (
+                from_import[k] if k < len(from_import) else 0
+            )
+            if others > 0 or painted_top >= k + 1 or len(session.classes) <= 2:
+                kept.append(name)
+                continue
+            session.remove_class(k)
+            removed.append(name)
+        if removed:
+            show_info(f"Forgot the import; removed its now empty classes {', '.join(reversed(removed))}.")
+        if kept:
+            show_info(f"Kept classes {', '.join(reversed(kept))}: other labels use them.")
+
+    def _labels_layers(self) -> list:
+        return [
+            layer
+            for layer in (
+                labels_layer(self.viewer, f, self.session.class_colors, create=False) for f in self.fields()
+            )
+            if layer is not None
+        ]
 
     # -- model files ------------------------------------------------------------------------------
     def save_model(self, path: str) -> str | None:
@@ -257,6 +334,9 @@ class Controller:
         except (ModelFileError, OSError, ValueError) as exc:
             show_error(f"Could not load a model: {exc}")
             return False
-        self.session.adopt_model_file(model, meta, path)
-        show_info(f"Loaded {Path(path).name}: classes {', '.join(meta.class_names)}")
+        changes = self.session.adopt_model_file(model, meta, path)
+        show_info(
+            f"Loaded {Path(path).name}: classes {', '.join(meta.class_names)}"
+            + ("; " + "; ".join(changes) if changes else "")
+        )
         return True

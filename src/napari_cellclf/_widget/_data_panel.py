@@ -39,7 +39,7 @@ from ._layers import labels_layer
 from ._layout import lay_out
 from ._objects import ObjectsBox, objects_combo
 from ._overlay import LabelledTiles
-from ._qt import alive_only, debouncer, note_label, row, signals_blocked
+from ._qt import Links, alive_only, debouncer, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, Session
 
 
@@ -53,6 +53,7 @@ class FieldsPanel(QWidget):
         parent: QWidget | None = None,
     ):
         super().__init__(parent)
+        self.links = Links()  # undone when the dock closes
         self.viewer, self.session, self._foreground = viewer, session, foreground
         # the dock's one field registry (Controller.fields); alone, the viewer's layers
         self._fields_provider = fields_provider or (lambda: fields_from_layers(viewer.layers))
@@ -156,15 +157,15 @@ class FieldsPanel(QWidget):
 
         layers = viewer.layers
         for emitter in (layers.events.inserted, layers.events.removed, layers.events.moved):
-            emitter.connect(self._on_layers_changed)
-        layers.selection.events.active.connect(self._on_active_layer)
-        camera_of(viewer).events.zoom.connect(self._on_zoom)
-        session.classes_changed.connect(self._on_classes_changed)
-        session.labels_changed.connect(self._on_labels_changed)
-        session.counts_changed.connect(self._on_counts_changed)
-        session.counts_changed.connect(self._outline_later)
-        session.model_changed.connect(self._outline_later)  # the split of a new training
-        session.data.events.connect(self._on_settings_changed)  # e.g. a loaded model's tile size
+            self.links.connect(emitter, self._on_layers_changed)
+        self.links.connect(layers.selection.events.active, self._on_active_layer)
+        self.links.connect(camera_of(viewer).events.zoom, self._on_zoom)
+        self.links.connect(session.classes_changed, self._on_classes_changed)
+        self.links.connect(session.labels_changed, self._on_labels_changed)
+        self.links.connect(session.counts_changed, self._on_counts_changed)
+        self.links.connect(session.counts_changed, self._outline_later)
+        self.links.connect(session.model_changed, self._outline_later)  # the split of a new training
+        self.links.connect(session.data.events, self._on_settings_changed)  # e.g. a loaded model's tile size
         self._fill_paint_classes()
         self.refresh_fields()
 

@@ -26,6 +26,34 @@ def ask_directory(parent: QWidget | None, caption: str) -> str | None:
     return path or None
 
 
+def ask_choices(parent: QWidget | None, caption: str, items: list[str]) -> list[str] | None:
+    """Tick some of `items` (all ticked to start); None when cancelled."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDialog, QDialogButtonBox, QListWidget, QListWidgetItem, QVBoxLayout
+
+    dialog = QDialog(parent)
+    dialog.setWindowTitle(caption)
+    listing = QListWidget()
+    for text in items:
+        item = QListWidgetItem(text)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(Qt.CheckState.Checked)
+        listing.addItem(item)
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(listing)
+    layout.addWidget(buttons)
+    if not dialog.exec():
+        return None
+    return [
+        listing.item(i).text()
+        for i in range(listing.count())
+        if listing.item(i).checkState() == Qt.CheckState.Checked
+    ]
+
+
 def ask_color(parent: QWidget | None, current: str) -> str | None:
     color = QColorDialog.getColor(QColor(current), parent, "Class colour")
     return color.name() if color.isValid() else None

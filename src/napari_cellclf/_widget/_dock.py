@@ -3,6 +3,8 @@ session, and a job bar (progress, Cancel) that every background job reports to."
 
 from __future__ import annotations
 
+import time
+
 from napari.layers import Labels
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
@@ -21,10 +23,10 @@ from ._classes_panel import ClassesPanel
 from ._controller import Controller
 from ._data_panel import FieldsPanel
 from ._fields import ROLE_LABELS, role_of
-from ._jobs import FieldStep
+from ._jobs import FieldStep, JobStage
 from ._labelling import ForegroundCache, PaintedCountCache, TileCounts, count_tiles
 from ._plot import theme_colors
-from ._qt import alive_only, debouncer, row
+from ._qt import Links, alive_only, debouncer, row
 from ._report_tab import ReportTab
 from ._results_panel import ResultsPanel
 from ._session import Session, session_for
@@ -43,11 +45,13 @@ class JobBar(QWidget):
 
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
+        self.links = Links()  # undone when the dock closes
         self.session = session
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
-        self.progress.setTextVisible(False)
+        self.progress.setFormat("%p%")
+        self._started_at = time.monotonic()
         self.status = QLabel("Ready")
         self.status.setWordWrap(True)
         self.cancel_button = QPushButton("Cancel")
@@ -58,9 +62,9 @@ class JobBar(QWidget):
         layout.addLayout(row(self.progress, self.cancel_button))
         layout.addWidget(self.status)
         self.cancel_button.clicked.connect(self.cancel)
-        session.jobs.started.connect(self._on_started)
-        session.jobs.progress.connect(self._on_progress)
-        session.jobs.finished.connect(self._on_finished)
+        self.links.connect(session.jobs.started, self._on_started)
+        self.links.connect(session.jobs.progress, self._on_progress)
+        self.links.connect(session.jobs.finished, self._on_finished)
         if session.jobs.busy:
             self._on_started(session.jobs.kind)
 
@@ -73,6 +77,7 @@ class JobBar(QWidget):
     def _on_started(self, kind: str) -> None:
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
+        self._started_at = time.monotonic()
         if kind == "import":
             self.progress.setRange(0, 0)  # busy indicator: reading folders has no steps
         self.status.setText(f"{JOB_VERBS.get(kind, kind)}…")
@@ -82,22 +87,31 @@ class JobBar(QWidget):
         if isinstance(event, BatchProgress):
             total = max(event.n_runs * event.n_epochs * event.n_batches, 1)
             done = (event.run * event.n_epochs + event.epoch) * event.n_batches + event.batch + 1
-            self.progress.setValue(int(1000 * done / total))
             runs = f"run {event.run + 1}/{event.n_runs} · " if event.n_runs > 1 else ""
             self.status.setText(
                 f"Training: {runs}epoch {event.epoch + 1}/{event.n_epochs} · "
                 f"batch {event.batch + 1}/{event.n_batches} · "
-                f"loss {event.loss:.3f}"
+                f"loss {event.loss:.3f}" + self._show_fraction(done / total)
             )
+        elif isinstance(event, JobStage):
+            self.progress.setRange(0, 0)  # busy: this step has no count
+            self.status.setText(event.text)
         elif isinstance(event, EpochEnd):
             self.progress.setToolTip(_epoch_text(event))
         elif isinstance(event, FieldStep):
             inner = event.progress
             fraction = inner.done / inner.total if getattr(inner, "total", 0) else 0.0
-            self.progress.setValue(int(1000 * (event.index + fraction) / event.count))
             stage = JOB_VERBS.get(getattr(inner, "stage", kind), JOB_VERBS.get(kind, kind))
             fields = f" ({event.index + 1}/{event.count})" if event.count > 1 else ""
-            self.status.setText(f"{stage} {event.field_name}{fields}: {inner.done}/{inner.total} tiles")
+            self.status.setText(
+                f"{stage} {event.field_name}{fields}: {inner.done}/{inner.total} tiles"
+                + self._show_fraction((event.index + fraction) / event.count)
+            )
+
+    def _show_fraction(self, fraction: float) -> str:
+        """Set the bar (its text is the percent) and say the time left, from the pace so far."""
+        self.progress.setValue(int(1000 * fraction))
+        return time_left_text(time.monotonic() - self._started_at, fraction)
 
     @alive_only
     def _on_finished(self, kind: str, ok: bool) -> None:
@@ -106,6 +120,18 @@ class JobBar(QWidget):
         self.cancel_button.setEnabled(False)
         verb = JOB_VERBS.get(kind, kind)
         self.status.setText(f"{verb}: done" if ok else f"{verb}: stopped")
+
+
+def time_left_text(elapsed_s: float, fraction: float) -> str:
+    """' · about 2 min left' from the time taken so far; nothing until the pace is known."""
+    if not 0 < fraction < 1 or elapsed_s < 1:
+        return ""
+    left = elapsed_s * (1 - fraction) / fraction
+    if left < 60:
+        return f" · about {max(int(round(left)), 1)} s left"
+    if left < 3600:
+        return f" · about {int(round(left / 60))} min left"
+    return f" · about {left / 3600:.1f} h left"
 
 
 def _epoch_text(event: EpochEnd) -> str:
@@ -122,6 +148,7 @@ class CellClassifierWidget(QWidget):
     # one napari also recognises; napari itself is not imported here).
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__()
+        self.links = Links()  # undone when the dock closes
         # The viewer as napari gave it (its public-only proxy): only the session key needs the
         # viewer behind the proxy, and session_for unwraps it for that.
         self.viewer = napari_viewer
@@ -158,11 +185,11 @@ class CellClassifierWidget(QWidget):
 
         # Tiles per class: recounted after painting stops for a moment, not on every brush dab.
         self._recount_later = debouncer(self, 250, self.recount)
-        self.session.labels_changed.connect(self._on_labelling_changed)
-        self.session.classes_changed.connect(self._on_labelling_changed)
-        self.session.data.events.connect(self._on_labelling_changed)
-        napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
-        napari_viewer.layers.events.removed.connect(self._on_labelling_changed)
+        self.links.connect(self.session.labels_changed, self._on_labelling_changed)
+        self.links.connect(self.session.classes_changed, self._on_labelling_changed)
+        self.links.connect(self.session.data.events, self._on_labelling_changed)
+        self.links.connect(napari_viewer.layers.events.inserted, self._on_layer_inserted)
+        self.links.connect(napari_viewer.layers.events.removed, self._on_labelling_changed)
         for layer in napari_viewer.layers:
             self._watch(layer)
         self.recount()
@@ -176,9 +203,23 @@ class CellClassifierWidget(QWidget):
         return super().event(event)
 
     def shut_down(self) -> None:
+        """Undo every connection to what outlives the dock (session, viewer, layers) and stop the
+        timers, so a closed dock neither redraws nor counts; a running job ends in the session."""
+        self._recount_later.stop()
         self.report_tab.disconnect_session()
         self.controller.shut_down()
         self.results_panel.shut_down()
+        for view in (
+            self.fields_panel,
+            self.classes_panel,
+            self.train_panel,
+            self.results_panel,
+            self.job_bar,
+            self.fields_panel.objects_box,
+            self,
+        ):
+            view.links.disconnect_all()
+        self.train_panel.shut_down()
 
     # -- providers for the panels ----------------------------------------------------------------
     def fields(self):
@@ -191,7 +232,7 @@ class CellClassifierWidget(QWidget):
     def _watch(self, layer) -> None:
         if isinstance(layer, Labels):
             for name in ("paint", "data", "set_data"):
-                getattr(layer.events, name).connect(self._on_labels_edited)
+                self.links.connect(getattr(layer.events, name), self._on_labels_edited)
 
     @alive_only
     def _on_labels_edited(self, event) -> None:

@@ -8,6 +8,11 @@ signals and are applied on the main thread by the callbacks given to `JobRunner.
 Cancelling sets the job's `threading.Event`, which the engine checks between batches, so the
 generator returns normally (training then keeps the best model so far). `worker.quit()` is never
 used: it would drop the generator's return value.
+
+Progress is coalesced in the worker: a position event (a batch done, tiles done) is handed on at
+most every `POSITION_INTERVAL_S`, the latest one; every other event (an epoch's end, a warning) is
+handed on as it comes. A fast net yields thousands of batches a second; queued one by one, they
+kept the main thread seconds behind (Cancel clicked at "epoch 3/6" stopped in epoch 6).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
@@ -25,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # A job: given its stop event, a generator (progress events, then the result) or a plain result.
 Work = Callable[[threading.Event], "Generator[Any, None, Any] | Any"]
+
+POSITION_INTERVAL_S = 1 / 30  # the job bar shows the worker's position at most ~33 ms late
 
 # Errors a user can cause (bad labels, wrong channel count, unreadable file): message only.
 # Anything else is a bug: show its type too, and print the traceback for the report.
@@ -45,6 +53,47 @@ class FieldStep:
     index: int  # 0-based position of the field in the job
     count: int  # fields in the job
     progress: Any  # e.g. inference.InferenceProgress
+
+
+@dataclass
+class JobStage:
+    """A job's next step that has no steps of its own to count (shown as a busy bar)."""
+
+    text: str
+
+
+def is_position(event: Any) -> bool:
+    """Events that only say how far the job is: the next one makes this one stale."""
+    from ..inference import InferenceProgress
+    from ..training import BatchProgress
+
+    inner = event.progress if isinstance(event, FieldStep) else event
+    return isinstance(inner, (BatchProgress, InferenceProgress))
+
+
+def coalesced(generator, interval_s: float = POSITION_INTERVAL_S):
+    """Re-yield `generator`'s events, dropping position events that come within `interval_s` of
+    the last one handed on; the last position before any other event is never dropped (it is
+    where the job stood when that event happened). Returns the generator's return value."""
+    last = -float("inf")
+    held = None
+    while True:
+        try:
+            event = next(generator)
+        except StopIteration as done:
+            return done.value
+        if not is_position(event):
+            if held is not None:
+                yield held
+                held = None
+            yield event
+            continue
+        now = time.monotonic()
+        if now - last >= interval_s:
+            last, held = now, None
+            yield event
+        else:
+            held = event
 
 
 def tagged(generator, field_name: str, index: int, count: int):
@@ -105,7 +154,7 @@ class JobRunner:
             try:
                 result = work(stop)
                 if inspect.isgenerator(result):
-                    result = yield from result
+                    result = yield from coalesced(result)
             except Exception as exc:  # every failure is reported on the main thread
                 return JobFailed(exc, traceback.format_exc())
             return result

@@ -241,10 +241,11 @@ def build_dataset(inputs: TrainingInputs) -> cdata.TileDataset:
 
 
 def import_class_folders(
-    root: str, tile_size: int, channels: Sequence[int], mode: str = "resize"
+    root: str, tile_size: int, channels: Sequence[int], mode: str = "resize", classes: Sequence[str] = ()
 ) -> ClassFolders:
-    """Worker thread: root/<class>/<image> -> tiles (resized to one tile, or cut into tiles)."""
-    return ClassFolders.read(root, tile_size, channels, mode)
+    """Worker thread: root/<class>/<image> -> tiles (resized to one tile, or cut into tiles);
+    `classes`: only these class folders (() = all)."""
+    return ClassFolders.read(root, tile_size, channels, mode, classes)
 
 
 def imported_dataset(imported: ClassFolders, tile_size: int, channels: Sequence[int]) -> cdata.TileDataset:

@@ -33,7 +33,7 @@ from ..objects import (
 from ..options import BLANK_BACKGROUND
 from ._fields import Field, derived_metadata, find_derived, role_of
 from ._layers import keep_selection
-from ._qt import alive_only, note_label, signals_blocked
+from ._qt import Links, alive_only, note_label, signals_blocked
 from ._result_layers import STAGES, TRANSPARENT, ResultLayers
 
 ROLE_CELLS = "cells"  # the results layer of object mode: instance ids coloured by class
@@ -274,7 +274,8 @@ class ObjectsBox(QGroupBox):
         )
         layout.addWidget(self.blank_background)
         self.blank_background.toggled.connect(self._on_blank)
-        session.labels_changed.connect(self._load)
+        self.links = Links()  # undone when the dock closes (CellClassifierWidget.shut_down)
+        self.links.connect(session.labels_changed, self._load)
 
     def _on_blank(self, on: bool) -> None:
         choices_for(self.session).blank_background = bool(on)

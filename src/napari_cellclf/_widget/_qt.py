@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from qtpy.QtCore import QObject, QSignalBlocker, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
@@ -64,3 +64,22 @@ def note_label(text: str = "", style: str = MUTED_STYLE) -> QLabel:
     label.setWordWrap(True)
     label.setStyleSheet(style)
     return label
+
+
+class Links:
+    """The connections a view makes to things that outlive it (the session, the viewer's layer
+    list), kept so that closing the dock can undo every one of them (`disconnect_all`): a closed
+    panel left connected keeps redrawing deleted canvases ("FigureCanvasQTAgg has been deleted")."""
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[Any, Callable]] = []
+
+    def connect(self, emitter, slot: Callable) -> None:
+        """`emitter`: a psygnal signal, a psygnal SignalGroup or a napari EventEmitter."""
+        emitter.connect(slot)
+        self._pairs.append((emitter, slot))
+
+    def disconnect_all(self) -> None:
+        for emitter, slot in reversed(self._pairs):
+            emitter.disconnect(slot)
+        self._pairs = []

@@ -26,7 +26,7 @@ from ..tables import write_predictions_csv
 from ..tiling import make_grid
 from . import _dialogs
 from ._layers import set_attribution_display
-from ._qt import WARNING_STYLE, alive_only, note_label, row
+from ._qt import WARNING_STYLE, Links, alive_only, note_label, row
 from ._report_tab import session_fractions
 from ._review import NEXT_KEY, Review
 from ._session import Session
@@ -37,11 +37,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODEL_FILTER = "napari-cellclf model (*.safetensors)"
 CSV_FILTER = "CSV table (*.csv)"
+CLASSIFY_TIP = "Classify the field selected in the Fields tab, tile by tile, in the background."
+CLASSIFY_ALL_TIP = "Classify every field the model can read; the others are listed, with why."
+EXPLAIN_TIP = (
+    "Gradient × input: red pixels pushed the tile towards the class, blue pixels away from "
+    "it; while it is shown, class fill and labels are drawn as outlines."
+)
 
 
 class ResultsPanel(QWidget):
     def __init__(self, viewer, session: Session, controller: "Controller", parent: QWidget | None = None):
         super().__init__(parent)
+        self.links = Links()  # undone when the dock closes
         self.viewer, self.session, self.controller = viewer, session, controller
 
         self.model_info = note_label("No model yet: train one (Train tab) or load a model file.")
@@ -66,6 +73,9 @@ class ResultsPanel(QWidget):
         box = QVBoxLayout(classify_box)
         box.addWidget(self.field_note)
         box.addLayout(row(self.classify_button, self.classify_all_button))
+        # Why Classify is off, which fields Classify all skips, where the model's settings differ.
+        self.check_note = note_label(style=WARNING_STYLE)
+        box.addWidget(self.check_note)
         box.addWidget(self.verdict)
         box.addWidget(self.classify_note)
 
@@ -74,10 +84,6 @@ class ResultsPanel(QWidget):
             "Which class's evidence to show: each tile's predicted class, or one class everywhere."
         )
         self.explain_button = QPushButton("Explain selected field")
-        self.explain_button.setToolTip(
-            "Gradient × input: red pixels pushed the tile towards the class, blue pixels away from "
-            "it; while it is shown, class fill and labels are drawn as outlines."
-        )
         self.display = QComboBox()
         for mode in DISPLAY_MODES:
             self.display.addItem(f"show: {mode}", mode)
@@ -90,6 +96,8 @@ class ResultsPanel(QWidget):
         box.addWidget(self.target)
         box.addWidget(self.display)
         box.addWidget(self.explain_button)
+        self.explain_note = note_label(style=WARNING_STYLE)
+        box.addWidget(self.explain_note)
 
         # Per field: the share of tiles per class and their mean confidence, the numbers of the
         # Report tab and of the exported fractions CSV (one function: _report_tab.session_fractions).
@@ -136,25 +144,26 @@ class ResultsPanel(QWidget):
         self.export_button.clicked.connect(self.export_csv)
         self.next_button.clicked.connect(self.review.next)
         self.display.currentIndexChanged.connect(self._redisplay)
-        session.jobs.finished.connect(self._on_job_finished)
+        self.links.connect(session.jobs.finished, self._on_job_finished)
         self.review.listeners.append(self._on_asked)
-        session.predictions_changed.connect(self._refresh_readout)
-        session.model_changed.connect(self._on_model_changed)
-        session.classes_changed.connect(self._on_model_changed)
-        session.current_changed.connect(self._on_current_changed)
-        session.predictions_changed.connect(self._update_enabled)
-        session.predictions_changed.connect(self._show_precision)  # chosen when it first classifies
-        session.jobs.started.connect(self._update_enabled)
-        session.jobs.finished.connect(self._update_enabled)
+        self.links.connect(session.predictions_changed, self._refresh_readout)
+        self.links.connect(session.model_changed, self._on_model_changed)
+        self.links.connect(session.classes_changed, self._on_model_changed)
+        self.links.connect(session.current_changed, self._on_current_changed)
+        self.links.connect(session.predictions_changed, self._update_enabled)
+        self.links.connect(
+            session.predictions_changed, self._show_precision
+        )  # chosen when it first classifies
+        self.links.connect(session.jobs.started, self._update_enabled)
+        self.links.connect(session.jobs.finished, self._update_enabled)
+        self.links.connect(session.counts_changed, self._update_enabled)  # layers, labels, settings
         self._on_model_changed()
         self._on_current_changed()
         self._refresh_readout()
 
     def shut_down(self) -> None:
         """The dock is closing: the session outlives this panel."""
-        self.review.shut_down()
-        self.session.predictions_changed.disconnect(self._refresh_readout)
-        self.session.jobs.finished.disconnect(self._on_job_finished)
+        self.review.shut_down()  # the session connections: self.links (the dock undoes them)
 
     # -- state -> controls -----------------------------------------------------------------------
     @alive_only
@@ -196,13 +205,31 @@ class ResultsPanel(QWidget):
     def _on_current_changed(self) -> None:
         fld = self.controller.current_field()
         self.field_note.setText(f"Selected field: {fld.name}" if fld else "No field selected.")
+        self._update_enabled()
 
     @alive_only
     def _update_enabled(self, *_) -> None:
+        """Each job button is enabled only when its job would start; the reason is in its
+        tooltip and in the note under it (the controller's checks)."""
         idle = not self.session.jobs.busy
-        has_model = self.session.trained is not None
-        for button in (self.classify_button, self.classify_all_button, self.explain_button, self.save_button):
-            button.setEnabled(idle and has_model)
+        one, every, explain = (
+            self.controller.classify_check(False),
+            self.controller.classify_check(True),
+            self.controller.explain_check(),
+        )
+        for button, check, tip, verb in (
+            (self.classify_button, one, CLASSIFY_TIP, "Classify"),
+            (self.classify_all_button, every, CLASSIFY_ALL_TIP, "Classify all"),
+            (self.explain_button, explain, EXPLAIN_TIP, "Explain"),
+        ):
+            button.setEnabled(idle and check.ok)
+            button.setToolTip(check.tooltip(tip, verb))
+        lines = one.blocking + [m for m in every.lines() if m not in one.blocking]
+        self.check_note.setText("\n".join(lines + self.controller.model_differences()))
+        self.check_note.setVisible(bool(self.check_note.text()))
+        self.explain_note.setText("\n".join(m for m in explain.blocking if m not in one.blocking))
+        self.explain_note.setVisible(bool(self.explain_note.text()))
+        self.save_button.setEnabled(idle and self.session.trained is not None)
         self.load_button.setEnabled(idle)
         self.export_button.setEnabled(bool(self.session.predictions))
         self.next_button.setEnabled(idle and bool(self.session.predictions))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from psygnal import Signal, evented
 
@@ -119,6 +119,7 @@ class Session:
         self.current_field: str | None = None
         self.counts = None  # _labelling.TileCounts, kept fresh by the widget
         self.imported: ImportedFolders | None = None
+        self.import_added: list[str] = []  # classes the import created (Forget import may drop them)
         self.trained: TrainedModel | None = None
         # source (field) name -> {"train", "validation": {(row, col)}} of the last training
         self.training_split: dict[str, dict[str, set]] = {}
@@ -220,8 +221,9 @@ class Session:
             self.field_labels[field_id] = choice
             self.labels_changed.emit()
 
-    def set_imported(self, imported: ImportedFolders | None) -> None:
+    def set_imported(self, imported: ImportedFolders | None, added: Sequence[str] = ()) -> None:
         self.imported = imported
+        self.import_added = list(added)
         self.labels_changed.emit()
 
     # -- model -----------------------------------------------------------------------------------
@@ -275,17 +277,27 @@ class Session:
         """A finished training's warnings that the log has not shown live already."""
         return [w for w in history.warnings if w not in self.log.memorisation]
 
-    def adopt_model_file(self, model, meta, path: str) -> None:
-        """A loaded model brings its classes (names, colours) and its training curves."""
+    def adopt_model_file(self, model, meta, path: str) -> list[str]:
+        """A loaded model brings its classes (names, colours), its tile size and its training
+        curves. Returns what that changed, in words (the log keeps them too): never silent."""
         from ..training import History
 
         history = History.from_dict(meta.history) if meta.history else None
+        changes = []
+        if self.class_names != list(meta.class_names):
+            changes.append(f"classes {', '.join(self.class_names)} -> {', '.join(meta.class_names)}")
         if self.class_names != list(meta.class_names) or self.class_colors != list(meta.class_colors):
             self.set_classes(list(meta.class_names), list(meta.class_colors))
+        if int(self.data.tile_size) != int(meta.tile_size):
+            changes.append(f"tile size {self.data.tile_size} -> {int(meta.tile_size)} px")
         self.data.tile_size = int(meta.tile_size)
         self.set_model(TrainedModel(model, meta, history, source=str(path)))
-        self.log = TrainingLog(epochs=_epochs_from_history(history), messages=[f"Loaded from {path}"])
+        self.log = TrainingLog(
+            epochs=_epochs_from_history(history),
+            messages=[f"Loaded from {path}"] + [f"Changed by the model: {c}." for c in changes],
+        )
         self.log_changed.emit()
+        return changes
 
     # -- training log ----------------------------------------------------------------------------
     def reset_log(self) -> None:

@@ -19,9 +19,8 @@ from qtpy.QtWidgets import (
 
 from ..options import train_option
 from ..training import TrainConfig
-from ._labelling import problems
 from ._plot import RunsBoxPlot, TrainingCurves, theme_colors
-from ._qt import WARNING_STYLE, alive_only, debouncer, note_label, signals_blocked
+from ._qt import WARNING_STYLE, Links, alive_only, debouncer, note_label, signals_blocked
 from ._session import Session
 from ._trust import baseline_sentence
 
@@ -30,6 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEVICES = (("auto (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
 PLOT_INTERVAL_MS = 500  # epochs of small datasets end many times a second: redraw at most 2/s
+TRAIN_TIP = (
+    "Cut labelled tiles and train in the background; the viewer stays usable. "
+    "Cancel keeps the best model so far."
+)
 ARCHITECTURE_HELP = {
     "fast": "fast: a small CNN for quick interactive training",
     "original": "original: the published 9-convolution network",
@@ -41,6 +44,7 @@ ARCHITECTURE_HELP = {
 class TrainPanel(QWidget):
     def __init__(self, viewer, session: Session, controller: "Controller", parent: QWidget | None = None):
         super().__init__(parent)
+        self.links = Links()  # undone when the dock closes
         self.viewer, self.session, self.controller = viewer, session, controller
 
         self.epochs = QSpinBox()
@@ -90,10 +94,6 @@ class TrainPanel(QWidget):
 
         self.warnings = note_label(style=WARNING_STYLE)
         self.train_button = QPushButton("Train")
-        self.train_button.setToolTip(
-            "Cut labelled tiles and train in the background; the viewer "
-            "stays usable. Cancel keeps the best model so far."
-        )
         self.memorisation = note_label(style=WARNING_STYLE)
         self.curves = TrainingCurves(theme_colors(getattr(viewer, "theme", None)))
         self.runs_plot = RunsBoxPlot(theme_colors(getattr(viewer, "theme", None)))
@@ -123,12 +123,12 @@ class TrainPanel(QWidget):
         self.device.currentIndexChanged.connect(self._store_settings)
         self.architecture.currentIndexChanged.connect(self._store_settings)
         self.train_button.clicked.connect(self.start_training)
-        session.train.events.connect(self._on_settings_changed)  # another dock on this viewer
-        session.counts_changed.connect(self._on_counts_changed)
-        session.log_changed.connect(self._on_log_changed)
-        session.model_changed.connect(self._on_model_changed)
-        session.jobs.started.connect(self._on_busy)
-        session.jobs.finished.connect(self._on_busy)
+        self.links.connect(session.train.events, self._on_settings_changed)  # another dock on this viewer
+        self.links.connect(session.counts_changed, self._on_counts_changed)
+        self.links.connect(session.log_changed, self._on_log_changed)
+        self.links.connect(session.model_changed, self._on_model_changed)
+        self.links.connect(session.jobs.started, self._on_busy)
+        self.links.connect(session.jobs.finished, self._on_busy)
         self._on_counts_changed()
         self._on_model_changed()
         self._on_log_changed()
@@ -173,12 +173,21 @@ class TrainPanel(QWidget):
     def start_training(self) -> None:
         self.controller.train()
 
+    def shut_down(self) -> None:
+        """The dock closed (its links are already undone): no throttled redraw may follow."""
+        self._redraw_later.stop()
+
     @alive_only
     def _on_counts_changed(self) -> None:
-        counts = self.session.counts
-        self.warnings.setText(
-            "\n".join(problems(counts, self.session.class_names)) if counts is not None else ""
-        )
+        self._update_train_button()
+
+    def _update_train_button(self) -> None:
+        """Train is enabled only when the training would start; otherwise the reason is in its
+        tooltip and in the warnings above it (the controller's check, datasets' rules)."""
+        check = self.controller.train_check()
+        self.warnings.setText("\n".join(check.lines()))
+        self.train_button.setEnabled(check.ok and not self.session.jobs.busy)
+        self.train_button.setToolTip(check.tooltip(TRAIN_TIP, "Train"))
 
     @alive_only
     def _on_log_changed(self) -> None:
@@ -207,6 +216,6 @@ class TrainPanel(QWidget):
 
     @alive_only
     def _on_busy(self, *_) -> None:
-        self.train_button.setEnabled(not self.session.jobs.busy)
+        self._update_train_button()
         if not self.session.jobs.busy:
             self._redraw()

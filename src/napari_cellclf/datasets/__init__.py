@@ -8,6 +8,8 @@ decisions once:
   `build_dataset` uses, so the count shown is the number of tiles the model receives.
 - `problems(counts)`: the ONE list of reasons training would fail or mislead
   (`data.trainability_problems`, which `data.check_trainable` raises on).
+- `training_problems(counts, class_names, named_channels)` (`checks.py`): the above plus
+  sources whose channels cannot be stacked together; what both faces check before training.
 - `build_dataset(sources, spec, class_names, channel_names)`: the tiles themselves.
 
 Sources (`sources.py`):
@@ -26,10 +28,12 @@ masks beside them the layout is "objects"), `load_folder`.
 
 from __future__ import annotations
 
+from .checks import channel_problems, training_problems
 from .folders import (
     LABELS_SUFFIX,
     DatasetError,
     Layout,
+    class_folder_names,
     detect_layout,
     field_stem,
     label_pairs,
@@ -58,8 +62,11 @@ from .sources import (
 )
 
 __all__ = [
+    "channel_problems",
+    "training_problems",
     "LABELS_SUFFIX",
     "DatasetError",
+    "class_folder_names",
     "Layout",
     "detect_layout",
     "field_stem",

@@ -21,6 +21,7 @@ import numpy as np
 from .. import data, io
 from ..data import TileDataset
 from ..objects import OBJECTS_SUFFIX, check_masks
+from .checks import channel_problems
 from .sources import InstanceObjects, PaintedLabels, TileSpec, _objects_dataset, _painted_dataset
 
 Layout = Literal["folders", "labels", "objects"]
@@ -65,6 +66,11 @@ def objects_path(image_path: Path) -> Path | None:
 
 def subfolders(root: Path) -> list[Path]:
     return sorted(d for d in Path(root).iterdir() if d.is_dir() and not io.is_ignored(d))
+
+
+def class_folder_names(root: str | Path) -> list[str]:
+    """The classes a class-folder import can offer: subfolders with images in them, sorted."""
+    return [d.name for d in subfolders(Path(root)) if io.list_images(d)]
 
 
 def detect_layout(root: Path) -> Layout:
@@ -200,10 +206,9 @@ def load_folder(
                 f"{label_path}: label image is {labels.shape[0]}x{labels.shape[1]} "
                 f"but {image_path.name} is {cyx.shape[1]}x{cyx.shape[2]}"
             )
-        if channel_names is not None and len(names) != len(channel_names):
-            raise DatasetError(
-                f"{image_path}: {len(names)} channel(s) but earlier images have {len(channel_names)}"
-            )
+        if channel_names is not None:
+            for problem in channel_problems([(str(pairs[0][0]), channel_names), (str(image_path), names)]):
+                raise DatasetError(problem.message)
         channel_names = channel_names or names
         top_label = max(top_label, int(labels.max(initial=0)))
         if layout == "objects":

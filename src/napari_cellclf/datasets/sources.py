@@ -135,13 +135,21 @@ class ClassFolders:
     dataset: TileDataset
     tile_size: int
     channels: tuple[int, ...] = ()
+    classes: tuple[str, ...] = ()  # the class folders picked; () = every one
 
     @classmethod
     def read(
-        cls, root: str | Path, tile_size: int, channels: Sequence[int] = (), mode: str = "resize"
+        cls,
+        root: str | Path,
+        tile_size: int,
+        channels: Sequence[int] = (),
+        mode: str = "resize",
+        classes: Sequence[str] = (),
     ) -> "ClassFolders":
-        dataset = data.from_class_folders(root, tile_size, mode=mode, channels=list(channels) or None)
-        return cls(str(root), mode, dataset, int(tile_size), tuple(channels))
+        dataset = data.from_class_folders(
+            root, tile_size, mode=mode, channels=list(channels) or None, only=list(classes) or None
+        )
+        return cls(str(root), mode, dataset, int(tile_size), tuple(channels), tuple(classes))
 
     def tiles_for(self, tile_size: int, channels: Sequence[int] = ()) -> TileDataset:
         if self.tile_size == tile_size and tuple(self.channels) == tuple(channels):
@@ -152,6 +160,7 @@ class ClassFolders:
             mode=self.mode,
             channels=list(channels) or None,
             class_names=list(self.dataset.class_names),
+            only=list(self.classes) or None,
         )
 
     def at(self, tile_size: int, channels: Sequence[int] = ()) -> "ClassFolders":
@@ -159,7 +168,12 @@ class ClassFolders:
         if self.tile_size == tile_size and tuple(self.channels) == tuple(channels):
             return self
         return ClassFolders(
-            self.root, self.mode, self.tiles_for(tile_size, channels), int(tile_size), tuple(channels)
+            self.root,
+            self.mode,
+            self.tiles_for(tile_size, channels),
+            int(tile_size),
+            tuple(channels),
+            self.classes,
         )
 
     def count(self, spec: TileSpec, class_names: Sequence[str]) -> list[int]:
