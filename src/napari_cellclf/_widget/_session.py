@@ -22,6 +22,7 @@ from psygnal import Signal, evented
 from ..datasets import ClassFolders
 from ..options import TILE_SIZE, train_config_from, train_default
 from ._jobs import JobRunner
+from ._training_log import epochs_from_history, run_text, summary_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -268,7 +269,7 @@ class Session:
         if extra:
             meta.extra = {**(meta.extra or {}), **extra}
         self.set_model(TrainedModel(result.model, meta, result.history, "trained", result.cancelled))
-        self.log.messages.append(_summary_text(result.history, result.cancelled))
+        self.log.messages.append(summary_text(result.history, result.cancelled))
         self.log.messages.extend(self.unseen_warnings(result.history))
         self.log_changed.emit()
         return True
@@ -293,7 +294,7 @@ class Session:
         self.data.tile_size = int(meta.tile_size)
         self.set_model(TrainedModel(model, meta, history, source=str(path)))
         self.log = TrainingLog(
-            epochs=_epochs_from_history(history),
+            epochs=epochs_from_history(history),
             messages=[f"Loaded from {path}"] + [f"Changed by the model: {c}." for c in changes],
         )
         self.log_changed.emit()
@@ -314,75 +315,16 @@ class Session:
         elif isinstance(event, MemorisationWarning):
             self.log.memorisation.append(event.message)  # the controller notifies
         elif isinstance(event, RunFinished):
-            self.log.messages.append(_run_text(event))
+            self.log.messages.append(run_text(event))
         else:
             return
         self.log_changed.emit()
-
-
-def _epochs_from_history(history) -> list:
-    """EpochEnd events rebuilt from a saved History, so a loaded model shows its curves."""
-    from ..training import EpochEnd
-
-    if history is None:
-        return []
-    events = []
-    for run, curves in enumerate(history.runs):
-        train_loss = curves.get("train_loss") or []
-        val_loss = curves.get("val_loss") or []
-        val_acc = curves.get("val_accuracy") or []
-        train_acc = curves.get("train_accuracy") or []
-        for epoch, loss in enumerate(train_loss):
-            train_accuracy = _at(train_acc, epoch)
-            events.append(
-                EpochEnd(
-                    run=run,
-                    epoch=epoch,
-                    train_loss=float(loss),
-                    train_accuracy=float("nan") if train_accuracy is None else train_accuracy,
-                    val_loss=_at(val_loss, epoch),
-                    val_accuracy=_at(val_acc, epoch),
-                    is_best=epoch == curves.get("best_epoch"),
-                    n_runs=len(history.runs),
-                    n_epochs=len(train_loss),
-                )
-            )
-    return events
-
-
-def _at(values: list, epoch: int) -> float | None:
-    value = values[epoch] if epoch < len(values) else None
-    return None if value is None else float(value)
 
 
 def _fallback_colors(n: int) -> list[str]:
     from ..modelfile import default_class_colors
 
     return default_class_colors(n)
-
-
-def _run_text(event) -> str:
-    acc = "n/a" if event.best_val_accuracy is None else f"{event.best_val_accuracy:.1%}"
-    how = " (cancelled)" if event.cancelled else " (stopped early)" if event.stopped_early else ""
-    return (
-        f"Run {event.run + 1} (seed {event.seed}): best validation accuracy {acc} "
-        f"at epoch {event.best_epoch + 1}{how}"
-    )
-
-
-def _summary_text(history, cancelled: bool) -> str:
-    summary = history.summary()
-    prefix = "Cancelled: kept the best model so far. " if cancelled else ""
-    acc = summary.get("best_val_accuracy") or {}
-    if acc.get("mean") is None:
-        return prefix + "Training finished (no validation tiles: accuracy unknown)."
-    if summary.get("n_runs", 1) > 1:
-        return (
-            prefix + f"{summary['n_runs']} runs: best validation accuracy "
-            f"{acc['mean']:.1%} ± {acc['std']:.1%} (min {acc['min']:.1%}, max {acc['max']:.1%}); "
-            f"kept run {int(summary.get('best_run') or 0) + 1}."
-        )
-    return prefix + f"Best validation accuracy {acc['mean']:.1%}."
 
 
 # Sessions die with their viewer: the key is held weakly.
