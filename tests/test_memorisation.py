@@ -122,3 +122,15 @@ def test_real_cells_true_labels_stay_quiet_and_shuffled_labels_fire_with_the_def
     # Within the default budget: the epochs the run planned (the auto step budget, epochs=0).
     run = history.runs[0]
     assert warnings[0].epoch < run["epochs_completed"] <= run["epochs_planned"]
+
+
+def test_too_few_validation_tiles_to_tell_gives_no_chance_level_claim():
+    """2 validation tiles per class: a guess's spread (2.5 sd) reaches past 100 %, so a model that
+    got every validation tile right must not be told it 'stayed at chance level'."""
+    perfect = [1.0] * WINDOW
+    assert memorisation_message([1.0] * WINDOW, perfect, 0.5, run=0, seed=0, val_counts=[2, 2]) is None
+    # with enough tiles the same perfect curve is (of course) not at chance either, and a flat
+    # chance curve still fires
+    assert memorisation_message([1.0] * WINDOW, perfect, 0.5, run=0, seed=0, val_counts=[50, 50]) is None
+    flat = [0.5] * WINDOW
+    assert memorisation_message([0.5] * WINDOW, flat, 0.5, run=0, seed=0, val_counts=[50, 50])

@@ -78,6 +78,11 @@ def memorisation_message(
         return None
     if val_counts is not None:
         margin = max(margin, NOISE_Z * guess_spread(val_counts))
+    if chance + margin >= 1.0:
+        # So few validation tiles that even 100 % is within a guess's spread: the detector cannot
+        # tell, and saying "stayed at chance" of a model that got every tile right is false (seen
+        # in a cross-test with 1.000 balanced accuracy). The chance verdict (evaluation) says it.
+        return None
     epoch = len(val_balanced_accuracy)
     short = min(MEMORISING_WINDOW, window)
     val = _tail(val_balanced_accuracy, short)
