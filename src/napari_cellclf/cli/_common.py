@@ -253,6 +253,36 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_stride(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stride", type=int, metavar="N", help="step between tiles (default: the model's tile size)"
+    )
+
+
+def add_field_reading(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that runs a model over fields: which channels and plane, where
+    and in which number format (predict and explain)."""
+    add_channels(parser, for_model=True)
+    add_plane(parser)
+    add_device(parser)
+    add_precision(parser)
+
+
+def open_lazy(path: Path, meta):
+    """(streaming.LazyImage, io.ImageData) of a file io leaves unread (too large to convert
+    whole), or None: the in-memory path then reads it (and says what is wrong with it)."""
+    from .. import io, streaming
+
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    image = io.read_image(path)
+    lazy = streaming.open_lazy(image)
+    if lazy is None:
+        return None
+    note_pixel_size(image, meta, path)
+    return lazy, image
+
+
 def drive(generator, description: str) -> Any:
     """Run an engine generator of InferenceProgress to its return value behind a progress bar."""
     from .._generators import drive as drive_generator

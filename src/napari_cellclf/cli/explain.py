@@ -7,15 +7,14 @@ from pathlib import Path
 
 from ._common import (
     CLIError,
-    add_channels,
-    add_device,
-    add_plane,
-    add_precision,
+    add_field_reading,
+    add_stride,
     check_output,
     drive,
     load_classifier,
     model_channels,
     note_pixel_size,
+    open_lazy,
     out,
     parse_channels,
     parse_plane,
@@ -42,19 +41,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
         metavar="CLASS",
         help="class name or label value 1..K (default: each tile's predicted class)",
     )
-    parser.add_argument(
-        "--stride", type=int, metavar="N", help="step between tiles (default: the model's tile size)"
-    )
+    add_stride(parser)
     parser.add_argument(
         "--smoothgrad",
         action="store_true",
         help="SmoothGrad: gradient x input averaged over 16 noisy copies of each tile (less "
         "speckled maps, 16x the time)",
     )
-    add_channels(parser, for_model=True)
-    add_plane(parser)
-    add_device(parser)
-    add_precision(parser)
+    add_field_reading(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -72,7 +66,7 @@ def run(args) -> int:
     what = "the predicted class of each tile" if target is None else f"class {meta.class_names[target]}"
     label = "SmoothGrad (gradient x input)" if args.smoothgrad else "gradient x input"
     path = Path(args.out)
-    lazy = _lazy(image_path, meta)
+    lazy = open_lazy(image_path, meta)
     if lazy is not None:  # too big to hold whole: band by band into a tiled BigTIFF
         stats = _explain_streaming(args, classifier, meta, lazy, image_path, path, target, method)
         height, width = stats["shape"]
@@ -95,21 +89,6 @@ def run(args) -> int:
         f"(range {float(attributions.min()):.3g} .. {float(attributions.max()):.3g}) written to {path}"
     )
     return 0
-
-
-def _lazy(path: Path, meta):
-    """(streaming.LazyImage, io.ImageData) of a file io leaves unread (too large to convert
-    whole), or None: the in-memory path then reads it (and says what is wrong with it)."""
-    from .. import io, streaming
-
-    if not path.is_file():
-        raise CLIError(f"{path}: no such file")
-    image = io.read_image(path)
-    lazy = streaming.open_lazy(image)
-    if lazy is None:
-        return None
-    note_pixel_size(image, meta, path)
-    return lazy, image
 
 
 def _explain_streaming(args, classifier, meta, lazy, image_path, path, target, method) -> dict:

@@ -8,16 +8,15 @@ from pathlib import Path
 from ._common import (
     PROG,
     CLIError,
-    add_channels,
-    add_device,
-    add_plane,
-    add_precision,
+    add_field_reading,
+    add_stride,
     check_output,
     drive,
     err,
     load_classifier,
     model_channels,
     note_pixel_size,
+    open_lazy,
     out,
     parse_channels,
     parse_plane,
@@ -34,9 +33,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", "-o", metavar="CSV", help="write one CSV row per tile (with a source column) to CSV"
     )
-    parser.add_argument(
-        "--stride", type=int, metavar="N", help="step between tiles (default: the model's tile size)"
-    )
+    add_stride(parser)
     parser.add_argument("--foreground", action="store_true", help="skip background-only tiles")
     parser.add_argument(
         "--out-dir",
@@ -68,10 +65,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "classify one tile centred on each cell instead of the tile grid; the CSV has one row per "
         "cell (label, centroid_y, centroid_x, area, class, confidence, p_<class>)",
     )
-    add_channels(parser, for_model=True)
-    add_plane(parser)
-    add_device(parser)
-    add_precision(parser)
+    add_field_reading(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -109,8 +103,9 @@ def run(args) -> int:
     columns: dict[str, list] = {}
     unit = "cells" if masks_paths is not None else "tiles"
     for i, image_path in enumerate(map(Path, args.images)):
-        lazy = None if masks_paths is not None or args.foreground else _lazy(image_path, meta)
-        if lazy is not None:  # too big to convert whole: band by band (streaming.py)
+        opened = None if masks_paths is not None or args.foreground else open_lazy(image_path, meta)
+        if opened is not None:  # too big to convert whole: band by band (streaming.py)
+            lazy = opened[0]
             with lazy:
                 channels = model_channels(meta, lazy.channel_names, explicit, image_path)
                 table = drive(
@@ -185,19 +180,6 @@ def _run_many(args) -> int:
     )
     out(summary.line())
     return 1 if summary.count("failed") else 0
-
-
-def _lazy(path: Path, meta):
-    """streaming.LazyImage of a file io leaves unread (too large to convert whole), or None."""
-    from .. import io, streaming
-
-    if not path.is_file():
-        raise CLIError(f"{path}: no such file")
-    image = io.read_image(path)
-    lazy = streaming.open_lazy(image)
-    if lazy is not None:
-        note_pixel_size(image, meta, path)
-    return lazy
 
 
 def _predict_objects(classifier, cyx, masks_path: Path, blank_background: bool) -> dict:
