@@ -446,18 +446,7 @@ def attribution_checks(
             peak = np.unravel_index(order[0], mean_map.shape)
             hotspots[name] = (float(mean_map.ravel()[order].sum()), (int(peak[0]), int(peak[1])))
 
-    warnings = _warnings(
-        similarity,
-        gradient_similarity,
-        foreground_share,
-        foreground_pixel_share,
-        by_class,
-        random_by_class,
-        hotspots,
-        border_pixel_share,
-        total,
-    )
-    return AttributionChecks(
+    checks = AttributionChecks(
         method,
         len(raw_tiles),
         similarity,
@@ -468,8 +457,9 @@ def attribution_checks(
         border_pixel_share,
         by_class,
         {name: value[0] for name, value in hotspots.items()},
-        warnings,
     )
+    checks.warnings = _warnings(checks, random_by_class, hotspots, total)
+    return checks
 
 
 def _shares(maps: np.ndarray) -> np.ndarray:
@@ -478,16 +468,17 @@ def _shares(maps: np.ndarray) -> np.ndarray:
 
 
 def _warnings(
-    similarity,
-    gradient_similarity,
-    foreground_share,
-    foreground_pixel_share,
-    by_class,
-    random_by_class,
-    hotspots,
-    border_pixel_share,
-    total,
+    checks: AttributionChecks,
+    random_by_class: dict[str, float | None],
+    hotspots: dict[str, tuple[float, tuple[int, int]]],
+    total: float,
 ) -> list[str]:
+    """What the measured `checks` say a user should doubt; `random_by_class` is the border share of
+    the random-weights network, `hotspots` each class's top share and its peak position."""
+    similarity = checks.randomisation_similarity
+    gradient_similarity = checks.gradient_randomisation_similarity
+    foreground_share, foreground_pixel_share = checks.foreground_share, checks.foreground_pixel_share
+    border_pixel_share = checks.border_pixel_share
     warnings: list[str] = []
     if total <= 0:
         warnings.append(
@@ -495,7 +486,7 @@ def _warnings(
             "change with its input, so the maps say nothing."
         )
         return warnings
-    for name, share in by_class.items():
+    for name, share in checks.border_share_by_class.items():
         if share is None:
             continue
         random_share = random_by_class.get(name)
