@@ -72,12 +72,13 @@ def input_gradient(
 
     For a model with `.members` (model.Ensemble) the mean of the members' gradients, each for the
     ensemble's target class (the agreed contract: an ensemble's map is the mean of its members')."""
-    if hasattr(model, "members"):
+    members: nn.ModuleList | None = getattr(model, "members", None)
+    if members is not None:
         if target is None:
             target = predicted_classes(
                 model, inputs.detach() if not inputs.is_inference() else inputs.clone()
             )
-        maps = [input_gradient(member, inputs, target) for member in model.members]
+        maps = [input_gradient(member, inputs, target) for member in members]
         return torch.stack(maps).mean(dim=0)
     x = _as_leaf(inputs)
     with torch.inference_mode(False), torch.enable_grad():
@@ -275,11 +276,14 @@ def reinitialised_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     clone = copy.deepcopy(model)
 
     def reset(module: nn.Module) -> None:
-        if hasattr(module, "_init_weights"):
-            module._init_weights()
+        # Looked up, not called as attributes: nn.Module types unknown ones as Tensor | Module.
+        init_weights = getattr(module, "_init_weights", None)
+        if init_weights is not None:
+            init_weights()
             return
-        if hasattr(module, "reset_parameters") and not list(module.children()):
-            module.reset_parameters()
+        reset_parameters = getattr(module, "reset_parameters", None)
+        if reset_parameters is not None and not list(module.children()):
+            reset_parameters()
         for child in module.children():
             reset(child)
 

@@ -125,10 +125,13 @@ def plan_for(classifier) -> DensePlan | None:
     halo = -(-radius // factor) * factor
 
     net, dtype, autocast = classifier._net, torch.float32, None
+    # The wrapper's settings read before `net` is rebound (mypy narrows item by item).
     if isinstance(net, CastNet):
-        net, dtype = net.net, net.dtype
+        dtype = net.dtype
+        net = net.net
     elif isinstance(net, AutocastNet):
-        net, autocast = net.net, (net.device_type, net.dtype)
+        autocast = (net.device_type, net.dtype)
+        net = net.net
     if isinstance(net, _OneDNNNet):
         steps = list(net.steps)
         step_cut = _split(steps)
@@ -186,7 +189,7 @@ def predict_dense(
     ends = rows * stride + size  # bottom pixel row (exclusive) of each tile
     total = len(indices)
     out = np.zeros((total, len(classifier.class_names)), dtype=np.float32)
-    features = None
+    features: torch.Tensor | None = None
     head_batch = max(classifier.batch_size, 256)
     context = (
         torch.autocast(device_type=plan.autocast[0], dtype=plan.autocast[1])
@@ -214,6 +217,7 @@ def predict_dense(
                     :, oy : oy + (y1 - y0) // f, ox : ox + (x1 - x0) // f
                 ]
             ready = int(np.searchsorted(ends, y1, side="right")) if y1 < full_h else total
+            assert features is not None  # the first band of every block row sets it
             windows = features.unfold(1, t, step).unfold(2, t, step)  # (Cf, R, C, t, t)
             while done < ready:
                 part = slice(done, min(ready, done + head_batch))

@@ -27,7 +27,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from distributed import LocalCluster
 
 _CLASSIFIERS: dict = {}  # per worker process: (sha256, device, precision) -> Classifier
 
@@ -278,7 +281,7 @@ class _client:
                 "dask.distributed is needed for workers/scheduler: pip install 'napari-cellclf[distributed]'"
             ) from error
         self.workers, self.scheduler, self.threads = workers, scheduler, threads
-        self.cluster = None
+        self.cluster: LocalCluster | None = None
 
     def __enter__(self):
         from distributed import Client, LocalCluster
@@ -286,6 +289,8 @@ class _client:
         if self.scheduler is not None:
             self.client = Client(self.scheduler, timeout="30s")
         else:
+            if self.workers is None:  # predict_files runs in-process without workers or a scheduler
+                raise ValueError("a local cluster needs a number of workers")
             # Each worker a process with its own torch threads; loopback only, no dashboard.
             self.cluster = LocalCluster(
                 n_workers=int(self.workers),

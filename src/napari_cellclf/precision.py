@@ -142,6 +142,9 @@ class CastNet(nn.Module):
     """Runs `net` (which takes and returns `dtype`) on float32 inputs, returns float32 logits;
     autograd flows through both casts, so gradient x input works unchanged."""
 
+    net: nn.Module
+    dtype: torch.dtype
+
     def __init__(self, net: nn.Module, dtype: torch.dtype):
         super().__init__()
         self.net, self.dtype = net, dtype
@@ -152,6 +155,10 @@ class CastNet(nn.Module):
 
 class AutocastNet(nn.Module):
     """Runs `net` under torch.autocast (any model: ensembles, batch norm, custom layers)."""
+
+    net: nn.Module
+    device_type: str
+    dtype: torch.dtype
 
     def __init__(self, net: nn.Module, device_type: str, dtype: torch.dtype):
         super().__init__()
@@ -219,7 +226,7 @@ def select(
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         hardware = "CUDA " + ("bf16" if dtype == torch.bfloat16 else "fp16 (no bf16)")
-        candidate = AutocastNet(classifier._fp32_net, "cuda", dtype)
+        candidate: nn.Module = AutocastNet(classifier._fp32_net, "cuda", dtype)
         label = "bf16" if dtype == torch.bfloat16 else "fp16"
     elif device.type == "cpu":
         native, hardware = cpu_bf16_support()

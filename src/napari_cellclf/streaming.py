@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import io as io_module
 from pathlib import Path
-from typing import Callable, Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -51,7 +51,8 @@ class LazyImage:
             self.dtype = series.dtype
             shape = series.shape
         self._store = tifffile.imread(self.path, aszarr=True, series=0)
-        array = zarr.open(self._store, mode="r")
+        # Any: zarr types a Group's keys as str, a tifffile pyramid's levels are indexed 0, 1, ...
+        array: Any = zarr.open(self._store, mode="r")
         if hasattr(array, "shape") is False or isinstance(array, zarr.Group):
             array = array[0]  # pyramid: full resolution level
         self._array = array
@@ -317,7 +318,7 @@ def explain_file_streaming(
     from ._files import atomic_write
 
     path = Path(path)
-    stats = {"shape": (0, 0), "min": np.inf, "max": -np.inf}
+    stats: dict[str, Any] = {"shape": (0, 0), "min": np.inf, "max": -np.inf}  # shape tuple, floats
     extra: dict = {}
     if pixel_size:
         extra = {
