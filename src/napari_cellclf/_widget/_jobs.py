@@ -27,6 +27,8 @@ from typing import Any, Callable, Generator
 
 from psygnal import Signal
 
+from .._generators import relay
+
 log = logging.getLogger(__name__)
 
 # A job: given its stop event, a generator (progress events, then the result) or a plain result.
@@ -98,12 +100,7 @@ def coalesced(generator, interval_s: float = POSITION_INTERVAL_S):
 
 def tagged(generator, field_name: str, index: int, count: int):
     """Re-yield an engine generator's events as FieldSteps; return its return value."""
-    while True:
-        try:
-            event = next(generator)
-        except StopIteration as done:
-            return done.value
-        yield FieldStep(field_name, index, count, event)
+    return relay(generator, lambda event: FieldStep(field_name, index, count, event))
 
 
 def user_message(error: BaseException) -> str:
