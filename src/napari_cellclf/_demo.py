@@ -139,8 +139,11 @@ class ScriptedDemo:
         viewer.reset_view()
         extent = viewer.layers.extent.world  # [[y0, x0], [y1, x1]]
         (y0, x0), (y1, x1) = extent[0][-2:], extent[1][-2:]
-        viewer.camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
-        viewer.camera.zoom *= 2.2
+        # napari >= 0.9 keeps the camera in viewer.scene (viewer.camera warns there)
+        scene = getattr(viewer, "scene", None)
+        camera = scene.camera if scene is not None else viewer.camera
+        camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
+        camera.zoom *= 2.2
 
     def train(self) -> None:
         panel = self.widget.train_panel

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 from ..gallery import GalleryTile
 from ..report import RIGHT_COLOUR, WRONG_COLOUR, composite
 from ._fields import Field, fields_from_layers, model_channels
+from ._grid import camera_of
 from ._layers import labels_layer
 from ._qt import WARNING_STYLE, alive_only, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, Session
@@ -217,9 +218,10 @@ class GalleryPanel(QWidget):
             return
         cy, cx = tile.centre
         (sy, sx), (ty, tx) = fld.scale, fld.translate
-        viewer.camera.center = (ty + sy * cy, tx + sx * cx)
+        camera = camera_of(viewer)
+        camera.center = (ty + sy * cy, tx + sx * cx)
         canvas = min(int(s) for s in viewer.canvas.size) or THUMBNAIL_PX * VIEW_TILES
-        viewer.camera.zoom = canvas / (VIEW_TILES * tile.tile_size * max(abs(sy), abs(sx)))
+        camera.zoom = canvas / (VIEW_TILES * tile.tile_size * max(abs(sy), abs(sx)))
         self.relabel_class.setCurrentText(tile.predicted)
         self.relabel_button.setEnabled(True)
         self.note.setStyleSheet("")

@@ -1,0 +1,138 @@
+"""README screenshots: the scripted demo (`cellclf demo --auto`) with a picture at each stage.
+
+    xvfb-run -a python scripts/screenshots.py [--epochs 10] [--out docs]
+
+Drives the real widget through its own controls on the two bundled sample fields (opened through
+the plugin's sample contributions, side by side): whole-image labels, a tiny training run,
+Classify all fields, Next uncertain, the per-field readout, an explanation. Saves
+docs/walk_train.png (labelled fields + training curves), docs/walk_review.png (classified tiles,
+the uncertain tile framed, per-field readout) and docs/walk_explain.png (attribution map).
+PNGs are downscaled to stay small in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from napari_cellclf._demo import ScriptedDemo, open_demo_viewer
+
+LABELLED_ROWS = (1, 4, 8, 12)  # tile rows painted per field: 4 strokes across
+MAX_WIDTH = 1200  # px: dock text still readable, each file under 300 KB
+
+
+def clear_toasts() -> None:
+    """Close the notification pop-ups (the log keeps them): they would cover the canvas."""
+    from qtpy.QtWidgets import QApplication
+
+    for widget in QApplication.allWidgets():
+        if type(widget).__name__ == "NapariQtNotification":
+            widget.close()
+
+
+def save(viewer, path: Path) -> None:
+    from PIL import Image
+
+    clear_toasts()
+    shot = np.asarray(viewer.screenshot(canvas_only=False, flash=False))
+    image = Image.fromarray(shot[..., :3])
+    if image.width > MAX_WIDTH:
+        image = image.resize((MAX_WIDTH, round(image.height * MAX_WIDTH / image.width)), Image.LANCZOS)
+    image = image.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    image.save(path, optimize=True)
+    print(f"saved {path} ({path.stat().st_size // 1024} KB)")
+
+
+class ScreenshotWalk(ScriptedDemo):
+    def __init__(self, viewer, widget, epochs: int, out: Path, on_done):
+        super().__init__(viewer, widget, epochs, None, on_done)
+        self.out = out
+        self.steps = iter(
+            [self.label, self.train, self.after_train, self.classify, self.review, self.explain, self.finish]
+        )
+
+    def label(self) -> None:
+        """Paint a few tile rows of each field with its class (the Paint button, then strokes a
+        tile wide, as the brush leaves them): the rest stay unlabelled for Next uncertain."""
+        w = self.widget
+        w.classes_panel.table.item(1, 1).setText("Aggregates")
+        fields = w.fields_panel
+        tile = 64
+        fields.tile_size.setValue(tile)
+        fields.skip_background.setChecked(True)
+        for name in [f.name for f in fields.fields]:
+            fields.select_field(name)
+            wanted = "2: Aggregates" if "puncta" in name.lower() else "1: Control"
+            fields.paint_class.setCurrentIndex(fields.paint_class.findText(wanted))
+            fields.paint_button.click()
+            layer = self.viewer.layers.selection.active
+            for row in LABELLED_ROWS:
+                yy, xx = np.mgrid[row * tile : (row + 1) * tile, 0 : layer.data.shape[-1]]
+                layer.data_setitem((yy.ravel(), xx.ravel()), layer.selected_label)
+        self._next()
+
+    def after_train(self) -> None:
+        self.widget.tabs.setCurrentIndex(2)  # Train tab: curves + log
+        active = self.viewer.layers.selection.active
+        if active is not None and getattr(active, "mode", None) == "paint":
+            active.mode = "pan_zoom"  # no brush cursor in the picture
+        self.viewer.reset_view()  # both whole fields, side by side
+        save(self.viewer, self.out / "walk_train.png")
+        self._next()
+
+    def review(self) -> None:
+        panel = self.widget.results_panel
+        self.widget.tabs.setCurrentIndex(3)
+        self._click_when_enabled(panel.next_button)  # frames the least certain tile
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(500, self._save_review)
+
+    def _save_review(self) -> None:
+        save(self.viewer, self.out / "walk_review.png")
+        self._next()
+
+    def finish(self) -> None:
+        self.widget.tabs.setCurrentIndex(3)
+        attribution = [ly for ly in self.viewer.layers if ly.name.endswith("attribution")]
+        if attribution:
+            self.viewer.layers.selection.active = attribution[0]
+        self._frame_both_fields()
+        for line in self.summary():
+            print(line)
+        save(self.viewer, self.out / "walk_explain.png")
+        self.on_done(0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args(argv)
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    viewer, widget = open_demo_viewer()
+    viewer.window.resize(1600, 1000)
+    code = {"code": 0}
+
+    def done(c: int) -> None:
+        code["code"] = c
+        widget.session.jobs.cancel()
+        viewer.close()
+        QApplication.instance().quit()
+
+    walk = ScreenshotWalk(viewer, widget, args.epochs, args.out, done)
+    QTimer.singleShot(500, walk.start)
+    QTimer.singleShot(900_000, lambda: done(1))
+    napari.run()
+    return code["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
