@@ -28,8 +28,9 @@ import math
 import torch
 from torch import nn
 
+from .tiling import MIN_TILE_SIZE  # defined once, with the other tile limits
+
 ARCHITECTURES = ("batchnorm", "original", "fast")
-MIN_TILE_SIZE = 16
 
 # Per architecture: convs per block, filters per block, grid the head sees at most, dense widths.
 _SPECS = {

@@ -27,7 +27,7 @@ BORDERS = ("drop", "pad")
 
 # The limits every face (CLI options, widget, model-file validator) reads from here
 # (issue 11: without an upper bound, --tile-size 100000 ended in a 37 GiB MemoryError).
-# Smallest tile the CNN takes: three 2x2 pools must leave at least 2x2 (= model.MIN_TILE_SIZE).
+# Smallest tile the CNN takes: three 2x2 pools must leave at least 2x2 (model.py and training check it).
 MIN_TILE_SIZE = 16
 # Largest tile: a cell is tens of pixels across, and the original net's activations grow with
 # the tile's area (512 px: ~0.4 GB per tile while training, 4,096 px would need 10 GB+).

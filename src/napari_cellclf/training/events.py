@@ -84,7 +84,7 @@ class History:
         ]
         if accuracies:
             values = np.asarray(accuracies, dtype=float)
-            stats = {
+            stats: dict[str, float | None] = {
                 "mean": float(values.mean()),
                 "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                 "min": float(values.min()),

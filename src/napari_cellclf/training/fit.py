@@ -19,13 +19,13 @@ from ..data import (
     split_train_val,
 )
 from ..model import (
-    MIN_TILE_SIZE,
     DihedralTTA,
     Ensemble,
     build_model,
     choose_device,
     prepare_for_device,
 )
+from ..tiling import MIN_TILE_SIZE
 from .config import (
     MAX_CLASS_WEIGHT_RATIO,
     TrainConfig,
@@ -104,7 +104,7 @@ def train(
     if device.type == "cuda":
         # Page-locked host memory lets batch copies overlap with compute (non_blocking).
         x_train, y_train = x_train.pin_memory(), y_train.pin_memory()
-        if x_val is not None:
+        if x_val is not None and y_val is not None:
             x_val, y_val = x_val.pin_memory(), y_val.pin_memory()
 
     # Class-balanced loss: weight n / (K * n_k) so every class counts as much as the others, but
@@ -128,7 +128,7 @@ def train(
     epochs = epochs_for(config, len(train_idx))
     in_channels = int(dataset.tiles.shape[1])
     best_states: list[dict | None] = []
-    last_model = None
+    last_model: nn.Module | None = None
     cancelled = False
     for run in range(config.runs):
         seed = int(config.seed) + run
@@ -167,6 +167,7 @@ def train(
     if state is None:
         # No epoch was ever kept (cancelled before the first one ended, or the loss was never
         # finite): hand back the weights as they are, and say so.
+        assert last_model is not None  # check_config: runs >= 1, so one run has ended
         state = _cpu_state(last_model)
         history.warnings.append(
             "training was cancelled before the first epoch ended: the model is barely trained and "
@@ -183,7 +184,7 @@ def train(
     ]
     if config.runs > 1 and config.combine == "ensemble" and len(finished) >= 2:
         model: nn.Module = Ensemble([rebuild(best_states[i]) for i in finished]).eval()
-        delivered = {"kind": "ensemble", "runs": finished}
+        delivered: dict[str, object] = {"kind": "ensemble", "runs": finished}
     else:
         model = rebuild(state)
         delivered = {"kind": "run", "runs": [int(best_run)]}

@@ -73,6 +73,7 @@ def _train_one_run(
         torch.manual_seed(seed)
         model = build_model(config.architecture, in_channels, n_classes, tile_size)
     model = prepare_for_device(model, device)
+    optimizer: torch.optim.Optimizer
     if config.weight_decay > 0:
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -158,15 +159,16 @@ def _train_one_run(
                 break
         val_loss, val_accuracy, val_balanced = val if val is not None else (None, None, None)
 
-        if val is None or config.select == "last":
+        # (val_loss is None exactly when there was no validation.)
+        if val_loss is None or config.select == "last":
             # The latest sane weights: without validation there is nothing else to go by, and
             # with "last" the schedule, not a noisy small validation set, decides (the cosine
             # decay ends at a learning rate of 0, where the weights have settled).
-            is_best = math.isfinite(train_loss) and (val is None or math.isfinite(val_loss))
-            improved = val is not None and math.isfinite(val_loss) and val_loss < best_loss
+            is_best = math.isfinite(train_loss) and (val_loss is None or math.isfinite(val_loss))
+            improved = val_loss is not None and math.isfinite(val_loss) and val_loss < best_loss
         else:
             is_best = improved = math.isfinite(val_loss) and val_loss < best_loss
-        if improved:
+        if improved and val_loss is not None:
             best_loss = val_loss
         if is_best:
             best_state = _cpu_state(model)
