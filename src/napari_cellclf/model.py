@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ from .tiling import MIN_TILE_SIZE  # defined once, with the other tile limits
 ARCHITECTURES = ("batchnorm", "original", "fast")
 
 # Per architecture: convs per block, filters per block, grid the head sees at most, dense widths.
-_SPECS = {
+_SPECS: dict[str, dict[str, Any]] = {
     "original": dict(convs_per_block=3, filters=(16, 32, 64), head_grid=6, dense=(512, 50)),
     "fast": dict(convs_per_block=1, filters=(16, 32, 64), head_grid=3, dense=(64,)),
 }
@@ -85,7 +86,8 @@ class TileCNN(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:  # every layer here is built with a bias
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -196,12 +198,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         i = 0
         while i < len(layers):
             layer = layers[i]
-            if (
-                isinstance(layer, nn.Conv2d)
-                and i + 1 < len(layers)
-                and isinstance(layers[i + 1], nn.BatchNorm2d)
-            ):
-                merged.append(_fold(layer, layers[i + 1]))
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
+                merged.append(_fold(layer, following))
                 i += 2
             else:
                 merged.append(layer)
@@ -216,21 +215,30 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:  # track_running_stats=False: nothing to fold with
+        raise ValueError("a BatchNorm without running statistics cannot be folded")
+    scale = bn.weight / torch.sqrt(var + bn.eps)
+
+    def pair(value: tuple[int, ...]) -> tuple[int, int]:  # a Conv2d's sizes are 2-tuples
+        return int(value[0]), int(value[1])
+
     fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        pair(conv.kernel_size),
+        stride=pair(conv.stride),
+        padding=conv.padding if isinstance(conv.padding, str) else pair(conv.padding),
+        dilation=pair(conv.dilation),
         groups=conv.groups,
         bias=True,
         padding_mode=conv.padding_mode,
     ).to(conv.weight.device)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+    fused_bias = fused.bias
+    assert fused_bias is not None  # built with bias=True above
+    fused_bias.copy_((bias - mean) * scale + bn.bias)
     return fused
 
 
@@ -308,7 +316,8 @@ def prepare_for_device(model: nn.Module, device: torch.device) -> nn.Module:
     (a new module with the same outputs; see fold_batchnorm): inference then takes the fused path."""
     if not model.training:
         model = fold_batchnorm(model)
-    return model.to(device=torch.device(device), memory_format=torch.channels_last)
+    # torch's stubs leave out Module.to's documented memory_format keyword
+    return model.to(device=torch.device(device), memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def forward_flops(model: nn.Module, in_channels: int, tile_size: int) -> int:
