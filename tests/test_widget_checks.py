@@ -26,7 +26,7 @@ def _fast(train, epochs=2):
     train.architecture.setCurrentIndex(train.architecture.findData("fast"))
 
 
-def _small_model(tmp_path, tile_size=16, channels=("nuclei", "protein")):
+def _small_model(tmp_path, tile_size=16, channels=("nuclei", "protein"), pixel_size=None):
     from napari_cellclf.model import build_model
     from napari_cellclf.modelfile import ModelMeta, default_class_colors, save_model
 
@@ -37,6 +37,7 @@ def _small_model(tmp_path, tile_size=16, channels=("nuclei", "protein")):
         tile_size=tile_size,
         architecture="fast",
         normalization={"mode": "dataset", "low": [0.0] * len(channels), "high": [1.0] * len(channels)},
+        pixel_size=pixel_size,
     )
     return save_model(tmp_path / "m.safetensors", build_model("fast", len(channels), 2, tile_size), meta)
 
@@ -126,3 +127,49 @@ def test_loading_a_model_says_what_it_changed_and_differences_stay_shown(
     note = widget.results_panel.check_note
     qtbot.waitUntil(lambda: "The model cuts 16 px tiles" in note.text(), timeout=3000)
     assert "24 px" in note.text() and not note.isHidden()
+
+
+def test_a_field_at_another_pixel_size_than_the_models_is_warned_about(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path
+):
+    """The CLI's rule (pixelsize.pixel_size_warning, more than 1.25x apart) under Classify."""
+    viewer = make_napari_viewer()
+    image = synthetic_field("puncta", 64, 1).image
+    add_field(viewer, "same", image, scale=(0.325, 0.325))
+    for layer in add_field(viewer, "fine", image, scale=(0.1, 0.1), translate=(0, 40)):
+        layer.metadata["cellclf"].update(pixel_size=[0.1, 0.1], unit="µm")
+    _, widget = open_widget(viewer)
+    widget.fields_panel.refresh_fields()
+    model = _small_model(tmp_path, pixel_size={"y": 0.325, "x": 0.325, "unit": "µm"})
+    monkeypatch.setattr(_dialogs, "ask_open_path", lambda *a, **k: str(model))
+    results = widget.results_panel
+    results.load_button.click()
+    qtbot.waitUntil(lambda: "'fine'" in results.check_note.text(), timeout=3000)
+    note = results.check_note.text()
+    assert "0.1 µm pixels but the model was trained on 0.325 µm" in note and "3.2x larger" in note
+    assert "'same'" not in note  # its scale without a unit: not compared, not guessed
+    assert results.classify_all_button.isEnabled()  # a warning, not a refusal
+
+
+def test_a_model_trained_here_keeps_the_labelled_fields_pixel_size(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = synthetic_field("puncta", 128, 1).image
+    for name, size, translate in (("coarse", 0.65, (0, 0)), ("fine", 0.2, (0, 100))):
+        for layer in add_field(viewer, name, image, scale=(size, size), translate=translate):
+            layer.metadata["cellclf"].update(pixel_size=[size, size], unit="µm")
+    _, widget = open_widget(viewer)
+    fields, results = widget.fields_panel, widget.results_panel
+    fields.refresh_fields()
+    fields.tile_size.setValue(TILE)
+    fields.select_field("coarse")
+    fields.paint_button.click()
+    labels = viewer.layers["coarse labels"]
+    paint_tiles(labels, [(0, c) for c in range(4)], TILE, 1)
+    paint_tiles(labels, [(2, c) for c in range(4)], TILE, 2)
+    _fast(widget.train_panel, epochs=1)
+    click_when_enabled(qtbot, widget.train_panel.train_button)
+    wait_idle(qtbot, widget, 60)
+    assert widget.session.trained.meta.pixel_size == {"y": 0.65, "x": 0.65, "unit": "µm"}
+    qtbot.waitUntil(lambda: "'fine'" in results.check_note.text(), timeout=3000)
+    assert "cells look 3.2x larger than in training" in results.check_note.text()
+    assert "'coarse'" not in results.check_note.text()

@@ -27,7 +27,14 @@ from ._jobs import JobStage, tagged
 from ._labelling import build_dataset, gather_training_inputs, import_class_folders
 from ._layers import labels_layer, show_attribution
 from ._objects import build_cell_results, field_masks, hide_other_results, prediction_steps
-from ._preflight import Check, classify_check, explain_check, model_differences, train_check
+from ._preflight import (
+    Check,
+    classify_check,
+    explain_check,
+    field_pixel_size,
+    model_differences,
+    train_check,
+)
 from ._result_layers import DisplayStep, apply_step, build_results, display_steps, finish
 from ._session import Session
 from ._trust import model_verdict, training_extras
@@ -94,6 +101,7 @@ class Controller:
             show_error(f"Cannot train: {exc}")
             return False
         config = session.train.config()
+        pixel_size = self._training_pixel_size()
 
         def work(stop):
             # Worker thread: tiles are cut here, from the copies made above.
@@ -114,12 +122,27 @@ class Controller:
             result, extra, split = outcome
             session.training_split = split  # before adopting: the overlay redraws on model_changed
             news = session.unseen_warnings(result.history)
-            if session.adopt_training(result, inputs.channel_indices, extra) and news:
+            if session.adopt_training(result, inputs.channel_indices, extra, pixel_size) and news:
                 show_warning("Training: " + " ".join(news))
 
         session.reset_log()
         session.jobs.start("train", work, adopt, title="Training")
         return True
+
+    def _training_pixel_size(self) -> dict | None:
+        """The labelled fields' pixel size, stored in the model as `cellclf train` stores the
+        files': Classify then warns about fields imaged at another one (_preflight)."""
+        from types import SimpleNamespace
+
+        from ..pixelsize import training_pixel_size
+
+        per_field = self.session.counts.per_field if self.session.counts else {}
+        images = []
+        for fld in self.fields():
+            if sum(per_field.get(fld.id) or ()):
+                size, unit = field_pixel_size(fld)
+                images.append(SimpleNamespace(pixel_size=size, unit=unit))
+        return training_pixel_size(images)
 
     def _on_progress(self, kind: str, event) -> None:
         if kind == "train" and isinstance(event, MemorisationWarning):

@@ -4,7 +4,9 @@ that cannot work is disabled with its reason instead of failing after the click.
 No rule is made here: training asks `datasets.training_problems` (the counted tiles and the
 labelled fields' channels, the check the CLI's folder loader makes too), classification asks the
 engine's channel policy (`channels.model_channel_indices` through `_fields.model_channels`) and
-explanation the feature models' refusal (`baseline.ATTRIBUTION_REFUSAL`). This module only
+explanation the feature models' refusal (`baseline.ATTRIBUTION_REFUSAL`); a field whose pixel size
+differs from the model's training pixel size gets the CLI's sentence (`pixelsize.pixel_size_warning`,
+same factor). This module only
 gathers the inputs from the session and the layers. No Qt.
 """
 
@@ -16,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import datasets
+from ..pixelsize import pixel_size_warning
 from ._fields import Field, model_channels
 from ._labelling import problems
 from ._layers import labels_layer
@@ -106,11 +109,31 @@ def classify_check(session: Session, fields: Sequence[Field], all_fields: bool) 
             check.skipped.append(str(exc))
             continue
         check.usable.append(fld)
+        ps, unit = field_pixel_size(fld)
+        warning = pixel_size_warning(ps, unit, meta.pixel_size, name=f"Field '{fld.name}'")
+        if warning:
+            check.advice.append(warning)
     if not check.usable:
         check.blocking = list(check.skipped)
     elif check.skipped:
         check.advice.append("Skipped when classifying all fields: " + "; ".join(check.skipped))
     return check
+
+
+def field_pixel_size(fld: Field) -> tuple[tuple[float, float] | None, str | None]:
+    """(y, x) pixel size and unit of a field: what our reader read from the file's metadata
+    (metadata["cellclf"], where it keeps the unit), else a layer scale other than 1 with the
+    layer's units when napari has them; (None, None) when unknown."""
+    first = fld.channels[0].layer
+    info = (getattr(first, "metadata", None) or {}).get("cellclf") or {}
+    if info.get("pixel_size"):
+        y, x = info["pixel_size"][-2:]
+        return (float(y), float(x)), info.get("unit")
+    if tuple(fld.scale) == (1.0, 1.0):
+        return None, None
+    units = getattr(first, "units", None)
+    unit = str(units[-1]) if units is not None and len(units) else None
+    return (float(fld.scale[0]), float(fld.scale[1])), (None if unit in (None, "pixel") else unit)
 
 
 def explain_check(session: Session, current: Field | None) -> Check:

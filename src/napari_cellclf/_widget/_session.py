@@ -252,9 +252,12 @@ class Session:
         self.predictions[field_id] = (field_name, prediction)
         self.predictions_changed.emit(field_id)
 
-    def adopt_training(self, result, channel_indices: list[int], extra: dict | None = None) -> bool:
+    def adopt_training(
+        self, result, channel_indices: list[int], extra: dict | None = None, pixel_size: dict | None = None
+    ) -> bool:
         """Keep a finished (or cancelled) training's best model, with the classes' colours;
-        `extra` (what the worker computed: "evaluation", "baseline") goes into meta.extra.
+        `extra` (what the worker computed: "evaluation", "baseline") goes into meta.extra, and
+        `pixel_size` (pixelsize.training_pixel_size of the labelled fields) into meta.pixel_size.
         A training cancelled before any epoch ended has no model worth keeping: False, and the
         previous model (if any) stays."""
         if result.cancelled and not any(run.get("epochs_completed", 0) > 0 for run in result.history.runs):
@@ -268,6 +271,7 @@ class Session:
         meta = result.meta(class_colors=colors, channel_indices=list(channel_indices) or None)
         if extra:
             meta.extra = {**(meta.extra or {}), **extra}
+        meta.pixel_size = pixel_size
         self.set_model(TrainedModel(result.model, meta, result.history, "trained", result.cancelled))
         self.log.messages.append(summary_text(result.history, result.cancelled))
         self.log.messages.extend(self.unseen_warnings(result.history))
