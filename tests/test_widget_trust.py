@@ -85,6 +85,10 @@ def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qt
     baseline = widget.train_panel.baseline.text()
     assert widget.session.trained.meta.extra.get("baseline")
     assert "classical" in baseline or "No comparison" in baseline
+    # ... once: the training log does not repeat the panel's comparison line
+    sentence = widget.session.trained.meta.extra["baseline"].get("sentence")
+    if sentence:
+        assert sentence in baseline and sentence not in widget.train_panel.log.text()
 
     # classify both fields: per-field class fractions in the Report tab equal the exported CSV's
     widget.results_panel.classify_all_button.click()

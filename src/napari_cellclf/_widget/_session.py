@@ -274,7 +274,12 @@ class Session:
         meta.pixel_size = pixel_size
         self.set_model(TrainedModel(result.model, meta, result.history, "trained", result.cancelled))
         self.log.messages.append(summary_text(result.history, result.cancelled))
-        self.log.messages.extend(self.unseen_warnings(result.history))
+        # The CNN-vs-classical warning stays out of the log: the Train panel shows that comparison
+        # (verdict included) on its own line, and the log repeated it word for word.
+        comparison = (getattr(result.history, "baseline", None) or {}).get("sentence")
+        self.log.messages.extend(
+            w for w in self.unseen_warnings(result.history) if not (comparison and comparison in w)
+        )
         self.log_changed.emit()
         return True
 
