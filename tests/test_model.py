@@ -94,3 +94,11 @@ def test_prepare_for_device_uses_channels_last_and_keeps_outputs():
     torch.testing.assert_close(
         prepared(x.contiguous(memory_format=torch.channels_last)), before, rtol=1e-4, atol=1e-5
     )
+
+
+def test_the_stand_alone_model_file_agrees_with_tilings_tile_limit():
+    """model.py keeps its own MIN_TILE_SIZE (it ships without the package in bioimage.io
+    exports); the rule tile sizes are checked by is tiling's, and the two must not drift."""
+    from napari_cellclf import model, tiling
+
+    assert model.MIN_TILE_SIZE == tiling.MIN_TILE_SIZE

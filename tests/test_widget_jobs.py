@@ -213,7 +213,9 @@ def test_closing_the_dock_during_training_leaves_no_listener_and_no_traceback(
     before = _listeners(session, viewer)
     dock, widget = open_widget(viewer)
     _two_whole_fields(viewer, widget, size=128)
-    widget.train_panel.epochs.setValue(40)
+    # 1000 epochs: still training when the dock closes however fast the machine (40 epochs had
+    # ended by then on a quiet CI machine); the job is cancelled once the dock is gone
+    widget.train_panel.epochs.setValue(1000)
     widget.train_panel.architecture.setCurrentIndex(widget.train_panel.architecture.findData("fast"))
     click_when_enabled(qtbot, widget.train_panel.train_button)
     qtbot.waitUntil(lambda: len(session.log.epochs) >= 2, timeout=60000)
@@ -223,6 +225,8 @@ def test_closing_the_dock_during_training_leaves_no_listener_and_no_traceback(
     gc.collect()
     assert session.jobs.busy  # closed mid-training
     assert _listeners(session, viewer) == before
+    qtbot.wait(700)  # training goes on without a dock: any redraw of the gone curves would fail now
+    session.jobs.cancel()
     wait_idle(qtbot, session_widget_stub(session), 120)
     qtbot.wait(300)  # any deferred canvas draw would run now
     assert session.trained is not None
