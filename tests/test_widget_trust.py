@@ -53,7 +53,9 @@ def _train(qtbot, widget, epochs: int) -> None:
     assert widget.session.trained is not None
 
 
-def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qtbot, monkeypatch, tmp_path):
+def _two_painted_fields(make_napari_viewer, qtbot):
+    """Both FIELDS side by side in a fresh viewer, every tile of each painted with its class
+    through the Fields panel's Paint button; returns (viewer, widget, truths)."""
     viewer = make_napari_viewer()
     truths = {}
     for i, (name, (phenotype, seed, _)) in enumerate(FIELDS.items()):
@@ -68,6 +70,11 @@ def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qt
         panel.select_field(name)
         panel.paint_button.click()
         paint_tiles(viewer.layers[f"{name} labels"], list(zip(*np.nonzero(truth == value))), TILE, value)
+    return viewer, widget, truths
+
+
+def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    viewer, widget, _ = _two_painted_fields(make_napari_viewer, qtbot)
     seen = _capture_training(monkeypatch)
     _train(qtbot, widget, 6)
 
@@ -162,20 +169,7 @@ def test_noise_labels_warn_beside_classify_and_close_cleanly(make_napari_viewer,
 def test_gallery_goes_to_and_relabels_tiles_and_shows_attribution_checks(
     make_napari_viewer, qtbot, monkeypatch
 ):
-    viewer = make_napari_viewer()
-    truths = {}
-    for i, (name, (phenotype, seed, _)) in enumerate(FIELDS.items()):
-        truths[name] = synthetic_field(phenotype, SIZE, seed)
-        add_field(viewer, name, truths[name].image, translate=(0.0, i * (SIZE + 16)))
-    dock, widget = open_widget(viewer)
-    panel = widget.fields_panel
-    qtbot.waitUntil(lambda: len(panel.fields) == 2, timeout=3000)
-    panel.tile_size.setValue(TILE)
-    for name, (_, _, value) in FIELDS.items():
-        truth = tile_truth(truths[name].labels, TILE)
-        panel.select_field(name)
-        panel.paint_button.click()
-        paint_tiles(viewer.layers[f"{name} labels"], list(zip(*np.nonzero(truth == value))), TILE, value)
+    viewer, widget, _ = _two_painted_fields(make_napari_viewer, qtbot)
     seen = _capture_training(monkeypatch)
     _train(qtbot, widget, 4)
     meta = widget.session.trained.meta
