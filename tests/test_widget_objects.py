@@ -211,3 +211,75 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
     widget.results_panel.classify_button.click()
     wait_idle(qtbot, widget, 60)
     assert viewer.layers["puncta classes"].visible and not result.visible
+
+
+def test_painting_reuses_the_mask_index_until_the_mask_changes(make_napari_viewer, qtbot, monkeypatch):
+    """Each paint recounts and redraws the outlines from the mask's index, built once per mask
+    version (the np.unique sort is most of a count): three paints build it once; the counts and
+    outlines equal a fresh build's after each paint, after a new mask and after a mask edit."""
+    from napari_cellclf import objects
+    from napari_cellclf._widget import _objects
+
+    builds = []
+
+    def spy(masks):
+        builds.append(1)
+        return objects.index_objects(masks)
+
+    monkeypatch.setattr(_objects, "index_objects", spy)
+    viewer = make_napari_viewer()
+    field = synthetic.make_field("puncta", shape=(128, 128), seed=3, cell_radius=8)
+    add_field(viewer, "puncta", field.image)
+    _, widget = open_widget(viewer)
+    panel = widget.fields_panel
+    panel.refresh_fields()
+    panel.tile_size.setValue(16)
+    fld = panel.fields[0]
+    masks_layer = viewer.add_labels(field.cells.copy(), name="puncta masks", **fld.layer_kwargs())
+    panel.refresh_fields()
+    combo = panel.objects_combo("puncta")
+    combo.setCurrentIndex(combo.findText("puncta masks"))
+    panel.select_field("puncta")
+    panel.paint_button.click()
+    painted = viewer.layers["puncta labels"]
+
+    def fresh():
+        index = objects.index_objects(np.asarray(masks_layer.data))
+        labels = np.asarray(painted.data)
+        return index.counts(labels, 2), _objects.outline_classes(index, labels, 2)
+
+    def shown_equal_fresh() -> bool:
+        counts, outlines = fresh()
+        layer = viewer.layers["puncta labelled cells"] if "puncta labelled cells" in viewer.layers else None
+        return (
+            widget.session.counts.per_field.get(fld.id) == counts
+            and layer is not None
+            and np.array_equal(np.asarray(layer.data), outlines)
+        )
+
+    def paint(label: int, value: int) -> None:
+        ys, xs = np.nonzero(np.asarray(masks_layer.data) == label)
+        painted.data_setitem((ys[:4], xs[:4]), value)
+        qtbot.waitUntil(shown_equal_fresh, timeout=5000)
+
+    ids = objects.measure_objects(field.cells).labels
+    builds.clear()
+    for n, label in enumerate(ids[:3].tolist()):
+        paint(label, 1 + n % 2)
+    assert len(builds) == 1
+    assert sum(widget.session.counts.per_field[fld.id]) == 3
+
+    # a new mask array (cells 1 and 2 merged into one): rebuilt once, counts follow
+    merged = np.asarray(masks_layer.data).copy()
+    merged[merged == ids[1]] = ids[0]
+    masks_layer.data = merged
+    paint(ids[3], 2)
+    assert len(builds) == 2
+    assert sum(widget.session.counts.per_field[fld.id]) == 3  # ids 0+1 are one cell now, plus 2, 3
+
+    # a mask edited in place (napari's brush on the mask layer): the edit drops the index
+    ys, xs = np.nonzero(merged == ids[2])
+    masks_layer.data_setitem((ys, xs), 0)  # cell 2 erased
+    paint(ids[4], 1)
+    assert len(builds) == 3
+    assert sum(widget.session.counts.per_field[fld.id]) == 3  # cell 2 is gone, 4 is new

@@ -18,6 +18,7 @@ An instance mask is a (Y, X) integer image: 0 = background, each other value one
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any, Generator
@@ -126,33 +127,76 @@ def object_tiles(
     return out
 
 
-def object_classes(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> tuple[ObjectTable, np.ndarray]:
-    """(objects, class per object 0..n_classes): the painted label (1..K) that covers most of the
-    object's painted pixels (ties: the lower class); 0 = none of its pixels is painted. Painted
-    values above n_classes -> ValueError."""
+@dataclass
+class ObjectIndex:
+    """One instance mask's objects and its renumbering, built once (`index_objects`) and reused
+    for every painted label image: the np.unique sort behind it is most of the cost of a count,
+    and it depends on the mask only. `classes` is the one counting rule (`object_classes`,
+    `count_objects` and the widget's per-paint counts all go through it)."""
+
+    table: ObjectTable
+    compact: np.ndarray  # (Y, X) int64: 0 = background, object n of `table` (0-based) = n + 1
+
+    def classes(self, painted: np.ndarray, n_classes: int) -> np.ndarray:
+        """Class per object 0..n_classes: the painted label (1..K) that covers most of the
+        object's painted pixels (ties: the lower class); 0 = none of its pixels is painted.
+        Painted values above n_classes -> ValueError."""
+        painted = np.asarray(painted)
+        if painted.shape != self.compact.shape:
+            raise ValueError(
+                f"label image {painted.shape} does not match the instance mask {self.compact.shape}"
+            )
+        painted = painted.astype(np.int64, copy=False)
+        top = int(painted.max(initial=0))
+        if top > n_classes:
+            raise ValueError(f"label value {top} is painted but there are only {n_classes} classes")
+        if painted.size and painted.min() < 0:
+            raise ValueError("label values must be >= 0 (0 = unlabelled)")
+        n, k = len(self.table), n_classes + 1
+        joint = np.bincount((self.compact * k + painted).ravel(), minlength=(n + 1) * k)
+        votes = joint.reshape(n + 1, k)[1:, 1:]  # objects x classes 1..K
+        classes = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1) + 1, 0) if n else np.zeros(0)
+        return np.asarray(classes, dtype=np.int64)
+
+    def counts(self, painted: np.ndarray, n_classes: int) -> list[int]:
+        """Labelled objects per class (1..n_classes), by `classes`' rule."""
+        classes = self.classes(painted, n_classes)
+        return [int(v) for v in np.bincount(classes, minlength=n_classes + 1)[1 : n_classes + 1]]
+
+    @functools.cached_property
+    def border(self) -> tuple[np.ndarray, np.ndarray]:
+        """(flat pixel index, compact id) of every object pixel on a border: a pixel whose right
+        or lower neighbour is another id (both sides marked). Computed on first use."""
+        compact = self.compact
+        border = np.zeros(compact.shape, bool)
+        for axis in (0, 1):
+            step = np.diff(compact, axis=axis) != 0
+            lead = [slice(None)] * 2
+            lead[axis] = slice(0, -1)
+            trail = [slice(None)] * 2
+            trail[axis] = slice(1, None)
+            border[tuple(lead)] |= step
+            border[tuple(trail)] |= step
+        border &= compact > 0
+        flat = np.flatnonzero(border)
+        return flat, compact.ravel()[flat]
+
+
+def index_objects(masks: np.ndarray) -> ObjectIndex:
     masks = check_masks(masks)
-    painted = np.asarray(painted)
-    if painted.shape != masks.shape:
-        raise ValueError(f"label image {painted.shape} does not match the instance mask {masks.shape}")
-    painted = painted.astype(np.int64, copy=False)
-    top = int(painted.max(initial=0))
-    if top > n_classes:
-        raise ValueError(f"label value {top} is painted but there are only {n_classes} classes")
-    if painted.size and painted.min() < 0:
-        raise ValueError("label values must be >= 0 (0 = unlabelled)")
-    ids, compact = _compact(masks)  # once: the sort in np.unique is most of the cost
-    table = _measure(ids, compact)
-    k = n_classes + 1
-    joint = np.bincount((compact * k + painted).ravel(), minlength=(len(table) + 1) * k)
-    votes = joint.reshape(len(table) + 1, k)[1:, 1:]  # objects x classes 1..K
-    classes = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1) + 1, 0) if len(table) else np.zeros(0)
-    return table, np.asarray(classes, dtype=np.int64)
+    ids, compact = _compact(masks)
+    return ObjectIndex(_measure(ids, compact), compact)
+
+
+def object_classes(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> tuple[ObjectTable, np.ndarray]:
+    """(objects, class per object 0..n_classes) by `ObjectIndex.classes`' rule."""
+    index = index_objects(masks)
+    return index.table, index.classes(painted, n_classes)
 
 
 def count_objects(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> list[int]:
     """Labelled objects per class (1..n_classes), by `object_classes`' rule."""
-    _, classes = object_classes(masks, painted, n_classes)
-    return [int(v) for v in np.bincount(classes, minlength=n_classes + 1)[1 : n_classes + 1]]
+    return index_objects(masks).counts(painted, n_classes)
 
 
 @dataclass

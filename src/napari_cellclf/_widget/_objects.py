@@ -13,8 +13,9 @@ reads layers, keeps the choice per session, and draws.
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from napari.layers import Labels
@@ -22,13 +23,12 @@ from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtWidgets import QCheckBox, QComboBox, QGroupBox, QVBoxLayout, QWidget
 
 from ..objects import (
+    ObjectIndex,
     ObjectPrediction,
     check_masks,
     classify_objects,
-    count_objects,
-    measure_objects,
+    index_objects,
     model_settings,
-    object_classes,
 )
 from ..options import BLANK_BACKGROUND
 from ._fields import Field, derived_metadata, find_derived, role_of
@@ -102,37 +102,63 @@ def field_masks(session, viewer, fld: Field) -> np.ndarray | None:
 
 
 # -- labelling ----------------------------------------------------------------------------------
+# Each paint recounts and redraws the outlines on the main thread; the objects' numbering (the
+# np.unique sort of the mask, most of that cost) depends on the mask layer only, so it is built
+# once per mask layer and data version and reused for every paint: a paint costs one bincount.
+_INDEX_CACHE_SIZE = 4  # mask layers kept (each holds a field-sized int64 renumbering)
+_INDEXES: "OrderedDict[Any, tuple[tuple, ObjectIndex]]" = OrderedDict()  # unique_id -> (token, index)
+_WATCHED: set = set()  # unique_ids whose edit events drop their entry
+
+
+def _forget(uid) -> Callable:
+    def forget(_event=None) -> None:
+        _INDEXES.pop(uid, None)
+
+    return forget
+
+
+def object_index(masks_layer) -> ObjectIndex:
+    """The mask layer's `objects.ObjectIndex`, rebuilt only when its data changed: a new array
+    (identity and shape are in the key) or an edit in place (paint / data events drop it)."""
+    uid = masks_layer.unique_id
+    data = masks_layer.data
+    token = (id(data), tuple(np.shape(data)), str(getattr(data, "dtype", "")))
+    hit = _INDEXES.get(uid)
+    if hit is not None and hit[0] == token:
+        _INDEXES.move_to_end(uid)
+        return hit[1]
+    if uid not in _WATCHED:
+        for name in ("paint", "data", "set_data"):
+            emitter = getattr(masks_layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(_forget(uid))
+        _WATCHED.add(uid)
+    index = index_objects(np.asarray(data))
+    _INDEXES[uid] = (token, index)
+    while len(_INDEXES) > _INDEX_CACHE_SIZE:
+        _INDEXES.popitem(last=False)
+    return index
+
+
 def count_painted_objects(masks_layer, painted_layer, n_classes: int) -> list[int]:
-    """Labelled cells per class: objects.count_objects' majority rule on the painted layer."""
-    return count_objects(np.asarray(masks_layer.data), np.asarray(painted_layer.data), n_classes)
+    """Labelled cells per class: objects' majority rule (ObjectIndex.counts) on the painted layer."""
+    return object_index(masks_layer).counts(np.asarray(painted_layer.data), n_classes)
 
 
 def count_all_objects(masks_layer) -> int:
-    return len(measure_objects(np.asarray(masks_layer.data)))
+    return len(object_index(masks_layer).table)
 
 
-def outline_classes(masks: np.ndarray, painted: np.ndarray, n_classes: int) -> np.ndarray:
-    """(H, W) uint8/uint16: each labelled cell's class value (objects.object_classes, the
-    training rule) on its border pixels (a pixel whose right or lower neighbour is another id,
-    both sides marked), 0 elsewhere. Drawn with array shifts, not Labels `contour`, which is slow
-    on large fields."""
-    masks = np.asarray(masks)
-    table, classes = object_classes(masks, painted, n_classes)
-    border = np.zeros(masks.shape, bool)
-    for axis in (0, 1):
-        step = np.diff(masks, axis=axis) != 0
-        lead = [slice(None)] * 2
-        lead[axis] = slice(0, -1)
-        trail = [slice(None)] * 2
-        trail[axis] = slice(1, None)
-        border[tuple(lead)] |= step
-        border[tuple(trail)] |= step
-    border &= masks > 0
-    ys, xs = np.nonzero(border)
-    ids = masks[ys, xs]
-    value = classes[np.searchsorted(table.labels, ids)] if len(table) else np.zeros(0, np.int64)
-    out = np.zeros(masks.shape, np.uint8 if n_classes < 255 else np.uint16)
-    out[ys, xs] = value
+def outline_classes(index: ObjectIndex, painted: np.ndarray, n_classes: int) -> np.ndarray:
+    """(H, W) uint8/uint16: each labelled cell's class value (ObjectIndex.classes, the training
+    rule) on its border pixels (ObjectIndex.border), 0 elsewhere. Drawn with array shifts, not
+    Labels `contour`, which is slow on large fields."""
+    classes = index.classes(painted, n_classes)
+    flat, compact = index.border
+    lut = np.zeros(len(classes) + 1, np.uint8 if n_classes < 255 else np.uint16)
+    lut[1:] = classes
+    out = np.zeros(index.compact.shape, lut.dtype)
+    out.ravel()[flat] = lut[compact]
     return out
 
 
@@ -143,9 +169,7 @@ def show_labelled_cells(viewer, session, fld: Field, painted_layer, enabled: boo
     cells = objects_layer(session, viewer, fld) if enabled else None
     outlines = None
     if cells is not None and painted_layer is not None:
-        outlines = outline_classes(
-            np.asarray(cells.data), np.asarray(painted_layer.data), len(session.classes)
-        )
+        outlines = outline_classes(object_index(cells), np.asarray(painted_layer.data), len(session.classes))
     if outlines is None or not outlines.any():
         if layer is not None:
             viewer.layers.remove(layer)
