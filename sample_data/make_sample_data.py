@@ -2,7 +2,8 @@
 
 Deterministic: the same seeds give byte-identical images. Two 1024x1024 fields, 2 channels
 (nuclei, protein), 16-bit OME-TIFF with channel names and pixel size, plus class label images
-(0 background, 1 Control, 2 Aggregates) — the ground truth for demos and tests.
+(0 background, 1 Control, 2 Aggregates) — the ground truth for demos and tests — and the
+cells' instance masks (0 background, one id per cell) for object mode.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ SHAPE = (1024, 1024)
 FIELDS = {"puncta": 11, "diffuse": 12}  # phenotype -> seed
 
 
-def write_field(phenotype: str, seed: int, folder: Path = HERE) -> tuple[Path, Path]:
+def write_field(phenotype: str, seed: int, folder: Path = HERE) -> tuple[Path, Path, Path]:
     field = make_field(phenotype, SHAPE, seed=seed)
     image_path = folder / f"{phenotype}_field.ome.tif"
     labels_path = folder / f"{phenotype}_field_labels.tif"
+    cells_path = folder / f"{phenotype}_field_objects.tif"  # objects.OBJECTS_SUFFIX
     # A fixed OME UUID (tifffile would draw a random one) keeps the files byte-identical.
     file_id = uuid.uuid5(uuid.NAMESPACE_URL, f"napari-cellclf/sample_data/{phenotype}/{seed}")
     tifffile.imwrite(
@@ -47,7 +49,8 @@ def write_field(phenotype: str, seed: int, folder: Path = HERE) -> tuple[Path, P
         },
     )
     tifffile.imwrite(labels_path, field.labels.astype(np.uint8), compression="zlib")
-    return image_path, labels_path
+    tifffile.imwrite(cells_path, field.cells.astype(np.uint16), compression="zlib")
+    return image_path, labels_path, cells_path
 
 
 if __name__ == "__main__":

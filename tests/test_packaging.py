@@ -100,13 +100,16 @@ def _assert_registered(info: dict, tmp_path: Path, editable: bool) -> None:
     assert info["readers"] == ["napari-cellclf.get_reader"]
     assert set(info["samples"]) == {"puncta", "diffuse"}
     assert info["widgets"] == ["Cell classifier"]
-    assert {"puncta_field.ome.tif", "diffuse_field.ome.tif"} <= set(info["sample_files"])
+    assert {"puncta_field.ome.tif", "puncta_field_objects.tif", "diffuse_field.ome.tif"} <= set(
+        info["sample_files"]
+    )
     manifest = Path(info["manifest_file"])
     assert manifest.read_text().startswith("name: napari-cellclf")
     assert info["sample_layers"] == [
         ["puncta [nuclei]", "image"],
         ["puncta [protein]", "image"],
         ["puncta ground truth", "labels"],
+        ["puncta cell masks", "labels"],
     ]  # JSON: lists
     if editable:  # reads the repo through the link
         assert Path(info["package"]).resolve() == (REPO / "src" / "napari_cellclf").resolve()

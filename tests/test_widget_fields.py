@@ -63,7 +63,7 @@ def _disjoint(a, b) -> bool:
 
 def test_two_sample_fields_opened_from_the_menu_never_overlap(make_napari_viewer, qtbot):
     """File > Open Sample twice: napari puts both 1024 px fields at the origin; the widget moves the
-    second, with its ground truth, beside the first, and its labels layer follows."""
+    second, with its ground truth and cell masks, beside the first, and its labels layer follows."""
     viewer = make_napari_viewer()
     _, widget = open_widget(viewer)
     viewer.open_sample("napari-cellclf", "puncta")
@@ -73,7 +73,7 @@ def test_two_sample_fields_opened_from_the_menu_never_overlap(make_napari_viewer
     groups = {
         name: [ly for ly in viewer.layers if ly.name.startswith(name)] for name in ("puncta", "diffuse")
     }
-    assert all(len(g) == 3 for g in groups.values())  # two channels and the ground truth
+    assert all(len(g) == 4 for g in groups.values())  # two channels, the ground truth, the cell masks
     for a in groups["puncta"]:
         for b in groups["diffuse"]:
             assert _disjoint(_world_box(a), _world_box(b)), (a.name, b.name)

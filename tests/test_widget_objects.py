@@ -44,14 +44,15 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
 
     truth, labelled = {}, {}
     for fld in panel.fields:
-        # The sample files hold the class labels; their instance masks come from the same seeds.
-        cells = synthetic.make_field(fld.name, fld.shape, seed=SEEDS[fld.name]).cells
+        # Open Sample brings each field's cell masks (hidden): the user picks them per field;
+        # the ground truth of classes is not offered as objects.
+        cells = np.asarray(viewer.layers[f"{fld.name} cell masks"].data)
         classes = np.asarray(viewer.layers[f"{fld.name} ground truth"].data)
-        assert np.array_equal(synthetic.make_field(fld.name, fld.shape, seed=SEEDS[fld.name]).labels, classes)
-        viewer.add_labels(cells, name=f"{fld.name} masks", **fld.layer_kwargs())
-        panel.refresh_fields()
+        assert np.array_equal(synthetic.make_field(fld.name, fld.shape, seed=SEEDS[fld.name]).cells, cells)
         combo = panel.objects_combo(fld.name)
-        combo.setCurrentIndex(combo.findText(f"{fld.name} masks"))
+        offered = [combo.itemText(i) for i in range(combo.count())]
+        assert f"{fld.name} cell masks" in offered and f"{fld.name} ground truth" not in offered
+        combo.setCurrentIndex(combo.findText(f"{fld.name} cell masks"))
         table, cell_class = object_classes(cells, classes, 2)
         truth[fld.name] = dict(zip(table.labels.tolist(), cell_class.tolist()))
 
@@ -95,7 +96,7 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
         features = layer.features
         features_by_field[name] = features
         assert features["label"].tolist() == sorted(truth[name])  # one row per cell
-        assert np.array_equal(np.asarray(layer.data), np.asarray(viewer.layers[f"{name} masks"].data))
+        assert np.array_equal(np.asarray(layer.data), np.asarray(viewer.layers[f"{name} cell masks"].data))
         # each cell is drawn in its predicted class's colour
         for label, k in zip(features["label"][:20], features["class"][:20]):
             expected = np.array([int(colors[k - 1][i : i + 2], 16) / 255 for i in (1, 3, 5)])
@@ -128,7 +129,7 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
             else:
                 assert values == [str(v) for v in features[column]]
         assert set(mine[0]) == {"source", *features.columns} - {"index"}
-    centroids = measure_objects(np.asarray(viewer.layers["puncta masks"].data)).centroids
+    centroids = measure_objects(np.asarray(viewer.layers["puncta cell masks"].data)).centroids
     np.testing.assert_allclose(
         features_by_field["puncta"][["centroid_y", "centroid_x"]].to_numpy(), centroids
     )

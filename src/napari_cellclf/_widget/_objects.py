@@ -61,12 +61,14 @@ def choices_for(session) -> ObjectChoices:
 
 
 def candidate_layers(viewer, fld: Field) -> list:
-    """Labels layers that can be a field's objects: 2-D, the field's size, not made by us."""
+    """Labels layers that can be a field's objects: 2-D, the field's size, not made by us, not
+    a ground truth of classes (the sample data's: one value per class, not per cell)."""
     return [
         layer
         for layer in viewer.layers
         if isinstance(layer, Labels)
         and role_of(layer) is None
+        and not (layer.metadata.get("cellclf") or {}).get("ground_truth")
         and layer.data.ndim == 2
         and tuple(layer.data.shape) == tuple(fld.shape)
     ]
