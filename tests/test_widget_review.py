@@ -9,6 +9,7 @@ import csv
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from qtpy.QtCore import Qt
 
 from napari_cellclf._widget import _dialogs
@@ -28,13 +29,16 @@ TILE = 32
 SIZE = 192
 
 
-def _classify(make_napari_viewer, qtbot, runs: int = 1):
+def _classify(make_napari_viewer, qtbot, runs: int = 1, moved: bool = False):
+    """`moved`: a same-size field opened first, so the layout moves "puncta" beside it."""
     viewer = make_napari_viewer(show=True)
     truth = synthetic_field("puncta", SIZE, 1)
+    if moved:
+        add_field(viewer, "decoy", synthetic_field("puncta", SIZE, 2).image)
     add_field(viewer, "puncta", truth.image)
     dock, widget = open_widget(viewer)
     panel = widget.fields_panel
-    qtbot.waitUntil(lambda: len(panel.fields) == 1, timeout=3000)
+    qtbot.waitUntil(lambda: len(panel.fields) == 1 + moved, timeout=3000)
     panel.tile_size.setValue(TILE)
     panel.select_field("puncta")
     panel.paint_button.click()
@@ -50,16 +54,16 @@ def _classify(make_napari_viewer, qtbot, runs: int = 1):
     wait_idle(qtbot, widget, 120)
     widget.results_panel.classify_button.click()
     wait_idle(qtbot, widget, 60)
-    return viewer, widget
+    return viewer, widget, dock
 
 
 @pytest.fixture
 def classified(make_napari_viewer, qtbot):
-    return _classify(make_napari_viewer, qtbot)
+    return _classify(make_napari_viewer, qtbot)[:2]
 
 
 def test_an_ensemble_shows_its_members_disagreement(make_napari_viewer, qtbot):
-    viewer, widget = _classify(make_napari_viewer, qtbot, runs=2)
+    viewer, widget, _ = _classify(make_napari_viewer, qtbot, runs=2)
     assert widget.session.trained.meta.n_members == 2
     layer = viewer.layers["puncta uncertainty"]
     assert layer.metadata["cellclf"]["method"] == "disagreement"
@@ -115,6 +119,71 @@ def test_next_uncertain_centres_on_the_most_uncertain_unlabelled_tile_and_keys_l
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_N)
     third = expected_next({first, second})
     assert tuple(camera_of(viewer).center[-2:]) == pytest.approx(_tile_centre(viewer, third))
+
+
+def _marker_extent(viewer):
+    """(y0, x0, y1, x1) in world units of the "asked" rectangle (its corners, not pixel centres)."""
+    layer = viewer.layers["asked"]
+    assert len(layer.data) == 1 and layer.shape_type == ["rectangle"]
+    corners = np.asarray(layer.data[0], float) * layer.scale + layer.translate
+    return (*corners.min(0), *corners.max(0))
+
+
+def test_the_asked_tile_is_marked_on_a_moved_field_and_the_mark_goes_with_the_dock(make_napari_viewer, qtbot):
+    viewer, widget, dock = _classify(make_napari_viewer, qtbot, moved=True)
+    classes = viewer.layers["puncta classes"]
+    ty, tx = (float(v) for v in classes.translate)
+    assert (ty, tx) != (0.0, 0.0)  # the layout moved puncta beside the decoy
+    results = widget.results_panel
+    results.next_button.click()
+    asked = results.review.asked
+    assert asked.kind == "tile"
+
+    def tile_extent(tile):
+        # the tile's pixels [y0, y0 + TILE) span world [y0 - 0.5, y0 + TILE - 0.5) (centres on integers)
+        row, col = divmod(tile, SIZE // TILE)
+        return (
+            ty + row * TILE - 0.5,
+            tx + col * TILE - 0.5,
+            ty + (row + 1) * TILE - 0.5,
+            tx + (col + 1) * TILE - 0.5,
+        )
+
+    assert _marker_extent(viewer) == pytest.approx(tile_extent(asked.item))
+    marker = viewer.layers["asked"]
+    assert viewer.layers[-1] is marker and not marker.editable
+    assert viewer.layers.selection.active is classes  # the keys stay on the classes layer
+    colours = {tuple(np.round(c, 3)) for c in marker.edge_color[:, :3]}
+    assert colours.isdisjoint(tuple(np.round(to_rgb(c), 3)) for c in widget.session.class_colors)
+    assert float(marker.face_color[0, 3]) == 0
+
+    # a key answer moves the mark to the next tile
+    first = asked.item
+    viewer.window._qt_viewer.canvas.native.setFocus()
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_1)
+    second = results.review.asked.item
+    assert second != first and _marker_extent(viewer) == pytest.approx(tile_extent(second))
+    # the marker selected by the user answers with the same keys
+    viewer.layers.selection.active = marker
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_2)
+    third = results.review.asked.item
+    assert (
+        (
+            np.asarray(viewer.layers["puncta labels"].data).reshape(SIZE, SIZE)[
+                (second // (SIZE // TILE)) * TILE + TILE // 2, (second % (SIZE // TILE)) * TILE + TILE // 2
+            ]
+        )
+        == 2
+    )
+    assert _marker_extent(viewer) == pytest.approx(tile_extent(third))
+    # a layer added later does not cover it
+    viewer.add_image(np.zeros((8, 8)), name="later")
+    assert viewer.layers[-1] is marker
+
+    viewer.window.remove_dock_widget(dock)
+    assert "asked" not in [ly.name for ly in viewer.layers]
+    viewer.add_image(np.zeros((8, 8)), name="after close")  # no listener left to move anything
+    assert viewer.layers[-1].name == "after close"
 
 
 def test_readout_equals_csv_and_csv_index_is_the_layer_value(classified, monkeypatch, tmp_path):
@@ -243,7 +312,13 @@ def test_next_uncertain_asks_about_cells_in_object_mode(make_napari_viewer, qtbo
     results.next_button.click()
     assert tuple(camera_of(viewer).center[-2:]) == pytest.approx((74.5, 114.5))
     assert "cell 5" in results.review_note.text()
+    # the mark encloses cell 5's pixels, rows 60..89 and columns 100..129
+    assert _marker_extent(viewer) == pytest.approx((59.5, 99.5, 89.5, 129.5))
     results.review.answer(2)
     painted = np.asarray(viewer.layers["puncta labels"].data)
     assert (painted[masks == 5] == 2).all() and (painted[masks != 5] == 0).all()
     assert tuple(camera_of(viewer).center[-2:]) == pytest.approx((159.5, 29.5))  # then cell 9
+    assert _marker_extent(viewer) == pytest.approx((149.5, 19.5, 169.5, 39.5))
+    results.review.answer(1)  # cell 3 is the last one
+    results.review.answer(1)
+    assert results.review.asked is None and "asked" not in [ly.name for ly in viewer.layers]

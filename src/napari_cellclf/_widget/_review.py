@@ -23,6 +23,7 @@ from ..tiling import tile_labels_from_label_image
 from ._fields import ROLE_CLASSES, Field, find_derived
 from ._grid import camera_of
 from ._layers import labels_layer
+from ._marker import Marker, asked_box
 from ._session import LABELS_PAINTED, Session
 
 VIEW_TILES = 5  # the camera shows about this many tiles (or cells) across around the asked one
@@ -54,6 +55,7 @@ class Review:
         self.visited: dict[str, set[tuple[str, int]]] = {}
         self.asked: Asked | None = None
         self.listeners: list = []  # called with the new `asked` (the panel's note)
+        self.marker = Marker(viewer)  # the rectangle around the asked tile or cell
         session.predictions_changed.connect(self._on_prediction)
         # N on the viewer too, so it works while painting on a labels layer (which binds no N);
         # never taken from whoever bound it first
@@ -69,6 +71,7 @@ class Review:
 
     def shut_down(self) -> None:
         self.session.predictions_changed.disconnect(self._on_prediction)
+        self.marker.shut_down()
         if self._viewer_key:
             self.viewer.bind_key(NEXT_KEY, None)
             self._viewer_key = False
@@ -192,9 +195,17 @@ class Review:
             camera.zoom = canvas / (VIEW_TILES * asked.size * max(abs(sy), abs(sx)))
             role = ROLE_CLASSES if asked.kind == "tile" else ROLE_CELLS
             layer = find_derived(self.viewer.layers, fld.id, role)
+            box = asked_box(asked, fld, layer)
+            if box is None:
+                self.marker.remove()
+            else:
+                self.marker.show(box, fld, asked.size, self.session.class_colors)
+                self.bind_keys(self.marker.layer)  # selecting the marker keeps the keys working
             if layer is not None:
                 self.bind_keys(layer)
                 self.viewer.layers.selection.active = layer  # its keys answer
+        else:
+            self.marker.remove()  # nothing left to ask
         for listener in self.listeners:
             listener(self.asked)
         return self.asked
