@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.colors import to_rgb
 
-from ._fields import Field, derived_metadata, role_of
+from ._fields import Field, derived_metadata
 from ._layers import keep_selection
 
 ROLE_ASKED = "asked"
@@ -112,7 +112,3 @@ class Marker:
     def shut_down(self) -> None:
         self.viewer.layers.events.inserted.disconnect(self._keep_on_top)
         self.remove()
-
-
-def is_marker(layer) -> bool:
-    return role_of(layer) == ROLE_ASKED

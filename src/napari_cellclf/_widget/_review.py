@@ -128,7 +128,7 @@ class Review:
 
     def _cells(self, fld: Field, layer, painted) -> list[Asked]:
         """Object mode's "<field> cell classes" (instance ids; features: the per-object table)."""
-        from ..objects import object_classes
+        from ._objects import object_index  # the mask's numbering, cached per layer and data
 
         features = layer.features
         if painted is None or "centroid_y" not in features or not len(features):
@@ -139,9 +139,9 @@ class Review:
         else:
             columns = [c for c in features.columns if str(c).startswith("p_")]
             scores = uncertainty.entropy(np.stack([np.asarray(features[c], float) for c in columns], 1))
-        masks = np.asarray(layer.data).reshape(fld.shape)
-        table, classes = object_classes(masks, painted, len(self.session.classes))
-        labelled = np.asarray(table.labels)[np.asarray(classes) > 0]
+        index = object_index(layer)  # each key press asks again: no re-sort of the mask
+        classes = index.classes(painted, len(self.session.classes))
+        labelled = np.asarray(index.table.labels)[classes > 0]
         seen = [i for kind, i in self.visited.get(fld.id, ()) if kind == "cell"]
         row_of = {int(v): r for r, v in enumerate(ids)}
         out = []
