@@ -260,3 +260,20 @@ def test_cli_trains_on_objects_and_predicts_one_row_per_cell(tmp_path, capsys):
         "p_Aggregates",
     } <= set(rows[0])
     assert f"{len(rows)} cells" in out
+
+    # evaluate and report read the cells as the model was trained (background blanked): a model
+    # scored on tiles it never saw the like of would be judged on the wrong task.
+    from napari_cellclf.cli import build_parser
+    from napari_cellclf.cli._labelled import load_labelled
+
+    args = build_parser().parse_args(["evaluate", str(model), str(tmp_path), "--device", "cpu"])
+    _, _, scored, layout = load_labelled(args)
+    assert layout == "objects"
+    spec = TileSpec(16)
+    blanked = load_folder(
+        tmp_path, "objects", spec, class_names=["Control", "Aggregates"], blank_background=True
+    )
+    unblanked = load_folder(tmp_path, "objects", spec, class_names=["Control", "Aggregates"])
+    assert not np.array_equal(blanked.tiles, unblanked.tiles)
+    np.testing.assert_array_equal(scored.tiles, blanked.tiles)
+    assert main(["evaluate", str(model), str(tmp_path), "--device", "cpu"]) == 0

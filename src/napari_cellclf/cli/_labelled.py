@@ -139,6 +139,7 @@ def load_labelled(args):
     """(classifier, meta, dataset, layout) for MODEL DATA read the way the model was trained:
     shared by `evaluate` and `report`."""
     from ..datasets import TileSpec, detect_layout, load_folder, probe_image
+    from ..objects import model_settings
 
     model_path, root = Path(args.model), Path(args.data)
     classifier, meta = load_classifier(model_path, args.device)
@@ -174,6 +175,9 @@ def load_labelled(args):
             note=note,
             progress=update,
             plane=plane,
+            # object tiles cut as the model's were (a blank-background model never saw a
+            # neighbour's pixels; scoring it on them would judge it on another task)
+            blank_background=model_settings(meta)["blank_background"],
         )
     finally:
         close()
