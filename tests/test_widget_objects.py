@@ -85,8 +85,16 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
     assert trained is not None and trained.meta.tile_size == TILE
     assert trained.meta.extra["objects"] == {"blank_background": False}
 
+    progress_texts: list[str] = []  # what the job bar said at each classify step
+    widget.session.jobs.progress.connect(lambda *_: progress_texts.append(widget.job_bar.status.text()))
     widget.results_panel.classify_all_button.click()
     wait_idle(qtbot, widget, 120)
+    # the counts say cells, never tiles: in the progress text, the readout and the Report tab
+    assert progress_texts and all("cells" in t and "tiles" not in t for t in progress_texts)
+    readout = widget.results_panel.readout
+    assert readout.horizontalHeaderItem(1).text() == "cells"
+    fractions = widget.report_tab.fractions
+    assert all(fractions.item(r, 2).text().endswith(" cells") for r in range(fractions.rowCount()))
 
     right = total = 0
     features_by_field = {}
@@ -129,6 +137,14 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
             else:
                 assert values == [str(v) for v in features[column]]
         assert set(mine[0]) == {"source", *features.columns} - {"index"}
+    with open(tmp_path / "cells-fractions.csv", newline="") as handle:
+        fractions_rows = list(csv.DictReader(handle))
+    assert {r["unit"] for r in fractions_rows} == {"cells"}
+    for name, features in features_by_field.items():
+        counted = sum(int(r["count"]) for r in fractions_rows if r["source"] == name)
+        assert counted == len(features)
+        shown = [readout.item(r, 0).text() for r in range(readout.rowCount())]
+        assert readout.item(shown.index(name), 1).text() == str(len(features))
     centroids = measure_objects(np.asarray(viewer.layers["puncta cell masks"].data)).centroids
     np.testing.assert_allclose(
         features_by_field["puncta"][["centroid_y", "centroid_x"]].to_numpy(), centroids

@@ -303,6 +303,7 @@ def test_next_uncertain_asks_about_cells_in_object_mode(make_napari_viewer, qtbo
 
     class CellPrediction:  # what object mode stores: a table per cell, no tile grid
         class_names = ["Control", "Treated"]
+        unit = "cells"
 
         def table(self):
             return features

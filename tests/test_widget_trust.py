@@ -114,8 +114,9 @@ def test_report_tab_fractions_and_baseline_after_training(make_napari_viewer, qt
         of_field = [t for t in tiles if t["source"] == row["source"]]
         mine = [t for t in of_field if t["class_name"] == row["class_name"]]
         share = len(mine) / len(of_field)
-        assert int(row["tiles"]) == len(mine) and float(row["share"]) == pytest.approx(share)
-        assert cells[:4] == [row["source"], row["class_name"], str(len(mine)), f"{share:.1%}"]
+        assert int(row["count"]) == len(mine) and float(row["share"]) == pytest.approx(share)
+        assert row["unit"] == "tiles"
+        assert cells[:4] == [row["source"], row["class_name"], f"{len(mine)} tiles", f"{share:.1%}"]
         if mine:
             confidence = np.mean([float(t["confidence"]) for t in mine])
             assert float(row["mean_confidence"]) == pytest.approx(confidence, abs=1e-5)

@@ -28,7 +28,7 @@ import contextlib
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any, Callable, ClassVar, Generator
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ class InferenceProgress:
     done: int  # tiles done
     total: int
     stage: str = "classify"  # "classify" | "explain"
+    unit: ClassVar[str] = "tiles"  # what `done` counts, in words (progress text, readouts)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class FieldPrediction:
     probabilities: np.ndarray  # (N, K) float32
     class_names: list[str]
     cancelled: bool = False  # stopped early: only the tiles done so far are in `indices`
+    unit: ClassVar[str] = InferenceProgress.unit
 
     @property
     def predicted(self) -> np.ndarray:  # (N,) int 0..K-1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from typing import Any, Generator
+from typing import Any, ClassVar, Generator
 
 import numpy as np
 
@@ -204,6 +204,7 @@ class ObjectProgress:
     done: int  # objects classified so far
     total: int
     stage: str = "classify"
+    unit: ClassVar[str] = "cells"  # what `done` counts, in words (progress text, readouts)
 
 
 @dataclass
@@ -214,6 +215,7 @@ class ObjectPrediction:
     probabilities: np.ndarray  # (N, K) float32, rows in `objects` order
     class_names: list[str]
     cancelled: bool = False  # stopped early: only the first `len(probabilities)` objects
+    unit: ClassVar[str] = ObjectProgress.unit
 
     @property
     def indices(self) -> np.ndarray:

@@ -104,7 +104,7 @@ class JobBar(QWidget):
             stage = JOB_VERBS.get(getattr(inner, "stage", kind), JOB_VERBS.get(kind, kind))
             fields = f" ({event.index + 1}/{event.count})" if event.count > 1 else ""
             self.status.setText(
-                f"{stage} {event.field_name}{fields}: {inner.done}/{inner.total} tiles"
+                f"{stage} {event.field_name}{fields}: {inner.done}/{inner.total} {getattr(inner, 'unit', 'tiles')}"
                 + self._show_fraction((event.index + fraction) / event.count)
             )
 

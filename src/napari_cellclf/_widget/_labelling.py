@@ -151,7 +151,7 @@ def problems(counts: TileCounts, class_names: Sequence[str]) -> list[str]:
     """Why training would fail or mislead, in the words shown above the Train button."""
     if counts.total == 0:
         return [
-            "No labelled tiles yet: paint classes on a field's labels layer, mark whole "
+            "No labelled tiles or cells yet: paint classes on a field's labels layer, mark whole "
             "fields as one class, or import class folders."
         ]
     return datasets.problem_messages(counts, class_names)

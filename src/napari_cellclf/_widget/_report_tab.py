@@ -25,14 +25,14 @@ from ._qt import WARNING_STYLE, alive_only, note_label
 from ._report_panel import ReportPanel
 from ._session import Session
 
-FRACTION_HEADERS = ("field", "class", "tiles", "share", "mean confidence")
+FRACTION_HEADERS = ("field", "class", "classified", "share", "mean confidence")
 
 
 def session_fractions(session: Session) -> list[dict]:
     """class_fractions of every classified field, in classification order."""
     rows: list[dict] = []
     for name, prediction in session.predictions.values():
-        rows += class_fractions(prediction.table(), prediction.class_names, source=name)
+        rows += class_fractions(prediction.table(), prediction.class_names, source=name, unit=prediction.unit)
     return rows
 
 
@@ -121,7 +121,7 @@ class ReportTab(QWidget):
             cells = (
                 row["source"],
                 row["class_name"],
-                str(row["tiles"]),
+                f"{row['count']} {row['unit']}",
                 f"{row['share']:.1%}",
                 "n/a" if confidence is None else f"{confidence:.3f}",
             )

@@ -63,8 +63,8 @@ class ResultsPanel(QWidget):
         self.classify_button = QPushButton("Classify selected field")
         self.classify_all_button = QPushButton("Classify all fields")
         self.classify_note = note_label(
-            "Each tile is filled with its predicted class; hover a "
-            "tile to see its class and confidence in the status bar."
+            "Each tile (or cell, in object mode) is filled with its predicted class; hover it "
+            "to see its class and confidence in the status bar."
         )
         # The model's verdict (evaluation.py, stored in the model), beside the buttons it is about.
         self.verdict = note_label(style=WARNING_STYLE)
@@ -117,11 +117,11 @@ class ResultsPanel(QWidget):
         self.review = Review(viewer, session, controller.fields)
         self.next_button = QPushButton(f"Next uncertain ({NEXT_KEY.upper()})")
         self.next_button.setToolTip(
-            "Centre the view on the most uncertain tile nobody labelled yet; keys 1..K label it "
-            "as class k and go on to the next."
+            "Centre the view on the most uncertain tile (or cell, in object mode) nobody labelled "
+            "yet; keys 1..K label it as class k and go on to the next."
         )
         self.review_note = note_label(
-            "Classify a field, then let the model ask about the tiles it is unsure of."
+            "Classify a field, then let the model ask about the tiles or cells it is unsure of."
         )
         review_box = QGroupBox("Label what the model asks")
         box = QVBoxLayout(review_box)
@@ -242,12 +242,17 @@ class ResultsPanel(QWidget):
         table = self.readout
         table.clear()
         table.setColumnCount(2 + len(classes))
-        table.setHorizontalHeaderLabels(["field", "tiles"] + classes)
+        # what was counted: "tiles" or "cells" in the header, or per row when modes are mixed
+        units = sorted({row["unit"] for row in rows})
+        mixed = len(units) > 1
+        table.setHorizontalHeaderLabels(["field", "classified" if mixed or not units else units[0]] + classes)
         table.setRowCount(len(fields))
         for r, name in enumerate(fields):
             mine = {row["class_name"]: row for row in rows if row["source"] == name}
             table.setItem(r, 0, QTableWidgetItem(name))
-            table.setItem(r, 1, QTableWidgetItem(str(sum(row["tiles"] for row in mine.values()))))
+            count = sum(row["count"] for row in mine.values())
+            unit = next(iter(mine.values()))["unit"]
+            table.setItem(r, 1, QTableWidgetItem(f"{count} {unit}" if mixed else str(count)))
             for c, cls in enumerate(classes):
                 row = mine.get(cls)
                 text = "" if row is None else readout_text(row)
@@ -272,7 +277,7 @@ class ResultsPanel(QWidget):
     @alive_only
     def _on_asked(self, asked) -> None:
         if asked is None:
-            self.review_note.setText("No unlabelled classified tile left to ask about.")
+            self.review_note.setText("Nothing unlabelled and classified is left to ask about.")
             return
         keys = ", ".join(f"{k + 1} {n}" for k, n in enumerate(self.session.class_names[:9]))
         self.review_note.setText(
@@ -310,9 +315,12 @@ class ResultsPanel(QWidget):
         except (OSError, ValueError) as exc:
             show_error(f"Could not write {path}: {exc}")
             return
-        n = sum(len(p.indices) for _, p in items)
+        written: dict[str, int] = {}  # per unit: a mix of tile and object fields says both
+        for _, prediction in items:
+            written[prediction.unit] = written.get(prediction.unit, 0) + len(prediction.indices)
+        counts = " and ".join(f"{n} {unit}" for unit, n in written.items())
         show_info(
-            f"Wrote {n} tiles from {len(items)} field(s) to {path}, class fractions per "
+            f"Wrote {counts} from {len(items)} field(s) to {path}, class fractions per "
             f"field to {Path(fractions_path).name}"
         )
 
