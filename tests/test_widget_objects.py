@@ -175,10 +175,17 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
         "puncta masks",
         "diffuse masks",
     ]
-    combo.setCurrentIndex(combo.findText("puncta masks"))
     panel.select_field("puncta")
+    qtbot.waitUntil(lambda: "tile grid" in viewer.layers and viewer.layers["tile grid"].visible, timeout=5000)
+    combo = panel.objects_combo("puncta")  # the table was refilled meanwhile
+    combo.setCurrentIndex(combo.findText("puncta masks"))
+    # object mode: the tile grid is not what training cuts, so it goes, and the note says why
+    qtbot.waitUntil(lambda: not viewer.layers["tile grid"].visible, timeout=5000)
+    n_cells = len(measure_objects(fields["puncta"].cells))
+    assert f"object mode, {n_cells} cells in 'puncta masks'" in panel.grid_note.text()
     panel.paint_button.click()
     painted = viewer.layers["puncta labels"]
+    assert painted.brush_size == 16 // 4  # a dab inside one cell, not a tile-wide brush
     cells = fields["puncta"].cells
     first, second, third = measure_objects(cells).labels[:3]
     ys, xs = np.nonzero(cells == first)
@@ -224,6 +231,7 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
     # back to tiles: the two small strokes cover no half tile
     qtbot.waitUntil(lambda: widget.session.counts.per_field.get(fid) == [0, 0], timeout=5000)
     qtbot.waitUntil(lambda: "puncta labelled cells" not in viewer.layers, timeout=5000)
+    qtbot.waitUntil(lambda: viewer.layers["tile grid"].visible, timeout=5000)  # the grid is back
     # classified per tile now: the cell results of before are hidden, not mixed with the tiles
     widget.results_panel.classify_button.click()
     wait_idle(qtbot, widget, 60)

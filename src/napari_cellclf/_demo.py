@@ -130,7 +130,7 @@ class ScriptedDemo:
             shares = ", ".join(
                 f"{classes.count(c) / max(len(classes), 1):.0%} {c}" for c in prediction.class_names
             )
-            lines.append(f"{name}: {len(classes)} tiles classified: {shares}")
+            lines.append(f"{name}: {len(classes)} {prediction.unit} classified: {shares}")
         return lines
 
     def _frame_both_fields(self) -> None:

@@ -37,10 +37,12 @@ from ._grid import camera_of, draw_grid, line_width
 from ._labelling import ForegroundCache
 from ._layers import labels_layer
 from ._layout import lay_out
-from ._objects import ObjectsBox, objects_combo
+from ._objects import ObjectsBox, objects_combo, objects_layer
 from ._overlay import LabelledTiles
 from ._qt import Links, alive_only, debouncer, note_label, row, signals_blocked
 from ._session import LABELS_PAINTED, Session
+
+OBJECT_BRUSH_FRACTION = 4  # object mode: the brush is a quarter tile, a dab inside one cell
 
 
 class FieldsPanel(QWidget):
@@ -106,7 +108,7 @@ class FieldsPanel(QWidget):
             "(dimmed in the tile grid)."
         )
         self.show_grid = QCheckBox("Show tile grid")
-        self.show_labelled = QCheckBox("Outline the tiles training receives")
+        self.show_labelled = QCheckBox("Outline the tiles (or cells) training receives")
         self.show_labelled.setChecked(True)
         self.show_labelled.setToolTip(
             "'<field> labelled tiles': each tile that takes a class (at least half of it painted, "
@@ -394,16 +396,29 @@ class FieldsPanel(QWidget):
         layer = labels_layer(self.viewer, fld, self.session.class_colors)
         self.session.set_labels_source(fld.id, LABELS_PAINTED)
         self.viewer.layers.selection.active = layer
-        # A brush as wide as a tile: one click in a tile paints pi/4 of it, over the half a tile
-        # needs to count, so a click labels a tile and a stroke a row of tiles.
-        layer.brush_size = self.session.data.tile_size
+        tile = self.session.data.tile_size
+        masks = objects_layer(self.session, self.viewer, fld)
+        if masks is None:
+            # A brush as wide as a tile: one click in a tile paints pi/4 of it, over the half a
+            # tile needs to count, so a click labels a tile and a stroke a row of tiles.
+            layer.brush_size = tile
+            rule = (
+                "A tile takes a class when at least half of it is painted: one click in a tile "
+                "with this brush (one tile wide) labels it; counted tiles get an outline."
+            )
+        else:
+            # Object mode: a cell takes the class painted on most of its painted pixels, so a
+            # dab inside it is enough; a tile-wide brush would spill onto the neighbours.
+            layer.brush_size = max(1, tile // OBJECT_BRUSH_FRACTION)
+            rule = (
+                f"A cell of '{masks.name}' takes the class painted on most of its painted pixels: "
+                "one click inside a cell labels the whole cell; counted cells get an outline."
+            )
         layer.selected_label = int(self.paint_class.currentData() or 1)
         layer.mode = "paint"
         show_info(
             f"Painting on '{layer.name}': value k = class k "
-            f"({', '.join(f'{k} {n}' for k, n in enumerate(self.session.class_names, 1))}). "
-            "A tile takes a class when at least half of it is painted: one click in a tile "
-            "with this brush (one tile wide) labels it; counted tiles get an outline."
+            f"({', '.join(f'{k} {n}' for k, n in enumerate(self.session.class_names, 1))}). " + rule
         )
 
     @alive_only

@@ -19,6 +19,7 @@ from ..tiling import TileGrid
 from ._fields import ROLE_GRID, Field, derived_metadata, role_of
 from ._labelling import first_channel, training_grid
 from ._layers import TRANSPARENT, keep_selection
+from ._objects import object_index, objects_layer
 
 # Grid overlay values: 0 nothing, 1 a tile border, 2 a pixel no training tile uses (dimmed).
 GRID_COLORMAP = Colormap(
@@ -128,6 +129,11 @@ def draw_grid(viewer, session, fld: Field | None, foreground, width: int, reveal
     grid); the note under the settings. `reveal`: the checkbox was just ticked, so a grid the
     eye had hidden is shown."""
     d = session.data
+    masks = objects_layer(session, viewer, fld) if fld is not None else None
+    if masks is not None:  # object mode: a tile per cell, the grid is not what training cuts
+        hide_grid(viewer)
+        n_cells = len(object_index(masks).table)
+        return f"{fld.name}: object mode, {n_cells} cells in '{masks.name}', one {d.tile_size} px tile each"
     if fld is None or not d.show_grid:
         hide_grid(viewer)
         return ""

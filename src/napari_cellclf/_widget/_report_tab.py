@@ -53,7 +53,7 @@ class ReportTab(QWidget):
         self.fractions.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.fractions_note = note_label(
             "Classify a field (Results tab) to see its class "
-            "fractions here; Export tile table writes them too."
+            "fractions here; Export results table writes them too."
         )
         box = QGroupBox("Class fractions per field")
         inner = QVBoxLayout(box)

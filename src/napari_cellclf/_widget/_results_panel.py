@@ -104,10 +104,12 @@ class ResultsPanel(QWidget):
         self.readout = QTableWidget()
         self.readout.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.readout.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.readout.setToolTip("Per field: share of its classified tiles per class (mean confidence).")
-        self.export_button = QPushButton("Export tile table (CSV)…")
+        self.readout.setToolTip(
+            "Per field: share of its classified tiles (or cells) per class (mean confidence)."
+        )
+        self.export_button = QPushButton("Export results table (CSV)…")
         self.export_button.setToolTip(
-            "Writes the per-tile table and, beside it, the per-field class fractions."
+            "Writes one row per classified tile (or cell) and, beside it, the per-field class fractions."
         )
         readout_box = QGroupBox("Per field")
         box = QVBoxLayout(readout_box)
@@ -173,7 +175,7 @@ class ResultsPanel(QWidget):
         self.verdict.setText(f"Do not trust this model's classes: {verdict}" if verdict else "")
         self.verdict.setVisible(bool(verdict))
         self.target.clear()
-        self.target.addItem("predicted class of each tile", None)
+        self.target.addItem("predicted class of each tile or cell", None)
         if trained is None:
             self.model_info.setText("No model yet: train one (Train tab) or load a model file.")
         else:
@@ -258,6 +260,11 @@ class ResultsPanel(QWidget):
                 text = "" if row is None else readout_text(row)
                 table.setItem(r, 2 + c, QTableWidgetItem(text))
         table.setVisible(bool(rows))
+        # as tall as its rows (a few fields), so the review text under it is never squeezed
+        table.resizeRowsToContents()
+        height = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
+        height += table.horizontalScrollBar().sizeHint().height()  # room for it with many classes
+        table.setMaximumHeight(height + sum(table.rowHeight(r) for r in range(table.rowCount())))
 
     @alive_only
     def _on_job_finished(self, kind: str, ok: bool) -> None:
