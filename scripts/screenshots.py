@@ -1,6 +1,7 @@
 """README screenshots: the scripted demo (`cellclf demo --auto`) with a picture at each stage.
 
     xvfb-run -a python scripts/screenshots.py [--epochs 10] [--out docs]
+    xvfb-run -a python scripts/screenshots.py --objects [--epochs 20] [--out docs]
 
 Drives the real widget through its own controls on the two bundled sample fields (opened through
 the plugin's sample contributions, side by side): whole-image labels, a tiny training run,
@@ -8,6 +9,13 @@ Classify all fields, Next uncertain, the per-field readout, an explanation. Save
 docs/walk_train.png (labelled fields + training curves), docs/walk_review.png (classified tiles,
 the uncertain tile framed, per-field readout) and docs/walk_explain.png (attribution map).
 PNGs are downscaled to stay small in the repository.
+
+--objects walks object mode instead: each field's cell masks (Open Sample adds them) chosen in the
+Objects column, one brush click inside every fourth cell (its class read from the ground truth,
+as the biologist's eye would), training on one tile per cell, Classify all, Next uncertain framing
+the asked cell. Saves docs/walk_objects_label.png (labelled cells outlined in their class colour,
+the Fields tab with the Objects column) and docs/walk_objects_review.png (cells filled with their
+predicted class, the asked cell framed, the per-field share of cells per class).
 """
 
 from __future__ import annotations
@@ -107,9 +115,82 @@ class ScreenshotWalk(ScriptedDemo):
         self.on_done(0)
 
 
+class ObjectWalk(ScreenshotWalk):
+    """Object mode, driven through the dock: cells from a segmentation layer, not tiles."""
+
+    LABEL_EVERY = 4  # cells clicked per field: every 4th, the rest left for the model to ask about
+    TILE = 32  # px: one tile per cell, about two cell diameters of the sample fields
+
+    def __init__(self, viewer, widget, epochs: int, out: Path, on_done):
+        super().__init__(viewer, widget, epochs, out, on_done)
+        self.steps = iter([self.label, self.after_label, self.train, self.classify, self.review, self.finish])
+
+    def label(self) -> None:
+        from qtpy.QtCore import QTimer
+        from scipy.ndimage import find_objects
+
+        from napari_cellclf.objects import object_classes
+
+        w = self.widget
+        w.classes_panel.table.item(1, 1).setText("Aggregates")
+        fields = w.fields_panel
+        fields.tile_size.setValue(self.TILE)
+        for name in [f.name for f in fields.fields]:
+            combo = fields.objects_combo(name)
+            combo.setCurrentIndex(combo.findText(f"{name} cell masks"))
+            cells = np.asarray(self.viewer.layers[f"{name} cell masks"].data)
+            truth = np.asarray(self.viewer.layers[f"{name} ground truth"].data)
+            table, cell_class = object_classes(cells, truth, 2)
+            fields.select_field(name)
+            fields.paint_button.click()
+            layer = self.viewer.layers.selection.active
+            boxes = find_objects(cells)
+            for label, k in list(zip(table.labels.tolist(), cell_class.tolist()))[:: self.LABEL_EVERY]:
+                click_inside(layer, cells, boxes[label - 1], label, k)
+        QTimer.singleShot(1500, self._next)  # the dock recounts (and outlines) a moment later
+
+    def after_label(self) -> None:
+        self.widget.tabs.setCurrentIndex(0)  # Fields tab: the Objects column chosen per field
+        table = self.widget.fields_panel.table
+        table.horizontalScrollBar().setValue(table.horizontalScrollBar().maximum())
+        active = self.viewer.layers.selection.active
+        if active is not None and getattr(active, "mode", None) == "paint":
+            active.mode = "pan_zoom"
+        self._frame_both_fields()
+        camera = getattr(self.viewer, "scene", self.viewer).camera
+        camera.zoom *= 1.8  # near enough that the outlined cells and the dabs in them show
+        save(self.viewer, self.out / "walk_objects_label.png")
+        self._next()
+
+    def train(self) -> None:
+        self.widget.train_panel.learning_rate.setValue(3e-3)
+        super().train()
+
+    def _save_review(self) -> None:
+        save(self.viewer, self.out / "walk_objects_review.png")
+        self._next()
+
+    def finish(self) -> None:
+        for line in self.summary():
+            print(line)
+        print(self.widget.results_panel.review_note.text())
+        self.on_done(0)
+
+
+def click_inside(layer, cells: np.ndarray, box, label: int, value: int, radius: int = 3) -> None:
+    """A brush click (a small disc inside the cell) at the cell's pixel nearest its centroid,
+    through Labels.data_setitem, where napari's brush ends."""
+    ys, xs = np.nonzero(cells[box] == label)
+    ys, xs = ys + box[0].start, xs + box[1].start
+    nearest = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    inside = (ys - ys[nearest]) ** 2 + (xs - xs[nearest]) ** 2 <= radius**2
+    layer.data_setitem((ys[inside], xs[inside]), value)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--objects", action="store_true", help="walk object mode (cells from masks)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 10 (tiles), 20 (objects)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
     import napari
@@ -127,7 +208,8 @@ def main(argv=None) -> int:
         viewer.close()
         QApplication.instance().quit()
 
-    walk = ScreenshotWalk(viewer, widget, args.epochs, args.out, done)
+    walk_class = ObjectWalk if args.objects else ScreenshotWalk
+    walk = walk_class(viewer, widget, args.epochs or (20 if args.objects else 10), args.out, done)
     QTimer.singleShot(500, walk.start)
     QTimer.singleShot(900_000, lambda: done(1))
     napari.run()

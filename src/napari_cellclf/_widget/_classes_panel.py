@@ -40,7 +40,7 @@ class ClassesPanel(QWidget):
         self._filling = False
 
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["", "Class", "Tiles"])
+        self.table.setHorizontalHeaderLabels(["", "Class", "Labelled"])
         self.table.verticalHeader().setVisible(True)  # row numbers = label values
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

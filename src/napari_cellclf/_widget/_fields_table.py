@@ -22,7 +22,7 @@ COL_FIELD, COL_SIZE, COL_LABELS, COL_OBJECTS, COL_TILES = range(5)
 
 def fields_table() -> QTableWidget:
     table = QTableWidget(0, 5)
-    table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Objects", "Tiles"])
+    table.setHorizontalHeaderLabels(["Field", "Size", "Training labels", "Objects", "Labelled"])
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

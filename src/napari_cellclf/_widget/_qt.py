@@ -66,6 +66,18 @@ def note_label(text: str = "", style: str = MUTED_STYLE) -> QLabel:
     return label
 
 
+def set_note_text(label: QLabel, text: str) -> None:
+    """Set a wrapped note's text and re-lay out the widgets around it. Inside the dock's scroll
+    areas the enclosing layouts keep the height of the previous text (measured: the review box
+    stayed 99 px for a text needing 131 px), clipping the last line of a longer one."""
+    label.setText(text)
+    widget = label.parentWidget()
+    while widget is not None:
+        if widget.layout() is not None:
+            widget.layout().invalidate()
+        widget = widget.parentWidget()
+
+
 class Links:
     """The connections a view makes to things that outlive it (the session, the viewer's layer
     list), kept so that closing the dock can undo every one of them (`disconnect_all`): a closed

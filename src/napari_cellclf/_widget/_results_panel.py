@@ -26,7 +26,7 @@ from ..tables import write_predictions_csv
 from ..tiling import make_grid
 from . import _dialogs
 from ._layers import set_attribution_display
-from ._qt import WARNING_STYLE, Links, alive_only, note_label, row
+from ._qt import WARNING_STYLE, Links, alive_only, note_label, row, set_note_text
 from ._report_tab import session_fractions
 from ._review import NEXT_KEY, Review
 from ._session import Session
@@ -284,13 +284,14 @@ class ResultsPanel(QWidget):
     @alive_only
     def _on_asked(self, asked) -> None:
         if asked is None:
-            self.review_note.setText("Nothing unlabelled and classified is left to ask about.")
+            set_note_text(self.review_note, "Nothing unlabelled and classified is left to ask about.")
             return
         keys = ", ".join(f"{k + 1} {n}" for k, n in enumerate(self.session.class_names[:9]))
-        self.review_note.setText(
+        set_note_text(
+            self.review_note,
             f"{asked.field_name}, {where(asked)}: predicted "
             f"{asked.predicted} ({asked.confidence:.0%}), uncertainty {asked.score:.2f}. "
-            f"Press {keys}, or {NEXT_KEY.upper()} to skip."
+            f"Press {keys}, or {NEXT_KEY.upper()} to skip.",
         )
 
     # -- actions (the controller's; the panel asks its questions first) --------------------------
