@@ -26,7 +26,7 @@ from ._fields import ROLE_LABELS, role_of
 from ._jobs import FieldStep, JobStage
 from ._labelling import ForegroundCache, PaintedCountCache, TileCounts, count_tiles
 from ._plot import theme_colors
-from ._qt import Links, alive_only, debouncer, row
+from ._qt import Links, alive_only, debouncer, relayout, row
 from ._report_tab import ReportTab
 from ._results_panel import ResultsPanel
 from ._session import Session, session_for
@@ -178,6 +178,7 @@ class CellClassifierWidget(QWidget):
             scroll.setFrameShape(QFrame.Shape.NoFrame)
             scroll.setWidget(panel)
             self.tabs.addTab(scroll, title)
+        self.tabs.currentChanged.connect(self._on_tab_shown)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
         layout.addWidget(self.job_bar)
@@ -227,6 +228,12 @@ class CellClassifierWidget(QWidget):
 
     def current_field(self):
         return self.controller.current_field()
+
+    @alive_only
+    def _on_tab_shown(self, index: int) -> None:
+        scroll = self.tabs.widget(index)
+        if isinstance(scroll, QScrollArea) and scroll.widget() is not None:
+            relayout(scroll.widget())
 
     # -- tile counts -----------------------------------------------------------------------------
     def _watch(self, layer) -> None:

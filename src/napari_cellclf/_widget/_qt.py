@@ -6,7 +6,7 @@ import contextlib
 import functools
 from typing import Any, Callable, Iterator
 
-from qtpy.QtCore import QObject, QSignalBlocker, QTimer
+from qtpy.QtCore import QObject, QRect, QSignalBlocker, Qt, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 WARNING_STYLE = "color: #f0a33a;"
@@ -67,15 +67,36 @@ def note_label(text: str = "", style: str = MUTED_STYLE) -> QLabel:
 
 
 def set_note_text(label: QLabel, text: str) -> None:
-    """Set a wrapped note's text and re-lay out the widgets around it. Inside the dock's scroll
-    areas the enclosing layouts keep the height of the previous text (measured: the review box
-    stayed 99 px for a text needing 131 px), clipping the last line of a longer one."""
+    """Set a wrapped note's text and re-lay out the widgets around it, now. Inside the dock's
+    scroll areas the enclosing layouts keep the height of the previous text (measured: the review
+    box stayed 99 px for a text needing 131 px), clipping the last lines of a longer one."""
     label.setText(text)
-    widget = label.parentWidget()
+    # room for every line at the label's width: Qt's height-for-width under-counts a text that
+    # opens with a long unbreakable file stem (measured: 3 of 4 lines shown)
+    width = max(label.contentsRect().width(), 1)
+    flags = Qt.TextFlag.TextWordWrap | Qt.TextFlag.TextWrapAnywhere
+    needed = label.fontMetrics().boundingRect(QRect(0, 0, width, 100_000), flags, text).height()
+    margins = label.contentsMargins()
+    label.setMinimumHeight(needed + margins.top() + margins.bottom() if text else 0)
+    widget, top = label.parentWidget(), None
     while widget is not None:
         if widget.layout() is not None:
             widget.layout().invalidate()
+            top = widget
         widget = widget.parentWidget()
+    if top is not None:
+        top.layout().activate()
+
+
+def relayout(widget: QWidget) -> None:
+    """Re-run the layouts of `widget` and everything in it. A tab's panel whose texts changed
+    while another tab was shown (the model box during training) comes back laid out for the old
+    texts, every box squeezed and its last lines clipped, until something else resizes it."""
+    for child in [widget, *widget.findChildren(QWidget)]:
+        if child.layout() is not None:
+            child.layout().invalidate()
+    if widget.layout() is not None:
+        widget.layout().activate()
 
 
 class Links:

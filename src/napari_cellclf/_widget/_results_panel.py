@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -104,6 +105,9 @@ class ResultsPanel(QWidget):
         self.readout = QTableWidget()
         self.readout.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.readout.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # Long field names (a microscope's file stems) are elided in the middle, where runs of
+        # names differ least, and the numbers stay in view instead of behind a scroll bar.
+        self.readout.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.readout.setToolTip(
             "Per field: share of its classified tiles (or cells) per class (mean confidence)."
         )
@@ -251,7 +255,9 @@ class ResultsPanel(QWidget):
         table.setRowCount(len(fields))
         for r, name in enumerate(fields):
             mine = {row["class_name"]: row for row in rows if row["source"] == name}
-            table.setItem(r, 0, QTableWidgetItem(name))
+            name_item = QTableWidgetItem(name)
+            name_item.setToolTip(name)
+            table.setItem(r, 0, name_item)
             count = sum(row["count"] for row in mine.values())
             unit = next(iter(mine.values()))["unit"]
             table.setItem(r, 1, QTableWidgetItem(f"{count} {unit}" if mixed else str(count)))
@@ -259,6 +265,9 @@ class ResultsPanel(QWidget):
                 row = mine.get(cls)
                 text = "" if row is None else readout_text(row)
                 table.setItem(r, 2 + c, QTableWidgetItem(text))
+        header = table.horizontalHeader()
+        if table.columnCount():
+            header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the rest: to contents
         table.setVisible(bool(rows))
         # as tall as its rows (a few fields), so the review text under it is never squeezed
         table.resizeRowsToContents()
