@@ -2,6 +2,7 @@
 
     xvfb-run -a python scripts/screenshots.py [--epochs 10] [--out docs]
     xvfb-run -a python scripts/screenshots.py --objects [--epochs 20] [--out docs]
+    xvfb-run -a python scripts/screenshots.py --real ../shared/data/neubias/image_data
 
 Drives the real widget through its own controls on the two bundled sample fields (opened through
 the plugin's sample contributions, side by side): whole-image labels, a tiny training run,
@@ -16,6 +17,10 @@ as the biologist's eye would), training on one tile per cell, Classify all, Next
 the asked cell. Saves docs/walk_objects_label.png (labelled cells outlined in their class colour,
 the Fields tab with the Objects column) and docs/walk_objects_review.png (cells filled with their
 predicted class, the asked cell framed, the per-field share of cells per class).
+
+--real DIR walks object mode on two real fields (NEUBIAS nuclear protein control and treated)
+opened through the plugin's reader, segmented by a threshold: docs/walk_real_label.png and
+docs/walk_real_review.png, the pictures README shows.
 """
 
 from __future__ import annotations
@@ -159,7 +164,7 @@ class ObjectWalk(ScreenshotWalk):
         self._frame_both_fields()
         camera = getattr(self.viewer, "scene", self.viewer).camera
         camera.zoom *= 1.8  # near enough that the outlined cells and the dabs in them show
-        save(self.viewer, self.out / "walk_objects_label.png")
+        save(self.viewer, self.out / getattr(self, "out_names", ("walk_objects_label.png",))[0])
         self._next()
 
     def train(self) -> None:
@@ -177,6 +182,62 @@ class ObjectWalk(ScreenshotWalk):
         self.on_done(0)
 
 
+class RealCellsWalk(ObjectWalk):
+    """Object mode on two real fields (NEUBIAS nuclear protein, control and treated: one 1192²
+    16-bit nuclear stain each) opened through the plugin's reader, segmented by a threshold as a
+    user's own masks would be, every other nucleus clicked with its field's condition."""
+
+    LABEL_EVERY = 2
+    NAMES = ("walk_real_label.png", "walk_real_review.png")
+
+    def label(self) -> None:
+        from qtpy.QtCore import QTimer
+        from scipy.ndimage import find_objects
+
+        from napari_cellclf.objects import measure_objects
+
+        fields = self.widget.fields_panel
+        fields.refresh_fields()
+        fields.tile_size.setValue(self.TILE)
+        for fld in list(fields.fields):
+            masks = threshold_nuclei(np.asarray(self.viewer.layers[fld.name].data))
+            layer = self.viewer.add_labels(masks, name=f"{fld.name} nuclei", **fld.layer_kwargs())
+            layer.contour, layer.opacity = 1, 0.35  # the user's own view: faint outlines
+        fields.refresh_fields()
+        for fld in list(fields.fields):
+            combo = fields.objects_combo(fld.name)
+            combo.setCurrentIndex(combo.findText(f"{fld.name} nuclei"))
+            masks = np.asarray(self.viewer.layers[f"{fld.name} nuclei"].data)
+            condition = 2 if fld.name.endswith("treated") else 1  # classes: 1 Control, 2 Treated
+            fields.select_field(fld.name)
+            fields.paint_button.click()
+            layer = self.viewer.layers.selection.active
+            boxes = find_objects(masks)
+            for label in measure_objects(masks).labels[:: self.LABEL_EVERY].tolist():
+                click_inside(layer, masks, boxes[label - 1], label, condition)
+        QTimer.singleShot(1500, self._next)
+
+    def after_label(self) -> None:
+        self.out_names = self.NAMES
+        super().after_label()
+
+    def _save_review(self) -> None:
+        save(self.viewer, self.out / self.NAMES[1])
+        self._next()
+
+
+def threshold_nuclei(image: np.ndarray) -> np.ndarray:
+    """The user's own segmentation, as a threshold makes it: Otsu on a 2 px Gaussian, objects of
+    at least 50 px, one label each (touching nuclei stay merged, as they would)."""
+    from skimage import filters, measure
+
+    smooth = filters.gaussian(image.astype(np.float32), 2)
+    labels = measure.label(smooth > filters.threshold_otsu(smooth))
+    areas = np.bincount(labels.ravel())
+    labels[areas[labels] < 50] = 0
+    return measure.label(labels > 0).astype(np.int32)
+
+
 def click_inside(layer, cells: np.ndarray, box, label: int, value: int, radius: int = 3) -> None:
     """A brush click (a small disc inside the cell) at the cell's pixel nearest its centroid,
     through Labels.data_setitem, where napari's brush ends."""
@@ -192,13 +253,29 @@ def main(argv=None) -> int:
     parser.add_argument("--objects", action="store_true", help="walk object mode (cells from masks)")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (tiles), 20 (objects)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--real",
+        type=Path,
+        metavar="DIR",
+        help="object mode on two real fields: DIR holds NEUBIAS' "
+        "xy_calibrated_16bit__nuclear_protein_{control,treated}.tif (../shared/data/neubias/image_data)",
+    )
     args = parser.parse_args(argv)
     import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     args.out.mkdir(parents=True, exist_ok=True)
-    viewer, widget = open_demo_viewer()
+    if args.real is not None:
+        viewer = napari.Viewer(title="napari-cellclf: two real fields")
+        for condition in ("control", "treated"):
+            path = args.real / f"xy_calibrated_16bit__nuclear_protein_{condition}.tif"
+            if not path.is_file():
+                parser.error(f"{path}: no such file")
+            viewer.open(path, plugin="napari-cellclf")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-cellclf", "Cell classifier")
+    else:
+        viewer, widget = open_demo_viewer()
     viewer.window.resize(1600, 1000)
     code = {"code": 0}
 
@@ -208,8 +285,9 @@ def main(argv=None) -> int:
         viewer.close()
         QApplication.instance().quit()
 
-    walk_class = ObjectWalk if args.objects else ScreenshotWalk
-    walk = walk_class(viewer, widget, args.epochs or (20 if args.objects else 10), args.out, done)
+    walk_class = RealCellsWalk if args.real else ObjectWalk if args.objects else ScreenshotWalk
+    objects = args.objects or args.real is not None
+    walk = walk_class(viewer, widget, args.epochs or (20 if objects else 10), args.out, done)
     QTimer.singleShot(500, walk.start)
     QTimer.singleShot(900_000, lambda: done(1))
     napari.run()
