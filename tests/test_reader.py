@@ -220,3 +220,38 @@ def test_the_napari_reader_refuses_bombs_and_truncations_without_a_layer(tmp_pat
         assert _reader.get_reader(str(path)) is _reader.read_layers
         with pytest.raises(io.ImageReadError, match=path.name):
             _reader.read_layers(str(path))
+
+
+def test_instance_masks_beside_an_image_open_as_labels_over_their_field(make_napari_viewer, tmp_path):
+    """`<stem>_objects.tif` (the CLI's layout) opens as a Labels layer, not a grey image, so it
+    can be chosen as a field's objects; chosen, it moves onto its field wherever the dock laid
+    that field (here beside the first one)."""
+    from napari_cellclf import synthetic
+    from widget_support import open_widget
+
+    fields = {}
+    for phenotype, seed in (("puncta", 3), ("diffuse", 4)):
+        fields[phenotype] = synthetic.make_field(phenotype, shape=(96, 96), seed=seed, cell_radius=8)
+        tifffile.imwrite(tmp_path / f"{phenotype}.tif", fields[phenotype].image, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "diffuse_objects.tif", fields["diffuse"].cells.astype(np.int32))
+    tifffile.imwrite(tmp_path / "grey_objects.tif", np.zeros((8, 8), np.float32))  # not a mask
+
+    ((data, kwargs, kind),) = _reader.read_layers(tmp_path / "diffuse_objects.tif")
+    assert kind == "labels" and kwargs["name"] == "diffuse_objects"
+    np.testing.assert_array_equal(data, fields["diffuse"].cells)
+    assert [kind for *_, kind in _reader.read_layers(tmp_path / "grey_objects.tif")] == ["image"]
+
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    for phenotype in fields:
+        viewer.open(str(tmp_path / f"{phenotype}.tif"), plugin="napari-cellclf")
+    viewer.open(str(tmp_path / "diffuse_objects.tif"), plugin="napari-cellclf")
+    panel = widget.fields_panel
+    panel.refresh_fields()
+    diffuse = next(f for f in panel.fields if f.name == "diffuse")
+    assert tuple(diffuse.translate) != (0.0, 0.0)  # laid beside the first field
+    combo = panel.objects_combo("diffuse")
+    combo.setCurrentIndex(combo.findText("diffuse_objects"))
+    masks = viewer.layers["diffuse_objects"]
+    np.testing.assert_allclose(masks.translate, diffuse.translate)
+    np.testing.assert_allclose(masks.scale, diffuse.scale)

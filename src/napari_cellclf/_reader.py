@@ -47,7 +47,29 @@ def read_layers(path) -> list[tuple]:
     io.ImageReadError (a ValueError) with a one-line message naming the file."""
     if isinstance(path, (list, tuple)):
         return [layer for p in path for layer in read_layers(p)]
-    return image_layers(io.read_image(path))
+    image = io.read_image(path)
+    return mask_layers(image) or image_layers(image)
+
+
+def mask_layers(image: io.ImageData) -> list[tuple]:
+    """`<stem>_objects.tif` (the CLI's instance masks beside `<stem>.tif`) as one Labels layer,
+    ready to be chosen as a field's objects; [] for anything else (not that name, not a 2-D
+    integer image: those open as images)."""
+    import numpy as np
+
+    from .objects import OBJECTS_SUFFIX
+
+    if not display_stem(image.path).endswith(OBJECTS_SUFFIX) or image.rgb or image.axes != "YX":
+        return []
+    if not np.issubdtype(np.dtype(image.data.dtype), np.integer):
+        return []
+    source = str(Path(image.path).resolve())
+    kwargs = {
+        "name": display_stem(image.path),
+        "metadata": {"source_path": source},
+        **_geometry(image, "YX"),
+    }
+    return [(np.asarray(image.data), kwargs, "labels")]
 
 
 def image_layers(image: io.ImageData, source: str | None = None) -> list[tuple]:

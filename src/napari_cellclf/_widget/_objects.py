@@ -276,6 +276,9 @@ def objects_combo(viewer, session, fld: Field) -> QComboBox:
     def chosen_changed(_index: int) -> None:
         uid = combo.currentData()
         layer = next((ly for ly in candidate_layers(viewer, fld) if ly.unique_id == uid), None)
+        if layer is not None:  # a field's cells lie over it (the field may have been laid beside another)
+            geometry = fld.layer_kwargs()
+            layer.scale, layer.translate = geometry["scale"], geometry["translate"]
         set_objects_layer(session, fld.id, layer)
 
     combo.currentIndexChanged.connect(chosen_changed)
