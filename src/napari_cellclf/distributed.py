@@ -134,6 +134,7 @@ def predict_one(
     """Classify one file and write its CSV atomically; returns the number of tiles."""
     from . import io, streaming
     from .channels import model_channel_indices
+    from .objects import image_channel_names
     from .tables import write_predictions_csv
 
     image = Path(image)
@@ -142,10 +143,12 @@ def predict_one(
     lazy = None if foreground_only else streaming.open_lazy(data)
     if lazy is not None:  # too large to convert whole: band by band, rows appended as they come
         with lazy:
-            channels = model_channel_indices(meta.channel_names, meta.channel_indices, lazy.channel_names)
+            channels = model_channel_indices(
+                image_channel_names(meta), meta.channel_indices, lazy.channel_names
+            )
         return streaming.predict_file_streaming(classifier, image, out, stride=stride, channels=channels)
     cyx, names = io.to_cyx(data)
-    cyx = cyx[model_channel_indices(meta.channel_names, meta.channel_indices, names)]
+    cyx = cyx[model_channel_indices(image_channel_names(meta), meta.channel_indices, names)]
     prediction = classifier.predict_field_sync(cyx, stride=stride, foreground_only=foreground_only)
     write_predictions_csv(out, prediction.table(), source=image.name)
     return len(prediction.indices)
@@ -185,6 +188,22 @@ def _task(model_bytes: bytes, image: str, out: str, options: dict) -> FileResult
 # ------------------------------------------------------------------------------ many files
 
 
+def _refuse_cell_models(model: Path) -> None:
+    """ValueError for a model that classifies cells only (objects.tile_mode_problem: it reads the
+    cell's mask as a channel): every file here is classified on the tile grid, so it is refused
+    once, before any work, rather than failing in every task."""
+    from .modelfile import read_meta
+    from .objects import tile_mode_problem
+
+    try:
+        meta = read_meta(model)
+    except (ValueError, OSError):
+        return  # an unreadable model fails in each task, with that task's message, as before
+    problem = tile_mode_problem(meta)
+    if problem:
+        raise ValueError(f"{model}: {problem}")
+
+
 def predict_files(
     model: str | Path,
     images: Sequence,
@@ -211,6 +230,7 @@ def predict_files(
     if isinstance(shard, str):
         shard = parse_shard(shard)
     model = Path(model)
+    _refuse_cell_models(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     everything = [Path(p) for p in images]

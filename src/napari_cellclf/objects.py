@@ -4,7 +4,9 @@ An instance mask is a (Y, X) integer image: 0 = background, each other value one
 - `measure_objects(masks)`: label, centroid (y, x) and area of every object (one pass, bincount).
 - `object_tiles(image_cyx, masks, tile_size, ...)`: one (C, T, T) tile per object, centred on
   its centroid (rounded to the nearest pixel); the field is reflect-padded so objects at the
-  edge get whole tiles; `blank_background` zeroes every pixel that is not the object itself.
+  edge get whole tiles; `blank_background` zeroes every pixel that is not the object itself;
+  `mask_channel` appends one channel after the image's: 1.0 on the object's own pixels, 0
+  elsewhere (the two options are independent; both may be on).
 - `object_classes(masks, painted, n_classes)`: class of each object = the majority painted label
   inside it (0 when none of its pixels is painted) — the one counting rule for object labels.
 - `classify_objects(classifier, image_cyx, masks)`: a generator (progress per batch, a stop
@@ -14,6 +16,9 @@ An instance mask is a (Y, X) integer image: 0 = background, each other value one
   rows alike. `predict_objects` runs it to the end and returns that table.
 - `model_settings(meta)`: how a model cuts its object tiles (what training stored in
   `meta.extra["objects"]`, written by `settings_extra`), so classifying cuts them the same way.
+  `image_channel_names(meta)`: the channels a model reads from the image (its channel names
+  without the trailing MASK_CHANNEL_NAME); `tile_mode_problem(meta)`: why a model cannot
+  classify a tile grid (a mask-channel model needs cells), in the words every face shows.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ EXTRA_KEY = "objects"  # ModelMeta.extra[EXTRA_KEY]: the object settings a model
 # The cell's neighbourhood stays in its tile by default: context (neighbours, background) is
 # part of what a tile-trained model sees too.
 DEFAULT_BLANK_BACKGROUND = False
+# The cell's own mask as one more input channel is opt-in: models without it stay usable on tile
+# grids, and old models (no key stored) read as without it.
+DEFAULT_MASK_CHANNEL = False
+# The name of that channel at the end of a mask-channel model's meta.channel_names. It is not a
+# channel of any image: channel matching uses `image_channel_names`, which leaves it out.
+MASK_CHANNEL_NAME = "cell mask"
 
 
 @dataclass
@@ -97,10 +108,15 @@ def object_tiles(
     tile_size: int,
     table: ObjectTable | None = None,
     blank_background: bool = DEFAULT_BLANK_BACKGROUND,
+    mask_channel: bool = DEFAULT_MASK_CHANNEL,
 ) -> np.ndarray:
-    """(N, C, T, T) tiles (the image's dtype; float32 when blanking), one per object of `table`
-    (default: every object of `masks`), centred on the rounded centroid: with an even T the centre
-    pixel is at T // 2. Pixels beyond the field are the field reflected at its edge."""
+    """(N, C, T, T) tiles (the image's dtype; float32 when blanking or with the mask channel),
+    one per object of `table` (default: every object of `masks`), centred on the rounded
+    centroid: with an even T the centre pixel is at T // 2. Pixels beyond the field are the field
+    reflected at its edge. `mask_channel`: C + 1 channels, the last one 1.0 where the tile shows
+    the object (its mask reflected like the image; with `blank_background`, only its pixels
+    inside the field, the ones the blanking keeps). It is raw 0/1, never normalised (the model's
+    Normalization leaves it as it is: `unscaled` channels)."""
     image = np.asarray(image_cyx)
     if image.ndim == 2:
         image = image[np.newaxis]
@@ -111,19 +127,23 @@ def object_tiles(
     pad = size  # enough on every side for any centre inside the field
     padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
     centres = table.centres
-    out = np.empty(
-        (len(table), image.shape[0], size, size), dtype=np.float32 if blank_background else image.dtype
-    )
+    n_channels = image.shape[0]
+    dtype = np.float32 if blank_background or mask_channel else image.dtype
+    out = np.empty((len(table), n_channels + int(mask_channel), size, size), dtype=dtype)
     if blank_background:
+        # Zero beyond the field: the reflected copy of an edge cell is not the cell.
         padded_masks = np.pad(masks, pad, mode="constant")
+    elif mask_channel:
+        # Reflected like the image, so the mask lies on the pixels it describes.
+        padded_masks = np.pad(masks, pad, mode="reflect")
     for n, (cy, cx) in enumerate(centres):
         y0, x0 = int(cy) - half + pad, int(cx) - half + pad
         tile = padded[:, y0 : y0 + size, x0 : x0 + size]
-        if blank_background:
+        if blank_background or mask_channel:
             keep = padded_masks[y0 : y0 + size, x0 : x0 + size] == table.labels[n]
-            out[n] = tile * keep
-        else:
-            out[n] = tile
+        out[n, :n_channels] = tile * keep if blank_background else tile
+        if mask_channel:
+            out[n, n_channels] = keep
     return out
 
 
@@ -256,12 +276,15 @@ def classify_objects(
     masks: np.ndarray,
     blank_background: bool = DEFAULT_BLANK_BACKGROUND,
     stop: threading.Event | None = None,
+    mask_channel: bool = DEFAULT_MASK_CHANNEL,
 ) -> Generator[ObjectProgress, None, ObjectPrediction]:
-    """One tile per object of `masks`, classified batch by batch through
-    `classifier.predict_tiles` (normalisation, ensembles and TTA as in tile mode); a set `stop`
-    ends it after the current batch with the objects done so far (`cancelled`)."""
+    """One tile per object of `masks` (cut as `object_tiles` does with these options: pass
+    `model_settings(meta)`), classified batch by batch through `classifier.predict_tiles`
+    (normalisation, ensembles and TTA as in tile mode; the mask channel is left unnormalised by
+    the model's Normalization); a set `stop` ends it after the current batch with the objects
+    done so far (`cancelled`)."""
     table = measure_objects(masks)
-    tiles = object_tiles(image_cyx, masks, classifier.tile_size, table, blank_background)
+    tiles = object_tiles(image_cyx, masks, classifier.tile_size, table, blank_background, mask_channel)
     n_classes = len(classifier.class_names)
     probabilities = np.zeros((len(tiles), n_classes), np.float32)
     batch = max(int(getattr(classifier, "batch_size", 256)), 1)
@@ -276,21 +299,56 @@ def classify_objects(
     return ObjectPrediction(table, probabilities[:done], list(classifier.class_names), done < len(tiles))
 
 
-def settings_extra(blank_background: bool) -> dict[str, Any]:
+def settings_extra(blank_background: bool, mask_channel: bool = DEFAULT_MASK_CHANNEL) -> dict[str, Any]:
     """What a model trained on objects stores in `meta.extra[EXTRA_KEY]`."""
-    return {"blank_background": bool(blank_background)}
+    return {"blank_background": bool(blank_background), "mask_channel": bool(mask_channel)}
+
+
+def stored_settings(extra: dict | None) -> dict[str, Any]:
+    """The object settings in a model's `extra` mapping (missing keys: the defaults, so a model
+    saved before an option existed reads as trained without it). For `model_settings` and the
+    model file's schema check, which has the metadata as a dict, not yet a ModelMeta."""
+    stored = ((extra or {}).get(EXTRA_KEY)) or {}
+    return {
+        "blank_background": bool(stored.get("blank_background", DEFAULT_BLANK_BACKGROUND)),
+        "mask_channel": bool(stored.get("mask_channel", DEFAULT_MASK_CHANNEL)),
+    }
 
 
 def model_settings(meta) -> dict[str, Any]:
     """The object settings `meta` was trained with (a model without them: the defaults)."""
-    stored = ((getattr(meta, "extra", None) or {}).get(EXTRA_KEY)) or {}
-    return {"blank_background": bool(stored.get("blank_background", DEFAULT_BLANK_BACKGROUND))}
+    return stored_settings(getattr(meta, "extra", None))
+
+
+def image_channel_names(meta) -> list[str]:
+    """The channels `meta`'s model reads from the image, in order: its channel names without the
+    trailing mask channel (which object_tiles adds, no image has). What channel matching
+    (channels.model_channel_indices) is given, in every face."""
+    names = list(meta.channel_names)
+    return names[:-1] if model_settings(meta)["mask_channel"] else names
+
+
+def tile_mode_problem(meta) -> str | None:
+    """Why `meta`'s model cannot classify a tile grid (None when it can): a model that reads the
+    cell's mask as a channel has no mask for a grid tile. The one message of the CLI's refusal
+    and the widget's disabled Classify button."""
+    if not model_settings(meta)["mask_channel"]:
+        return None
+    return (
+        f"this model reads each cell's mask as an extra channel ('{MASK_CHANNEL_NAME}'): it "
+        "classifies the cells of an instance mask, not tiles of a grid"
+    )
 
 
 def predict_objects(
-    classifier, image_cyx: np.ndarray, masks: np.ndarray, blank_background: bool = DEFAULT_BLANK_BACKGROUND
+    classifier,
+    image_cyx: np.ndarray,
+    masks: np.ndarray,
+    blank_background: bool = DEFAULT_BLANK_BACKGROUND,
+    mask_channel: bool = DEFAULT_MASK_CHANNEL,
 ) -> dict[str, np.ndarray]:
     """`classify_objects` run to the end: its table, one row per object."""
     from ._generators import drive
 
-    return drive(classify_objects(classifier, image_cyx, masks, blank_background)).table()
+    prediction = classify_objects(classifier, image_cyx, masks, blank_background, mask_channel=mask_channel)
+    return drive(prediction).table()

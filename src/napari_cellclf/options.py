@@ -40,6 +40,7 @@ __all__ = [
     "MIN_FRACTION",
     "FOLDER_MODE",
     "BLANK_BACKGROUND",
+    "MASK_CHANNEL",
     "FolderMode",
     "NormalizationMode",
 ]
@@ -317,6 +318,14 @@ BLANK_BACKGROUND = Option(
     "object mode: zero the pixels outside each cell in its tile (classifying with the model does the same)",
     "--blank-background",
     label="Blank around cells",
+)
+MASK_CHANNEL = Option(
+    "mask_channel",
+    objects.DEFAULT_MASK_CHANNEL,
+    "object mode: give the model each cell's own mask as one more channel (1 on the cell, 0 "
+    "elsewhere; the model then classifies cells only, not tiles of a grid)",
+    "--mask-channel",
+    label="Mask as an extra channel",
 )
 
 

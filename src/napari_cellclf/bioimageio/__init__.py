@@ -43,7 +43,7 @@ from .common import (
     ExportResult,
     channel_ids,
 )
-from .export import export_bioimageio
+from .export import export_bioimageio, export_refusal
 from .load import import_bioimageio
 from .weights import architecture_kwargs, architecture_source, classifier_probabilities, sample_tiles
 
@@ -58,6 +58,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "BioimageioError",
     "ExportResult",
+    "export_refusal",
     "architecture_kwargs",
     "architecture_source",
     "channel_ids",

@@ -53,6 +53,28 @@ from .weights import (
 )
 
 
+def export_refusal(meta) -> str | None:
+    """Why the model of `meta` cannot become a bioimage.io package (None: it can); asked by
+    `export_bioimageio` and, before it reads a sample field, by `cellclf export`."""
+    from ..model import ARCHITECTURES
+    from ..objects import MASK_CHANNEL_NAME, model_settings
+
+    if meta.architecture not in ARCHITECTURES:
+        return (
+            f"a '{meta.architecture}' model cannot be exported to "
+            f"bioimage.io (only the CNNs: {', '.join(ARCHITECTURES)})"
+        )
+    if model_settings(meta)["mask_channel"]:
+        # The package's input is raw image tiles with per-channel preprocessing; a channel cut
+        # from an instance mask, one cell at a time, is not something its spec can describe.
+        return (
+            f"this model reads each cell's mask as an extra channel ('{MASK_CHANNEL_NAME}'), "
+            "which a bioimage.io package's input (raw image tiles) cannot describe; it cannot "
+            "be exported"
+        )
+    return None
+
+
 def export_bioimageio(
     model_path: str | Path,
     out: str | Path,
@@ -108,13 +130,9 @@ def export_bioimageio(
         raise BioimageioError(f"folder {out.parent} does not exist")
     model, meta = load_model(model_path, device="cpu")
     model.eval()
-    from ..model import ARCHITECTURES
-
-    if meta.architecture not in ARCHITECTURES:
-        raise BioimageioError(
-            f"{model_path}: a '{meta.architecture}' model cannot be exported to "
-            f"bioimage.io (only the CNNs: {', '.join(ARCHITECTURES)})"
-        )
+    refusal = export_refusal(meta)
+    if refusal:
+        raise BioimageioError(f"{model_path}: {refusal}")
 
     tiles = sample_tiles(meta, field_cyx)
     probabilities = classifier_probabilities(model, meta, tiles)

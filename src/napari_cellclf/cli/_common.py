@@ -197,31 +197,48 @@ def channel_indices(names: list[str], channels: Sequence[int | str] | None, sour
         raise CLIError(f"--channels: {source}: {error}") from None
 
 
-def model_channels(meta, names: list[str], explicit: Sequence[int | str] | None, source: Path) -> list[int]:
+def model_channels(
+    meta,
+    names: list[str],
+    explicit: Sequence[int | str] | None,
+    source: Path,
+    objects: bool = False,
+) -> list[int]:
     """Which channels of an image feed the model: --channels when given, else the engine's rule
-    (channels.model_channel_indices). A count that does not match the model -> CLIError."""
+    (channels.model_channel_indices) on the model's image channels (objects.image_channel_names:
+    a mask-channel model's last channel is the cell's mask, cut from the instance mask, not read
+    from the image). A count that does not match the model -> CLIError; so does a mask-channel
+    model used on tiles of a grid (`objects` False: no instance masks given)."""
     from ..channels import model_channel_indices
+    from ..objects import image_channel_names, tile_mode_problem
 
+    problem = None if objects else tile_mode_problem(meta)
+    if problem:
+        raise CLIError(
+            f"{source}: {problem}; give each image's cell masks (predict --objects MASKS; "
+            "evaluate: <stem>_objects.tif beside each labelled image)"
+        )
+    wanted = image_channel_names(meta)
     if explicit is not None:
         indices = channel_indices(names, explicit, source)
     else:
         try:
-            indices = model_channel_indices(meta.channel_names, meta.channel_indices, names)
+            indices = model_channel_indices(wanted, meta.channel_indices, names)
         except ValueError as error:
             raise CLIError(f"{source}: {error}; pick them with --channels") from None
-        if len(names) != len(indices) and len(indices) == meta.in_channels:
+        if len(names) != len(indices) and len(indices) == len(wanted):
             # Some channels of the image are left out: say which feed the model (issue 11: a
             # 1-channel model used to take channel 0 of a 2-channel image without a word).
             used = ", ".join(f"{i} ({names[i]})" for i in indices)
             note(
-                f"{source}: the model ({', '.join(meta.channel_names)}) reads channel(s) {used} "
+                f"{source}: the model ({', '.join(wanted)}) reads channel(s) {used} "
                 f"of the image's {len(names)} ({', '.join(names)}); choose others with --channels"
             )
-    if len(indices) != meta.in_channels:
+    if len(indices) != len(wanted):
         chosen = ", ".join(names[i] for i in indices)
         raise CLIError(
             f"{source}: {len(indices)} channel(s) selected ({chosen}) "
-            f"but the model expects {meta.in_channels} ({', '.join(meta.channel_names)}); "
+            f"but the model expects {len(wanted)} ({', '.join(wanted)}); "
             "pick them with --channels"
         )
     return indices

@@ -31,7 +31,7 @@ from ._common import (
 def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
     """How training DATA is read: tiles, layout mode, class names, painted fraction, objects,
     channels, plane."""
-    from ..options import BLANK_BACKGROUND, FOLDER_MODE, MIN_FRACTION, STRIDE, TILE_SIZE
+    from ..options import BLANK_BACKGROUND, FOLDER_MODE, MASK_CHANNEL, MIN_FRACTION, STRIDE, TILE_SIZE
 
     TILE_SIZE.add_to(parser)
     STRIDE.add_to(parser)
@@ -43,6 +43,7 @@ def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     MIN_FRACTION.add_to(parser)
     BLANK_BACKGROUND.add_to(parser)  # objects layout (<stem>_objects.tif) only
+    MASK_CHANNEL.add_to(parser)  # objects layout only (refused for the others)
     add_channels(parser, for_model=False)
     add_plane(parser)
 
@@ -85,6 +86,12 @@ def read_training_data(args, root: Path, channels=None, name: str | None = None)
             "--classes names label values of label images; with class folders the "
             "folder names are the classes"
         )
+    if getattr(args, "mask_channel", False) and layout != "objects":
+        # Not ignored: the model asked for would read a channel these tiles cannot have.
+        raise CLIError(
+            f"--mask-channel: {name or root} has no cell masks (<stem>_objects.tif beside "
+            "<stem>.tif and <stem>_labels.tif); the mask channel is for the objects layout"
+        )
     probe = probe_image(root, layout)
     plane = parse_plane(args.plane)
     _, _, probe_names = read_field(probe, plane)
@@ -102,6 +109,7 @@ def read_training_data(args, root: Path, channels=None, name: str | None = None)
             progress=update,
             plane=plane,
             blank_background=args.blank_background,
+            mask_channel=args.mask_channel,
         )
     finally:
         close()
@@ -151,7 +159,7 @@ def load_labelled(args):
     probe = probe_image(root, layout)
     plane = parse_plane(args.plane)
     _, _, probe_names = read_field(probe, plane)
-    indices = model_channels(meta, probe_names, explicit, probe)
+    indices = model_channels(meta, probe_names, explicit, probe, objects=layout == "objects")
 
     # Class folders are read the way the model's training data was: resized cell crops, or
     # tiles when the model learnt from tiles of fields (label images, or the napari widget).
@@ -176,8 +184,10 @@ def load_labelled(args):
             progress=update,
             plane=plane,
             # object tiles cut as the model's were (a blank-background model never saw a
-            # neighbour's pixels; scoring it on them would judge it on another task)
+            # neighbour's pixels; scoring it on them would judge it on another task; a
+            # mask-channel model reads each cell's mask as its last channel)
             blank_background=model_settings(meta)["blank_background"],
+            mask_channel=model_settings(meta)["mask_channel"],
         )
     finally:
         close()

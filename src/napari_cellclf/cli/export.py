@@ -70,6 +70,9 @@ def run(args) -> int:
     if not model_path.is_file():
         raise CLIError(f"{model_path}: no such model file")
     meta = read_meta(model_path)
+    refusal = bioimageio.export_refusal(meta)  # before a sample field is read for nothing
+    if refusal:
+        raise CLIError(f"{model_path}: {refusal}")
     field = None
     if args.sample:
         sample = Path(args.sample)

@@ -99,7 +99,7 @@ def run(args) -> int:
         )
     if masks_paths is not None and (args.stride is not None or args.foreground):
         raise CLIError("--objects classifies one tile per cell; --stride and --foreground do not apply")
-    blank = model_settings(meta)["blank_background"]
+    settings = model_settings(meta)  # object tiles are cut the way the model's training cut them
     columns: dict[str, list] = {}
     unit = "cells" if masks_paths is not None else "tiles"
     for i, image_path in enumerate(map(Path, args.images)):
@@ -107,7 +107,7 @@ def run(args) -> int:
         if opened is not None:  # too big to convert whole: band by band (streaming.py)
             lazy = opened[0]
             with lazy:
-                channels = model_channels(meta, lazy.channel_names, explicit, image_path)
+                channels = model_channels(meta, lazy.channel_names, explicit, image_path, objects=False)
                 table = drive(
                     streaming.predict_image(classifier, lazy, args.stride, channels),
                     f"classifying {image_path.name}",
@@ -116,9 +116,11 @@ def run(args) -> int:
         else:
             image, cyx, names = read_field(image_path, plane)
             note_pixel_size(image, meta, image_path)
-            cyx = cyx[model_channels(meta, names, explicit, image_path)]
+            cyx = cyx[model_channels(meta, names, explicit, image_path, objects=masks_paths is not None)]
             if masks_paths is not None:
-                table = _predict_objects(classifier, cyx, masks_paths[i], blank)
+                table = _predict_objects(
+                    classifier, cyx, masks_paths[i], settings["blank_background"], settings["mask_channel"]
+                )
                 predicted = np.asarray(table["class"], np.int64) - 1
             else:
                 prediction = drive(
@@ -182,11 +184,11 @@ def _run_many(args) -> int:
     return 1 if summary.count("failed") else 0
 
 
-def _predict_objects(classifier, cyx, masks_path: Path, blank_background: bool) -> dict:
+def _predict_objects(classifier, cyx, masks_path: Path, blank_background: bool, mask_channel: bool) -> dict:
     from .. import io
     from ..objects import check_masks, predict_objects
 
     if not masks_path.is_file():
         raise CLIError(f"{masks_path}: no such file")
     masks = check_masks(io.read_image(masks_path).data, cyx.shape[1:], str(masks_path))
-    return predict_objects(classifier, cyx, masks, blank_background)
+    return predict_objects(classifier, cyx, masks, blank_background, mask_channel)

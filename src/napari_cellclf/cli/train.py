@@ -94,7 +94,7 @@ def run(args) -> int:
         "cli": {"layout": layout, "mode": args.mode, "stride": args.stride, "data": str(root)},
     }
     if layout == "objects":
-        meta.extra[objects.EXTRA_KEY] = objects.settings_extra(args.blank_background)
+        meta.extra[objects.EXTRA_KEY] = objects.settings_extra(args.blank_background, args.mask_channel)
     meta.pixel_size = training_pixel_size_of_files(dataset.sources)
     if meta.pixel_size:
         out(

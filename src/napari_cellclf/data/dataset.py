@@ -36,6 +36,9 @@ class TileDataset:
     # Grid step in px between neighbouring positions; 0 = the tile size (no overlap). With overlap
     # a tile shares pixels with tiles up to ceil(tile / stride) steps away, which the split needs.
     stride: int = 0
+    # Trailing channels that are not intensities and get no normalisation statistics (object
+    # mode's cell-mask channel, 0/1): training fits Normalization(unscaled=...) from this.
+    unscaled_channels: int = 0
 
     def __len__(self) -> int:
         return int(len(self.labels))
@@ -85,6 +88,7 @@ def _dataset(
     channel_names: Sequence[str],
     sources: Sequence[str],
     stride: int | None = None,
+    unscaled_channels: int = 0,
 ) -> TileDataset:
     """Assemble per-source pieces (lists may be empty)."""
 
@@ -102,6 +106,7 @@ def _dataset(
         channel_names=list(channel_names),
         sources=list(sources),
         stride=int(stride or 0),
+        unscaled_channels=int(unscaled_channels),
     )
 
 
@@ -118,6 +123,11 @@ def concat_datasets(datasets: Sequence[TileDataset]) -> TileDataset:
             raise ValueError(
                 f"cannot merge datasets with {len(first.channel_names)} and "
                 f"{len(dataset.channel_names)} channels "
+                f"({first.channel_names} vs {dataset.channel_names})"
+            )
+        if dataset.unscaled_channels != first.unscaled_channels:
+            raise ValueError(
+                "cannot merge datasets with and without the cell-mask channel "
                 f"({first.channel_names} vs {dataset.channel_names})"
             )
         if dataset.tiles.shape[2:] != first.tiles.shape[2:]:
@@ -145,6 +155,7 @@ def concat_datasets(datasets: Sequence[TileDataset]) -> TileDataset:
         first.channel_names,
         sources,
         stride=_finest_stride(datasets),
+        unscaled_channels=first.unscaled_channels,
     )
 
 

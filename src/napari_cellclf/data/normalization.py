@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -15,12 +16,19 @@ _PERCENTILE_SAMPLE = 2**20
 @dataclass
 class Normalization:
     """Per-channel affine map (x - low) / (high - low), statistics from the training data.
-    mode="per_tile" instead computes low/high on each tile at apply time."""
+    mode="per_tile" instead computes low/high on each tile at apply time.
+
+    `unscaled` trailing channels follow the `len(low)` normalised ones and reach the model as
+    they are: object mode's cell-mask channel is already 0/1, and stretching it by percentiles
+    (per tile: a small cell's 99.8th percentile can be 0) would change what "on the cell" means.
+    low/high hold the normalised channels only; the files of models without such channels are
+    unchanged (no "unscaled" key)."""
 
     low: list[float]
     high: list[float]
     mode: str = "dataset"  # "dataset" | "per_tile"
     percentiles: tuple[float, float] = (1.0, 99.8)
+    unscaled: int = 0
 
     def __post_init__(self):
         if self.mode not in NORMALIZATION_MODES:
@@ -35,10 +43,14 @@ class Normalization:
         if not all(np.isfinite(self.low + self.high)):
             raise ValueError("normalization low/high values must be finite numbers")
         self.percentiles = _check_percentiles(self.percentiles)
+        whole = isinstance(self.unscaled, (int, np.integer)) and not isinstance(self.unscaled, bool)
+        if not whole or self.unscaled < 0:
+            raise ValueError(f"normalization unscaled must be a whole number >= 0, got {self.unscaled!r}")
+        self.unscaled = int(self.unscaled)
 
     @property
     def n_channels(self) -> int:
-        return len(self.low)
+        return len(self.low) + self.unscaled
 
     def apply(self, array: np.ndarray) -> np.ndarray:
         """float32 normalised copy of (N, C, T, T) tiles or a (C, Y, X) field (dataset mode).
@@ -55,6 +67,17 @@ class Normalization:
                 f"the data has {array.shape[channel_axis]} channel(s) but the "
                 f"normalisation (and model) expects {self.n_channels}"
             )
+        if self.unscaled:
+            scaled = self.n_channels - self.unscaled
+            head = [slice(None)] * array.ndim
+            head[channel_axis] = slice(0, scaled)
+            out = np.empty(array.shape, np.float32)
+            out[tuple(head)] = Normalization(self.low, self.high, self.mode, self.percentiles).apply(
+                array[tuple(head)]
+            )
+            head[channel_axis] = slice(scaled, None)
+            out[tuple(head)] = array[tuple(head)]
+            return out
         if self.mode == "dataset":
             shape = (-1, 1, 1)
             low = np.asarray(self.low, dtype=np.float32).reshape(shape)
@@ -76,12 +99,15 @@ class Normalization:
         return out
 
     def to_dict(self) -> dict:
-        return {
+        out: dict[str, Any] = {
             "mode": self.mode,
             "low": [float(v) for v in self.low],
             "high": [float(v) for v in self.high],
             "percentiles": [float(p) for p in self.percentiles],
         }
+        if self.unscaled:
+            out["unscaled"] = self.unscaled
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalization":
@@ -95,6 +121,7 @@ class Normalization:
             high=list(d["high"]),
             mode=d.get("mode", "dataset"),
             percentiles=tuple(d.get("percentiles", (1.0, 99.8))),
+            unscaled=d.get("unscaled", 0),
         )
 
 
@@ -109,9 +136,13 @@ def _check_percentiles(percentiles) -> tuple[float, float]:
 
 
 def fit_normalization(
-    tiles: np.ndarray, mode: str = "dataset", percentiles: tuple[float, float] = (1.0, 99.8)
+    tiles: np.ndarray,
+    mode: str = "dataset",
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    unscaled: int = 0,
 ) -> Normalization:
-    """Per-channel low/high percentiles over all training tiles (subsampled for speed).
+    """Per-channel low/high percentiles over all training tiles (subsampled for speed); the last
+    `unscaled` channels get none and are left as they are (`Normalization.unscaled`).
 
     Up to 2**20 pixels per channel are used as they are; beyond that a fixed-seed random sample
     of that many, so the same tiles always give the same statistics."""
@@ -121,7 +152,10 @@ def fit_normalization(
     if mode not in NORMALIZATION_MODES:
         raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
     percentiles = _check_percentiles(percentiles)
-    n, n_channels = tiles.shape[:2]
+    if not 0 <= unscaled < tiles.shape[1]:
+        raise ValueError(f"unscaled channels must be 0..{tiles.shape[1] - 1}, got {unscaled!r}")
+    n, stored = tiles.shape[:2]
+    n_channels = stored - unscaled  # the unscaled channels come last: sampled around, not copied
     per_tile = tiles.shape[2] * tiles.shape[3]
     if n * per_tile > _PERCENTILE_SAMPLE:
         rng = np.random.default_rng(0)
@@ -129,10 +163,10 @@ def fit_normalization(
         pixel = rng.integers(0, per_tile, _PERCENTILE_SAMPLE)
         flat = np.ravel(tiles)  # flat index of (tile, channel, pixel): 1-D takes are fast
         sample = np.stack(
-            [np.take(flat, (tile * n_channels + c) * per_tile + pixel) for c in range(n_channels)]
+            [np.take(flat, (tile * stored + c) * per_tile + pixel) for c in range(n_channels)]
         )  # (C, S)
     else:
-        sample = np.moveaxis(tiles, 1, 0).reshape(n_channels, -1)
+        sample = np.moveaxis(tiles[:, :n_channels], 1, 0).reshape(n_channels, -1)
     low, high = np.percentile(sample.astype(np.float64), percentiles, axis=1)
     # A flat channel (or one whose span float32 cannot resolve): widen it so that the model file
     # never holds low >= high, which the loader refuses. `apply` only shifts such a channel
@@ -140,4 +174,6 @@ def fit_normalization(
     span = high.astype(np.float32) - low.astype(np.float32)
     flat = ~(span > 1e-6 * np.maximum(np.abs(low), np.abs(high)))
     high = np.where(flat, low + np.maximum(1.0, 1e-3 * np.abs(low)), high)
-    return Normalization(low=low.tolist(), high=high.tolist(), mode=mode, percentiles=percentiles)
+    return Normalization(
+        low=low.tolist(), high=high.tolist(), mode=mode, percentiles=percentiles, unscaled=unscaled
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..data import Problem, short_list
+from ..objects import MASK_CHANNEL_NAME
 from .sources import TileCounts, problems
 
 
@@ -19,6 +20,18 @@ def channel_problems(named: Sequence[tuple[str, Sequence[str]]]) -> list[Problem
     its channel names) in order; the first source that differs from the first one is named."""
     if not named:
         return []
+    # Object mode's mask channel is cut from cell masks: sources without them (tile fields,
+    # class folders) cannot have it. Said as that, not as a channel choice to change.
+    masked = [name for name, channels in named if list(channels)[-1:] == [MASK_CHANNEL_NAME]]
+    if masked and len(masked) != len(named):
+        plain = [name for name, _ in named if name not in masked]
+        return [
+            Problem(
+                f"The cell mask is an extra input channel of the cells of {short_list(map(repr, masked))}, but "
+                f"{short_list(map(repr, plain))} {'has' if len(plain) == 1 else 'have'} no cell masks to cut it "
+                "from: choose cell masks for every labelled image, or train without the mask channel."
+            )
+        ]
     first_name, first = named[0]
     for name, channels in named[1:]:
         if len(channels) != len(first):

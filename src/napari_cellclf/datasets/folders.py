@@ -169,10 +169,12 @@ def load_folder(
     progress: Progress | None = None,
     plane: dict[str, int] | None = None,
     blank_background: bool = False,
+    mask_channel: bool = False,
 ) -> TileDataset:
     """A TileDataset from either layout. `known_classes`: `class_names` are a model's (every class
     found must be one of them; label values above K are errors). Without class names, label values
-    1..K are named "class 1" .. "class K" (and `note`d)."""
+    1..K are named "class 1" .. "class K" (and `note`d). `blank_background` and `mask_channel`
+    (objects layout only): how each cell's tile is cut (objects.object_tiles)."""
     root = Path(root)
     if layout == "folders":
         if known_classes:
@@ -222,7 +224,9 @@ def load_folder(
                 masks = check_masks(io.read_image(mask_path).data, cyx.shape[1:], str(mask_path))
             except ValueError as error:
                 raise DatasetError(str(error)) from None
-            sources.append(InstanceObjects(str(image_path), masks, labels, cyx, blank_background))
+            sources.append(
+                InstanceObjects(str(image_path), masks, labels, cyx, blank_background, mask_channel)
+            )
         else:
             sources.append(PaintedLabels(str(image_path), labels, cyx))
         if progress is not None:

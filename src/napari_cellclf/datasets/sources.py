@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import data
 from ..data import Problem, TileDataset
-from ..objects import count_objects, object_classes, object_tiles
+from ..objects import MASK_CHANNEL_NAME, count_objects, object_classes, object_tiles
 from ..tiling import TileGrid, foreground_tiles, make_grid, tile_labels_from_label_image
 
 _BORDER = "drop"  # training tiles lie wholly inside their field
@@ -191,7 +191,8 @@ class InstanceObjects:
     image: each object is one sample, a tile of `spec.tile_size` centred on its centroid
     (objects.object_tiles), of the class painted on most of its painted pixels
     (objects.object_classes; unpainted objects are skipped). `blank_background`: pixels outside
-    the object are zero in its tile. Split positions are the grid cell (tile size) of the centre,
+    the object are zero in its tile. `mask_channel`: the tile has one more channel, the object's
+    own mask (named objects.MASK_CHANNEL_NAME, left unnormalised). Split positions are the grid cell (tile size) of the centre,
     so objects whose tiles share pixels with a validation object stay out of training."""
 
     name: str
@@ -199,6 +200,7 @@ class InstanceObjects:
     labels: np.ndarray
     image: np.ndarray | None = None  # (C, Y, X); only needed to build tiles
     blank_background: bool = False
+    mask_channel: bool = False
 
     def count(self, spec: TileSpec, class_names: Sequence[str]) -> list[int]:
         return count_objects(self.masks, self.labels, len(class_names))
@@ -294,7 +296,10 @@ def _objects_dataset(
 ) -> TileDataset:
     tiles, labels, groups, positions, names = [], [], [], [], []
     n_channels = None
+    mask_channel = bool(sources[0].mask_channel) if sources else False
     for group, source in enumerate(sources):
+        if bool(source.mask_channel) != mask_channel:  # one model input: every field cut alike
+            raise ValueError(f"{source.name}: the cell mask is a channel of some object fields, not all")
         if source.image is None:
             raise ValueError(f"{source.name}: no image to cut tiles from")
         image = np.asarray(source.image)
@@ -308,7 +313,11 @@ def _objects_dataset(
             table, classes = object_classes(source.masks, source.labels, len(class_names))
             chosen = np.flatnonzero(classes)
             picked = type(table)(table.labels[chosen], table.centroids[chosen], table.areas[chosen])
-            tiles.append(object_tiles(image, source.masks, spec.tile_size, picked, source.blank_background))
+            tiles.append(
+                object_tiles(
+                    image, source.masks, spec.tile_size, picked, source.blank_background, mask_channel
+                )
+            )
         except ValueError as exc:
             raise ValueError(f"{source.name}: {exc}") from None
         labels.append(classes[chosen] - 1)
@@ -318,8 +327,18 @@ def _objects_dataset(
     n_channels = n_channels or len(channel_names)
     if channel_names is None or len(channel_names) != n_channels:
         channel_names = [f"ch{c}" for c in range(n_channels)]
+    channel_names = list(channel_names) + [MASK_CHANNEL_NAME] * mask_channel
     return data._dataset(
-        tiles, labels, groups, positions, n_channels, spec.tile_size, class_names, channel_names, names
+        tiles,
+        labels,
+        groups,
+        positions,
+        n_channels + mask_channel,
+        spec.tile_size,
+        class_names,
+        channel_names,
+        names,
+        unscaled_channels=int(mask_channel),
     )
 
 

@@ -12,6 +12,7 @@ from .._files import json_ready
 from ..baseline import FEATURES_ARCHITECTURE
 from ..data import NORMALIZATION_MODES as _NORMALIZATION_MODES
 from ..model import ARCHITECTURES
+from ..objects import MASK_CHANNEL_NAME, stored_settings
 from ..tiling import MAX_CLASSES, MAX_TILE_SIZE, MIN_TILE_SIZE, check_tile_size
 from .colors import _HEX_COLOR
 
@@ -117,16 +118,23 @@ class ModelMeta:
         if bad_colors:
             raise ModelFileError(f"class_colors must be '#rrggbb', got {bad_colors}")
         channel_names = _string_list(d["channel_names"], "channel_names", min_length=1)
+        extra = d.get("extra", {}) or {}
+        if not isinstance(extra, dict):
+            raise ModelFileError(f"extra must be a JSON object, got {type(extra).__name__}")
+        # A model that reads the cell's mask as a channel (objects.object_tiles) names it last;
+        # that channel is not in any image, so channel_indices (into the source image) cover the
+        # image channels only: one fewer than channel_names.
+        image_channels = len(channel_names) - _mask_channels(extra, channel_names)
         channel_indices = d.get("channel_indices")
         if channel_indices is not None:
             if (
                 not isinstance(channel_indices, list)
-                or len(channel_indices) != len(channel_names)
+                or len(channel_indices) != image_channels
                 or not all(_is_int(i) and i >= 0 for i in channel_indices)
             ):
                 raise ModelFileError(
-                    f"channel_indices must be {len(channel_names)} non-negative "
-                    f"integers (one per channel), got {channel_indices!r}"
+                    f"channel_indices must be {image_channels} non-negative "
+                    f"integers (one per image channel), got {channel_indices!r}"
                 )
         tile_size = d["tile_size"]
         try:  # JSON gives ints; 64.0 would be a hand-edited file
@@ -145,7 +153,6 @@ class ModelMeta:
             )
         normalization = _check_normalization(d["normalization"], len(channel_names))
         history = d.get("history", {}) or {}
-        extra = d.get("extra", {}) or {}
         for name, value in (("history", history), ("extra", extra)):
             if not isinstance(value, dict):
                 raise ModelFileError(f"{name} must be a JSON object, got {type(value).__name__}")
@@ -224,15 +231,46 @@ def _string_list(value, name: str, min_length: int) -> list[str]:
     return list(value)
 
 
+def _mask_channels(extra: dict, channel_names: list[str]) -> int:
+    """1 when the model reads the cell's mask as its last channel (objects.stored_settings), else
+    0; a flag that is not true/false, or a mask model whose last channel is not the mask, is
+    refused (every consumer strips that last name: objects.image_channel_names)."""
+    stored = extra.get("objects")
+    if stored is None:
+        return 0
+    if not isinstance(stored, dict):
+        raise ModelFileError(f"extra.objects must be a JSON object, got {type(stored).__name__}")
+    for key in ("blank_background", "mask_channel"):
+        if not isinstance(stored.get(key, False), bool):
+            raise ModelFileError(f"extra.objects.{key} must be true or false, got {stored[key]!r}")
+    if not stored_settings(extra)["mask_channel"]:
+        return 0
+    if len(channel_names) < 2 or channel_names[-1] != MASK_CHANNEL_NAME:
+        raise ModelFileError(
+            f"a model with the cell mask as a channel needs an image channel and "
+            f"'{MASK_CHANNEL_NAME}' last in channel_names, got {channel_names!r}"
+        )
+    return 1
+
+
 def _check_normalization(value, n_channels: int) -> dict:
-    """The parts every consumer relies on: a mode and, for dataset mode, finite low/high per channel."""
+    """The parts every consumer relies on: a mode and, for dataset mode, finite low/high per
+    normalised channel. The last `unscaled` channels (data.Normalization: the cell-mask channel,
+    already 0/1) have no statistics, so low/high hold n_channels - unscaled numbers."""
     if not isinstance(value, dict):
         raise ModelFileError(f"normalization must be a JSON object, got {type(value).__name__}")
     mode = value.get("mode", "dataset")
     if mode not in _NORMALIZATION_MODES:
         raise ModelFileError(f"normalization mode must be one of {_NORMALIZATION_MODES}, got {mode!r}")
+    unscaled = value.get("unscaled", 0)
+    if not _is_int(unscaled) or not 0 <= unscaled < n_channels:
+        raise ModelFileError(
+            f"normalization unscaled must be a whole number of 0..{n_channels - 1} (channels left "
+            f"as they are), got {unscaled!r}"
+        )
     if mode == "per_tile":
         return dict(value)  # statistics come from each tile at apply time
+    n_channels -= unscaled
     for key in ("low", "high"):
         bounds = value.get(key)
         if (

@@ -12,8 +12,12 @@ from .config import (
 )
 
 
-def _augment(xb: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """The training augmentation of one batch; every draw comes from `generator` (on the CPU)."""
+def _augment(
+    xb: torch.Tensor, config: TrainConfig, generator: torch.Generator, unscaled: int = 0
+) -> torch.Tensor:
+    """The training augmentation of one batch; every draw comes from `generator` (on the CPU).
+    The last `unscaled` channels (the cell-mask channel: 0/1, not an intensity) move with the
+    image but get no intensity jitter."""
     n = len(xb)
     if config.augment:
         xb = _random_dihedral(xb, torch.randint(0, 8, (n,), generator=generator))
@@ -26,6 +30,8 @@ def _augment(xb: torch.Tensor, config: TrainConfig, generator: torch.Generator) 
         gains = torch.exp(
             (torch.rand(n, xb.shape[1], 1, 1, generator=generator) * 2 - 1) * config.intensity_jitter
         )
+        if unscaled:
+            gains[:, xb.shape[1] - unscaled :] = 1.0
         xb = xb * gains.to(device=xb.device, dtype=xb.dtype)
     return xb
 

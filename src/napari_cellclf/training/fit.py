@@ -90,7 +90,9 @@ def train(
         )
 
     # Statistics from the training part only: validation must look like unseen data.
-    normalization = fit_normalization(dataset.tiles[train_idx], mode=config.normalization)
+    normalization = fit_normalization(
+        dataset.tiles[train_idx], mode=config.normalization, unscaled=dataset.unscaled_channels
+    )
     x_train = torch.from_numpy(
         np.ascontiguousarray(normalization.apply(dataset.tiles[train_idx]), dtype=np.float32)
     )
@@ -150,6 +152,7 @@ def train(
             balanced_batches=balance == "sampler",
             stop=stop,
             history=history,
+            unscaled=dataset.unscaled_channels,
         )
         best_states.append(outcome["best_state"])
         last_model = outcome["model"]

@@ -67,6 +67,7 @@ def _train_one_run(
     balanced_batches,
     stop,
     history,
+    unscaled=0,
 ):
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -128,7 +129,7 @@ def _train_one_run(
             idx = order[batch * config.batch_size : (batch + 1) * config.batch_size]
             xb = _to_device(x_train.index_select(0, idx), device)
             yb = _to_device(y_train.index_select(0, idx), device)
-            xb = _augment(xb, config, generator)
+            xb = _augment(xb, config, generator, unscaled)
             xb = xb.contiguous(memory_format=torch.channels_last)
             if config.lr_schedule == "cosine":
                 step = epoch * n_batches + batch
