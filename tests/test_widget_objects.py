@@ -83,7 +83,7 @@ def test_object_mode_on_the_sample_fields_with_their_cell_masks(
     wait_idle(qtbot, widget, 300)
     trained = widget.session.trained
     assert trained is not None and trained.meta.tile_size == TILE
-    assert trained.meta.extra["objects"] == {"blank_background": False}
+    assert trained.meta.extra["objects"] == {"blank_background": False, "mask_channel": False}
 
     progress_texts: list[str] = []  # what the job bar said at each classify step
     widget.session.jobs.progress.connect(lambda *_: progress_texts.append(widget.job_bar.status.text()))
@@ -218,7 +218,7 @@ def test_a_cell_takes_its_majority_stroke_and_a_deleted_mask_layer_returns_to_ti
     train.device.setCurrentIndex(train.device.findData("cpu"))
     click_when_enabled(qtbot, train.train_button)
     wait_idle(qtbot, widget, 120)
-    assert widget.session.trained.meta.extra["objects"] == {"blank_background": True}
+    assert widget.session.trained.meta.extra["objects"] == {"blank_background": True, "mask_channel": False}
     widget.results_panel.classify_button.click()
     wait_idle(qtbot, widget, 60)
     result = viewer.layers["puncta cell classes"]

@@ -21,6 +21,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from .. import datasets
 from ..attribution import explain_field
 from ..datasets import split_positions
+from ..objects import image_channel_names
 from ..training import MemorisationWarning, train
 from ._fields import Field, fields_from_layers, model_channels
 from ._jobs import JobStage, tagged
@@ -76,7 +77,10 @@ class Controller:
     def classify_check(self, all_fields: bool = False) -> Check:
         current = self.current_field()
         return classify_check(
-            self.session, self.fields() if all_fields else [current] if current else [], all_fields
+            self.session,
+            self.fields() if all_fields else [current] if current else [],
+            all_fields,
+            self.viewer,
         )
 
     def explain_check(self) -> Check:
@@ -168,7 +172,11 @@ class Controller:
         meta = self.session.trained.meta
         classifier = self.session.classifier(self.session.train.device)
         images = [
-            (fld.id, fld.name, fld.stack(model_channels(fld, meta.channel_names, meta.channel_indices)))
+            (
+                fld.id,
+                fld.name,
+                fld.stack(model_channels(fld, image_channel_names(meta), meta.channel_indices)),
+            )
             for fld in fields
         ]
         return classifier, images

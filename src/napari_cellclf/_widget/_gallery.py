@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..gallery import GalleryTile
+from ..objects import image_channel_names
 from ..report import RIGHT_COLOUR, WRONG_COLOUR, composite
 from ._fields import Field, fields_from_layers, model_channels
 from ._grid import camera_of
@@ -181,7 +182,7 @@ class GalleryPanel(QWidget):
     def _cut(self, fld: Field, tile: GalleryTile) -> np.ndarray | None:
         meta = self.session.trained.meta
         try:
-            channels = model_channels(fld, meta.channel_names, meta.channel_indices)
+            channels = model_channels(fld, image_channel_names(meta), meta.channel_indices)
         except ValueError:
             return None
         y0, x0 = tile.origin

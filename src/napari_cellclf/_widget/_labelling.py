@@ -177,6 +177,7 @@ def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) ->
     channel_indices: list[int] | None = None
     channel_names: list[str] = []
     blank_background = choices_for(session).blank_background
+    mask_channel = choices_for(session).mask_channel
     extra: dict = {}
     for fld in fields:
         choice = session.labels_source(fld.id)
@@ -204,8 +205,8 @@ def gather_training_inputs(session: Session, fields: Sequence[Field], viewer) ->
         if masks is not None:
             # object mode: one sample per labelled cell; a whole-image class labels every cell
             painted = labels if labels is not None else np.full(fld.shape, choice, np.uint16)
-            sources.append(InstanceObjects(fld.name, masks, painted, image, blank_background))
-            extra[EXTRA_KEY] = settings_extra(blank_background)
+            sources.append(InstanceObjects(fld.name, masks, painted, image, blank_background, mask_channel))
+            extra[EXTRA_KEY] = settings_extra(blank_background, mask_channel)
         elif labels is not None:
             sources.append(PaintedLabels(fld.name, labels, image))
         else:

@@ -30,7 +30,7 @@ from ..objects import (
     index_objects,
     model_settings,
 )
-from ..options import BLANK_BACKGROUND
+from ..options import BLANK_BACKGROUND, MASK_CHANNEL
 from ._fields import Field, derived_metadata, find_derived, role_of
 from ._layers import keep_selection
 from ._qt import Links, alive_only, note_label, signals_blocked
@@ -48,6 +48,7 @@ class ObjectChoices:
 
     layers: dict[str, Any] = field(default_factory=dict)  # field id -> Labels layer unique_id
     blank_background: bool = BLANK_BACKGROUND.default
+    mask_channel: bool = MASK_CHANNEL.default
 
 
 _CHOICES: "weakref.WeakKeyDictionary[Any, ObjectChoices]" = weakref.WeakKeyDictionary()
@@ -206,7 +207,15 @@ def prediction_steps(classifier, image, masks, meta, stop, **tile_options):
     given (cut as the model was trained, objects.model_settings), else the tile grid."""
     if masks is None:
         return classifier.predict_field(image, stop=stop, **tile_options)
-    return classify_objects(classifier, image, masks, model_settings(meta)["blank_background"], stop=stop)
+    settings = model_settings(meta)
+    return classify_objects(
+        classifier,
+        image,
+        masks,
+        settings["blank_background"],
+        stop=stop,
+        mask_channel=settings["mask_channel"],
+    )
 
 
 def cell_features(prediction: ObjectPrediction) -> dict[str, np.ndarray]:
@@ -286,14 +295,13 @@ def objects_combo(viewer, session, fld: Field) -> QComboBox:
 
 
 class ObjectsBox(QGroupBox):
-    """How object tiles are cut (the engine's option), and what a stroke means in object mode."""
+    """How object tiles are cut (the engine's options), and what a stroke means in object mode."""
 
     def __init__(self, session, parent: QWidget | None = None):
         super().__init__("Cells (object mode)", parent)
         self.session = session
-        self.blank_background = QCheckBox(BLANK_BACKGROUND.label)
-        self.blank_background.setToolTip(BLANK_BACKGROUND.help[:1].upper() + BLANK_BACKGROUND.help[1:] + ".")
-        self.blank_background.setChecked(choices_for(session).blank_background)
+        self.blank_background = _option_box(BLANK_BACKGROUND, choices_for(session).blank_background)
+        self.mask_channel = _option_box(MASK_CHANNEL, choices_for(session).mask_channel)
         layout = QVBoxLayout(self)
         layout.addWidget(
             note_label(
@@ -302,14 +310,34 @@ class ObjectsBox(QGroupBox):
             )
         )
         layout.addWidget(self.blank_background)
+        layout.addWidget(self.mask_channel)
         self.blank_background.toggled.connect(self._on_blank)
+        self.mask_channel.toggled.connect(self._on_mask_channel)
         self.links = Links()  # undone when the dock closes (CellClassifierWidget.shut_down)
         self.links.connect(session.labels_changed, self._load)
 
     def _on_blank(self, on: bool) -> None:
         choices_for(self.session).blank_background = bool(on)
 
+    def _on_mask_channel(self, on: bool) -> None:
+        choices_for(self.session).mask_channel = bool(on)
+        # Train's check depends on it (object fields then have one channel more than tile fields).
+        self.session.labels_changed.emit()
+
     @alive_only
     def _load(self) -> None:
-        with signals_blocked(self.blank_background):
-            self.blank_background.setChecked(choices_for(self.session).blank_background)
+        choices = choices_for(self.session)
+        for box, value in (
+            (self.blank_background, choices.blank_background),
+            (self.mask_channel, choices.mask_channel),
+        ):
+            with signals_blocked(box):
+                box.setChecked(value)
+
+
+def _option_box(option, checked: bool) -> QCheckBox:
+    """A checkbox for a boolean option of options.py: its label, its help as the tooltip."""
+    box = QCheckBox(option.label)
+    box.setToolTip(option.help[:1].upper() + option.help[1:] + ".")
+    box.setChecked(checked)
+    return box

@@ -4,7 +4,9 @@ that cannot work is disabled with its reason instead of failing after the click.
 No rule is made here: training asks `datasets.training_problems` (the counted tiles and the
 labelled fields' channels, the check the CLI's folder loader makes too), classification asks the
 engine's channel policy (`channels.model_channel_indices` through `_fields.model_channels`) and
-explanation the feature models' refusal (`baseline.ATTRIBUTION_REFUSAL`); a field whose pixel size
+explanation the feature models' refusal (`baseline.ATTRIBUTION_REFUSAL`); a model that reads the
+cell mask as a channel classifies only fields with cell masks and explains none
+(`objects.tile_mode_problem`); a field whose pixel size
 differs from the model's training pixel size gets the CLI's sentence (`pixelsize.pixel_size_warning`,
 same factor). This module only
 gathers the inputs from the session and the layers. No Qt.
@@ -18,10 +20,12 @@ from typing import Sequence
 import numpy as np
 
 from .. import datasets
+from ..objects import MASK_CHANNEL_NAME, image_channel_names, tile_mode_problem
 from ..pixelsize import pixel_size_warning
 from ._fields import Field, model_channels
 from ._labelling import problems
 from ._layers import labels_layer
+from ._objects import choices_for, objects_layer
 from ._session import LABELS_PAINTED, Session
 
 NO_MODEL = "No model yet: train one (Train tab) or load a model file."
@@ -66,7 +70,12 @@ def train_check(session: Session, fields: Sequence[Field], viewer) -> Check:
         except ValueError as exc:
             check.blocking.append(str(exc))
             continue
-        named.append((fld.name, [fld.channel_names[c] for c in chosen]))
+        names = [fld.channel_names[c] for c in chosen]
+        if choices_for(session).mask_channel and objects_layer(session, viewer, fld) is not None:
+            # Its cells' tiles get the mask channel too: a tile field beside it has one fewer,
+            # which training_problems names.
+            names.append(MASK_CHANNEL_NAME)
+        named.append((fld.name, names))
         if session.labels_source(fld.id) == LABELS_PAINTED:
             check.blocking += _label_value_problems(fld, session, viewer, n_classes)
     imported = session.imported
@@ -92,19 +101,27 @@ def _label_value_problems(fld: Field, session: Session, viewer, n_classes: int) 
     ]
 
 
-def classify_check(session: Session, fields: Sequence[Field], all_fields: bool) -> Check:
+def classify_check(session: Session, fields: Sequence[Field], all_fields: bool, viewer=None) -> Check:
     """Which fields the model can classify; with `all_fields`, the others are skipped (named,
-    with the reason), and only no usable field at all is blocking."""
+    with the reason), and only no usable field at all is blocking. A model that reads the cell
+    mask as a channel cannot classify a field in tile mode (no cell masks chosen in `viewer`)."""
     trained = session.trained
     if trained is None:
         return Check(blocking=[NO_MODEL])
     if not fields:
         return Check(blocking=[NO_FIELD])
     meta = trained.meta
+    cells_only = tile_mode_problem(meta)
     check = Check()
     for fld in fields:
+        if cells_only and objects_layer(session, viewer, fld) is None:
+            check.skipped.append(
+                f"Field '{fld.name}': {cells_only[:1].upper()}{cells_only[1:]}; choose the "
+                "field's cell masks in the Objects column."
+            )
+            continue
         try:
-            model_channels(fld, meta.channel_names, meta.channel_indices)
+            model_channels(fld, image_channel_names(meta), meta.channel_indices)
         except ValueError as exc:
             check.skipped.append(str(exc))
             continue
@@ -139,6 +156,11 @@ def field_pixel_size(fld: Field) -> tuple[tuple[float, float] | None, str | None
 def explain_check(session: Session, current: Field | None) -> Check:
     from ..baseline import ATTRIBUTION_REFUSAL, is_feature_model
 
+    cells_only = tile_mode_problem(session.trained.meta) if session.trained is not None else None
+    if cells_only and current is not None:  # explanations are maps over the tile grid
+        return Check(
+            blocking=[f"{cells_only[:1].upper()}{cells_only[1:]}, so it has no tile map to explain."]
+        )
     check = classify_check(session, [current] if current else [], all_fields=False)
     if check.ok and session.trained is not None and is_feature_model(session.trained.model):
         check.blocking.append(ATTRIBUTION_REFUSAL[:1].upper() + ATTRIBUTION_REFUSAL[1:] + ".")
